@@ -1,0 +1,124 @@
+//! The key-value engine behind the store, as a small trait so the engine
+//! can be swapped (sled today; see DESIGN.md for why it may not be forever).
+//!
+//! Every keyspace is a [`Space`]. Writes go through a [`Batch`], applied
+//! atomically: after a crash the store holds all of a batch or none of it.
+
+use crate::error::Result;
+
+/// The keyspaces of a store. Each is a separate key range of the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Space {
+    /// Node metadata: format version, key pair, counters, head commit.
+    Meta = b'M',
+    /// Immutable tree and content-list nodes, by hash.
+    Nodes = b'N',
+    /// The chunk index: chunk hash -> pack location.
+    Chunks = b'C',
+    /// Pack extents: pack id + offset -> chunk hash (recovery, GC).
+    PackExtents = b'P',
+    /// Live namespace: inode number -> inode record.
+    Inodes = b'I',
+    /// Live namespace: parent inode + name -> directory entry.
+    Dirents = b'D',
+    /// Live namespace: parent inode + readdir cookie -> name.
+    Cookies = b'R',
+    /// Live namespace: inode + parent + name, every name of an inode.
+    Links = b'L',
+    /// Live namespace: inode + attribute name -> value.
+    Xattrs = b'X',
+    /// Inodes unlinked while open, reclaimed at the next open of the store.
+    Orphans = b'O',
+    /// Entries changed since the last commit: parent inode + name.
+    Dirty = b'Y',
+    /// The commit log: sequence number -> commit.
+    Commits = b'G',
+}
+
+/// Keyspaces in a fixed order, for tests and tools that walk them all.
+pub const ALL_SPACES: [Space; 12] = [
+    Space::Meta,
+    Space::Nodes,
+    Space::Chunks,
+    Space::PackExtents,
+    Space::Inodes,
+    Space::Dirents,
+    Space::Cookies,
+    Space::Links,
+    Space::Xattrs,
+    Space::Orphans,
+    Space::Dirty,
+    Space::Commits,
+];
+
+/// One write of a batch: a value to put, or `None` to remove the key.
+pub type Op = (Space, Vec<u8>, Option<Vec<u8>>);
+
+/// Writes applied together, atomically.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    /// In order; a later write to the same key wins.
+    pub ops: Vec<Op>,
+}
+
+impl Batch {
+    /// Puts `value` under `key`.
+    pub fn put(&mut self, space: Space, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push((space, key.into(), Some(value.into())));
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, space: Space, key: impl Into<Vec<u8>>) {
+        self.ops.push((space, key.into(), None));
+    }
+
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// A key and its value, the key without its keyspace.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// A key-value engine with keyspaces, atomic batches and a durable flush.
+pub trait Kv: Send + Sync {
+    /// The value under `key`.
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Up to `limit` pairs whose key starts with `prefix`, in key order,
+    /// starting strictly after `after` when given.
+    fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>>;
+
+    /// The greatest pair whose key starts with `prefix`.
+    fn last(&self, space: Space, prefix: &[u8]) -> Result<Option<KeyValue>>;
+
+    /// Applies every write of `batch`, atomically.
+    fn apply(&self, batch: Batch) -> Result<()>;
+
+    /// Makes every applied batch durable (survives power loss).
+    fn flush(&self) -> Result<()>;
+
+    /// Bytes the engine occupies on disk (0 for memory engines).
+    fn size_on_disk(&self) -> Result<u64>;
+}
+
+/// The smallest key greater than every key starting with `prefix`, or
+/// `None` when no such key exists (the prefix is all 0xff).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}

@@ -1,0 +1,369 @@
+//! Chunk bytes in append-only pack files beside the key-value engine.
+//!
+//! sled 0.34 writes values over ~128 KiB as blob files it never fsyncs, and
+//! large values bloat its log, so chunk bytes live here and only their
+//! location lives in the index. A pack is a sequence of records:
+//!
+//! ```text
+//! magic "BKC1" | length u32 LE | blake3 hash (32 bytes) | bytes
+//! ```
+//!
+//! The header makes a pack self-describing: the index can be checked (and
+//! rebuilt) from the packs alone. Bytes are written with `write(2)` before
+//! the index entry naming them is applied, so a `kill -9` never leaves an
+//! index entry without its bytes; [`Packs::sync`] fsyncs them before the
+//! engine's durable flush, so a power loss does not either.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::hash::Hash;
+
+/// Bytes before a chunk's data in its record.
+pub const RECORD_HEADER: u64 = 4 + 4 + 32;
+const MAGIC: &[u8; 4] = b"BKC1";
+/// A pack is closed and a new one started past this size: small enough
+/// that GC can rewrite one cheaply, large enough to keep file counts low.
+pub const PACK_TARGET_SIZE: u64 = 256 * 1024 * 1024;
+/// Writes are refused (ENOSPC) when the disk holding the store has less
+/// free space than this, so the engine never meets a full disk (sled makes
+/// its first I/O error sticky).
+pub const DEFAULT_RESERVE: u64 = 64 * 1024 * 1024;
+/// How many bytes may be appended between two free-space checks while the
+/// disk is far from the reserve.
+const CHECK_EVERY: u64 = 32 * 1024 * 1024;
+
+/// Where a chunk's bytes are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// Pack number.
+    pub pack: u32,
+    /// Offset of the chunk's first byte (after the record header).
+    pub offset: u64,
+    /// Chunk length in bytes.
+    pub len: u32,
+}
+
+impl Location {
+    /// The 16-byte index encoding.
+    pub fn encode(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&self.pack.to_be_bytes());
+        b[4..12].copy_from_slice(&self.offset.to_be_bytes());
+        b[12..].copy_from_slice(&self.len.to_be_bytes());
+        b
+    }
+
+    /// Decodes [`Location::encode`]'s bytes.
+    pub fn decode(b: &[u8]) -> Result<Location> {
+        if b.len() != 16 {
+            return Err(Error::corrupt("chunk location of wrong length"));
+        }
+        Ok(Location {
+            pack: u32::from_be_bytes(b[..4].try_into().expect("4 bytes")),
+            offset: u64::from_be_bytes(b[4..12].try_into().expect("8 bytes")),
+            len: u32::from_be_bytes(b[12..].try_into().expect("4 bytes")),
+        })
+    }
+}
+
+struct Writer {
+    id: u32,
+    file: File,
+    len: u64,
+    /// Packs written since the last sync (the active one included).
+    unsynced: Vec<u32>,
+    since_check: u64,
+    free_at_check: u64,
+}
+
+/// The pack files of a store.
+pub struct Packs {
+    dir: PathBuf,
+    writer: Mutex<Writer>,
+    readers: Mutex<HashMap<u32, Arc<File>>>,
+    reserve: u64,
+}
+
+fn pack_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("{id:08}.pack"))
+}
+
+/// Sizes of the file system holding a path, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskSpace {
+    /// Total size.
+    pub total: u64,
+    /// Free bytes.
+    pub free: u64,
+    /// Free bytes for unprivileged writers.
+    pub avail: u64,
+    /// Free inodes.
+    pub files_free: u64,
+}
+
+/// Free bytes for unprivileged writers on the file system holding `path`.
+pub fn free_space(path: &Path) -> Result<u64> {
+    Ok(disk_space(path)?.avail)
+}
+
+/// The sizes of the file system holding `path` (statvfs).
+pub fn disk_space(path: &Path) -> Result<DiskSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::InvalidArgument("path contains NUL"))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated string and `st` points to
+    // writable memory of the right type; statvfs only writes into it.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(Error::io("statvfs", std::io::Error::last_os_error()));
+    }
+    // SAFETY: statvfs returned 0, so it initialised the struct.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ by platform
+    let frsize = st.f_frsize as u64;
+    #[allow(clippy::unnecessary_cast)]
+    Ok(DiskSpace {
+        total: st.f_blocks as u64 * frsize,
+        free: st.f_bfree as u64 * frsize,
+        avail: st.f_bavail as u64 * frsize,
+        files_free: st.f_favail as u64,
+    })
+}
+
+impl Packs {
+    /// Opens the packs in `dir` (creating it), appending to the newest.
+    pub fn open(dir: &Path) -> Result<Packs> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create packs folder", e))?;
+        let mut newest = 0u32;
+        for ent in std::fs::read_dir(dir).map_err(|e| Error::io("list packs", e))? {
+            let ent = ent.map_err(|e| Error::io("list packs", e))?;
+            let name = ent.file_name();
+            let name = name.to_string_lossy();
+            if let Some(n) = name
+                .strip_suffix(".pack")
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                newest = newest.max(n);
+            }
+        }
+        let id = newest.max(1);
+        let (file, len) = Self::open_for_append(dir, id)?;
+        Ok(Packs {
+            dir: dir.to_path_buf(),
+            writer: Mutex::new(Writer {
+                id,
+                file,
+                len,
+                unsynced: vec![],
+                since_check: CHECK_EVERY,
+                free_at_check: 0,
+            }),
+            readers: Mutex::new(HashMap::new()),
+            reserve: DEFAULT_RESERVE,
+        })
+    }
+
+    /// Sets the free-space reserve below which appends fail with ENOSPC.
+    pub fn set_reserve(&mut self, bytes: u64) {
+        self.reserve = bytes;
+        self.lock_writer().since_check = CHECK_EVERY;
+    }
+
+    fn open_for_append(dir: &Path, id: u32) -> Result<(File, u64)> {
+        let path = pack_path(dir, id);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat pack", e))?
+            .len();
+        Ok((file, len))
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The free-space reserve in bytes.
+    pub fn reserve(&self) -> u64 {
+        self.reserve
+    }
+
+    /// The folder the packs are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends one chunk and returns where it is. The bytes are handed to
+    /// the kernel before this returns (they survive the process dying),
+    /// and reach the disk at the next [`Packs::sync`].
+    pub fn append(&self, hash: &Hash, data: &[u8]) -> Result<Location> {
+        let len =
+            u32::try_from(data.len()).map_err(|_| Error::InvalidArgument("chunk over 4 GiB"))?;
+        let mut w = self.lock_writer();
+        let need = RECORD_HEADER + data.len() as u64;
+        w.since_check += need;
+        if w.since_check >= CHECK_EVERY || w.free_at_check < self.reserve.saturating_mul(4) {
+            w.free_at_check = free_space(&self.dir)?;
+            w.since_check = 0;
+        }
+        if w.free_at_check < self.reserve.saturating_add(need) {
+            return Err(Error::NoSpace);
+        }
+        w.free_at_check -= need;
+        if w.len > 0 && w.len + need > PACK_TARGET_SIZE {
+            let id = w.id + 1;
+            let (file, len) = Self::open_for_append(&self.dir, id)?;
+            let old = w.id;
+            if !w.unsynced.contains(&old) {
+                w.unsynced.push(old);
+            }
+            w.id = id;
+            w.file = file;
+            w.len = len;
+        }
+        let mut rec = Vec::with_capacity(need as usize);
+        rec.extend_from_slice(MAGIC);
+        rec.extend_from_slice(&len.to_le_bytes());
+        rec.extend_from_slice(hash.as_bytes());
+        rec.extend_from_slice(data);
+        let start = w.len;
+        if let Err(e) = w.file.write_all(&rec) {
+            // A short write leaves a torn record at the end; later appends
+            // go after it and recovery ignores it (no index entry names it).
+            w.len = w.file.metadata().map(|m| m.len()).unwrap_or(start);
+            return Err(Error::io("append to pack", e));
+        }
+        w.len = start + need;
+        let id = w.id;
+        if !w.unsynced.contains(&id) {
+            w.unsynced.push(id);
+        }
+        Ok(Location {
+            pack: id,
+            offset: start + RECORD_HEADER,
+            len,
+        })
+    }
+
+    /// fsyncs every pack written since the last sync.
+    pub fn sync(&self) -> Result<()> {
+        let mut w = self.lock_writer();
+        let ids = std::mem::take(&mut w.unsynced);
+        for id in &ids {
+            let res = if *id == w.id {
+                w.file.sync_data().map_err(|e| Error::io("fsync pack", e))
+            } else {
+                self.reader(*id)
+                    .and_then(|f| f.sync_data().map_err(|e| Error::io("fsync pack", e)))
+            };
+            if let Err(e) = res {
+                w.unsynced = ids;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The active pack and its length: everything before is written.
+    pub fn head(&self) -> (u32, u64) {
+        let w = self.lock_writer();
+        (w.id, w.len)
+    }
+
+    /// The length of pack `id` on disk (0 if it does not exist).
+    pub fn pack_len(&self, id: u32) -> Result<u64> {
+        match std::fs::metadata(pack_path(&self.dir, id)) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(Error::io("stat pack", e)),
+        }
+    }
+
+    fn reader(&self, id: u32) -> Result<Arc<File>> {
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = readers.get(&id) {
+            return Ok(f.clone());
+        }
+        let path = pack_path(&self.dir, id);
+        let f = Arc::new(
+            File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?,
+        );
+        readers.insert(id, f.clone());
+        Ok(f)
+    }
+
+    /// Reads `buf.len()` bytes of the chunk at `loc`, starting `skip` bytes
+    /// into it.
+    pub fn read_at(&self, loc: &Location, skip: u64, buf: &mut [u8]) -> Result<()> {
+        if skip + buf.len() as u64 > u64::from(loc.len) {
+            return Err(Error::InvalidArgument("read past the end of a chunk"));
+        }
+        let f = self.reader(loc.pack)?;
+        f.read_exact_at(buf, loc.offset + skip).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::corrupt(format!("pack {} shorter than its index", loc.pack))
+            } else {
+                Error::io("read pack", e)
+            }
+        })
+    }
+
+    /// Reads a whole chunk and checks it against `hash`.
+    pub fn read_verified(&self, hash: &Hash, loc: &Location) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; loc.len as usize];
+        self.read_at(loc, 0, &mut buf)?;
+        if Hash::of(&buf) != *hash {
+            return Err(Error::corrupt(format!(
+                "chunk {hash} does not match its hash"
+            )));
+        }
+        Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_read_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let packs = Packs::open(dir.path()).unwrap();
+        let a = b"hello chunk".to_vec();
+        let h = Hash::of(&a);
+        let loc = packs.append(&h, &a).unwrap();
+        packs.sync().unwrap();
+        assert_eq!(packs.read_verified(&h, &loc).unwrap(), a);
+        let mut part = [0u8; 5];
+        packs.read_at(&loc, 6, &mut part).unwrap();
+        assert_eq!(&part, b"chunk");
+        assert!(packs.read_at(&loc, 8, &mut part).is_err());
+        drop(packs);
+        let packs = Packs::open(dir.path()).unwrap();
+        assert_eq!(packs.head().1, RECORD_HEADER + a.len() as u64);
+        assert_eq!(packs.read_verified(&h, &loc).unwrap(), a);
+        // A wrong hash is caught.
+        assert!(packs.read_verified(&Hash::of(b"other"), &loc).is_err());
+    }
+
+    #[test]
+    fn reserve_refuses_writes_with_enospc() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut packs = Packs::open(dir.path()).unwrap();
+        packs.set_reserve(u64::MAX / 2);
+        let err = packs.append(&Hash::of(b"x"), b"x").unwrap_err();
+        assert_eq!(err.errno(), libc::ENOSPC);
+    }
+}

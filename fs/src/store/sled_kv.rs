@@ -1,0 +1,128 @@
+//! [`Kv`] on sled 0.34: every keyspace is a one-byte prefix of one sled
+//! tree, so a [`Batch`] across keyspaces is one atomic `apply_batch`.
+//!
+//! sled flushes itself every 500 ms by default; we turn that off and flush
+//! on our own schedule, after the pack bytes the index names are fsynced
+//! (DESIGN.md, "Ordering on disk").
+
+use std::path::Path;
+
+use super::kv::{prefix_end, Batch, KeyValue, Kv, Space};
+use crate::error::{Error, Result};
+
+/// sled's page cache bound. Its default is 1 GiB; a replica on a small
+/// server must not pay that, and our hot metadata is far smaller.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A [`Kv`] backed by a sled database in a folder.
+pub struct SledKv {
+    db: sled::Db,
+}
+
+fn engine(e: sled::Error) -> Error {
+    match e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => Error::Locked,
+        sled::Error::Io(io) => Error::io("sled", io),
+        other => Error::Engine(Box::new(other)),
+    }
+}
+
+fn key(space: Space, k: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(k.len() + 1);
+    v.push(space as u8);
+    v.extend_from_slice(k);
+    v
+}
+
+impl SledKv {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledKv> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| {
+                // sled reports a held lock as a generic I/O error on some
+                // platforms: name it for the user either way.
+                let msg = e.to_string();
+                if msg.contains("lock")
+                    || msg.contains("WouldBlock")
+                    || msg.contains("Resource temporarily unavailable")
+                {
+                    Error::Locked
+                } else {
+                    engine(e)
+                }
+            })?;
+        Ok(SledKv { db })
+    }
+}
+
+impl Kv for SledKv {
+    fn get(&self, space: Space, k: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .db
+            .get(key(space, k))
+            .map_err(engine)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>> {
+        let full_prefix = key(space, prefix);
+        let start = match after {
+            Some(a) if a >= prefix => std::ops::Bound::Excluded(key(space, a)),
+            _ => std::ops::Bound::Included(full_prefix.clone()),
+        };
+        let end = match prefix_end(&full_prefix) {
+            Some(e) => std::ops::Bound::Excluded(e),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for item in self.db.range::<Vec<u8>, _>((start, end)).take(limit) {
+            let (k, v) = item.map_err(engine)?;
+            out.push((k[1..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn last(&self, space: Space, prefix: &[u8]) -> Result<Option<KeyValue>> {
+        let full_prefix = key(space, prefix);
+        let item = match prefix_end(&full_prefix) {
+            Some(e) => self.db.range(full_prefix..e).next_back(),
+            None => self.db.range(full_prefix..).next_back(),
+        };
+        match item {
+            None => Ok(None),
+            Some(r) => {
+                let (k, v) = r.map_err(engine)?;
+                Ok(Some((k[1..].to_vec(), v.to_vec())))
+            }
+        }
+    }
+
+    fn apply(&self, batch: Batch) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for (space, k, v) in batch.ops {
+            match v {
+                Some(v) => b.insert(key(space, &k), v),
+                None => b.remove(key(space, &k)),
+            }
+        }
+        self.db.apply_batch(b).map_err(engine)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(engine).map(|_| ())
+    }
+
+    fn size_on_disk(&self) -> Result<u64> {
+        self.db.size_on_disk().map_err(engine)
+    }
+}
