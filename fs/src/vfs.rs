@@ -1,0 +1,578 @@
+//! POSIX-like operations on the live namespace, with no FUSE types.
+//!
+//! The live namespace (inodes, names, link counts, owners, xattrs) is in
+//! the store and changes with every operation, atomically: each operation
+//! reads and writes through one [`Txn`] applied as one batch. Every name an
+//! operation touches is marked dirty in the same batch; [`Vfs::commit`]
+//! later folds the dirty names into new tree nodes (only the paths that
+//! changed) and appends the new root to the commit log. Marks are in the
+//! store, so a crash between an operation and its commit loses nothing:
+//! the next commit picks them up.
+//!
+//! File bytes are buffered per open inode ([`file::FileData`]) and chunked
+//! at flush, fsync and release (or when a file's unflushed bytes pass
+//! [`file::FOLD_THRESHOLD`]). fsync returns once its root is durable.
+//!
+//! One lock serialises operations; the kernel's requests are short, and
+//! one writer means no conflicting transactions.
+
+mod commit;
+mod committer;
+mod file;
+mod names;
+mod records;
+mod types;
+mod xattr;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+pub use commit::{read_log, Commit};
+pub use committer::Committer;
+pub use names::NewNode;
+pub use types::*;
+
+use crate::error::{Error, Result};
+use crate::hash::Hash;
+use crate::store::{Space, Store, Txn};
+use crate::tree::{Kind, Timestamp};
+use commit::Head;
+use file::FileData;
+use records::{ts, ts_pair, InodeRecord, NamespaceTxn};
+
+/// The vfs's clock: wall time for mtimes and commits. Tests inject one.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// Wall-clock time now.
+pub fn system_now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        secs: d.as_secs() as i64,
+        nanos: d.subsec_nanos(),
+    }
+}
+
+/// How a vfs is opened.
+#[derive(Clone)]
+pub struct VfsOptions {
+    /// Owner of the root directory when the store is new (and of what
+    /// later arrives from peers).
+    pub owner: Ctx,
+    /// Wall clock.
+    pub clock: Clock,
+}
+
+impl Default for VfsOptions {
+    fn default() -> Self {
+        VfsOptions {
+            owner: Ctx::default(),
+            clock: Arc::new(system_now),
+        }
+    }
+}
+
+/// An open regular file's state, shared by all its handles.
+#[derive(Debug)]
+struct OpenFile {
+    data: FileData,
+    /// Open handles; the state is dropped at the last release.
+    opens: u32,
+    /// Bytes or size changed since the last fold into the namespace.
+    dirty: bool,
+    /// mtime of the last write, not yet in the inode record.
+    mtime: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Handle {
+    ino: Ino,
+    append: bool,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    open: HashMap<Ino, OpenFile>,
+    handles: HashMap<Fh, Handle>,
+    next_fh: Fh,
+    head: Head,
+}
+
+/// The POSIX-like file system over a [`Store`]. Thread-safe.
+pub struct Vfs {
+    inner: Mutex<Inner>,
+    clock: Clock,
+    owner: Ctx,
+    /// Bumped by every operation that marks something dirty.
+    changes: AtomicU64,
+    /// Signalled on every change, for the [`Committer`].
+    wake: (Mutex<()>, Condvar),
+}
+
+impl Vfs {
+    /// Opens the vfs over `store`: creates the root directory of a new
+    /// store and reclaims inodes that were unlinked while open when the
+    /// previous process died.
+    pub fn new(store: Arc<Store>, opts: VfsOptions) -> Result<Vfs> {
+        let now = (opts.clock)();
+        let head = {
+            let mut txn = Txn::new(store.kv());
+            if txn.inode_opt(ROOT)?.is_none() {
+                names::init_root(&mut txn, opts.owner, now)?;
+            }
+            for (k, _) in txn.scan(Space::Orphans, &[], None, usize::MAX)? {
+                let ino = records::u64_at(&k, 0)?;
+                tracing::info!(ino, "reclaiming an inode unlinked while open");
+                txn.remove_inode(ino)?;
+            }
+            let head = commit::load_head(&txn)?;
+            txn.commit()?;
+            head
+        };
+        Ok(Vfs {
+            inner: Mutex::new(Inner {
+                store,
+                open: HashMap::new(),
+                handles: HashMap::new(),
+                next_fh: 1,
+                head,
+            }),
+            clock: opts.clock,
+            owner: opts.owner,
+            changes: AtomicU64::new(1),
+            wake: (Mutex::new(()), Condvar::new()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Operations stage their writes in a Txn and apply them last, so
+        // a panic mid-operation leaves the store as it was.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> Arc<Store> {
+        self.lock().store.clone()
+    }
+
+    /// The owner given at open (root's owner; peers' files' owner).
+    pub fn owner(&self) -> Ctx {
+        self.owner
+    }
+
+    /// Runs `f` with a transaction and applies it; marks the vfs changed.
+    fn write_op<T>(
+        &self,
+        f: impl FnOnce(&mut Inner, &mut Txn<'_>, Timestamp) -> Result<T>,
+    ) -> Result<T> {
+        let now = self.now();
+        let mut inner = self.lock();
+        let store = inner.store.clone();
+        let mut txn = Txn::new(store.kv());
+        let out = f(&mut inner, &mut txn, now)?;
+        let changed = !txn.is_empty();
+        txn.commit()?;
+        drop(inner);
+        if changed {
+            self.note_change();
+        }
+        Ok(out)
+    }
+
+    fn note_change(&self) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        // Taking the lock orders this notify after a waiter's check of the
+        // counter, so the committer cannot miss it.
+        let _g = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+        self.wake.1.notify_all();
+    }
+
+    /// A counter that grows with every change; equal values mean nothing
+    /// changed in between.
+    pub fn change_count(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
+    }
+
+    /// The current root hash: the last commit's, or the empty tree's.
+    pub fn root_hash(&self) -> Result<Hash> {
+        let inner = self.lock();
+        let txn = Txn::new(inner.store.kv());
+        Ok(txn.inode(ROOT)?.hash())
+    }
+
+    /// Attributes of `ino`.
+    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+        let inner = self.lock();
+        let txn = Txn::new(inner.store.kv());
+        inner.attr(&txn, ino)
+    }
+
+    /// Changes attributes; `size` truncates (a file only).
+    pub fn setattr(&self, ino: Ino, set: &SetAttr) -> Result<Attr> {
+        self.write_op(|inner, txn, now| {
+            let mut rec = txn.inode(ino)?;
+            let kind = rec.kind()?;
+            if let Some(size) = set.size {
+                match kind {
+                    Kind::File => {}
+                    Kind::Dir => return Err(Error::IsDir),
+                    _ => return Err(Error::InvalidArgument("truncate of a special file")),
+                }
+                if size > MAX_FILE_SIZE {
+                    return Err(Error::FileTooLarge);
+                }
+                inner.truncate(txn, ino, &mut rec, size, now)?;
+            }
+            if let Some(mode) = set.mode {
+                rec.perm = mode & 0o7777;
+            }
+            if let Some(uid) = set.uid {
+                rec.uid = uid;
+            }
+            if let Some(gid) = set.gid {
+                rec.gid = gid;
+            }
+            let at = |t: SetTime| match t {
+                SetTime::At(t) => t,
+                SetTime::Now => now,
+            };
+            if let Some(t) = set.atime {
+                rec.atime = ts_pair(at(t));
+            }
+            if let Some(t) = set.mtime {
+                rec.mtime = ts_pair(at(t));
+                if let Some(of) = inner.open.get_mut(&ino) {
+                    of.mtime = None;
+                }
+            }
+            rec.ctime = ts_pair(set.ctime.unwrap_or(now));
+            txn.put_inode(ino, &rec)?;
+            inner.mark_names_dirty(txn, ino, &rec)?;
+            inner.attr(txn, ino)
+        })
+    }
+
+    /// Opens a regular file. `truncate` is O_TRUNC; `append` makes every
+    /// write of this handle go to the end (O_APPEND).
+    pub fn open(&self, ino: Ino, truncate: bool, append: bool) -> Result<Fh> {
+        self.write_op(|inner, txn, now| {
+            let mut rec = txn.inode(ino)?;
+            match rec.kind()? {
+                Kind::File => {}
+                Kind::Dir => return Err(Error::IsDir),
+                // Special files are opened by the kernel, never by us.
+                _ => return Err(Error::NotSupported),
+            }
+            let fh = inner.open_handle(txn, ino, &rec, append)?;
+            if truncate && inner.open[&ino].data.size > 0 {
+                inner.truncate(txn, ino, &mut rec, 0, now)?;
+                rec.ctime = ts_pair(now);
+                txn.put_inode(ino, &rec)?;
+            }
+            Ok(fh)
+        })
+    }
+
+    /// Reads up to `size` bytes at `offset`.
+    pub fn read(&self, fh: Fh, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let mut inner = self.lock();
+        let h = inner.handle(fh)?;
+        let store = inner.store.clone();
+        let of = inner.open.get_mut(&h.ino).ok_or(Error::BadHandle)?;
+        of.data.read(&store, offset, u64::from(size))
+    }
+
+    /// Writes `data` at `offset` (at the end for an append handle).
+    /// Returns the bytes written.
+    pub fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> Result<u32> {
+        self.write_op(|inner, txn, now| {
+            let h = inner.handle(fh)?;
+            let store = inner.store.clone();
+            let of = inner.open.get_mut(&h.ino).ok_or(Error::BadHandle)?;
+            let offset = if h.append { of.data.size } else { offset };
+            let end = offset
+                .checked_add(data.len() as u64)
+                .ok_or(Error::FileTooLarge)?;
+            if end > MAX_FILE_SIZE {
+                return Err(Error::FileTooLarge);
+            }
+            of.data.write(offset, data);
+            of.dirty = true;
+            of.mtime = Some(now);
+            if of.data.overlay_bytes() > file::FOLD_THRESHOLD {
+                of.data.fold(&store, txn, false)?;
+            }
+            Ok(data.len() as u32)
+        })
+    }
+
+    /// Folds a handle's file into the namespace (close(2) calls this).
+    pub fn flush(&self, fh: Fh) -> Result<()> {
+        self.write_op(|inner, txn, now| {
+            let h = inner.handle(fh)?;
+            inner.fold_file(txn, h.ino, now)
+        })
+    }
+
+    /// Folds the file, commits a root holding it and makes it durable.
+    pub fn fsync(&self, fh: Fh) -> Result<()> {
+        self.flush(fh)?;
+        self.sync()
+    }
+
+    /// Closes a handle; the last close of an unlinked file frees it.
+    pub fn release(&self, fh: Fh) -> Result<()> {
+        self.write_op(|inner, txn, now| {
+            let h = inner.handle(fh)?;
+            inner.fold_file(txn, h.ino, now)?;
+            inner.handles.remove(&fh);
+            let last = match inner.open.get_mut(&h.ino) {
+                Some(of) => {
+                    of.opens = of.opens.saturating_sub(1);
+                    of.opens == 0
+                }
+                None => false,
+            };
+            if last {
+                inner.open.remove(&h.ino);
+                if let Some(rec) = txn.inode_opt(h.ino)? {
+                    if rec.nlink == 0 {
+                        txn.remove_inode(h.ino)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Folds every open file, commits and makes the store durable.
+    pub fn sync(&self) -> Result<()> {
+        let now = self.now();
+        let mut inner = self.lock();
+        let store = inner.store.clone();
+        let mut txn = Txn::new(store.kv());
+        let inos: Vec<Ino> = inner.open.keys().copied().collect();
+        for ino in inos {
+            inner.fold_file(&mut txn, ino, now)?;
+        }
+        txn.commit()?;
+        inner.commit(now)?;
+        store.flush_durable()
+    }
+
+    /// Folds everything dirty into a new root and appends it to the commit
+    /// log (nothing if nothing changed). Open files' unflushed bytes are
+    /// not included: they join at their flush.
+    pub fn commit(&self) -> Result<Option<CommitInfo>> {
+        let now = self.now();
+        self.lock().commit(now)
+    }
+
+    /// [`Vfs::commit`], then makes the store durable (pack bytes, then the
+    /// engine). The background committer uses this, so un-fsynced work is
+    /// on disk a moment after it quiets down, not only at the next fsync.
+    pub fn commit_durable(&self) -> Result<Option<CommitInfo>> {
+        let info = self.commit()?;
+        self.store().flush_durable()?;
+        Ok(info)
+    }
+
+    /// Answers statfs from the disk holding the store.
+    pub fn statfs(&self) -> Result<StatFs> {
+        let inner = self.lock();
+        let store = inner.store.clone();
+        let d = crate::store::packs::disk_space(store.dir())?;
+        let bsize = 4096u64;
+        let reserve = store.packs().reserve();
+        Ok(StatFs {
+            blocks: d.total / bsize,
+            bfree: d.free / bsize,
+            bavail: d.avail.saturating_sub(reserve) / bsize,
+            files: d.files_free.max(1 << 20) * 2,
+            ffree: d.files_free.max(1 << 20),
+            bsize: bsize as u32,
+            namelen: NAME_MAX as u32,
+            frsize: bsize as u32,
+        })
+    }
+
+    /// Checks `mask` (R_OK=4, W_OK=2, X_OK=1, F_OK=0) for `ctx` against the
+    /// mode bits, as the kernel's `default_permissions` would.
+    pub fn access(&self, ctx: Ctx, ino: Ino, mask: u32) -> Result<()> {
+        let attr = self.getattr(ino)?;
+        let mask = mask & 7;
+        if mask == 0 {
+            return Ok(());
+        }
+        if ctx.uid == 0 {
+            let exec_ok = attr.kind == Kind::Dir || attr.perm & 0o111 != 0;
+            return if mask & 1 == 0 || exec_ok {
+                Ok(())
+            } else {
+                Err(Error::AccessDenied)
+            };
+        }
+        let bits = if ctx.uid == attr.uid {
+            (attr.perm >> 6) & 7
+        } else if ctx.gid == attr.gid {
+            (attr.perm >> 3) & 7
+        } else {
+            attr.perm & 7
+        };
+        if bits & mask == mask {
+            Ok(())
+        } else {
+            Err(Error::AccessDenied)
+        }
+    }
+}
+
+impl Inner {
+    fn handle(&self, fh: Fh) -> Result<Handle> {
+        self.handles.get(&fh).copied().ok_or(Error::BadHandle)
+    }
+
+    fn attr(&self, txn: &Txn<'_>, ino: Ino) -> Result<Attr> {
+        let rec = txn.inode(ino)?;
+        let kind = rec.kind()?;
+        let mut attr = Attr {
+            ino,
+            kind,
+            perm: rec.perm,
+            nlink: rec.nlink,
+            uid: rec.uid,
+            gid: rec.gid,
+            size: match kind {
+                Kind::Dir => rec.entries,
+                _ => rec.size,
+            },
+            blocks: rec.blocks,
+            atime: ts(rec.atime),
+            mtime: ts(rec.mtime),
+            ctime: ts(rec.ctime),
+            rdev: rec.rdev,
+        };
+        if let Some(of) = self.open.get(&ino) {
+            attr.size = of.data.size;
+            attr.blocks = of.data.blocks();
+            if let Some(m) = of.mtime {
+                attr.mtime = m;
+                attr.ctime = m.max(attr.ctime);
+            }
+        }
+        Ok(attr)
+    }
+
+    fn open_handle(
+        &mut self,
+        txn: &Txn<'_>,
+        ino: Ino,
+        rec: &InodeRecord,
+        append: bool,
+    ) -> Result<Fh> {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.open.entry(ino) {
+            let extents = commit::load_extents(txn, rec.hash())?;
+            let mut data = FileData::new(extents);
+            // The content tree holds the bytes; the record's size may be
+            // larger after a truncate up (a trailing hole).
+            data.size = rec.size.max(data.size);
+            slot.insert(OpenFile {
+                data,
+                opens: 0,
+                dirty: false,
+                mtime: None,
+            });
+        }
+        let of = self.open.get_mut(&ino).ok_or(Error::BadHandle)?;
+        of.opens += 1;
+        let fh = self.next_fh;
+        self.next_fh += 1;
+        self.handles.insert(fh, Handle { ino, append });
+        Ok(fh)
+    }
+
+    /// Truncates an open or closed file, folding the result.
+    fn truncate(
+        &mut self,
+        txn: &mut Txn<'_>,
+        ino: Ino,
+        rec: &mut InodeRecord,
+        size: u64,
+        now: Timestamp,
+    ) -> Result<()> {
+        let fh = self.open_handle(txn, ino, rec, false)?;
+        let store = self.store.clone();
+        let res = (|| {
+            let of = self.open.get_mut(&ino).ok_or(Error::BadHandle)?;
+            of.data.truncate(&store, size)?;
+            of.dirty = true;
+            of.mtime = Some(now);
+            self.fold_into(txn, ino, rec, now)
+        })();
+        self.handles.remove(&fh);
+        if let Some(of) = self.open.get_mut(&ino) {
+            of.opens -= 1;
+            if of.opens == 0 {
+                self.open.remove(&ino);
+            }
+        }
+        res
+    }
+
+    /// Folds an open file's bytes into chunks and its record.
+    fn fold_file(&mut self, txn: &mut Txn<'_>, ino: Ino, now: Timestamp) -> Result<()> {
+        if !self.open.get(&ino).is_some_and(|of| of.dirty) {
+            return Ok(());
+        }
+        let mut rec = txn.inode(ino)?;
+        self.fold_into(txn, ino, &mut rec, now)?;
+        txn.put_inode(ino, &rec)
+    }
+
+    fn fold_into(
+        &mut self,
+        txn: &mut Txn<'_>,
+        ino: Ino,
+        rec: &mut InodeRecord,
+        now: Timestamp,
+    ) -> Result<()> {
+        let store = self.store.clone();
+        let Some(of) = self.open.get_mut(&ino) else {
+            return Ok(());
+        };
+        if !of.dirty {
+            return Ok(());
+        }
+        of.data.fold(&store, txn, true)?;
+        let (hash, len) = commit::store_content(txn, &of.data.extents())?;
+        debug_assert_eq!(len, of.data.size);
+        rec.hash = hash.0;
+        rec.size = of.data.size;
+        rec.blocks = of.data.blocks();
+        let mtime = of.mtime.take().unwrap_or(now);
+        rec.mtime = ts_pair(mtime);
+        rec.ctime = ts_pair(mtime.max(ts(rec.ctime)));
+        of.dirty = false;
+        self.mark_names_dirty(txn, ino, rec)
+    }
+
+    /// Marks every name of `ino` dirty (its entry must be rebuilt).
+    fn mark_names_dirty(&self, txn: &mut Txn<'_>, ino: Ino, rec: &InodeRecord) -> Result<()> {
+        if rec.is_dir() {
+            if ino != ROOT {
+                txn.mark_dirty(rec.parent, &rec.name);
+            }
+            return Ok(());
+        }
+        for (parent, name) in txn.links(ino)? {
+            txn.mark_dirty(parent, &name);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,318 @@
+//! Folding dirty names into the merkle tree and the commit log.
+//!
+//! A commit walks the dirty directories deepest first. For each one it
+//! rebuilds the entries of its dirty names from the live namespace, applies
+//! them to the directory's tree (rewriting only the nodes on their paths),
+//! and marks the directory's own name dirty in its parent, up to the root.
+//!
+//! Version vectors (DESIGN.md, "Traps"): a changed entry gets the join of
+//! its inode's vector and the vector the name had before (even a
+//! tombstone's: a rename-over or a re-create dominates what it replaced),
+//! plus one bump of this node. A removed name becomes a tombstone whose
+//! vector is the old one plus a bump. A directory's vector is joined with
+//! every entry beneath it, so its tombstone carries the subtree's maximum.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::records::{ts_pair, u64_at, NamespaceTxn};
+use super::types::{CommitInfo, Ino, MAX_DEPTH, ROOT};
+use super::Inner;
+use crate::error::{Error, Result};
+use crate::hash::Hash;
+use crate::store::{codec, Space, Txn};
+use crate::tree::content::{self, Extent};
+use crate::tree::{dir, Entry, Kind, NodeStore, Timestamp};
+
+const META_HEAD: &[u8] = b"head";
+
+/// A tree store over a transaction: reads see its writes; new nodes land
+/// with it, so a commit's nodes and the records naming them are atomic.
+pub(crate) struct TxnNodes<'t, 'k>(pub(crate) &'t mut Txn<'k>);
+
+impl NodeStore for TxnNodes<'_, '_> {
+    fn get_node(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        self.0.get(Space::Nodes, hash.as_bytes())
+    }
+
+    fn put_node(&mut self, hash: Hash, bytes: Vec<u8>) -> Result<()> {
+        if self.0.get(Space::Nodes, hash.as_bytes())?.is_none() {
+            self.0.put(Space::Nodes, hash.as_bytes().to_vec(), bytes);
+        }
+        Ok(())
+    }
+}
+
+/// A read-only tree store over a transaction.
+pub(crate) struct ReadNodes<'t, 'k>(pub(crate) &'t Txn<'k>);
+
+impl NodeStore for ReadNodes<'_, '_> {
+    fn get_node(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        self.0.get(Space::Nodes, hash.as_bytes())
+    }
+
+    fn put_node(&mut self, _: Hash, _: Vec<u8>) -> Result<()> {
+        Err(Error::ReadOnly)
+    }
+}
+
+/// The flat extent list of a content hash.
+pub(crate) fn load_extents(txn: &Txn<'_>, hash: Hash) -> Result<Vec<Extent>> {
+    content::extents(&ReadNodes(txn), hash)
+}
+
+/// Stores a content tree for `extents`; returns its hash and length.
+pub(crate) fn store_content(txn: &mut Txn<'_>, extents: &[Extent]) -> Result<(Hash, u64)> {
+    content::build(&mut TxnNodes(txn), extents)
+}
+
+/// One entry of the commit log (a local record: peers sync trees, not logs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// Position in this store's log, from 1.
+    pub seq: u64,
+    /// The root hash this commit made.
+    pub root: [u8; 32],
+    /// The roots it followed (two after a merge).
+    pub parents: Vec<[u8; 32]>,
+    /// When (seconds, nanoseconds since the epoch).
+    pub time: (i64, u32),
+    /// The node that made it.
+    pub author: [u8; 32],
+    /// Entries changed.
+    pub changed: u64,
+}
+
+impl Commit {
+    /// The commit's id: a hash of its record.
+    pub fn id(&self) -> Result<Hash> {
+        Ok(Hash::of_domain("backer-commit", &codec::encode(self)?))
+    }
+}
+
+/// The newest commit, as the vfs keeps it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Head {
+    pub(crate) seq: u64,
+    pub(crate) root: Option<Hash>,
+}
+
+pub(crate) fn load_head(txn: &Txn<'_>) -> Result<Head> {
+    match txn.get(Space::Meta, META_HEAD)? {
+        Some(b) => {
+            let seq = u64_at(&b, 0)?;
+            let root = Hash(
+                b.get(8..40)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(|| Error::corrupt("head"))?,
+            );
+            Ok(Head {
+                seq,
+                root: Some(root),
+            })
+        }
+        None => Ok(Head::default()),
+    }
+}
+
+/// Reads the commit log, newest first, up to `limit` commits.
+pub fn read_log(kv: &dyn crate::store::Kv, limit: usize) -> Result<Vec<Commit>> {
+    let txn = Txn::new(kv);
+    let head = load_head(&txn)?;
+    let mut out = Vec::new();
+    let mut seq = head.seq;
+    while seq > 0 && out.len() < limit {
+        let b = kv
+            .get(Space::Commits, &seq.to_be_bytes())?
+            .ok_or_else(|| Error::corrupt(format!("commit {seq} missing")))?;
+        out.push(codec::decode(&b, "commit")?);
+        seq -= 1;
+    }
+    Ok(out)
+}
+
+fn depth(txn: &Txn<'_>, mut dir: Ino) -> Result<u32> {
+    let mut d = 0;
+    while dir != ROOT {
+        dir = txn.inode(dir)?.parent;
+        d += 1;
+        if d > MAX_DEPTH + 1 {
+            return Err(Error::corrupt("directory parents form a loop"));
+        }
+    }
+    Ok(d)
+}
+
+/// The hashed fields of an entry, without its version.
+fn same_version(a: &Entry, b: &Entry) -> bool {
+    a.kind == b.kind
+        && a.mode == b.mode
+        && a.mtime == b.mtime
+        && a.size == b.size
+        && a.hash == b.hash
+        && a.target == b.target
+        && a.rdev == b.rdev
+        && a.deleted == b.deleted
+}
+
+impl Inner {
+    /// See [`super::Vfs::commit`].
+    pub(crate) fn commit(&mut self, now: Timestamp) -> Result<Option<CommitInfo>> {
+        let store = self.store.clone();
+        let me = store.node_id();
+        let mut txn = Txn::new(store.kv());
+        let marks = txn.scan(Space::Dirty, &[], None, usize::MAX)?;
+        if marks.is_empty() {
+            return Ok(None);
+        }
+        let mut queue: BTreeMap<(Reverse<u32>, Ino), BTreeSet<Vec<u8>>> = BTreeMap::new();
+        let mut depths: BTreeMap<Ino, u32> = BTreeMap::new();
+        for (k, _) in &marks {
+            txn.remove(Space::Dirty, k.clone());
+            let dir = u64_at(k, 0)?;
+            match txn.inode_opt(dir)? {
+                Some(r) if r.is_dir() => {}
+                _ => continue, // the directory is gone; so is its tree
+            }
+            let d = match depths.get(&dir) {
+                Some(d) => *d,
+                None => {
+                    let d = depth(&txn, dir)?;
+                    depths.insert(dir, d);
+                    d
+                }
+            };
+            queue
+                .entry((Reverse(d), dir))
+                .or_default()
+                .insert(k[8..].to_vec());
+        }
+        let mut changed = 0usize;
+        while let Some(((Reverse(d), dir), names)) = queue.pop_first() {
+            let mut drec = txn.inode(dir)?;
+            let old_root = drec.hash();
+            let mut changes = BTreeMap::new();
+            for name in names {
+                let old = dir::get(&ReadNodes(&txn), old_root, &name)?;
+                let new = match txn.dirent(dir, &name)? {
+                    Some(d) => Some(self.entry_for(&mut txn, d.ino, &name, old.as_ref(), me)?),
+                    None => match &old {
+                        Some(o) if !o.deleted => Some(o.tombstone(me, now)),
+                        _ => None,
+                    },
+                };
+                if let Some(new) = new {
+                    if old.as_ref() != Some(&new) {
+                        drec.vv = {
+                            let mut v = drec.vv();
+                            v.join_from(&new.vv);
+                            v.iter().map(|(id, n)| (id.0, n)).collect()
+                        };
+                        changes.insert(name, Some(new));
+                    }
+                }
+            }
+            if changes.is_empty() {
+                continue;
+            }
+            changed += changes.len();
+            let new_root = dir::update(&mut TxnNodes(&mut txn), old_root, &changes)?;
+            drec.hash = new_root.0;
+            txn.put_inode(dir, &drec)?;
+            if dir != ROOT {
+                queue
+                    .entry((Reverse(d - 1), drec.parent))
+                    .or_default()
+                    .insert(drec.name.clone());
+            }
+        }
+        let root = txn.inode(ROOT)?.hash();
+        let mut info = None;
+        if self.head.root != Some(root) {
+            let seq = self.head.seq + 1;
+            let commit = Commit {
+                seq,
+                root: root.0,
+                parents: self.head.root.iter().map(|h| h.0).collect(),
+                time: ts_pair(now),
+                author: me.0,
+                changed: changed as u64,
+            };
+            txn.put(
+                Space::Commits,
+                seq.to_be_bytes().to_vec(),
+                codec::encode(&commit)?,
+            );
+            let mut head = seq.to_be_bytes().to_vec();
+            head.extend_from_slice(root.as_bytes());
+            txn.put(Space::Meta, META_HEAD, head);
+            info = Some(CommitInfo {
+                seq,
+                id: commit.id()?,
+                root,
+                changed,
+            });
+        }
+        txn.commit()?;
+        if let Some(i) = &info {
+            self.head = Head {
+                seq: i.seq,
+                root: Some(i.root),
+            };
+            tracing::debug!(seq = i.seq, root = %i.root, changed = i.changed, "commit");
+        }
+        Ok(info)
+    }
+
+    /// The entry `name` should have now, for the inode `ino` it names.
+    fn entry_for(
+        &self,
+        txn: &mut Txn<'_>,
+        ino: Ino,
+        name: &[u8],
+        old: Option<&Entry>,
+        me: crate::NodeId,
+    ) -> Result<Entry> {
+        let mut rec = txn.inode(ino)?;
+        let kind = rec.kind()?;
+        let mut e = Entry {
+            name: name.to_vec(),
+            kind,
+            mode: rec.perm & 0o7777,
+            mtime: super::records::ts(rec.mtime),
+            size: match kind {
+                Kind::File => rec.size,
+                Kind::Symlink => rec.target.len() as u64,
+                _ => 0,
+            },
+            hash: match kind {
+                Kind::File | Kind::Dir => rec.hash(),
+                _ => Hash::ZERO,
+            },
+            target: if kind == Kind::Symlink {
+                rec.target.clone()
+            } else {
+                Vec::new()
+            },
+            rdev: match kind {
+                Kind::CharDev | Kind::BlockDev => rec.rdev,
+                _ => 0,
+            },
+            vv: rec.vv(),
+            modified_by: me,
+            deleted: false,
+        };
+        if let Some(o) = old {
+            if !o.deleted && same_version(o, &e) {
+                return Ok(o.clone());
+            }
+            e.vv.join_from(&o.vv);
+        }
+        e.vv.bump(me);
+        rec.set_vv(&e.vv);
+        txn.put_inode(ino, &rec)?;
+        Ok(e)
+    }
+}

@@ -1,0 +1,101 @@
+//! The background committer: coalesces bursts of operations into one root.
+//!
+//! It sleeps until an operation changes something, then waits for a quiet
+//! period (no change for `quiet`) but never longer than `max_delay` after
+//! the first change, and commits. An untar becomes a root or two per
+//! second, not one per file; a single save is committed `quiet` later.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{CommitInfo, Vfs};
+
+/// A running committer thread; stops (after a last commit) when dropped.
+pub struct Committer {
+    stop: Arc<AtomicBool>,
+    vfs: Arc<Vfs>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    /// Starts committing `vfs` in the background; `on_commit` is called
+    /// (on the committer thread, holding no vfs lock) after each commit.
+    pub fn spawn(
+        vfs: Arc<Vfs>,
+        quiet: Duration,
+        max_delay: Duration,
+        on_commit: impl Fn(&CommitInfo) + Send + 'static,
+    ) -> std::io::Result<Committer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (vfs, stop) = (vfs.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("backer-commit".into())
+                .spawn(move || run(&vfs, &stop, quiet, max_delay, &on_commit))?
+        };
+        Ok(Committer {
+            stop,
+            vfs,
+            thread: Some(thread),
+        })
+    }
+}
+
+fn run(
+    vfs: &Vfs,
+    stop: &AtomicBool,
+    quiet: Duration,
+    max_delay: Duration,
+    on_commit: &dyn Fn(&CommitInfo),
+) {
+    let mut committed = 0u64;
+    loop {
+        // Sleep until something changed.
+        {
+            let mut g = vfs.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+            while vfs.change_count() == committed && !stop.load(Ordering::SeqCst) {
+                g = vfs.wake.1.wait(g).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        // Wait for a quiet period, bounded by max_delay.
+        let first = Instant::now();
+        let mut seen = vfs.change_count();
+        loop {
+            let left = max_delay.saturating_sub(first.elapsed());
+            if left.is_zero() || stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let g = vfs.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = vfs.wake.1.wait_timeout(g, quiet.min(left));
+            let now = vfs.change_count();
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+        committed = seen;
+        match vfs.commit_durable() {
+            Ok(Some(info)) => on_commit(&info),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "background commit failed"),
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.vfs.wake.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Err(e) = self.vfs.commit_durable() {
+            tracing::error!(error = %e, "final commit failed");
+        }
+    }
+}

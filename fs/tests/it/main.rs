@@ -1,0 +1,8 @@
+//! backer-fs integration tests: one binary, one module per area.
+
+mod crash;
+mod kv_suite;
+mod large_dir;
+mod model;
+mod posix;
+mod util;
