@@ -1,0 +1,35 @@
+//! One module per subcommand; [`run`] dispatches.
+
+mod id;
+mod init;
+
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+use backer_fs::store::Store;
+use backer_fs::Error;
+
+use crate::cli::{Cli, Command};
+use crate::store_dir;
+
+/// Runs the parsed command line.
+pub(crate) fn run(cli: Cli) -> Result<()> {
+    let dir = store_dir::resolve(cli.store.as_deref())?;
+    match cli.command {
+        Command::Init => init::run(&dir),
+        Command::Id => id::run(&dir),
+    }
+}
+
+/// Opens the store at `dir`; a missing store becomes the advice to run
+/// `backer init`.
+///
+/// backer-fs errors already name their cause in their `Display` (an I/O
+/// error prints its source), so they are formatted once here rather than
+/// chained, which would print the cause twice.
+fn open_store(dir: &Path) -> Result<Store> {
+    Store::open(dir).map_err(|err| match err {
+        Error::NotFound => anyhow!("no store at {} (run 'backer init')", dir.display()),
+        other => anyhow!("cannot open the store at {}: {other}", dir.display()),
+    })
+}

@@ -1,0 +1,34 @@
+//! `backer`: the command line of a backer node (see README.md and the
+//! "How it is used" contract in DESIGN.md).
+//!
+//! Errors reach the user as one line on stderr, `backer: ...`, and exit
+//! code 1; usage errors are clap's (exit code 2).
+
+mod cli;
+mod commands;
+mod mount_helper;
+mod store_dir;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    if mount_helper::invoked_as_mount_helper() {
+        return mount_helper::run();
+    }
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            report(&err);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints `err` and its causes as one line on stderr.
+fn report(err: &anyhow::Error) {
+    let line = format!("{err:#}").replace('\n', " ");
+    eprintln!("backer: {line}");
+}
