@@ -14,6 +14,9 @@ use crate::error::{Error, Result};
 /// server must not pay that, and our hot metadata is far smaller.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// How long an open waits for another handle's lock to go away.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A [`Kv`] backed by a sled database in a folder.
 pub struct SledKv {
     db: sled::Db,
@@ -36,7 +39,26 @@ fn key(space: Space, k: &[u8]) -> Vec<u8> {
 
 impl SledKv {
     /// Opens (or creates) the database in `dir`.
+    ///
+    /// sled releases its file lock from background threads a moment after
+    /// the last handle drops, so a reopen right after a close (a restart,
+    /// a CLI command after a node stopped) retries briefly before calling
+    /// the store [`Error::Locked`].
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledKv> {
+        let mut delay = std::time::Duration::from_millis(5);
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match Self::open_once(dir, cache_bytes) {
+                Err(Error::Locked) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(dir: &Path, cache_bytes: u64) -> Result<SledKv> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
