@@ -8,6 +8,8 @@
 
 pub mod chunk;
 pub mod error;
+#[cfg(feature = "fuse")]
+pub mod fuse;
 pub mod hash;
 pub mod identity;
 pub mod store;

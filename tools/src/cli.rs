@@ -26,6 +26,33 @@ pub(crate) enum Command {
     Init,
     /// Print this node's id.
     Id,
+    /// Mount the store at DIR and run the node (returns once the mount is up).
+    #[cfg(feature = "fuse")]
+    Mount {
+        /// The mount point (an existing, empty folder).
+        dir: std::path::PathBuf,
+        /// Stay in the foreground until unmounted (logs on stderr).
+        #[arg(long)]
+        foreground: bool,
+        /// Mount read-only.
+        #[arg(long)]
+        read_only: bool,
+        /// Let every user in, the kernel checking mode bits (default when root).
+        #[arg(long, conflicts_with = "no_allow_other")]
+        allow_other: bool,
+        /// Only the mounting user may enter (default when not root).
+        #[arg(long)]
+        no_allow_other: bool,
+        /// Ask the kernel to unmount if the node dies (needs fusermount3).
+        #[arg(long)]
+        auto_unmount: bool,
+    },
+    /// Show the root hash, node id, peers and whether a node runs.
+    Status {
+        /// Print one JSON object: "root", "node", "peers", ...
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[cfg(test)]
@@ -47,7 +74,7 @@ mod tests {
 
     #[test]
     fn unknown_commands_are_usage_errors() {
-        let err = Cli::try_parse_from(["backer", "mount", "/mnt"]).unwrap_err();
+        let err = Cli::try_parse_from(["backer", "frobnicate", "/mnt"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
     }
 }

@@ -2,6 +2,9 @@
 
 mod id;
 mod init;
+#[cfg(feature = "fuse")]
+pub(crate) mod mount;
+mod status;
 
 use std::path::Path;
 
@@ -18,6 +21,29 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init => init::run(&dir),
         Command::Id => id::run(&dir),
+        #[cfg(feature = "fuse")]
+        Command::Mount {
+            dir: mount_dir,
+            foreground,
+            read_only,
+            allow_other,
+            no_allow_other,
+            auto_unmount,
+        } => mount::run(
+            &dir,
+            &crate::node::MountArgs {
+                dir: mount_dir,
+                foreground,
+                read_only,
+                allow_other: match (allow_other, no_allow_other) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+                auto_unmount,
+            },
+        ),
+        Command::Status { json } => status::run(&dir, json),
     }
 }
 
@@ -27,7 +53,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
 /// backer-fs errors already name their cause in their `Display` (an I/O
 /// error prints its source), so they are formatted once here rather than
 /// chained, which would print the cause twice.
-fn open_store(dir: &Path) -> Result<Store> {
+pub(crate) fn open_store(dir: &Path) -> Result<Store> {
     Store::open(dir).map_err(|err| match err {
         Error::NotFound => anyhow!("no store at {} (run 'backer init')", dir.display()),
         other => anyhow!("cannot open the store at {}: {other}", dir.display()),

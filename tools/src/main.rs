@@ -6,7 +6,11 @@
 
 mod cli;
 mod commands;
+mod control;
+mod logging;
 mod mount_helper;
+mod mountinfo;
+mod node;
 mod store_dir;
 
 use std::process::ExitCode;

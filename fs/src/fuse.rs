@@ -1,0 +1,684 @@
+//! The FUSE edge: a thin fuser 0.18 adapter over [`Vfs`]. Every request is
+//! converted, handed to the vfs, and answered exactly once; every error's
+//! errno comes from [`crate::Error::errno`]. No request can panic the
+//! process: bad offsets and stale inodes are vfs errors.
+//!
+//! Kernel cache settings, chosen for speed (each FUSE request costs ~50 µs
+//! on our kind of machine, so the number of requests is what matters):
+//! - entry and attribute TTL [`TTL`] (1 s): `stat` and path walks are
+//!   answered by the kernel; peers' changes will invalidate explicitly
+//!   (fuser `Notifier`), so the TTL bounds staleness only for what nothing
+//!   told the kernel about.
+//! - writeback cache: the kernel gathers small writes into large ones
+//!   (tar's 13,569 writes became 2,097 in the floor's measurements) and
+//!   answers size/mtime itself; it may read through write-only handles, so
+//!   the vfs enforces no access modes on handles.
+//! - max_write and max_readahead 1 MiB: fewer, larger requests.
+//! - 2 threads: one request can wait on the disk while another is served.
+
+mod attr;
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{
+    AccessFlags, Config, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+};
+
+use crate::tree::Kind;
+use crate::vfs::{Ctx, NewNode, RenameMode, SetAttr, SetTime, Vfs, XattrReply, XattrSet};
+use attr::{file_attr, kind_of_mode, timestamp};
+
+/// How long the kernel may trust an entry or attribute it was given.
+pub const TTL: Duration = Duration::from_secs(1);
+const MAX_IO: u32 = 1 << 20;
+
+/// The fuser filesystem: a handle on the vfs.
+pub struct BackerFs {
+    vfs: Arc<Vfs>,
+    writeback: bool,
+}
+
+/// How to mount.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// Let every user in (root mounts: a shared system folder), with the
+    /// kernel checking mode bits (`default_permissions`).
+    pub allow_other: bool,
+    /// Mount read-only.
+    pub read_only: bool,
+    /// Ask the kernel to unmount when the process dies (needs fusermount3).
+    pub auto_unmount: bool,
+    /// The source shown in /proc/mounts (the store folder).
+    pub fsname: String,
+    /// FUSE worker threads.
+    pub threads: usize,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            allow_other: false,
+            read_only: false,
+            auto_unmount: false,
+            fsname: "backer".into(),
+            threads: 2,
+        }
+    }
+}
+
+/// A mounted, not yet serving, session.
+pub struct Mounted {
+    session: fuser::Session<BackerFs>,
+}
+
+/// Unmounts a [`Mounted`] session from another thread (signal handlers).
+pub struct Unmounter(fuser::SessionUnmounter);
+
+impl Unmounter {
+    /// Unmounts; the serving loop then returns.
+    pub fn unmount(&mut self) -> io::Result<()> {
+        self.0.unmount()
+    }
+}
+
+/// Mounts `vfs` at `mountpoint`. The kernel mount exists when this returns;
+/// call [`Mounted::run`] to serve it.
+pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, opts: &MountOptions) -> io::Result<Mounted> {
+    let mut cfg = Config::default();
+    cfg.mount_options = vec![
+        MountOption::FSName(opts.fsname.clone()),
+        MountOption::Subtype("backer".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        if opts.read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
+    ];
+    if opts.allow_other {
+        cfg.acl = SessionACL::All;
+    }
+    if opts.auto_unmount {
+        cfg.mount_options.push(MountOption::AutoUnmount);
+        // fuser refuses AutoUnmount with the Owner ACL.
+        if cfg.acl == SessionACL::Owner {
+            cfg.acl = SessionACL::RootAndOwner;
+        }
+    }
+    cfg.n_threads = Some(opts.threads.max(1));
+    let fs = BackerFs {
+        vfs,
+        writeback: !opts.read_only,
+    };
+    Ok(Mounted {
+        session: fuser::Session::new(fs, mountpoint, &cfg)?,
+    })
+}
+
+impl Mounted {
+    /// A handle that unmounts from any thread.
+    pub fn unmounter(&mut self) -> Unmounter {
+        Unmounter(self.session.unmount_callable())
+    }
+
+    /// Sends kernel cache notifications (used when peers change things).
+    pub fn notifier(&self) -> fuser::Notifier {
+        self.session.notifier()
+    }
+
+    /// Serves requests until the file system is unmounted (`umount`,
+    /// `fusermount3 -u`, or an [`Unmounter`]).
+    pub fn run(self) -> io::Result<()> {
+        self.session.run()
+    }
+}
+
+/// If `path` is a dead FUSE mount left by a killed node (stat fails with
+/// ENOTCONN), detaches it and returns true.
+pub fn clear_dead_mount(path: &Path) -> io::Result<bool> {
+    match std::fs::metadata(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {}
+        _ => return Ok(false),
+    }
+    let status = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(path)
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        // Not installed or refused: as root, detach it ourselves.
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: `c` is a valid NUL-terminated path; umount2 reads it only.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(true)
+}
+
+fn errno(e: &crate::Error) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+/// Logs an error at a level that fits it, then replies with its errno.
+macro_rules! fail {
+    ($reply:expr, $op:literal, $err:expr) => {{
+        let e = $err;
+        match e.errno() {
+            libc::EIO => tracing::error!(op = $op, error = %e, "request failed"),
+            _ => tracing::debug!(op = $op, error = %e, "request refused"),
+        }
+        $reply.error(errno(&e))
+    }};
+}
+
+fn ctx(req: &Request) -> Ctx {
+    Ctx {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn set_time(t: TimeOrNow) -> SetTime {
+    match t {
+        TimeOrNow::SpecificTime(s) => SetTime::At(timestamp(s)),
+        TimeOrNow::Now => SetTime::Now,
+    }
+}
+
+impl BackerFs {
+    fn entry(&self, reply: ReplyEntry, r: crate::Result<crate::vfs::Attr>, op: &'static str) {
+        match r {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Err(e) => {
+                match e.errno() {
+                    libc::EIO => tracing::error!(op, error = %e, "request failed"),
+                    _ => tracing::debug!(op, error = %e, "request refused"),
+                }
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn empty(&self, reply: ReplyEmpty, r: crate::Result<()>, op: &'static str) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => {
+                match e.errno() {
+                    libc::EIO => tracing::error!(op, error = %e, "request failed"),
+                    _ => tracing::debug!(op, error = %e, "request refused"),
+                }
+                reply.error(errno(&e))
+            }
+        }
+    }
+}
+
+impl Filesystem for BackerFs {
+    fn init(&mut self, _req: &Request, cfg: &mut KernelConfig) -> io::Result<()> {
+        if self.writeback
+            && cfg
+                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_err()
+        {
+            self.writeback = false;
+        }
+        let _ = cfg.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        let _ = cfg.set_max_write(MAX_IO);
+        let _ = cfg.set_max_readahead(MAX_IO);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Err(e) = self.vfs.sync() {
+            tracing::error!(error = %e, "final sync at unmount failed");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.entry(reply, self.vfs.lookup(parent.0, name.as_bytes()), "lookup")
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.vfs.getattr(ino.0) {
+            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Err(e) => fail!(reply, "getattr", e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<std::time::SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(set_time),
+            mtime: mtime.map(set_time),
+            ctime: ctime.map(timestamp),
+        };
+        match self.vfs.setattr(ino.0, &set) {
+            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Err(e) => fail!(reply, "setattr", e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.vfs.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => fail!(reply, "readlink", e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let node = match kind_of_mode(mode) {
+            Some(Kind::File) => NewNode::File,
+            Some(Kind::Dir) => NewNode::Dir,
+            Some(k @ (Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev)) => {
+                NewNode::Special(k, u64::from(rdev))
+            }
+            Some(Kind::Symlink) | None => return reply.error(Errno::EINVAL),
+        };
+        let r = self.vfs.mknod(
+            ctx(req),
+            parent.0,
+            name.as_bytes(),
+            node,
+            mode & !umask & 0o7777,
+        );
+        self.entry(reply, r, "mknod")
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self
+            .vfs
+            .mkdir(ctx(req), parent.0, name.as_bytes(), mode & !umask & 0o7777);
+        self.entry(reply, r, "mkdir")
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.empty(reply, self.vfs.unlink(parent.0, name.as_bytes()), "unlink")
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.empty(reply, self.vfs.rmdir(parent.0, name.as_bytes()), "rmdir")
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let r = self.vfs.symlink(
+            ctx(req),
+            parent.0,
+            link_name.as_bytes(),
+            target.as_os_str().as_bytes(),
+        );
+        self.entry(reply, r, "symlink")
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            RenameMode::Exchange
+        } else if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+            RenameMode::NoReplace
+        } else if flags.is_empty() {
+            RenameMode::Replace
+        } else {
+            return reply.error(Errno::EINVAL); // RENAME_WHITEOUT: overlayfs only
+        };
+        let r = self.vfs.rename(
+            parent.0,
+            name.as_bytes(),
+            newparent.0,
+            newname.as_bytes(),
+            mode,
+        );
+        self.empty(reply, r, "rename")
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        self.entry(
+            reply,
+            self.vfs.link(ino.0, newparent.0, newname.as_bytes()),
+            "link",
+        )
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        // With writeback caching the kernel computes append offsets itself.
+        let append = !self.writeback && flags.0 & libc::O_APPEND != 0;
+        match self.vfs.open(ino.0, truncate, append) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => fail!(reply, "open", e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lo: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.vfs.read(fh.0, offset, size.min(MAX_IO)) {
+            Ok(d) => reply.data(&d),
+            Err(e) => fail!(reply, "read", e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _wf: WriteFlags,
+        _flags: OpenFlags,
+        _lo: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.vfs.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => fail!(reply, "write", e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lo: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        self.empty(reply, self.vfs.flush(fh.0), "flush")
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lo: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.empty(reply, self.vfs.release(fh.0), "release")
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.empty(reply, self.vfs.fsync(fh.0), "fsync")
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.vfs.getattr(ino.0) {
+            Ok(a) if a.kind == Kind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => fail!(reply, "opendir", e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.vfs.readdir(ino.0, offset, 512) {
+            Ok(entries) => {
+                for e in entries {
+                    if reply.add(
+                        INodeNo(e.ino),
+                        e.cookie,
+                        attr::file_type(e.kind),
+                        OsStr::from_bytes(&e.name),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => fail!(reply, "readdir", e),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        match self.vfs.readdir(ino.0, offset, 256) {
+            Ok(entries) => {
+                for e in entries {
+                    // "." and ".." are not looked up: the kernel ignores
+                    // their attributes and takes no lookup reference.
+                    let attr = match e.name.as_slice() {
+                        b"." | b".." => continue,
+                        _ => match self.vfs.getattr(e.ino) {
+                            Ok(a) => a,
+                            Err(_) => continue, // removed meanwhile
+                        },
+                    };
+                    if reply.add(
+                        INodeNo(e.ino),
+                        e.cookie,
+                        OsStr::from_bytes(&e.name),
+                        &TTL,
+                        &file_attr(&attr),
+                        Generation(0),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => fail!(reply, "readdirplus", e),
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.empty(reply, self.vfs.sync(), "fsyncdir")
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.vfs.statfs() {
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+            ),
+            Err(e) => fail!(reply, "statfs", e),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if position != 0 {
+            return reply.error(Errno::EINVAL); // macOS resource forks only
+        }
+        let mode = match flags {
+            0 => XattrSet::Any,
+            libc::XATTR_CREATE => XattrSet::Create,
+            libc::XATTR_REPLACE => XattrSet::Replace,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        self.empty(
+            reply,
+            self.vfs.setxattr(ino.0, name.as_bytes(), value, mode),
+            "setxattr",
+        )
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.vfs.getxattr(ino.0, name.as_bytes(), size) {
+            Ok(XattrReply::Size(n)) => reply.size(n),
+            Ok(XattrReply::Data(d)) => reply.data(&d),
+            Err(e) => fail!(reply, "getxattr", e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.vfs.listxattr(ino.0, size) {
+            Ok(XattrReply::Size(n)) => reply.size(n),
+            Ok(XattrReply::Data(d)) => reply.data(&d),
+            Err(e) => fail!(reply, "listxattr", e),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.empty(
+            reply,
+            self.vfs.removexattr(ino.0, name.as_bytes()),
+            "removexattr",
+        )
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let r = self.vfs.access(ctx(req), ino.0, mask.bits() as u32);
+        self.empty(reply, r, "access")
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        if kind_of_mode(mode).is_some_and(|k| k != Kind::File) {
+            return reply.error(Errno::EINVAL);
+        }
+        let append = !self.writeback && flags & libc::O_APPEND != 0;
+        match self.vfs.create(
+            ctx(req),
+            parent.0,
+            name.as_bytes(),
+            mode & !umask & 0o7777,
+            append,
+        ) {
+            Ok((a, fh)) => reply.created(
+                &TTL,
+                &file_attr(&a),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+            Err(e) => fail!(reply, "create", e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        // Preallocation means nothing to a content-addressed store.
+        reply.error(Errno::from_i32(libc::EOPNOTSUPP))
+    }
+}

@@ -1,0 +1,133 @@
+//! `backer mount DIR [--foreground]`: mount the store at DIR and run the
+//! node. Without `--foreground` the node re-executes itself as a daemon
+//! (logs in STORE/backer.log) and this command returns once the mount is
+//! up, or with the daemon's last log line if it failed.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::mountinfo;
+use crate::node::MountArgs;
+
+/// How long a background mount may take to come up.
+const MOUNT_WAIT: Duration = Duration::from_secs(60);
+
+/// Checks the mount point and either runs the node here or starts it in
+/// the background and waits for the mount.
+pub(crate) fn run(store: &Path, args: &MountArgs) -> Result<()> {
+    let store = &std::fs::canonicalize(store).unwrap_or_else(|_| store.to_path_buf());
+    if !store.join("db").is_dir() {
+        bail!("no store at {} (run 'backer init')", store.display());
+    }
+    // A dead mount left by a killed node fails every stat with ENOTCONN.
+    if backer_fs::fuse::clear_dead_mount(&args.dir)
+        .with_context(|| format!("cannot clear the dead mount at {}", args.dir.display()))?
+    {
+        tracing::info!(dir = %args.dir.display(), "cleared a dead mount left by a killed node");
+    }
+    let dir = std::fs::canonicalize(&args.dir)
+        .map_err(|e| anyhow!("mount point {}: {e}", args.dir.display()))?;
+    if !dir.is_dir() {
+        bail!("mount point {} is not a directory", dir.display());
+    }
+    if let Some(m) = mountinfo::mount_at(&dir) {
+        bail!(
+            "{} is already a mount point ({} from {})",
+            dir.display(),
+            m.fs_type,
+            m.source
+        );
+    }
+    if crate::control::ask(store, "status")?.is_some() {
+        bail!(
+            "the store at {} is already in use by a running node",
+            store.display()
+        );
+    }
+    let args = MountArgs {
+        dir,
+        ..args.clone()
+    };
+    if args.foreground {
+        crate::node::run(store, Some(&args))
+    } else {
+        start_daemon(store, &args)
+    }
+}
+
+fn start_daemon(store: &Path, args: &MountArgs) -> Result<()> {
+    let log_path = store.join("backer.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut cmd = Command::new(std::env::current_exe().context("cannot find the backer binary")?);
+    cmd.arg("--store")
+        .arg(store)
+        .arg("mount")
+        .arg(&args.dir)
+        .arg("--foreground");
+    if args.read_only {
+        cmd.arg("--read-only");
+    }
+    match args.allow_other {
+        Some(true) => {
+            cmd.arg("--allow-other");
+        }
+        Some(false) => {
+            cmd.arg("--no-allow-other");
+        }
+        None => {}
+    }
+    if args.auto_unmount {
+        cmd.arg("--auto-unmount");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe and touches no Rust state; it
+    // detaches the daemon from our terminal and process group.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the node")?;
+    let deadline = Instant::now() + MOUNT_WAIT;
+    loop {
+        if mountinfo::mount_at(&args.dir)
+            .is_some_and(|m| m.fs_type.starts_with("fuse") && Path::new(&m.source) == store)
+        {
+            println!("Mounted {} at {}", store.display(), args.dir.display());
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let tail = last_log_line(&log_path, log_start).unwrap_or_default();
+            bail!("the node exited ({status}) before the mount was up: {tail}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!(
+                "the mount did not come up within {}s (see {})",
+                MOUNT_WAIT.as_secs(),
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last non-empty line the daemon logged since `from`.
+fn last_log_line(path: &Path, from: u64) -> Option<String> {
+    let text = std::fs::read(path).ok()?;
+    let text = String::from_utf8_lossy(text.get(from as usize..)?).into_owned();
+    let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
+    Some(line.trim_start_matches("backer: ").to_string())
+}

@@ -1,0 +1,86 @@
+//! The control socket: a running node serves `STORE/backer.sock`, and
+//! `status` (later `peer`, `log`...) asks it instead of opening the store,
+//! which the node holds locked. One request line, one JSON reply line.
+//! A socket left by a killed node refuses connections: it is removed, not
+//! trusted.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use backer_fs::vfs::Vfs;
+
+/// Where a store's node listens.
+pub(crate) fn socket_path(store: &Path) -> PathBuf {
+    store.join("backer.sock")
+}
+
+/// What a node reports about itself.
+pub(crate) fn status_json(vfs: &Vfs, mount: Option<&Path>) -> Result<serde_json::Value> {
+    let store = vfs.store();
+    let log = backer_fs::vfs::read_log(store.kv(), 1)?;
+    Ok(serde_json::json!({
+        "root": vfs.root_hash()?.to_hex(),
+        "node": store.node_id().to_string(),
+        "peers": [],
+        "mount": mount.map(|m| m.display().to_string()),
+        "commits": log.first().map_or(0, |c| c.seq),
+        "pid": std::process::id(),
+    }))
+}
+
+/// Serves the socket on a thread until the process exits.
+pub(crate) fn serve(store: &Path, vfs: Arc<Vfs>, mount: Option<PathBuf>) -> Result<()> {
+    let path = socket_path(store);
+    let _ = std::fs::remove_file(&path); // stale: we hold the store lock
+    let listener = UnixListener::bind(&path)
+        .with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::thread::Builder::new()
+        .name("backer-control".into())
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                if let Err(e) = answer(conn, &vfs, mount.as_deref()) {
+                    tracing::warn!(error = %e, "control request failed");
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn answer(conn: UnixStream, vfs: &Vfs, mount: Option<&Path>) -> Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut line = String::new();
+    BufReader::new(&conn).take(4096).read_line(&mut line)?;
+    let reply = match line.trim() {
+        "status" => status_json(vfs, mount)?,
+        other => serde_json::json!({ "error": format!("unknown request {other:?}") }),
+    };
+    let mut w = &conn;
+    writeln!(w, "{reply}")?;
+    Ok(())
+}
+
+/// Asks a running node; `None` if no node answers (a stale socket is
+/// removed).
+pub(crate) fn ask(store: &Path, request: &str) -> Result<Option<serde_json::Value>> {
+    let path = socket_path(store);
+    let conn = match UnixStream::connect(&path) {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            let _ = std::fs::remove_file(&path);
+            return Ok(None);
+        }
+        Err(_) => return Ok(None),
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut w = &conn;
+    writeln!(w, "{request}")?;
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line)?;
+    Ok(Some(
+        serde_json::from_str(&line).context("the node's reply is not JSON")?,
+    ))
+}

@@ -1,0 +1,151 @@
+//! A running node: the vfs, its committer, the control socket and (with a
+//! mount point) the FUSE session, until unmounted or signalled.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use backer_fs::store::Store;
+use backer_fs::vfs::{Committer, Ctx, Vfs, VfsOptions};
+
+/// What to mount and how.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MountArgs {
+    /// The mount point.
+    pub(crate) dir: PathBuf,
+    /// Stay in the foreground until unmounted.
+    pub(crate) foreground: bool,
+    /// Mount read-only.
+    pub(crate) read_only: bool,
+    /// Let every user in (default: when mounted by root).
+    pub(crate) allow_other: Option<bool>,
+    /// Ask the kernel to unmount if the node dies.
+    pub(crate) auto_unmount: bool,
+}
+
+/// Quiet period before a burst of changes becomes a root, and the longest
+/// a change waits for its root.
+const COMMIT_QUIET: Duration = Duration::from_millis(20);
+const COMMIT_MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every
+/// thread started after), to be taken synchronously by [`wait_signal`].
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain libc calls on a zeroed sigset_t we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: `set` is initialised; sigwait writes the signal number.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+/// Runs the node over the store at `store`, mounted when `mount` is given.
+pub(crate) fn run(store_dir: &Path, mount: Option<&MountArgs>) -> Result<()> {
+    let signals = block_signals();
+    crate::logging::init();
+    let store = Store::open(store_dir).map_err(|e| match e {
+        backer_fs::Error::Locked => anyhow!(
+            "the store at {} is in use by another process",
+            store_dir.display()
+        ),
+        backer_fs::Error::NotFound => {
+            anyhow!("no store at {} (run 'backer init')", store_dir.display())
+        }
+        other => anyhow!("cannot open the store at {}: {other}", store_dir.display()),
+    })?;
+    // SAFETY: getuid/getgid cannot fail.
+    let owner = unsafe {
+        Ctx {
+            uid: libc::getuid(),
+            gid: libc::getgid(),
+        }
+    };
+    let vfs = Arc::new(Vfs::new(
+        Arc::new(store),
+        VfsOptions {
+            owner,
+            ..VfsOptions::default()
+        },
+    )?);
+    let committer = Committer::spawn(vfs.clone(), COMMIT_QUIET, COMMIT_MAX_DELAY, |c| {
+        tracing::debug!(seq = c.seq, root = %c.root, changed = c.changed, "committed");
+    })?;
+    let pid_path = store_dir.join("backer.pid");
+    std::fs::write(&pid_path, format!("{}\n", std::process::id()))?;
+    crate::control::serve(store_dir, vfs.clone(), mount.map(|m| m.dir.clone()))?;
+    let result = match mount {
+        Some(m) => serve_mount(&vfs, m, store_dir, signals),
+        None => {
+            let sig = wait_signal(&signals);
+            tracing::info!(signal = sig, "stopping");
+            Ok(())
+        }
+    };
+    drop(committer); // a last commit, made durable
+    vfs.sync().context("final sync")?;
+    let _ = std::fs::remove_file(&pid_path);
+    let _ = std::fs::remove_file(crate::control::socket_path(store_dir));
+    tracing::info!("stopped");
+    result
+}
+
+#[cfg(feature = "fuse")]
+fn serve_mount(
+    vfs: &Arc<Vfs>,
+    m: &MountArgs,
+    store_dir: &Path,
+    signals: libc::sigset_t,
+) -> Result<()> {
+    // SAFETY: getuid cannot fail.
+    let root = unsafe { libc::getuid() } == 0;
+    let opts = backer_fs::fuse::MountOptions {
+        allow_other: m.allow_other.unwrap_or(root),
+        read_only: m.read_only,
+        auto_unmount: m.auto_unmount,
+        fsname: store_dir.display().to_string(),
+        threads: 2,
+    };
+    let mut mounted = backer_fs::fuse::mount(vfs.clone(), &m.dir, &opts)
+        .map_err(|e| anyhow!("cannot mount at {}: {e}", m.dir.display()))?;
+    tracing::info!(dir = %m.dir.display(), store = %store_dir.display(), "mounted");
+    let mut unmounter = mounted.unmounter();
+    let dir = m.dir.clone();
+    std::thread::Builder::new()
+        .name("backer-signals".into())
+        .spawn(move || {
+            let sig = wait_signal(&signals);
+            tracing::info!(signal = sig, "unmounting");
+            if let Err(e) = unmounter.unmount() {
+                // Busy (an open file, a shell inside): detach lazily so the
+                // node can still stop and leave a consistent store.
+                tracing::warn!(error = %e, "unmount failed; detaching lazily");
+                let _ = std::process::Command::new("fusermount3")
+                    .arg("-u")
+                    .arg("-z")
+                    .arg(&dir)
+                    .status();
+            }
+        })?;
+    mounted.run().map_err(|e| anyhow!("FUSE session: {e}"))?;
+    tracing::info!(dir = %m.dir.display(), "unmounted");
+    Ok(())
+}
+
+#[cfg(not(feature = "fuse"))]
+fn serve_mount(_: &Arc<Vfs>, _: &MountArgs, _: &Path, _: libc::sigset_t) -> Result<()> {
+    Err(anyhow!(
+        "this build has no FUSE support (built without the 'fuse' feature)"
+    ))
+}
