@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod control;
 mod logging;
+#[cfg(feature = "fuse")]
 mod mount_helper;
 mod mountinfo;
 mod node;
@@ -18,6 +19,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    #[cfg(feature = "fuse")]
     if mount_helper::invoked_as_mount_helper() {
         return mount_helper::run();
     }

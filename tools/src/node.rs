@@ -10,7 +10,7 @@ use backer_fs::store::Store;
 use backer_fs::vfs::{Committer, Ctx, Vfs, VfsOptions};
 
 /// What to mount and how.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct MountArgs {
     /// The mount point.
     pub(crate) dir: PathBuf,
