@@ -58,7 +58,9 @@ fi
 say "Building backer (release)"
 cargo build --release -p backer
 "${SUDO[@]}" install -m 0755 target/release/backer /usr/local/bin/backer
-say "Installed /usr/local/bin/backer"
+# mount(8) runs /sbin/mount.backer for `mount -t backer` and fstab lines.
+"${SUDO[@]}" ln -sf /usr/local/bin/backer /sbin/mount.backer
+say "Installed /usr/local/bin/backer and /sbin/mount.backer"
 
 # 4. This node's store: where backer looks by default ($BACKER_STORE, else
 #    $XDG_DATA_HOME/backer, else ~/.local/share/backer).
@@ -80,4 +82,15 @@ else
     exit 1
 fi
 say "The store is at $store"
-say "Not done yet in this build: mounting the folder and replication."
+
+# 5. The main job: mount the folder (in the background; it survives this
+#    shell). Default folder: $BACKER_DIR, else ~/Backer.
+folder=${BACKER_DIR:-$HOME/Backer}
+mkdir -p "$folder"
+if "$backer" --store "$store" status --json 2>/dev/null | grep -q '"mount":"'; then
+    say "backer is already running: $("$backer" --store "$store" status | grep running)"
+else
+    "$backer" --store "$store" mount "$folder"
+fi
+say "Your backer folder is $folder (logs: $store/backer.log; stop: fusermount3 -u $folder)"
+say "Not done yet in this build: replication to your other machines."
