@@ -326,11 +326,13 @@ impl Vfs {
         self.sync()
     }
 
-    /// Closes a handle; the last close of an unlinked file frees it.
+    /// Closes a handle; the last close of an unlinked file frees it. The
+    /// handle is gone even when the fold fails (ENOSPC): the error tells
+    /// the caller those bytes were not stored.
     pub fn release(&self, fh: Fh) -> Result<()> {
         self.write_op(|inner, txn, now| {
             let h = inner.handle(fh)?;
-            inner.fold_file(txn, h.ino, now)?;
+            let folded = inner.fold_file(txn, h.ino, now);
             inner.handles.remove(&fh);
             let last = match inner.open.get_mut(&h.ino) {
                 Some(of) => {
@@ -347,7 +349,7 @@ impl Vfs {
                     }
                 }
             }
-            Ok(())
+            folded
         })
     }
 

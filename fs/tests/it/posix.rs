@@ -668,3 +668,45 @@ fn the_background_committer_coalesces_a_burst_into_one_root() {
     );
     assert_eq!(vfs.root_hash().unwrap(), commits.last().unwrap().root);
 }
+
+#[test]
+fn a_full_disk_gives_enospc_and_a_consistent_store() {
+    use backer_fs::store::{Options, Store};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        let store = Arc::new(Store::create(&path).unwrap());
+        let vfs = Vfs::new(store, VfsOptions::default()).unwrap();
+        let (_, fh) = vfs.create(ME, ROOT, b"kept", 0o644, false).unwrap();
+        vfs.write(fh, 0, b"kept bytes").unwrap();
+        vfs.fsync(fh).unwrap();
+        vfs.release(fh).unwrap();
+    }
+    // Reopen with a reserve larger than any disk: every new chunk is refused.
+    let opts = Options {
+        reserve_bytes: u64::MAX / 4,
+        ..Options::default()
+    };
+    let store = Arc::new(Store::open_with(&path, opts).unwrap());
+    let vfs = Vfs::new(store, VfsOptions::default()).unwrap();
+    let (a, fh) = vfs.create(ME, ROOT, b"big", 0o644, false).unwrap();
+    vfs.write(fh, 0, &random_bytes(100_000, 9)).unwrap(); // buffered
+    assert_eq!(errno(vfs.fsync(fh)), libc::ENOSPC);
+    assert_eq!(errno(vfs.release(fh)), libc::ENOSPC);
+    assert_eq!(
+        errno(vfs.release(fh)),
+        libc::EBADF,
+        "the handle is gone after a failed release"
+    );
+    assert_eq!(
+        vfs.getattr(a.ino).unwrap().size,
+        0,
+        "nothing unstored is claimed"
+    );
+    drop(vfs);
+    let mut fs = TestFs { dir, vfs: None };
+    fs.reopen();
+    assert_eq!(fs.get(fs.path("kept").unwrap()), b"kept bytes");
+    assert_eq!(fs.get(fs.path("big").unwrap()), b"");
+}
