@@ -24,7 +24,8 @@ else
 fi
 
 # 1. Debian packages (fuse3 brings fusermount3, which mounts will need).
-packages=(build-essential pkg-config fuse3 curl)
+# fuse3 for the mount; git and sqlite3 are programs the test suite runs in a mount.
+packages=(build-essential pkg-config fuse3 curl git sqlite3)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
@@ -52,6 +53,12 @@ need=1.85
 have=$(rustc --version | awk '{print $2}')
 if [ "$(printf '%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
     die "backer needs Rust $need or newer, found $have ($(command -v rustc)); try 'rustup update stable'"
+fi
+
+# fsx, the file-system exerciser the test suite runs in a mount.
+if ! command -v fsx >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/fsx" ]; then
+    say "Installing fsx (for the test suite)"
+    cargo install fsx --version 0.3.2 --locked --quiet
 fi
 
 # 3. Build and install the binary.

@@ -1,4 +1,13 @@
 //! backer's integration tests, as one test binary with a module per area.
-//! They run the real `backer` binary; see the `backer_tests` helpers.
+//! They run the real `backer` binary; see the `backer_tests` helpers. The
+//! mount tests need root, /dev/fuse and fuse3 (fusermount3).
 
 mod cli;
+mod durability;
+mod lifecycle;
+mod mount_helper;
+mod mount_util;
+mod posix;
+mod programs;
+mod roundtrip;
+mod special;
