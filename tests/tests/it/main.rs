@@ -8,6 +8,7 @@ mod lifecycle;
 mod mount_helper;
 mod mount_util;
 mod posix;
+mod posix_meta;
 mod programs;
 mod roundtrip;
 mod special;
