@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod kv;
 pub mod mem_kv;
+pub mod overlay_kv;
 pub mod packs;
 pub mod sled_kv;
 pub mod txn;
@@ -86,7 +87,10 @@ impl Store {
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        let kv = Arc::new(sled_kv::SledKv::open(&db_dir(dir), opts.cache_bytes)?);
+        let kv = Arc::new(overlay_kv::OverlayKv::new(sled_kv::SledKv::open(
+            &db_dir(dir),
+            opts.cache_bytes,
+        )?));
         let key = NodeKey::generate()?;
         let mut b = Batch::default();
         b.put(Space::Meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
@@ -107,7 +111,10 @@ impl Store {
         if !db_dir(dir).is_dir() {
             return Err(Error::NotFound);
         }
-        let kv = Arc::new(sled_kv::SledKv::open(&db_dir(dir), opts.cache_bytes)?);
+        let kv = Arc::new(overlay_kv::OverlayKv::new(sled_kv::SledKv::open(
+            &db_dir(dir),
+            opts.cache_bytes,
+        )?));
         Self::finish_open(dir, kv, opts)
     }
 

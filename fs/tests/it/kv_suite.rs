@@ -3,6 +3,7 @@
 
 use backer_fs::store::kv::{Batch, Kv, Space};
 use backer_fs::store::mem_kv::MemKv;
+use backer_fs::store::overlay_kv::OverlayKv;
 use backer_fs::store::sled_kv::SledKv;
 
 fn engines() -> Vec<(&'static str, Box<dyn Kv>, Option<tempfile::TempDir>)> {
@@ -136,4 +137,38 @@ fn sled_refuses_a_second_open_while_locked() {
         Err(e) => assert_eq!(e.errno(), libc::EBUSY, "{e}"),
         Ok(_) => panic!("second open of a locked store succeeded"),
     }
+}
+
+#[test]
+fn overlay_merges_pending_writes_and_hands_them_over_at_flush_and_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let kv = OverlayKv::new(SledKv::open(&path, 8 << 20).unwrap());
+        let mut b = Batch::default();
+        b.put(Space::Dirents, b"a".to_vec(), b"1".to_vec());
+        b.put(Space::Dirents, b"b".to_vec(), b"2".to_vec());
+        kv.apply(b).unwrap();
+        kv.flush().unwrap();
+        // Pending on top of flushed: a removal and a new key.
+        let mut b = Batch::default();
+        b.remove(Space::Dirents, b"a".to_vec());
+        b.put(Space::Dirents, b"c".to_vec(), b"3".to_vec());
+        kv.apply(b).unwrap();
+        let keys: Vec<_> = kv
+            .scan(Space::Dirents, b"", None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(kv.get(Space::Dirents, b"a").unwrap(), None);
+        // Dropped without a flush: a clean close keeps the pending writes.
+    }
+    let kv = SledKv::open(&path, 8 << 20).unwrap();
+    assert_eq!(kv.get(Space::Dirents, b"a").unwrap(), None);
+    assert_eq!(
+        kv.get(Space::Dirents, b"c").unwrap().as_deref(),
+        Some(&b"3"[..])
+    );
 }
