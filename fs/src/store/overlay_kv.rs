@@ -15,21 +15,53 @@
 //! lost, as the contract allows; fsync flushes).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::kv::{Batch, KeyValue, Kv, Space};
 use crate::error::Result;
 
-/// Pending writes past which an apply hands them to the engine, bounding
-/// memory and the work a crash can lose.
-const FLUSH_KEYS: usize = 16 * 1024;
+/// Pending writes past which an apply hands them to the engine itself,
+/// bounding memory when nothing flushes (the node's committer flushes after
+/// every commit, so this is rarely reached).
+const FLUSH_KEYS: usize = 64 * 1024;
 
 type Pending = BTreeMap<(Space, Vec<u8>), Option<Vec<u8>>>;
+
+/// The writes not yet in the engine: the newest on top, and the set being
+/// handed to the engine right now (readable until the engine has it, so a
+/// drain never blocks readers for the length of a sled batch).
+#[derive(Default)]
+struct Layers {
+    pending: Pending,
+    flushing: Option<Arc<Pending>>,
+}
+
+impl Layers {
+    fn get(&self, key: &(Space, Vec<u8>)) -> Option<&Option<Vec<u8>>> {
+        self.pending
+            .get(key)
+            .or_else(|| self.flushing.as_ref().and_then(|f| f.get(key)))
+    }
+}
 
 /// A write-back layer over another engine.
 pub struct OverlayKv<K: Kv> {
     inner: K,
-    pending: Mutex<Pending>,
+    layers: Mutex<Layers>,
+    /// One drain at a time, so drains reach the engine in order.
+    draining: Mutex<()>,
+}
+
+fn range_of<'a>(
+    map: &'a Pending,
+    space: Space,
+    prefix: &'a [u8],
+    after: Option<&'a [u8]>,
+) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> + 'a {
+    map.range((space, prefix.to_vec())..)
+        .take_while(move |((s, k), _)| *s == space && k.starts_with(prefix))
+        .filter(move |((_, k), _)| after.is_none_or(|a| k.as_slice() > a))
+        .map(|((_, k), v)| (k, v))
 }
 
 impl<K: Kv> OverlayKv<K> {
@@ -37,29 +69,45 @@ impl<K: Kv> OverlayKv<K> {
     pub fn new(inner: K) -> OverlayKv<K> {
         OverlayKv {
             inner,
-            pending: Mutex::new(BTreeMap::new()),
+            layers: Mutex::new(Layers::default()),
+            draining: Mutex::new(()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Layers> {
+        self.layers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Hands every pending write to the engine as one atomic batch.
-    fn drain(&self, pending: &mut Pending) -> Result<()> {
-        if pending.is_empty() {
-            return Ok(());
-        }
+    /// Hands every pending write to the engine as one atomic batch. Readers
+    /// and writers go on meanwhile: the set stays readable until the
+    /// engine has it, and new writes gather above it.
+    fn drain(&self) -> Result<()> {
+        let _one = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+        let set = {
+            let mut l = self.lock();
+            if l.pending.is_empty() {
+                return Ok(());
+            }
+            let set = Arc::new(std::mem::take(&mut l.pending));
+            l.flushing = Some(set.clone());
+            set
+        };
         let batch = Batch {
-            ops: pending
+            ops: set
                 .iter()
                 .map(|((s, k), v)| (*s, k.clone(), v.clone()))
                 .collect(),
         };
-        // Keep the writes visible until the engine has them.
-        self.inner.apply(batch)?;
-        pending.clear();
-        Ok(())
+        let res = self.inner.apply(batch);
+        let mut l = self.lock();
+        l.flushing = None;
+        if res.is_err() {
+            // Keep the writes: put them back under anything newer.
+            for (k, v) in set.iter() {
+                l.pending.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        res
     }
 }
 
@@ -68,6 +116,7 @@ impl<K: Kv> Kv for OverlayKv<K> {
         if let Some(v) = self.lock().get(&(space, key.to_vec())) {
             return Ok(v.clone());
         }
+        // Not pending: a drain that took it has already applied it.
         self.inner.get(space, key)
     }
 
@@ -78,20 +127,23 @@ impl<K: Kv> Kv for OverlayKv<K> {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KeyValue>> {
-        let pending = self.lock();
-        let mine: Vec<(Vec<u8>, Option<Vec<u8>>)> = pending
-            .range((space, prefix.to_vec())..)
-            .take_while(|((s, k), _)| *s == space && k.starts_with(prefix))
-            .filter(|((_, k), _)| after.is_none_or(|a| k.as_slice() > a))
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect();
+        let mine: Vec<(Vec<u8>, Option<Vec<u8>>)> = {
+            let l = self.lock();
+            let mut m: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+            if let Some(f) = &l.flushing {
+                m.extend(range_of(f, space, prefix, after).map(|(k, v)| (k.clone(), v.clone())));
+            }
+            m.extend(
+                range_of(&l.pending, space, prefix, after).map(|(k, v)| (k.clone(), v.clone())),
+            );
+            m.into_iter().collect()
+        };
         let removed = mine.iter().filter(|(_, v)| v.is_none()).count();
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
             .inner
             .scan(space, prefix, after, limit.saturating_add(removed))?
             .into_iter()
             .collect();
-        drop(pending);
         for (k, v) in mine {
             match v {
                 Some(v) => merged.insert(k, v),
@@ -102,24 +154,27 @@ impl<K: Kv> Kv for OverlayKv<K> {
     }
 
     fn last(&self, space: Space, prefix: &[u8]) -> Result<Option<KeyValue>> {
-        // Rare (tools only): flush first rather than merge in reverse.
-        self.drain(&mut self.lock())?;
+        // Rare (tools only): drain first rather than merge in reverse.
+        self.drain()?;
         self.inner.last(space, prefix)
     }
 
     fn apply(&self, batch: Batch) -> Result<()> {
-        let mut pending = self.lock();
-        for (space, key, value) in batch.ops {
-            pending.insert((space, key), value);
-        }
-        if pending.len() >= FLUSH_KEYS {
-            self.drain(&mut pending)?;
+        let full = {
+            let mut l = self.lock();
+            for (space, key, value) in batch.ops {
+                l.pending.insert((space, key), value);
+            }
+            l.pending.len() >= FLUSH_KEYS
+        };
+        if full {
+            self.drain()?;
         }
         Ok(())
     }
 
     fn flush(&self) -> Result<()> {
-        self.drain(&mut self.lock())?;
+        self.drain()?;
         self.inner.flush()
     }
 
@@ -132,8 +187,7 @@ impl<K: Kv> Drop for OverlayKv<K> {
     /// A clean close hands pending writes to the engine (which persists
     /// them when it closes); only a crash loses them.
     fn drop(&mut self) {
-        let mut pending = std::mem::take(&mut *self.lock());
-        if let Err(e) = self.drain(&mut pending) {
+        if let Err(e) = self.drain() {
             tracing::error!(error = %e, "writing pending metadata at close failed");
         }
     }
