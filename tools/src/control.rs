@@ -33,6 +33,7 @@ pub(crate) fn status_json(vfs: &Vfs, mount: Option<&Path>) -> Result<serde_json:
 }
 
 /// Serves the socket on a thread until the process exits.
+#[cfg_attr(not(feature = "fuse"), allow(dead_code))]
 pub(crate) fn serve(store: &Path, vfs: Arc<Vfs>, mount: Option<PathBuf>) -> Result<()> {
     let path = socket_path(store);
     let _ = std::fs::remove_file(&path); // stale: we hold the store lock
@@ -50,6 +51,7 @@ pub(crate) fn serve(store: &Path, vfs: Arc<Vfs>, mount: Option<PathBuf>) -> Resu
     Ok(())
 }
 
+#[cfg_attr(not(feature = "fuse"), allow(dead_code))]
 fn answer(conn: UnixStream, vfs: &Vfs, mount: Option<&Path>) -> Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut line = String::new();
