@@ -172,16 +172,14 @@ fn errno(e: &crate::Error) -> Errno {
     Errno::from_i32(e.errno())
 }
 
-/// Logs an error at a level that fits it, then replies with its errno.
-macro_rules! fail {
-    ($reply:expr, $op:literal, $err:expr) => {{
-        let e = $err;
-        match e.errno() {
-            libc::EIO => tracing::error!(op = $op, error = %e, "request failed"),
-            _ => tracing::debug!(op = $op, error = %e, "request refused"),
-        }
-        $reply.error(errno(&e))
-    }};
+/// Logs a refused request at a level that fits (EIO is a failure of
+/// ours, the rest are the caller's), and gives the errno to reply with.
+fn refuse(op: &'static str, e: &crate::Error) -> Errno {
+    match e.errno() {
+        libc::EIO => tracing::error!(op, error = %e, "request failed"),
+        _ => tracing::debug!(op, error = %e, "request refused"),
+    }
+    errno(e)
 }
 
 fn ctx(req: &Request) -> Ctx {
@@ -202,26 +200,14 @@ impl BackerFs {
     fn entry(&self, reply: ReplyEntry, r: crate::Result<crate::vfs::Attr>, op: &'static str) {
         match r {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
-            Err(e) => {
-                match e.errno() {
-                    libc::EIO => tracing::error!(op, error = %e, "request failed"),
-                    _ => tracing::debug!(op, error = %e, "request refused"),
-                }
-                reply.error(errno(&e))
-            }
+            Err(e) => reply.error(refuse(op, &e)),
         }
     }
 
     fn empty(&self, reply: ReplyEmpty, r: crate::Result<()>, op: &'static str) {
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => {
-                match e.errno() {
-                    libc::EIO => tracing::error!(op, error = %e, "request failed"),
-                    _ => tracing::debug!(op, error = %e, "request refused"),
-                }
-                reply.error(errno(&e))
-            }
+            Err(e) => reply.error(refuse(op, &e)),
         }
     }
 }
@@ -254,7 +240,7 @@ impl Filesystem for BackerFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.vfs.getattr(ino.0) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => fail!(reply, "getattr", e),
+            Err(e) => reply.error(refuse("getattr", &e)),
         }
     }
 
@@ -287,14 +273,14 @@ impl Filesystem for BackerFs {
         };
         match self.vfs.setattr(ino.0, &set) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => fail!(reply, "setattr", e),
+            Err(e) => reply.error(refuse("setattr", &e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.vfs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
-            Err(e) => fail!(reply, "readlink", e),
+            Err(e) => reply.error(refuse("readlink", &e)),
         }
     }
 
@@ -416,7 +402,7 @@ impl Filesystem for BackerFs {
         let append = !self.writeback && flags.0 & libc::O_APPEND != 0;
         match self.vfs.open(ino.0, truncate, append) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => fail!(reply, "open", e),
+            Err(e) => reply.error(refuse("open", &e)),
         }
     }
 
@@ -433,7 +419,7 @@ impl Filesystem for BackerFs {
     ) {
         match self.vfs.read(fh.0, offset, size.min(MAX_IO)) {
             Ok(d) => reply.data(&d),
-            Err(e) => fail!(reply, "read", e),
+            Err(e) => reply.error(refuse("read", &e)),
         }
     }
 
@@ -451,7 +437,7 @@ impl Filesystem for BackerFs {
     ) {
         match self.vfs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
-            Err(e) => fail!(reply, "write", e),
+            Err(e) => reply.error(refuse("write", &e)),
         }
     }
 
@@ -494,7 +480,7 @@ impl Filesystem for BackerFs {
         match self.vfs.getattr(ino.0) {
             Ok(a) if a.kind == Kind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(_) => reply.error(Errno::ENOTDIR),
-            Err(e) => fail!(reply, "opendir", e),
+            Err(e) => reply.error(refuse("opendir", &e)),
         }
     }
 
@@ -520,7 +506,7 @@ impl Filesystem for BackerFs {
                 }
                 reply.ok()
             }
-            Err(e) => fail!(reply, "readdir", e),
+            Err(e) => reply.error(refuse("readdir", &e)),
         }
     }
 
@@ -557,7 +543,7 @@ impl Filesystem for BackerFs {
                 }
                 reply.ok()
             }
-            Err(e) => fail!(reply, "readdirplus", e),
+            Err(e) => reply.error(refuse("readdirplus", &e)),
         }
     }
 
@@ -577,7 +563,7 @@ impl Filesystem for BackerFs {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
             ),
-            Err(e) => fail!(reply, "statfs", e),
+            Err(e) => reply.error(refuse("statfs", &e)),
         }
     }
 
@@ -611,7 +597,7 @@ impl Filesystem for BackerFs {
         match self.vfs.getxattr(ino.0, name.as_bytes(), size) {
             Ok(XattrReply::Size(n)) => reply.size(n),
             Ok(XattrReply::Data(d)) => reply.data(&d),
-            Err(e) => fail!(reply, "getxattr", e),
+            Err(e) => reply.error(refuse("getxattr", &e)),
         }
     }
 
@@ -619,7 +605,7 @@ impl Filesystem for BackerFs {
         match self.vfs.listxattr(ino.0, size) {
             Ok(XattrReply::Size(n)) => reply.size(n),
             Ok(XattrReply::Data(d)) => reply.data(&d),
-            Err(e) => fail!(reply, "listxattr", e),
+            Err(e) => reply.error(refuse("listxattr", &e)),
         }
     }
 
@@ -664,7 +650,7 @@ impl Filesystem for BackerFs {
                 FileHandle(fh),
                 FopenFlags::empty(),
             ),
-            Err(e) => fail!(reply, "create", e),
+            Err(e) => reply.error(refuse("create", &e)),
         }
     }
 

@@ -122,3 +122,35 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     }
     None
 }
+
+/// Merges a scan of a lower layer with the pending writes above it (in
+/// key order; `None` removes a key), keeping the first `limit` pairs. The
+/// lower scan must have been asked for `limit` plus the number of
+/// removals among `above`, so removals cannot shorten the answer.
+pub(crate) fn merge_scan(
+    below: Vec<KeyValue>,
+    above: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    limit: usize,
+) -> Vec<KeyValue> {
+    let mut merged: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = below.into_iter().collect();
+    for (k, v) in above {
+        match v {
+            Some(v) => merged.insert(k, v),
+            None => merged.remove(&k),
+        };
+    }
+    merged.into_iter().take(limit).collect()
+}
+
+/// The pending writes of `map` in `space` under `prefix`, after `after`.
+pub(crate) fn pending_range<'a>(
+    map: &'a std::collections::BTreeMap<(Space, Vec<u8>), Option<Vec<u8>>>,
+    space: Space,
+    prefix: &'a [u8],
+    after: Option<&'a [u8]>,
+) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> + 'a {
+    map.range((space, prefix.to_vec())..)
+        .take_while(move |((s, k), _)| *s == space && k.starts_with(prefix))
+        .filter(move |((_, k), _)| after.is_none_or(|a| k.as_slice() > a))
+        .map(|((_, k), v)| (k, v))
+}

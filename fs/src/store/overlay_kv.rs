@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::kv::{Batch, KeyValue, Kv, Space};
+use super::kv::{merge_scan, pending_range, Batch, KeyValue, Kv, Space};
 use crate::error::Result;
 
 /// Pending writes past which an apply hands them to the engine itself,
@@ -50,18 +50,6 @@ pub struct OverlayKv<K: Kv> {
     layers: Mutex<Layers>,
     /// One drain at a time, so drains reach the engine in order.
     draining: Mutex<()>,
-}
-
-fn range_of<'a>(
-    map: &'a Pending,
-    space: Space,
-    prefix: &'a [u8],
-    after: Option<&'a [u8]>,
-) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> + 'a {
-    map.range((space, prefix.to_vec())..)
-        .take_while(move |((s, k), _)| *s == space && k.starts_with(prefix))
-        .filter(move |((_, k), _)| after.is_none_or(|a| k.as_slice() > a))
-        .map(|((_, k), v)| (k, v))
 }
 
 impl<K: Kv> OverlayKv<K> {
@@ -131,26 +119,21 @@ impl<K: Kv> Kv for OverlayKv<K> {
             let l = self.lock();
             let mut m: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
             if let Some(f) = &l.flushing {
-                m.extend(range_of(f, space, prefix, after).map(|(k, v)| (k.clone(), v.clone())));
+                m.extend(
+                    pending_range(f, space, prefix, after).map(|(k, v)| (k.clone(), v.clone())),
+                );
             }
             m.extend(
-                range_of(&l.pending, space, prefix, after).map(|(k, v)| (k.clone(), v.clone())),
+                pending_range(&l.pending, space, prefix, after)
+                    .map(|(k, v)| (k.clone(), v.clone())),
             );
             m.into_iter().collect()
         };
         let removed = mine.iter().filter(|(_, v)| v.is_none()).count();
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
+        let below = self
             .inner
-            .scan(space, prefix, after, limit.saturating_add(removed))?
-            .into_iter()
-            .collect();
-        for (k, v) in mine {
-            match v {
-                Some(v) => merged.insert(k, v),
-                None => merged.remove(&k),
-            };
-        }
-        Ok(merged.into_iter().take(limit).collect())
+            .scan(space, prefix, after, limit.saturating_add(removed))?;
+        Ok(merge_scan(below, mine, limit))
     }
 
     fn last(&self, space: Space, prefix: &[u8]) -> Result<Option<KeyValue>> {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::kv::{Batch, KeyValue, Kv, Space};
+use super::kv::{merge_scan, pending_range, Batch, KeyValue, Kv, Space};
 use crate::error::Result;
 
 /// Pending writes over a [`Kv`], visible to this transaction's reads.
@@ -55,26 +55,16 @@ impl<'a> Txn<'a> {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KeyValue>> {
-        let pending: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = self
-            .writes
-            .range((space, prefix.to_vec())..)
-            .take_while(|((s, k), _)| *s == space && k.starts_with(prefix))
-            .filter(|((_, k), _)| after.is_none_or(|a| k.as_slice() > a))
-            .map(|((_, k), v)| (k, v))
-            .collect();
+        let pending: Vec<_> = pending_range(&self.writes, space, prefix, after).collect();
         let removed = pending.iter().filter(|(_, v)| v.is_none()).count();
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
+        let below = self
             .kv
-            .scan(space, prefix, after, limit.saturating_add(removed))?
-            .into_iter()
-            .collect();
-        for (k, v) in pending {
-            match v {
-                Some(v) => merged.insert(k.clone(), v.clone()),
-                None => merged.remove(k),
-            };
-        }
-        Ok(merged.into_iter().take(limit).collect())
+            .scan(space, prefix, after, limit.saturating_add(removed))?;
+        Ok(merge_scan(
+            below,
+            pending.into_iter().map(|(k, v)| (k.clone(), v.clone())),
+            limit,
+        ))
     }
 
     /// Whether nothing was written.

@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::records::{ts_pair, u64_at, NamespaceTxn};
-use super::types::{CommitInfo, Ino, MAX_DEPTH, ROOT};
+use super::records::{depth, ts_pair, u64_at, NamespaceTxn};
+use super::types::{CommitInfo, Ino, ROOT};
 use super::Inner;
 use crate::error::{Error, Result};
 use crate::hash::Hash;
@@ -131,18 +131,6 @@ pub fn read_log(kv: &dyn crate::store::Kv, limit: usize) -> Result<Vec<Commit>> 
         seq -= 1;
     }
     Ok(out)
-}
-
-fn depth(txn: &Txn<'_>, mut dir: Ino) -> Result<u32> {
-    let mut d = 0;
-    while dir != ROOT {
-        dir = txn.inode(dir)?.parent;
-        d += 1;
-        if d > MAX_DEPTH + 1 {
-            return Err(Error::corrupt("directory parents form a loop"));
-        }
-    }
-    Ok(d)
 }
 
 /// The hashed fields of an entry, without its version.

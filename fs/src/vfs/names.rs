@@ -1,7 +1,7 @@
 //! Operations on names: lookup, create, link, unlink, rename, readdir.
 
 use super::records::{
-    kind_from_u8, ts_pair, u64_at, Dirent, InodeRecord, NamespaceTxn, FIRST_COOKIE,
+    depth, kind_from_u8, ts_pair, u64_at, Dirent, InodeRecord, NamespaceTxn, FIRST_COOKIE,
 };
 use super::types::*;
 use super::{commit, Inner, Vfs};
@@ -55,18 +55,6 @@ fn check_new_name(parent: Ino, name: &[u8]) -> Result<()> {
         return Err(Error::Exists);
     }
     Ok(())
-}
-
-fn depth(txn: &Txn<'_>, mut dir: Ino) -> Result<u32> {
-    let mut d = 0;
-    while dir != ROOT {
-        dir = txn.inode(dir)?.parent;
-        d += 1;
-        if d > MAX_DEPTH + 1 {
-            return Err(Error::corrupt("directory parents form a loop"));
-        }
-    }
-    Ok(d)
 }
 
 /// Whether `ino` is `ancestor` or beneath it.

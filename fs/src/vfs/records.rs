@@ -300,3 +300,16 @@ impl NamespaceTxn for Txn<'_> {
         self.put(Space::Dirty, dirent_key(parent, name), Vec::new());
     }
 }
+
+/// How many directories lie between `dir` and the root (0 for the root).
+pub(crate) fn depth(txn: &Txn<'_>, mut dir: Ino) -> Result<u32> {
+    let mut d = 0;
+    while dir != super::types::ROOT {
+        dir = txn.inode(dir)?.parent;
+        d += 1;
+        if d > super::types::MAX_DEPTH + 1 {
+            return Err(Error::corrupt("directory parents form a loop"));
+        }
+    }
+    Ok(d)
+}
