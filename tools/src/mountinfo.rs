@@ -9,6 +9,8 @@ pub(crate) struct MountEntry {
     pub(crate) fs_type: String,
     /// The source (for backer: the store folder).
     pub(crate) source: String,
+    /// The device number, "major:minor" (names the mount's bdi in /sys).
+    pub(crate) device: String,
 }
 
 /// What is mounted at `dir`, if anything (the top mount).
@@ -19,7 +21,10 @@ pub(crate) fn mount_at(dir: &Path) -> Option<MountEntry> {
     for line in info.lines() {
         // id parent major:minor root mountpoint opts [optional...] - fstype source superopts
         let mut fields = line.split(' ');
-        let Some(point) = fields.nth(4) else { continue };
+        let Some(device) = fields.nth(2) else {
+            continue;
+        };
+        let Some(point) = fields.nth(1) else { continue };
         if unescape(point) != want {
             continue;
         }
@@ -28,6 +33,7 @@ pub(crate) fn mount_at(dir: &Path) -> Option<MountEntry> {
         found = Some(MountEntry {
             fs_type: rest.next().unwrap_or("").to_string(),
             source: unescape(rest.next().unwrap_or("")),
+            device: device.to_string(),
         });
     }
     found

@@ -120,6 +120,7 @@ fn serve_mount(
     let mut mounted = backer_fs::fuse::mount(vfs.clone(), &m.dir, &opts)
         .map_err(|e| anyhow!("cannot mount at {}: {e}", m.dir.display()))?;
     tracing::info!(dir = %m.dir.display(), store = %store_dir.display(), "mounted");
+    raise_read_ahead(&m.dir);
     let mut unmounter = mounted.unmounter();
     let dir = m.dir.clone();
     std::thread::Builder::new()
@@ -141,6 +142,22 @@ fn serve_mount(
     mounted.run().map_err(|e| anyhow!("FUSE session: {e}"))?;
     tracing::info!(dir = %m.dir.display(), "unmounted");
     Ok(())
+}
+
+/// The kernel gives a FUSE mount 128 KiB of read-ahead; 1 MiB (our
+/// max_readahead) made cold sequential reads 60-75 % faster in the FUSE
+/// floor's measurements. Root only, and only a hint: failures are logged.
+/// The device comes from mountinfo: a stat of the mount point would wait
+/// on this very process, which is not serving requests yet.
+#[cfg(feature = "fuse")]
+fn raise_read_ahead(dir: &Path) {
+    let Some(m) = crate::mountinfo::mount_at(dir) else {
+        return;
+    };
+    let knob = PathBuf::from(format!("/sys/class/bdi/{}/read_ahead_kb", m.device));
+    if let Err(e) = std::fs::write(&knob, "1024") {
+        tracing::debug!(knob = %knob.display(), error = %e, "could not raise read-ahead");
+    }
 }
 
 #[cfg(not(feature = "fuse"))]
