@@ -133,6 +133,52 @@ pub fn read_log(kv: &dyn crate::store::Kv, limit: usize) -> Result<Vec<Commit>> 
     Ok(out)
 }
 
+/// The entries `names` had in the directory tree `root`, reading each node
+/// on their paths once (one `dir::get` per name would decode the same
+/// leaves again for every dirty name in them).
+fn old_entries(
+    store: &impl NodeStore,
+    root: Hash,
+    names: &BTreeSet<Vec<u8>>,
+) -> Result<BTreeMap<Vec<u8>, Entry>> {
+    let mut out = BTreeMap::new();
+    let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+    collect_entries(store, root, &names, &mut out)?;
+    Ok(out)
+}
+
+fn collect_entries(
+    store: &impl NodeStore,
+    node: Hash,
+    names: &[&[u8]],
+    out: &mut BTreeMap<Vec<u8>, Entry>,
+) -> Result<()> {
+    match dir::read_node(store, node)? {
+        dir::DirNode::Leaf(entries) => {
+            for e in entries {
+                if names.binary_search(&e.name.as_slice()).is_ok() {
+                    out.insert(e.name.clone(), e);
+                }
+            }
+        }
+        dir::DirNode::Internal { children, .. } => {
+            // Child i holds the names in (last name of i-1, last name of i].
+            let mut rest = names;
+            for (last, child) in children {
+                let n = rest.partition_point(|name| *name <= last.as_slice());
+                if n > 0 {
+                    collect_entries(store, child, &rest[..n], out)?;
+                }
+                rest = &rest[n..];
+                if rest.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The hashed fields of an entry, without its version.
 fn same_version(a: &Entry, b: &Entry) -> bool {
     a.kind == b.kind
@@ -182,8 +228,9 @@ impl Inner {
             let mut drec = txn.inode(dir)?;
             let old_root = drec.hash();
             let mut changes = BTreeMap::new();
+            let mut olds = old_entries(&ReadNodes(&txn), old_root, &names)?;
             for name in names {
-                let old = dir::get(&ReadNodes(&txn), old_root, &name)?;
+                let old = olds.remove(&name);
                 let new = match txn.dirent(dir, &name)? {
                     Some(d) => Some(self.entry_for(&mut txn, d.ino, &name, old.as_ref(), me)?),
                     None => match &old {
@@ -302,5 +349,52 @@ impl Inner {
         rec.set_vv(&e.vv);
         txn.put_inode(ino, &rec)?;
         Ok(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{MemNodes, Timestamp, VersionVector};
+
+    fn entry(name: &str) -> Entry {
+        Entry {
+            name: name.as_bytes().to_vec(),
+            kind: Kind::Fifo,
+            mode: 0o644,
+            mtime: Timestamp::default(),
+            size: 0,
+            hash: Hash::ZERO,
+            target: Vec::new(),
+            rdev: 0,
+            vv: VersionVector::new(),
+            modified_by: crate::NodeId::default(),
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn old_entries_reads_what_get_reads() {
+        let mut store = MemNodes::default();
+        let all: Vec<Entry> = (0..5000).map(|i| entry(&format!("n{i:05}"))).collect();
+        let root = dir::build(&mut store, &all).unwrap();
+        // Present names from every part of the tree, absent ones between
+        // them, and names before the first and after the last.
+        let mut names = BTreeSet::new();
+        for i in (0..5000).step_by(37) {
+            names.insert(format!("n{i:05}").into_bytes());
+            names.insert(format!("n{i:05}x").into_bytes());
+        }
+        names.insert(b"a".to_vec());
+        names.insert(b"z".to_vec());
+        let got = old_entries(&store, root, &names).unwrap();
+        for name in &names {
+            assert_eq!(
+                got.get(name),
+                dir::get(&store, root, name).unwrap().as_ref(),
+                "{name:?}"
+            );
+        }
+        assert_eq!(got.len(), 5000usize.div_ceil(37));
     }
 }
