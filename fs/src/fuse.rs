@@ -521,14 +521,10 @@ impl Filesystem for BackerFs {
         match self.vfs.readdir(ino.0, offset, 256) {
             Ok(entries) => {
                 for e in entries {
-                    // "." and ".." are not looked up: the kernel ignores
-                    // their attributes and takes no lookup reference.
-                    let attr = match e.name.as_slice() {
-                        b"." | b".." => continue,
-                        _ => match self.vfs.getattr(e.ino) {
-                            Ok(a) => a,
-                            Err(_) => continue, // removed meanwhile
-                        },
+                    // "." and ".." are listed too (the kernel emits them and
+                    // takes no lookup reference for them).
+                    let Ok(attr) = self.vfs.getattr(e.ino) else {
+                        continue; // removed meanwhile
                     };
                     if reply.add(
                         INodeNo(e.ino),
