@@ -253,7 +253,13 @@ impl Vfs {
             }
             rec.ctime = ts_pair(set.ctime.unwrap_or(now));
             txn.put_inode(ino, &rec)?;
-            inner.mark_names_dirty(txn, ino, &rec)?;
+            // Owners and atime are not in the hashed entry, and a truncate
+            // marked its names when it folded: only mode and mtime need a
+            // new entry (this spares the writeback cache's many mtime-free
+            // setattrs a links scan).
+            if set.mode.is_some() || set.mtime.is_some() {
+                inner.mark_names_dirty(txn, ino, &rec)?;
+            }
             inner.attr(txn, ino)
         })
     }
