@@ -639,8 +639,8 @@ fn the_background_committer_coalesces_a_burst_into_one_root() {
     let (tx, rx) = mpsc::channel();
     let committer = Committer::spawn(
         vfs.clone(),
-        Duration::from_millis(500),
-        Duration::from_secs(30),
+        Duration::from_secs(3),
+        Duration::from_secs(60),
         move |c| {
             tx.send(c.clone()).unwrap();
         },
