@@ -35,6 +35,18 @@ pub trait NodeStore {
     fn put_node(&mut self, hash: Hash, bytes: Vec<u8>) -> Result<()>;
 }
 
+/// A mutable borrow of a store is a store, so a `&mut dyn NodeStore` can be
+/// passed to the functions that take `&mut impl NodeStore` (or `&impl`).
+impl<S: NodeStore + ?Sized> NodeStore for &mut S {
+    fn get_node(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        (**self).get_node(hash)
+    }
+
+    fn put_node(&mut self, hash: Hash, bytes: Vec<u8>) -> Result<()> {
+        (**self).put_node(hash, bytes)
+    }
+}
+
 /// An in-memory [`NodeStore`] that counts the nodes it is given that it did
 /// not already hold (so tests can assert how many nodes a change wrote).
 #[derive(Clone, Debug, Default)]
@@ -133,6 +145,15 @@ mod tests {
         assert!(s.contains(&h) && !s.contains(&Hash::ZERO));
         assert_eq!(s.get_node(&h).unwrap(), Some(b"x".to_vec()));
         assert_eq!(s.get_node(&Hash::ZERO).unwrap(), None);
+    }
+
+    #[test]
+    fn a_mutable_borrow_of_a_dyn_store_is_a_store() {
+        let mut s = MemNodes::new();
+        let mut d: &mut dyn NodeStore = &mut s;
+        let root = dir::build(&mut d, &[]).unwrap();
+        assert!(dir::entries(&d, root).unwrap().is_empty());
+        assert_eq!(s.len(), 1);
     }
 
     #[test]

@@ -13,12 +13,17 @@
 //! at flush, fsync and release (or when a file's unflushed bytes pass
 //! [`file::FOLD_THRESHOLD`]). fsync returns once its root is durable.
 //!
+//! A tree made elsewhere (a merge with a peer's) replaces the committed
+//! one through [`Vfs::install_with`], which changes the namespace to match
+//! it in the same transaction.
+//!
 //! One lock serialises operations; the kernel's requests are short, and
 //! one writer means no conflicting transactions.
 
 mod commit;
 mod committer;
 mod file;
+mod install;
 mod names;
 mod records;
 mod types;
@@ -30,6 +35,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 pub use commit::{read_log, Commit};
 pub use committer::Committer;
+pub use install::Installed;
 pub use names::NewNode;
 pub use types::*;
 

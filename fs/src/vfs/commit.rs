@@ -117,6 +117,43 @@ pub(crate) fn load_head(txn: &Txn<'_>) -> Result<Head> {
     }
 }
 
+/// Appends the commit of `root` (following `parents`) after `head` to the
+/// log in `txn`, and moves the stored head to it. The caller moves its
+/// [`Head`] once `txn` is applied.
+pub(super) fn append(
+    txn: &mut Txn<'_>,
+    head: &Head,
+    root: Hash,
+    parents: Vec<[u8; 32]>,
+    now: Timestamp,
+    author: crate::NodeId,
+    changed: usize,
+) -> Result<CommitInfo> {
+    let seq = head.seq + 1;
+    let commit = Commit {
+        seq,
+        root: root.0,
+        parents,
+        time: ts_pair(now),
+        author: author.0,
+        changed: changed as u64,
+    };
+    txn.put(
+        Space::Commits,
+        seq.to_be_bytes().to_vec(),
+        codec::encode(&commit)?,
+    );
+    let mut stored = seq.to_be_bytes().to_vec();
+    stored.extend_from_slice(root.as_bytes());
+    txn.put(Space::Meta, META_HEAD, stored);
+    Ok(CommitInfo {
+        seq,
+        id: commit.id()?,
+        root,
+        changed,
+    })
+}
+
 /// Reads the commit log, newest first, up to `limit` commits.
 pub fn read_log(kv: &dyn crate::store::Kv, limit: usize) -> Result<Vec<Commit>> {
     let txn = Txn::new(kv);
@@ -266,29 +303,10 @@ impl Inner {
         let root = txn.inode(ROOT)?.hash();
         let mut info = None;
         if self.head.root != Some(root) {
-            let seq = self.head.seq + 1;
-            let commit = Commit {
-                seq,
-                root: root.0,
-                parents: self.head.root.iter().map(|h| h.0).collect(),
-                time: ts_pair(now),
-                author: me.0,
-                changed: changed as u64,
-            };
-            txn.put(
-                Space::Commits,
-                seq.to_be_bytes().to_vec(),
-                codec::encode(&commit)?,
-            );
-            let mut head = seq.to_be_bytes().to_vec();
-            head.extend_from_slice(root.as_bytes());
-            txn.put(Space::Meta, META_HEAD, head);
-            info = Some(CommitInfo {
-                seq,
-                id: commit.id()?,
-                root,
-                changed,
-            });
+            let parents = self.head.root.iter().map(|h| h.0).collect();
+            info = Some(append(
+                &mut txn, &self.head, root, parents, now, me, changed,
+            )?);
         }
         txn.commit()?;
         if let Some(i) = &info {

@@ -26,7 +26,8 @@ pub(super) fn init_root(txn: &mut Txn<'_>, owner: Ctx, now: Timestamp) -> Result
     Ok(())
 }
 
-fn alloc_ino(txn: &mut Txn<'_>) -> Result<Ino> {
+/// A new inode number.
+pub(super) fn alloc_ino(txn: &mut Txn<'_>) -> Result<Ino> {
     let next = match txn.get(Space::Meta, META_NEXT_INO)? {
         Some(b) => u64_at(&b, 0)?,
         None => ROOT + 1,
@@ -357,7 +358,7 @@ impl Inner {
 
     /// One name of `ino` is gone: drop a link, free it at the last one
     /// unless it is open (then it lives on as an orphan until release).
-    fn drop_link(&mut self, txn: &mut Txn<'_>, ino: Ino, now: Timestamp) -> Result<()> {
+    pub(super) fn drop_link(&mut self, txn: &mut Txn<'_>, ino: Ino, now: Timestamp) -> Result<()> {
         let mut rec = txn.inode(ino)?;
         rec.nlink = rec.nlink.saturating_sub(1);
         rec.ctime = ts_pair(now);

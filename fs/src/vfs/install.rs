@@ -1,0 +1,418 @@
+//! Installing a tree made elsewhere (a merge with a peer's tree) as the
+//! committed root, and making the live namespace match it, in one
+//! transaction.
+//!
+//! The namespace equals the committed tree `base` once pending changes are
+//! committed, so only the names [`dir::diff`] finds between `base` and the
+//! new root need work, directory by directory (only into subdirectories
+//! whose hashes differ):
+//!
+//! - a name only in the new tree is created (a directory with its whole
+//!   subtree), owned by the vfs owner, setuid/setgid bits dropped;
+//! - a name only in `base` is removed (a directory with its subtree); a
+//!   file that is open lives on as an orphan, as after unlink;
+//! - a directory in both is updated in place and descended into;
+//! - a non-directory with the same kind and content is updated in place
+//!   (mode, mtime, version), so open handles keep working; otherwise the
+//!   old inode is unlinked and a new one made for the name: a peer's
+//!   content never rewrites an inode in place (DESIGN.md, "Traps"), so a
+//!   reader holding the old file sees the old version whole.
+//!
+//! Hard links are local: a name of a multiply linked inode whose mode or
+//! mtime changes gets an inode of its own, so the other names keep theirs.
+//!
+//! An open file whose name gets other content lives on as an orphan: its
+//! handles read (and write) the old version until the last release frees
+//! it. Turning bytes written locally to such an orphan into a conflict copy
+//! at release (DESIGN.md, "Traps") is not done here.
+
+use std::collections::{BTreeSet, HashSet};
+
+use super::commit::{self, Head, ReadNodes, TxnNodes};
+use super::records::{ts_pair, Dirent, InodeRecord, NamespaceTxn};
+use super::types::*;
+use super::{names, Inner, Vfs};
+use crate::error::{Error, Result};
+use crate::hash::Hash;
+use crate::store::{Space, Txn};
+use crate::tree::content::{self, Extent};
+use crate::tree::{dir, Entry, Kind, NodeStore, Timestamp};
+
+/// Setuid and setgid: never installed from a tree (mounts are nosuid).
+const SUID_BITS: u32 = 0o6000;
+
+/// What [`Vfs::install_with`] changed, for kernel cache invalidation and
+/// peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Installed {
+    /// The commit recorded for the new root.
+    pub commit: CommitInfo,
+    /// (parent inode, name) of every name that was added, removed or now
+    /// names another inode (names inside added or removed directories
+    /// included).
+    pub names: Vec<(Ino, Vec<u8>)>,
+    /// Inodes whose attributes changed in place (directories whose names
+    /// changed included), or that were removed or lost a link; sorted.
+    pub inodes: Vec<Ino>,
+}
+
+impl Vfs {
+    /// Replaces the committed tree with one computed from it, and makes the
+    /// live namespace match: under the vfs lock, commits pending local
+    /// changes first (as [`Vfs::commit`]: open files' unflushed bytes join
+    /// at their flush), then calls `f(nodes, base)` with a node store
+    /// over the same transaction and `base`, the committed root. `f` returns
+    /// the new root (its nodes stored through `nodes` or already in the
+    /// store) and the second parent to record (the peer's root), or `None`
+    /// to change nothing. One transaction: after a crash the store holds
+    /// the old tree or the new.
+    ///
+    /// The new root's directory trees must be canonical (as
+    /// [`dir::is_canonical`] checks): later local commits update them in
+    /// place. Their file contents' nodes must be stored; their chunks
+    /// should be, or reads of those files fail. `f` runs under the vfs lock
+    /// and must not call the vfs.
+    ///
+    /// Returns `None` when `f` does, or returns `base` itself. Errors (and
+    /// nothing installed): a `.backer` entry in the root
+    /// ([`Error::InvalidName`]), directories nested deeper than
+    /// [`MAX_DEPTH`] ([`Error::TooDeep`]), a file over [`MAX_FILE_SIZE`]
+    /// ([`Error::FileTooLarge`]), missing or damaged nodes
+    /// ([`Error::Corrupt`]), and `f`'s own errors.
+    pub fn install_with(
+        &self,
+        f: impl FnOnce(&mut dyn NodeStore, Hash) -> Result<Option<(Hash, Hash)>>,
+    ) -> Result<Option<Installed>> {
+        let now = self.now();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let store = inner.store.clone();
+        inner.commit(now)?;
+
+        let mut txn = Txn::new(store.kv());
+        let base = txn.inode(ROOT)?.hash();
+        let Some((root, second)) = f(&mut TxnNodes(&mut txn), base)? else {
+            return Ok(None);
+        };
+        if root == base {
+            return Ok(None);
+        }
+        let mut apply = Apply {
+            inner: &mut *inner,
+            txn: &mut txn,
+            owner: self.owner,
+            now,
+            names: Vec::new(),
+            touched: BTreeSet::new(),
+            created: HashSet::new(),
+            tasks: vec![Task {
+                dir: ROOT,
+                old: Some(base),
+                new: root,
+                depth: 0,
+            }],
+        };
+        while let Some(task) = apply.tasks.pop() {
+            apply.dir(task)?;
+        }
+        let Apply {
+            names,
+            touched,
+            created,
+            ..
+        } = apply;
+        let inodes: Vec<Ino> = touched
+            .into_iter()
+            .filter(|i| !created.contains(i))
+            .collect();
+        // The namespace now equals the tree: nothing is left to fold.
+        for (k, _) in txn.scan(Space::Dirty, &[], None, usize::MAX)? {
+            txn.remove(Space::Dirty, k);
+        }
+        let parents = vec![base.0, second.0];
+        let info = commit::append(
+            &mut txn,
+            &inner.head,
+            root,
+            parents,
+            now,
+            store.node_id(),
+            names.len(),
+        )?;
+        txn.commit()?;
+        inner.head = Head {
+            seq: info.seq,
+            root: Some(root),
+        };
+        tracing::debug!(
+            seq = info.seq,
+            %base,
+            %root,
+            %second,
+            names = names.len(),
+            inodes = inodes.len(),
+            "install"
+        );
+        Ok(Some(Installed {
+            commit: info,
+            names,
+            inodes,
+        }))
+    }
+}
+
+/// A directory whose names must go from the tree `old` (`None`: it was just
+/// created, empty) to the tree `new`.
+struct Task {
+    dir: Ino,
+    old: Option<Hash>,
+    new: Hash,
+    /// The directory's depth (the root's is 0).
+    depth: u32,
+}
+
+/// One install's state: the work list and what changed so far.
+struct Apply<'a, 't, 'k> {
+    inner: &'a mut Inner,
+    txn: &'t mut Txn<'k>,
+    owner: Ctx,
+    now: Timestamp,
+    names: Vec<(Ino, Vec<u8>)>,
+    /// Existing inodes changed in place or removed.
+    touched: BTreeSet<Ino>,
+    created: HashSet<Ino>,
+    tasks: Vec<Task>,
+}
+
+/// What getattr shows of a record (ctime aside).
+fn visible(r: &InodeRecord) -> (u32, (i64, u32), u32, u64, u64, u64) {
+    (r.perm, r.mtime, r.nlink, r.size, r.entries, r.blocks)
+}
+
+/// The permission bits an entry from a tree gets here.
+fn perm_of(e: &Entry) -> u32 {
+    e.mode & 0o7777 & !SUID_BITS
+}
+
+impl Apply<'_, '_, '_> {
+    /// Applies a directory's differences, queueing its subdirectories.
+    fn dir(&mut self, task: Task) -> Result<()> {
+        let changes = match task.old {
+            Some(old) => dir::diff(&ReadNodes(self.txn), old, task.new)?,
+            None => dir::entries(&ReadNodes(self.txn), task.new)?
+                .into_iter()
+                .map(|e| (None, Some(e)))
+                .collect(),
+        };
+        let mut drec = self.txn.inode(task.dir)?;
+        if !drec.is_dir() {
+            return Err(Error::corrupt("install: a directory's inode is not one"));
+        }
+        let before = visible(&drec);
+        let names_before = self.names.len();
+        let mut vv = drec.vv();
+        for (old, new) in changes {
+            let Some(name) = new.as_ref().or(old.as_ref()).map(|e| e.name.clone()) else {
+                continue;
+            };
+            if task.dir == ROOT && name == RESERVED_NAME && new.is_some() {
+                return Err(Error::InvalidName);
+            }
+            if let Some(n) = &new {
+                vv.join_from(&n.vv);
+            }
+            let live = new.filter(|e| !e.deleted);
+            match (self.txn.dirent(task.dir, &name)?, live) {
+                (None, None) => {}
+                (Some(d), None) => self.remove(task.dir, &mut drec, &name, d)?,
+                (None, Some(n)) => self.create(task.dir, &mut drec, n, task.depth)?,
+                (Some(d), Some(n)) => self.change(task.dir, &mut drec, d, n, task.depth)?,
+            }
+        }
+        drec.hash = task.new.0;
+        if task.dir == ROOT {
+            // The root has no entry: its vector joins what it holds.
+            drec.set_vv(&vv);
+        }
+        if visible(&drec) != before || self.names.len() != names_before {
+            drec.ctime = ts_pair(self.now);
+            self.touched.insert(task.dir);
+        }
+        self.txn.put_inode(task.dir, &drec)
+    }
+
+    /// `name` in `parent` (named by `d`) is live in both trees as `n`.
+    fn change(
+        &mut self,
+        parent: Ino,
+        prec: &mut InodeRecord,
+        d: Dirent,
+        n: Entry,
+        depth: u32,
+    ) -> Result<()> {
+        let mut rec = self.txn.inode(d.ino)?;
+        let kind = rec.kind()?;
+        let before = visible(&rec);
+        let (perm, mtime) = (perm_of(&n), ts_pair(n.mtime));
+        if kind == Kind::Dir && n.kind == Kind::Dir {
+            let old = rec.hash();
+            rec.perm = perm;
+            rec.mtime = mtime;
+            rec.set_vv(&n.vv);
+            rec.hash = n.hash.0;
+            self.put_changed(d.ino, &mut rec, before)?;
+            if old != n.hash {
+                self.tasks.push(Task {
+                    dir: d.ino,
+                    old: Some(old),
+                    new: n.hash,
+                    depth: depth + 1,
+                });
+            }
+            return Ok(());
+        }
+        let same_content = kind == n.kind
+            && match kind {
+                Kind::File => rec.hash == n.hash.0 && rec.size == n.size,
+                Kind::Symlink => rec.target == n.target,
+                Kind::CharDev | Kind::BlockDev => rec.rdev == n.rdev,
+                Kind::Fifo | Kind::Socket => true,
+                Kind::Dir => false,
+            };
+        let same_attrs = rec.perm == perm && rec.mtime == mtime;
+        if same_content && (rec.nlink <= 1 || same_attrs) {
+            rec.perm = perm;
+            rec.mtime = mtime;
+            if rec.nlink <= 1 {
+                rec.set_vv(&n.vv);
+            } else {
+                // Other names share the record: keep what they have seen.
+                let mut vv = rec.vv();
+                vv.join_from(&n.vv);
+                rec.set_vv(&vv);
+            }
+            return self.put_changed(d.ino, &mut rec, before);
+        }
+        let name = n.name.clone();
+        self.remove(parent, prec, &name, d)?;
+        self.create(parent, prec, n, depth)
+    }
+
+    /// Saves a record changed in place, noting it if getattr would differ.
+    fn put_changed(
+        &mut self,
+        ino: Ino,
+        rec: &mut InodeRecord,
+        before: (u32, (i64, u32), u32, u64, u64, u64),
+    ) -> Result<()> {
+        if visible(rec) != before {
+            rec.ctime = ts_pair(self.now);
+            self.touched.insert(ino);
+        }
+        self.txn.put_inode(ino, rec)
+    }
+
+    /// Removes `name` (named by `d`) from `parent`, a directory with its
+    /// whole subtree; an open file is kept as an orphan until released.
+    fn remove(
+        &mut self,
+        parent: Ino,
+        prec: &mut InodeRecord,
+        name: &[u8],
+        d: Dirent,
+    ) -> Result<()> {
+        self.txn.remove_dirent(parent, prec, name, &d);
+        self.names.push((parent, name.to_vec()));
+        if d.kind != Kind::Dir {
+            self.touched.insert(d.ino);
+            return self.inner.drop_link(self.txn, d.ino, self.now);
+        }
+        prec.nlink = prec.nlink.saturating_sub(1);
+        let mut dirs = vec![d.ino];
+        while let Some(dino) = dirs.pop() {
+            let mut drec = self.txn.inode(dino)?;
+            let keys = self
+                .txn
+                .scan(Space::Dirents, &dino.to_be_bytes(), None, usize::MAX)?;
+            for (k, _) in keys {
+                let name = &k[8..];
+                let child = self
+                    .txn
+                    .dirent(dino, name)?
+                    .ok_or_else(|| Error::corrupt("install: a directory entry vanished"))?;
+                self.txn.remove_dirent(dino, &mut drec, name, &child);
+                self.names.push((dino, name.to_vec()));
+                if child.kind == Kind::Dir {
+                    dirs.push(child.ino);
+                } else {
+                    self.touched.insert(child.ino);
+                    self.inner.drop_link(self.txn, child.ino, self.now)?;
+                }
+            }
+            self.txn.remove_inode(dino)?;
+            self.touched.insert(dino);
+        }
+        Ok(())
+    }
+
+    /// Creates a new inode for the live entry `n` in `parent` (at `depth`),
+    /// queueing a directory's subtree.
+    fn create(&mut self, parent: Ino, prec: &mut InodeRecord, n: Entry, depth: u32) -> Result<()> {
+        let kind = n.kind;
+        let mut rec = InodeRecord::new(kind, perm_of(&n), self.owner.uid, self.owner.gid, self.now);
+        rec.mtime = ts_pair(n.mtime);
+        rec.set_vv(&n.vv);
+        let ino = names::alloc_ino(self.txn)?;
+        match kind {
+            Kind::File => {
+                if n.size > MAX_FILE_SIZE {
+                    return Err(Error::FileTooLarge);
+                }
+                let extents = content::extents(&ReadNodes(self.txn), n.hash)?;
+                let (mut len, mut data) = (0u64, 0u64);
+                for e in &extents {
+                    len = len.saturating_add(e.len());
+                    if let Extent::Data { len: l, .. } = e {
+                        data += u64::from(*l);
+                    }
+                }
+                if len > n.size {
+                    return Err(Error::corrupt(format!(
+                        "install: the content of {:?} is longer than its size",
+                        String::from_utf8_lossy(&n.name)
+                    )));
+                }
+                rec.size = n.size;
+                rec.hash = n.hash.0;
+                rec.blocks = data.div_ceil(512);
+            }
+            Kind::Dir => {
+                if depth + 1 > MAX_DEPTH {
+                    return Err(Error::TooDeep);
+                }
+                rec.nlink = 2;
+                rec.parent = parent;
+                rec.name = n.name.clone();
+                rec.hash = n.hash.0;
+                prec.nlink += 1;
+                self.tasks.push(Task {
+                    dir: ino,
+                    old: None,
+                    new: n.hash,
+                    depth: depth + 1,
+                });
+            }
+            Kind::Symlink => {
+                rec.size = n.target.len() as u64;
+                rec.target = n.target.clone();
+            }
+            Kind::CharDev | Kind::BlockDev => rec.rdev = n.rdev,
+            Kind::Fifo | Kind::Socket => {}
+        }
+        self.txn.put_inode(ino, &rec)?;
+        self.txn.add_dirent(parent, prec, &n.name, ino, kind);
+        self.names.push((parent, n.name));
+        self.created.insert(ino);
+        Ok(())
+    }
+}
