@@ -1,131 +1,28 @@
-//! backer-replication: everything between backer nodes.
+//! backer-replication: everything between backer nodes (DESIGN.md,
+//! "Replication").
 //!
-//! Today this crate holds only the hello compatibility rule. Per
-//! DESIGN.md it will hold:
-//!
-//! - `proto`: the wire messages (serde + bincode 1.3), length-prefixed
-//!   framing with a hard size limit.
-//! - `reconcile`: the merkle descent and the merge rules (version vectors,
-//!   deterministic conflict copies) as a state machine that does no I/O.
-//! - `session`: one async loop that drives `reconcile` over any duplex byte
-//!   stream (QUIC, TCP, in-memory pipes in tests).
-//! - `quic`: the quinn endpoint, TLS certificates made from the node key,
-//!   and pinned mutual TLS against the trusted peer ids.
+//! - [`proto`]: the wire messages (serde + bincode 1.3), length-prefixed
+//!   frames with a hard size limit; [`hello`]: who may sync with whom.
+//! - [`reconcile`]: the merkle descent as a state machine that does no I/O
+//!   ([`reconcile::pull`]), and [`merge`]: the version-vector merge rules
+//!   and conflict copies.
+//! - [`local`]: what a sync needs of this node's store, as a trait, over a
+//!   real store ([`local::VfsLocal`]) or in memory.
+//! - [`session`]: one driver that runs the state machine over any duplex
+//!   byte stream (QUIC, TCP, in-memory pipes in tests).
 //!
 //! Every node is equal: a server replica is a node without a mount.
 
-use backer_fs::NodeId;
+pub mod error;
+pub mod hello;
+pub mod local;
+pub mod merge;
+pub mod proto;
+pub mod reconcile;
+pub mod session;
 
-/// The version of the replication protocol this build speaks. Peers that
-/// differ do not sync; bump it on any incompatible change to the messages
-/// or to the reconciliation rules.
-pub const PROTOCOL_VERSION: u32 = 1;
-
-/// What each side announces first on a new connection, before any tree data.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Hello {
-    /// The sender's [`PROTOCOL_VERSION`].
-    pub protocol_version: u32,
-    /// The sender's node id (already proven by the TLS handshake).
-    pub node: NodeId,
-    /// Bytes that identify the sender's chunker parameters. Chunk
-    /// boundaries are part of the format: peers that cut files differently
-    /// would never share chunks, so they must not sync.
-    pub chunker_fingerprint: Vec<u8>,
-}
-
-/// Why two nodes cannot sync, found when comparing hellos.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Incompatible {
-    /// The peers speak different protocol versions.
-    #[error("protocol version {theirs} is not ours ({ours})")]
-    ProtocolVersion {
-        /// Our [`PROTOCOL_VERSION`].
-        ours: u32,
-        /// The peer's.
-        theirs: u32,
-    },
-    /// The peers cut files into chunks with different parameters.
-    #[error("the peer uses different chunker parameters")]
-    Chunker,
-    /// The peer is this node itself (e.g. a peer address that loops back).
-    #[error("the peer is this node itself")]
-    SameNode,
-}
-
-impl Hello {
-    /// Our hello for a node `node` whose chunker parameters hash to
-    /// `chunker_fingerprint`.
-    pub fn new(node: NodeId, chunker_fingerprint: impl Into<Vec<u8>>) -> Hello {
-        Hello {
-            protocol_version: PROTOCOL_VERSION,
-            node,
-            chunker_fingerprint: chunker_fingerprint.into(),
-        }
-    }
-
-    /// Decides whether we (`self`) can sync with the peer that sent
-    /// `theirs`: same protocol version, same chunker parameters, and not
-    /// ourselves. The version is checked first, since a peer of another
-    /// version may describe its chunker differently.
-    pub fn check(&self, theirs: &Hello) -> Result<(), Incompatible> {
-        if self.protocol_version != theirs.protocol_version {
-            return Err(Incompatible::ProtocolVersion {
-                ours: self.protocol_version,
-                theirs: theirs.protocol_version,
-            });
-        }
-        if self.chunker_fingerprint != theirs.chunker_fingerprint {
-            return Err(Incompatible::Chunker);
-        }
-        if self.node == theirs.node {
-            return Err(Incompatible::SameNode);
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hello(node: u8, chunker: &[u8]) -> Hello {
-        Hello::new(NodeId([node; 32]), chunker)
-    }
-
-    #[test]
-    fn same_version_and_chunker_are_compatible_both_ways() {
-        let a = hello(1, b"fastcdc-v2020 16k/64k/256k");
-        let b = hello(2, b"fastcdc-v2020 16k/64k/256k");
-        assert_eq!(a.check(&b), Ok(()));
-        assert_eq!(b.check(&a), Ok(()));
-    }
-
-    #[test]
-    fn a_different_protocol_version_is_refused_first() {
-        let a = hello(1, b"x");
-        let mut b = hello(2, b"y");
-        b.protocol_version = PROTOCOL_VERSION + 1;
-        assert_eq!(
-            a.check(&b),
-            Err(Incompatible::ProtocolVersion {
-                ours: PROTOCOL_VERSION,
-                theirs: PROTOCOL_VERSION + 1,
-            })
-        );
-    }
-
-    #[test]
-    fn different_chunker_parameters_are_refused_both_ways() {
-        let a = hello(1, b"fastcdc-v2020 16k/64k/256k");
-        let b = hello(2, b"fastcdc-v2020 8k/32k/128k");
-        assert_eq!(a.check(&b), Err(Incompatible::Chunker));
-        assert_eq!(b.check(&a), Err(Incompatible::Chunker));
-    }
-
-    #[test]
-    fn talking_to_oneself_is_refused() {
-        let a = hello(1, b"x");
-        assert_eq!(a.check(&a.clone()), Err(Incompatible::SameNode));
-    }
-}
+pub use error::{Error, Result};
+pub use hello::{Hello, Incompatible, PROTOCOL_VERSION};
+pub use local::{Local, MemLocal, VfsLocal};
+pub use reconcile::{Config, Event, Progress, Reconcile, Stats};
+pub use session::{run, Channels, Outcome, Report, Traffic};

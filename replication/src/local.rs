@@ -1,0 +1,191 @@
+//! The local side of a sync: what [`crate::reconcile`] asks of this node's
+//! store, as a trait ([`Local`]), with two implementations: [`VfsLocal`]
+//! over a real store and its live namespace, and [`MemLocal`] in memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use backer_fs::store::{Batch, Space, Txn};
+use backer_fs::tree::{dir, MemNodes, NodeStore};
+use backer_fs::vfs::Vfs;
+use backer_fs::{Error, Hash, Result};
+
+use crate::merge::{merge_roots, Merged};
+
+/// This node's store, as a sync sees it. Reads are answers to the peer's
+/// requests and the local half of the merkle descent; writes are verified
+/// items from the peer (the caller has checked every hash) and the merge.
+pub trait Local {
+    /// The committed root.
+    fn root(&self) -> Result<Hash>;
+    /// The bytes of the tree node (directory or content) `hash`, if held.
+    fn node(&self, hash: &Hash) -> Result<Option<Vec<u8>>>;
+    /// Stores a verified node.
+    fn put_node(&mut self, hash: Hash, bytes: Vec<u8>) -> Result<()>;
+    /// Whether the chunk `hash` is held.
+    fn has_chunk(&self, hash: &Hash) -> Result<bool>;
+    /// The bytes of the chunk `hash`, if held.
+    fn chunk(&self, hash: &Hash) -> Result<Option<Vec<u8>>>;
+    /// Stores a verified chunk.
+    fn put_chunk(&mut self, hash: Hash, bytes: &[u8]) -> Result<()>;
+    /// Merges the tree `remote` (every node and chunk it needs is held)
+    /// into the committed tree, commits the result, and returns it.
+    fn merge(&mut self, remote: Hash) -> Result<Merged>;
+}
+
+/// A read-only [`NodeStore`] view of a [`Local`].
+pub struct LocalNodes<'a, L: ?Sized>(pub &'a L);
+
+impl<L: Local + ?Sized> NodeStore for LocalNodes<'_, L> {
+    fn get_node(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        self.0.node(hash)
+    }
+
+    fn put_node(&mut self, _: Hash, _: Vec<u8>) -> Result<()> {
+        Err(Error::ReadOnly)
+    }
+}
+
+/// A node held in memory: for tests and examples.
+#[derive(Clone, Debug)]
+pub struct MemLocal {
+    /// Tree nodes.
+    pub nodes: MemNodes,
+    /// Chunks by hash.
+    pub chunks: HashMap<Hash, Vec<u8>>,
+    /// The committed root.
+    pub root: Hash,
+}
+
+impl MemLocal {
+    /// A node holding the empty tree.
+    pub fn new() -> MemLocal {
+        let mut nodes = MemNodes::new();
+        let root = dir::empty(&mut nodes).expect("memory store");
+        MemLocal {
+            nodes,
+            chunks: HashMap::new(),
+            root,
+        }
+    }
+}
+
+impl Default for MemLocal {
+    fn default() -> Self {
+        MemLocal::new()
+    }
+}
+
+impl Local for MemLocal {
+    fn root(&self) -> Result<Hash> {
+        Ok(self.root)
+    }
+
+    fn node(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        self.nodes.get_node(hash)
+    }
+
+    fn put_node(&mut self, hash: Hash, bytes: Vec<u8>) -> Result<()> {
+        self.nodes.put_node(hash, bytes)
+    }
+
+    fn has_chunk(&self, hash: &Hash) -> Result<bool> {
+        Ok(self.chunks.contains_key(hash))
+    }
+
+    fn chunk(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        Ok(self.chunks.get(hash).cloned())
+    }
+
+    fn put_chunk(&mut self, hash: Hash, bytes: &[u8]) -> Result<()> {
+        self.chunks.insert(hash, bytes.to_vec());
+        Ok(())
+    }
+
+    fn merge(&mut self, remote: Hash) -> Result<Merged> {
+        let m = merge_roots(&mut self.nodes, self.root, remote)?;
+        self.root = m.root;
+        Ok(m)
+    }
+}
+
+/// A node's real store and live namespace: received items go to the store
+/// (nodes to its key-value engine, chunks to its packs); a merge is
+/// installed into the live namespace as one commit ([`Vfs::install_with`])
+/// and made durable before it is announced.
+#[derive(Clone)]
+pub struct VfsLocal {
+    vfs: Arc<Vfs>,
+}
+
+impl VfsLocal {
+    /// The sync side of `vfs`.
+    pub fn new(vfs: Arc<Vfs>) -> VfsLocal {
+        VfsLocal { vfs }
+    }
+
+    /// The vfs underneath.
+    pub fn vfs(&self) -> &Arc<Vfs> {
+        &self.vfs
+    }
+}
+
+impl Local for VfsLocal {
+    fn root(&self) -> Result<Hash> {
+        self.vfs.root_hash()
+    }
+
+    fn node(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        self.vfs.store().kv().get(Space::Nodes, hash.as_bytes())
+    }
+
+    fn put_node(&mut self, hash: Hash, bytes: Vec<u8>) -> Result<()> {
+        let mut b = Batch::default();
+        b.put(Space::Nodes, hash.as_bytes().to_vec(), bytes);
+        self.vfs.store().kv().apply(b)
+    }
+
+    fn has_chunk(&self, hash: &Hash) -> Result<bool> {
+        Ok(self.vfs.store().chunk_location(hash)?.is_some())
+    }
+
+    fn chunk(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        match self.vfs.store().read_chunk(hash) {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn put_chunk(&mut self, hash: Hash, bytes: &[u8]) -> Result<()> {
+        let store = self.vfs.store();
+        let mut txn = Txn::new(store.kv());
+        let stored = store.put_chunk(&mut txn, bytes)?;
+        if stored != hash {
+            return Err(Error::corrupt("chunk bytes do not match their hash"));
+        }
+        txn.commit()
+    }
+
+    fn merge(&mut self, remote: Hash) -> Result<Merged> {
+        let mut out = None;
+        let installed = self.vfs.install_with(|mut nodes, base| {
+            let m = merge_roots(&mut nodes, base, remote)?;
+            let root = m.root;
+            out = Some(m);
+            Ok((root != base).then_some((root, remote)))
+        })?;
+        let merged = match out {
+            Some(m) => m,
+            None => Merged {
+                root: self.vfs.root_hash()?,
+                changed: 0,
+                conflicts: 0,
+            },
+        };
+        if installed.is_some() {
+            self.vfs.store().flush_durable()?;
+        }
+        Ok(merged)
+    }
+}
