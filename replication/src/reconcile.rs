@@ -336,6 +336,8 @@ impl Reconcile {
                 }
             }
             if remote == self.local_root {
+                // We hold it: when our root moves on, there is nothing to pull.
+                self.merged_remote = Some(remote);
                 if self.in_sync_reported != Some(remote) {
                     self.in_sync_reported = Some(remote);
                     self.events.push_back(Event::InSync { root: remote });

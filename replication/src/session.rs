@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::error::{Error, Result};
 use crate::hello::Hello;
 use crate::local::Local;
-use crate::proto::{self, FrameError, Message};
+use crate::proto::{self, AbortReason, FrameError, Message};
 use crate::reconcile::{Config, Event, Reconcile, Stats};
 
 /// Bytes and messages one way.
@@ -81,6 +81,9 @@ pub struct Channels {
     pub roots: Option<watch::Receiver<Hash>>,
     /// Every [`Event`], as it happens.
     pub events: Option<mpsc::UnboundedSender<Event>>,
+    /// Ends the session (telling the peer we shut down) when it fires or
+    /// its sender is dropped.
+    pub stop: Option<oneshot::Receiver<()>>,
 }
 
 enum Input {
@@ -88,11 +91,12 @@ enum Input {
     LocalRoot(Hash),
     Failed(FrameError),
     Eof,
+    Stop,
 }
 
 /// Runs one session over `stream` until it ends: for a one-shot session
 /// ([`Config::once`]) when both sides hold the same root; for a live one
-/// when the stream closes. Errors are logged with their reason; the peer is
+/// when the stream closes or [`Channels::stop`] fires. Errors are logged with their reason; the peer is
 /// told the [`crate::proto::AbortReason`] where there is one.
 pub async fn run<S, L>(stream: S, local: L, hello: Hello, cfg: Config, ch: Channels) -> Outcome<L>
 where
@@ -112,6 +116,13 @@ where
                     break;
                 }
             }
+        })
+    });
+    let stopper = ch.stop.map(|stop| {
+        let tx = in_tx.clone();
+        tokio::spawn(async move {
+            let _ = stop.await;
+            let _ = tx.send(Input::Stop);
         })
     });
     drop(in_tx);
@@ -134,8 +145,8 @@ where
     };
     report.sent = writer.await.unwrap_or_default();
     reader.abort();
-    if let Some(w) = watcher {
-        w.abort();
+    for task in [watcher, stopper].into_iter().flatten() {
+        task.abort();
     }
     if let Err(e) = &result {
         tracing::warn!(peer = ?report.peer.map(|p| p.short()), error = %e, "sync session ended");
@@ -187,6 +198,11 @@ fn machine<L: Local>(
                 Some(Input::LocalRoot(root)) => m.handle_local_root(root, &mut local)?,
                 Some(Input::Failed(e)) => return Err(e.into()),
                 Some(Input::Eof) | None => return Err(Error::Closed),
+                Some(Input::Stop) => {
+                    let frame = proto::encode(&Message::Abort(AbortReason::Shutdown))?;
+                    let _ = out.blocking_send((frame, 0));
+                    return Ok(());
+                }
             }
         }
     })();
