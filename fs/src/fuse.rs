@@ -136,6 +136,26 @@ impl Mounted {
         self.session.notifier()
     }
 
+    /// A function that tells the kernel to forget what it cached of what
+    /// an installed merge changed: the dentries of changed names (added
+    /// ones too: the kernel may hold a negative entry) and the attributes
+    /// and pages of changed inodes. Call it after the install returned
+    /// (holding no vfs lock) from a thread that serves no FUSE request
+    /// (DESIGN.md, "Traps").
+    pub fn invalidator(&self) -> impl Fn(&crate::vfs::Installed) + Send + Sync + 'static {
+        let notifier = self.session.notifier();
+        move |installed: &crate::vfs::Installed| {
+            for (parent, name) in &installed.names {
+                let name = std::ffi::OsStr::from_bytes(name);
+                // ENOENT: the kernel did not cache it; nothing to do.
+                let _ = notifier.inval_entry(INodeNo(*parent), name);
+            }
+            for ino in &installed.inodes {
+                let _ = notifier.inval_inode(INodeNo(*ino), 0, 0);
+            }
+        }
+    }
+
     /// Serves requests until the file system is unmounted (`umount`,
     /// `fusermount3 -u`, or an [`Unmounter`]).
     pub fn run(self) -> io::Result<()> {

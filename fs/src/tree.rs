@@ -7,6 +7,7 @@
 //! - [`dir`]: a directory's entries as a content-defined tree of nodes keyed
 //!   by name, updated in O(log n) new nodes per change.
 //! - [`content`]: a file's ordered chunk list as a small tree of nodes.
+//! - [`conflict`]: the names of conflict copies.
 //!
 //! Nodes are immutable and stored by hash in a [`NodeStore`]. A tree's shape
 //! depends only on what it holds, never on the order of the edits that made
@@ -17,6 +18,7 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::hash::Hash;
 
+pub mod conflict;
 pub mod content;
 pub mod dir;
 pub mod encode;

@@ -98,12 +98,104 @@ struct Handle {
     append: bool,
 }
 
+/// An open file whose name a peer's change took away (DESIGN.md, "Traps":
+/// open files vs peer changes). At its last release, if it holds bytes
+/// written here that no commit has (unflushed at the install, or written
+/// after), it is linked back beside its old name as a conflict copy.
+#[derive(Debug)]
+struct Displaced {
+    parent: Ino,
+    name: Vec<u8>,
+    /// Its content hash when it was displaced.
+    hash: Hash,
+    /// Whether it had unfolded writes then.
+    dirty: bool,
+}
+
 struct Inner {
     store: Arc<Store>,
     open: HashMap<Ino, OpenFile>,
+    displaced: HashMap<Ino, Displaced>,
     handles: HashMap<Fh, Handle>,
     next_fh: Fh,
     head: Head,
+    /// Told of every new committed root (see [`Vfs::observe_roots`]).
+    on_root: Option<RootObserver>,
+}
+
+/// Called with every new committed root, under the vfs lock.
+pub type RootObserver = Arc<dyn Fn(&CommitInfo) + Send + Sync>;
+
+impl Inner {
+    /// The head moved to the commit `info` (applied): remember it and tell
+    /// the observer.
+    /// Remembers that the open file `ino`, named `name` in `parent`, lost
+    /// its name to a peer's version (called by the install).
+    fn displace(&mut self, ino: Ino, parent: Ino, name: &[u8], hash: Hash) {
+        if let Some(of) = self.open.get(&ino) {
+            self.displaced.insert(
+                ino,
+                Displaced {
+                    parent,
+                    name: name.to_vec(),
+                    hash,
+                    dirty: of.dirty,
+                },
+            );
+        }
+    }
+
+    /// Links the released orphan `ino` beside its old name as a conflict
+    /// copy (in the root if its directory is gone), to be committed and
+    /// replicated like any new file.
+    fn keep_as_conflict(
+        &mut self,
+        txn: &mut Txn<'_>,
+        ino: Ino,
+        mut rec: records::InodeRecord,
+        d: Displaced,
+        now: Timestamp,
+    ) -> Result<()> {
+        use records::NamespaceTxn;
+        let parent = match txn.inode_opt(d.parent)? {
+            Some(p) if p.is_dir() && p.nlink > 0 => d.parent,
+            _ => ROOT,
+        };
+        let me = self.store.node_id();
+        let mut attempt = 1;
+        let name = loop {
+            let n =
+                crate::tree::conflict::conflict_name(&d.name, records::ts(rec.mtime), me, attempt);
+            if txn.dirent(parent, &n)?.is_none() {
+                break n;
+            }
+            attempt += 1;
+        };
+        let mut prec = txn.inode(parent)?;
+        txn.add_dirent(parent, &mut prec, &name, ino, crate::tree::Kind::File);
+        prec.mtime = records::ts_pair(now);
+        prec.ctime = records::ts_pair(now);
+        txn.put_inode(parent, &prec)?;
+        rec.nlink = 1;
+        rec.ctime = records::ts_pair(now);
+        txn.put_inode(ino, &rec)?;
+        txn.remove(Space::Orphans, ino.to_be_bytes().to_vec());
+        tracing::warn!(
+            name = %String::from_utf8_lossy(&name),
+            "a file open here was changed by a peer: local writes kept as a conflict copy"
+        );
+        Ok(())
+    }
+
+    fn moved_head(&mut self, info: &CommitInfo) {
+        self.head = commit::Head {
+            seq: info.seq,
+            root: Some(info.root),
+        };
+        if let Some(f) = &self.on_root {
+            f(info);
+        }
+    }
 }
 
 /// The POSIX-like file system over a [`Store`]. Thread-safe.
@@ -141,9 +233,11 @@ impl Vfs {
             inner: Mutex::new(Inner {
                 store,
                 open: HashMap::new(),
+                displaced: HashMap::new(),
                 handles: HashMap::new(),
                 next_fh: 1,
                 head,
+                on_root: None,
             }),
             clock: opts.clock,
             owner: opts.owner,
@@ -160,6 +254,14 @@ impl Vfs {
 
     fn now(&self) -> Timestamp {
         (self.clock)()
+    }
+
+    /// Calls `f` with every new committed root from now on, whoever made
+    /// it (the committer, an fsync, an installed merge). `f` runs with the
+    /// vfs lock held: it must be quick and must not call into the vfs
+    /// (send on a channel). Replaces any earlier observer.
+    pub fn observe_roots(&self, f: impl Fn(&CommitInfo) + Send + Sync + 'static) {
+        self.lock().on_root = Some(Arc::new(f));
     }
 
     /// The store underneath.
@@ -355,9 +457,15 @@ impl Vfs {
             };
             if last {
                 inner.open.remove(&h.ino);
+                let displaced = inner.displaced.remove(&h.ino);
                 if let Some(rec) = txn.inode_opt(h.ino)? {
                     if rec.nlink == 0 {
-                        txn.remove_inode(h.ino)?;
+                        match displaced {
+                            Some(d) if d.dirty || rec.hash() != d.hash => {
+                                inner.keep_as_conflict(txn, h.ino, rec, d, now)?;
+                            }
+                            _ => txn.remove_inode(h.ino)?,
+                        }
                     }
                 }
             }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use backer_fs::store::{Batch, Space, Txn};
 use backer_fs::tree::{dir, MemNodes, NodeStore};
-use backer_fs::vfs::Vfs;
+use backer_fs::vfs::{Installed, Vfs};
 use backer_fs::{Error, Hash, Result};
 
 use crate::merge::{merge_roots, Merged};
@@ -116,12 +116,29 @@ impl Local for MemLocal {
 #[derive(Clone)]
 pub struct VfsLocal {
     vfs: Arc<Vfs>,
+    on_install: Option<InstallHook>,
 }
+
+/// Called after a merge was installed into the live namespace, with the
+/// vfs lock released and before the new root is announced: where a mount
+/// tells the kernel to drop what it cached of the changed names.
+pub type InstallHook = Arc<dyn Fn(&Installed) + Send + Sync>;
 
 impl VfsLocal {
     /// The sync side of `vfs`.
     pub fn new(vfs: Arc<Vfs>) -> VfsLocal {
-        VfsLocal { vfs }
+        VfsLocal {
+            vfs,
+            on_install: None,
+        }
+    }
+
+    /// The same, calling `hook` after every installed merge.
+    pub fn with_install_hook(vfs: Arc<Vfs>, hook: InstallHook) -> VfsLocal {
+        VfsLocal {
+            vfs,
+            on_install: Some(hook),
+        }
     }
 
     /// The vfs underneath.
@@ -183,8 +200,11 @@ impl Local for VfsLocal {
                 conflicts: 0,
             },
         };
-        if installed.is_some() {
+        if let Some(installed) = &installed {
             self.vfs.store().flush_durable()?;
+            if let Some(hook) = &self.on_install {
+                hook(installed);
+            }
         }
         Ok(merged)
     }

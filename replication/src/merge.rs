@@ -5,7 +5,7 @@
 //! - Concurrent edits: one deterministic winner keeps the name (the newer
 //!   mtime, then the larger author id, then the larger encoding); the
 //!   other content is kept beside it as a conflict copy
-//!   ([`conflict::conflict_name`]). Identical content is no conflict.
+//!   ([`conflict_name`]). Identical content is no conflict.
 //! - A concurrent delete and edit keeps the edit. Against a directory
 //!   tombstone (whose vector carries its subtree's maximum) the surviving
 //!   directory keeps only the entries the delete had not seen.
@@ -18,7 +18,6 @@
 //! remote side are rebuilt with [`dir::build`], so a peer that cuts nodes
 //! in other places cannot make our trees non-canonical.
 
-pub mod conflict;
 #[cfg(test)]
 mod tests;
 
@@ -29,7 +28,7 @@ use backer_fs::tree::{dir, Causality, Entry, Kind, NodeStore};
 use backer_fs::vfs::{MAX_DEPTH, RESERVED_NAME};
 use backer_fs::{Error, Hash, Result};
 
-pub use conflict::conflict_name;
+pub use backer_fs::tree::conflict::conflict_name;
 
 /// What a merge made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

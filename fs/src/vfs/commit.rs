@@ -310,10 +310,7 @@ impl Inner {
         }
         txn.commit()?;
         if let Some(i) = &info {
-            self.head = Head {
-                seq: i.seq,
-                root: Some(i.root),
-            };
+            self.moved_head(i);
             tracing::debug!(seq = i.seq, root = %i.root, changed = i.changed, "commit");
         }
         Ok(info)

@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use super::commit::{self, Head, ReadNodes, TxnNodes};
+use super::commit::{self, ReadNodes, TxnNodes};
 use super::records::{ts_pair, Dirent, InodeRecord, NamespaceTxn};
 use super::types::*;
 use super::{names, Inner, Vfs};
@@ -140,10 +140,7 @@ impl Vfs {
             names.len(),
         )?;
         txn.commit()?;
-        inner.head = Head {
-            seq: info.seq,
-            root: Some(root),
-        };
+        inner.moved_head(&info);
         tracing::debug!(
             seq = info.seq,
             %base,
@@ -312,6 +309,16 @@ impl Apply<'_, '_, '_> {
         self.txn.put_inode(ino, rec)
     }
 
+    /// Notes an open file losing its last name to the peer's tree, so
+    /// that bytes written here are not lost with it.
+    fn displace(&mut self, ino: Ino, parent: Ino, name: &[u8]) -> Result<()> {
+        let rec = self.txn.inode(ino)?;
+        if rec.nlink <= 1 {
+            self.inner.displace(ino, parent, name, rec.hash());
+        }
+        Ok(())
+    }
+
     /// Removes `name` (named by `d`) from `parent`, a directory with its
     /// whole subtree; an open file is kept as an orphan until released.
     fn remove(
@@ -325,6 +332,7 @@ impl Apply<'_, '_, '_> {
         self.names.push((parent, name.to_vec()));
         if d.kind != Kind::Dir {
             self.touched.insert(d.ino);
+            self.displace(d.ino, parent, name)?;
             return self.inner.drop_link(self.txn, d.ino, self.now);
         }
         prec.nlink = prec.nlink.saturating_sub(1);
@@ -346,6 +354,7 @@ impl Apply<'_, '_, '_> {
                     dirs.push(child.ino);
                 } else {
                     self.touched.insert(child.ino);
+                    self.displace(child.ino, dino, name)?;
                     self.inner.drop_link(self.txn, child.ino, self.now)?;
                 }
             }

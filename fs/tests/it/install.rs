@@ -520,3 +520,53 @@ fn bad_trees_are_refused_whole() {
         Err(Error::TooDeep)
     ));
 }
+
+#[test]
+fn local_writes_to_a_file_a_peer_replaced_become_a_conflict_copy() {
+    let a = TestFs::new();
+    let b = TestFs::new();
+    a.put(ROOT, "doc.txt", b"version 1");
+    sync_to(&a, &b);
+    let bv = b.vfs();
+    let ino = b.path("doc.txt").unwrap();
+    let fh = bv.open(ino, false, false).unwrap();
+    bv.write(fh, 0, b"local edit, not yet flushed").unwrap();
+
+    // The peer saves its own version meanwhile.
+    a.put(ROOT, "doc.txt", b"the peer's version");
+    sync_to(&a, &b);
+    assert_eq!(b.get(b.path("doc.txt").unwrap()), b"the peer's version");
+    bv.write(fh, 0, b"LOCAL").unwrap();
+    bv.release(fh).unwrap();
+
+    // The local bytes live on beside the name, as a new file to replicate.
+    let names: Vec<String> = bv
+        .readdir(ROOT, 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| String::from_utf8(e.name).unwrap())
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    let copy = names
+        .iter()
+        .find(|n| n.starts_with("doc.sync-conflict-") && n.ends_with(".txt"))
+        .unwrap_or_else(|| panic!("no conflict copy in {names:?}"));
+    assert_eq!(b.get(b.path(copy).unwrap()), b"LOCAL edit, not yet flushed");
+    assert_eq!(count(&b, Space::Orphans), 0);
+    assert!(bv.commit().unwrap().is_some(), "the copy is committed");
+
+    // An open file that was only read is let go, as before.
+    let ino = b.path("doc.txt").unwrap();
+    let fh = bv.open(ino, false, false).unwrap();
+    a.put(ROOT, "doc.txt", b"third");
+    sync_to(&a, &b);
+    bv.release(fh).unwrap();
+    // (This harness installs a's tree as is, so the first copy is gone too.)
+    let copies = bv
+        .readdir(ROOT, 0, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.name.windows(15).any(|w| w == b".sync-conflict-"))
+        .count();
+    assert_eq!(copies, 0, "no copy of a file that was not written");
+}

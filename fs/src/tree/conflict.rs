@@ -4,9 +4,9 @@
 //! of its author, so every node derives the same name from the same two
 //! versions, without reading a clock.
 
-use backer_fs::tree::entry::MAX_NAME_LEN;
-use backer_fs::tree::Timestamp;
-use backer_fs::NodeId;
+use crate::identity::NodeId;
+use crate::tree::entry::MAX_NAME_LEN;
+use crate::tree::Timestamp;
 
 /// The conflict copy name for `name` whose losing version was made by
 /// `author` at `mtime`; `attempt` > 1 adds `-<attempt>` after the node id
@@ -128,6 +128,6 @@ mod tests {
         ext_heavy.extend(std::iter::repeat_n(b'e', 250));
         let n = conflict_name(&ext_heavy, at(5), id, 1);
         assert!(n.len() <= MAX_NAME_LEN && n.starts_with(b"x.eee"));
-        backer_fs::tree::entry::validate_name(&n).unwrap();
+        crate::tree::entry::validate_name(&n).unwrap();
     }
 }
