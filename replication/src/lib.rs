@@ -10,6 +10,8 @@
 //!   real store ([`local::VfsLocal`]) or in memory.
 //! - [`session`]: one driver that runs the state machine over any duplex
 //!   byte stream (QUIC, TCP, in-memory pipes in tests).
+//! - [`quic`]: the node's QUIC endpoint, with pinned mutual TLS between
+//!   trusted node keys; its streams are what [`session`] runs over.
 //!
 //! Every node is equal: a server replica is a node without a mount.
 
@@ -18,6 +20,7 @@ pub mod hello;
 pub mod local;
 pub mod merge;
 pub mod proto;
+pub mod quic;
 pub mod reconcile;
 pub mod session;
 
