@@ -1,6 +1,11 @@
 //! The command line grammar (clap derive). Only the commands that work in
 //! this build are here; DESIGN.md lists the full contract.
+//!
+//! Values the commands check themselves (node ids, peer addresses) are
+//! plain strings here, so a bad one is a one-line error of the command,
+//! not a clap usage message.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +51,28 @@ pub(crate) enum Command {
         /// Ask the kernel to unmount if the node dies (needs fusermount3).
         #[arg(long)]
         auto_unmount: bool,
+        /// Accept peers at ADDR (ip:port) [default: `listen` in config.toml,
+        /// else only dial out].
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Run the node with no mount, in the foreground (servers, containers).
+    Replica {
+        /// Accept peers at ADDR (ip:port) [default: `listen` in config.toml,
+        /// else only dial out].
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Add, remove or list the peers this node trusts (config.toml).
+    Peer {
+        /// What to do with the peers.
+        #[command(subcommand)]
+        command: PeerCommand,
+    },
+    /// Write the current tree of the store to a plain folder.
+    Export {
+        /// Where to write it (created if missing; must be empty if not).
+        dir: PathBuf,
     },
     /// Show the root hash, node id, peers and whether a node runs.
     Status {
@@ -55,10 +82,32 @@ pub(crate) enum Command {
     },
 }
 
+/// The `peer` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum PeerCommand {
+    /// Trust the node ID; dial it at ADDR (host:port), or, without ADDR,
+    /// wait for it to dial us. Adding a known id changes its address.
+    Add {
+        /// The peer's node id, as its `backer id` prints it.
+        id: String,
+        /// Where to reach it (host:port); none: it dials us.
+        addr: Option<String>,
+    },
+    /// Stop trusting the node ID.
+    Remove {
+        /// The peer's node id.
+        id: String,
+    },
+    /// One line per peer: id, address ("-": it dials us) and, when a node
+    /// runs, whether it is connected and when it last synced.
+    List,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use std::path::Path;
 
     #[test]
     fn grammar_is_consistent() {
@@ -70,6 +119,105 @@ mod tests {
         let cli = Cli::try_parse_from(["backer", "--store", "/s", "id"]).unwrap();
         assert_eq!(cli.store, Some(PathBuf::from("/s")));
         assert!(matches!(cli.command, Command::Id));
+    }
+
+    fn parse(args: &[&str]) -> Command {
+        let mut argv = vec!["backer"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+    }
+
+    #[test]
+    fn peer_add_with_and_without_an_address() {
+        match parse(&["peer", "add", "ID", "host:1"]) {
+            Command::Peer {
+                command: PeerCommand::Add { id, addr },
+            } => assert_eq!((id.as_str(), addr.as_deref()), ("ID", Some("host:1"))),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["peer", "add", "ID"]) {
+            Command::Peer {
+                command: PeerCommand::Add { id, addr: None },
+            } => assert_eq!(id, "ID"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn peer_remove_and_list() {
+        assert!(matches!(
+            parse(&["peer", "remove", "X"]),
+            Command::Peer { command: PeerCommand::Remove { id } } if id == "X"
+        ));
+        assert!(matches!(
+            parse(&["peer", "list"]),
+            Command::Peer {
+                command: PeerCommand::List
+            }
+        ));
+    }
+
+    #[test]
+    fn peer_needs_its_arguments() {
+        for args in [
+            &["backer", "peer"][..],
+            &["backer", "peer", "add"],
+            &["backer", "peer", "remove"],
+            &["backer", "peer", "add", "a", "b", "c"],
+            &["backer", "peer", "list", "x"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn replica_listen_is_a_socket_address() {
+        assert!(matches!(
+            parse(&["replica"]),
+            Command::Replica { listen: None }
+        ));
+        let want: SocketAddr = "127.0.0.1:22000".parse().unwrap();
+        assert!(matches!(
+            parse(&["replica", "--listen", "127.0.0.1:22000"]),
+            Command::Replica { listen: Some(a) } if a == want
+        ));
+        let err = Cli::try_parse_from(["backer", "replica", "--listen", "nowhere"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn store_flag_may_follow_the_command() {
+        let cli = Cli::try_parse_from(["backer", "export", "/out", "--store", "/s"]).unwrap();
+        assert_eq!(cli.store, Some(PathBuf::from("/s")));
+        assert!(matches!(cli.command, Command::Export { dir } if dir == Path::new("/out")));
+    }
+
+    #[cfg(feature = "fuse")]
+    #[test]
+    fn mount_takes_listen() {
+        match parse(&["mount", "/m", "--foreground", "--listen", "[::1]:7"]) {
+            Command::Mount {
+                dir,
+                foreground: true,
+                listen: Some(a),
+                ..
+            } => {
+                assert_eq!(dir, Path::new("/m"));
+                assert_eq!(a, "[::1]:7".parse::<SocketAddr>().unwrap());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["mount", "/m"]),
+            Command::Mount {
+                listen: None,
+                foreground: false,
+                ..
+            }
+        ));
     }
 
     #[test]

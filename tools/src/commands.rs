@@ -1,18 +1,21 @@
 //! One module per subcommand; [`run`] dispatches.
 
+mod export;
 mod id;
 mod init;
 #[cfg(feature = "fuse")]
 pub(crate) mod mount;
+mod peer;
+mod replica;
 mod status;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use backer_fs::store::Store;
 use backer_fs::Error;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, PeerCommand};
 use crate::store_dir;
 
 /// Runs the parsed command line.
@@ -29,7 +32,8 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             allow_other,
             no_allow_other,
             auto_unmount,
-        } => mount::run(
+            listen,
+        } => mount::run_listening(
             &dir,
             &crate::node::MountArgs {
                 dir: mount_dir,
@@ -42,9 +46,38 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
                 },
                 auto_unmount,
             },
+            listen,
         ),
+        Command::Replica { listen } => replica::run(&dir, listen),
+        Command::Peer { command } => match command {
+            PeerCommand::Add { id, addr } => peer::add(&dir, &id, addr.as_deref()),
+            PeerCommand::Remove { id } => peer::remove(&dir, &id),
+            PeerCommand::List => peer::list(&dir),
+        },
+        Command::Export { dir: out } => export::run(&dir, &out),
         Command::Status { json } => status::run(&dir, json),
     }
+}
+
+/// Checks that a store exists at `dir` (its `db` folder) without opening
+/// it; returns `dir` canonicalised when it can be.
+pub(crate) fn require_store(dir: &Path) -> Result<PathBuf> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    if !dir.join("db").is_dir() {
+        bail!("no store at {} (run 'backer init')", dir.display());
+    }
+    Ok(dir)
+}
+
+/// Fails if a node runs on the store at `dir` (it answers on the socket).
+pub(crate) fn require_no_node(dir: &Path) -> Result<()> {
+    if crate::control::ask(dir, "status")?.is_some() {
+        bail!(
+            "the store at {} is already in use by a running node",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Opens the store at `dir`; a missing store becomes the advice to run

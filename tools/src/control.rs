@@ -13,19 +13,43 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use backer_fs::vfs::Vfs;
 
+use crate::net::Net;
+
 /// Where a store's node listens.
 pub(crate) fn socket_path(store: &Path) -> PathBuf {
     store.join("backer.sock")
 }
 
-/// What a node reports about itself.
-pub(crate) fn status_json(vfs: &Vfs, mount: Option<&Path>) -> Result<serde_json::Value> {
+/// What a node reports about itself: with `net`, the live peers; else
+/// the peers of `config.toml`, none connected.
+pub(crate) fn status_json(
+    vfs: &Vfs,
+    mount: Option<&Path>,
+    net: Option<&Net>,
+) -> Result<serde_json::Value> {
     let store = vfs.store();
     let log = backer_fs::vfs::read_log(store.kv(), 1)?;
+    let peers = match net {
+        Some(n) => n.status(),
+        None => {
+            let cfg = crate::config::Config::load(store.dir()).unwrap_or_default();
+            serde_json::Value::Array(
+                cfg.peers
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "id": p.id, "addr": p.addr, "connected": false, "last_sync": null,
+                        })
+                    })
+                    .collect(),
+            )
+        }
+    };
     Ok(serde_json::json!({
         "root": vfs.root_hash()?.to_hex(),
         "node": store.node_id().to_string(),
-        "peers": [],
+        "peers": peers,
+        "listen": net.and_then(Net::local_addr).map(|a| a.to_string()),
         "mount": mount.map(|m| m.display().to_string()),
         "commits": log.first().map_or(0, |c| c.seq),
         "pid": std::process::id(),
@@ -34,7 +58,12 @@ pub(crate) fn status_json(vfs: &Vfs, mount: Option<&Path>) -> Result<serde_json:
 
 /// Serves the socket on a thread until the process exits.
 #[cfg_attr(not(feature = "fuse"), allow(dead_code))]
-pub(crate) fn serve(store: &Path, vfs: Arc<Vfs>, mount: Option<PathBuf>) -> Result<()> {
+pub(crate) fn serve(
+    store: &Path,
+    vfs: Arc<Vfs>,
+    mount: Option<PathBuf>,
+    net: Option<Arc<Net>>,
+) -> Result<()> {
     let path = socket_path(store);
     let _ = std::fs::remove_file(&path); // stale: we hold the store lock
     let listener = UnixListener::bind(&path)
@@ -43,7 +72,7 @@ pub(crate) fn serve(store: &Path, vfs: Arc<Vfs>, mount: Option<PathBuf>) -> Resu
         .name("backer-control".into())
         .spawn(move || {
             for conn in listener.incoming().flatten() {
-                if let Err(e) = answer(conn, &vfs, mount.as_deref()) {
+                if let Err(e) = answer(conn, &vfs, mount.as_deref(), net.as_deref()) {
                     tracing::warn!(error = %e, "control request failed");
                 }
             }
@@ -52,12 +81,16 @@ pub(crate) fn serve(store: &Path, vfs: Arc<Vfs>, mount: Option<PathBuf>) -> Resu
 }
 
 #[cfg_attr(not(feature = "fuse"), allow(dead_code))]
-fn answer(conn: UnixStream, vfs: &Vfs, mount: Option<&Path>) -> Result<()> {
+fn answer(conn: UnixStream, vfs: &Vfs, mount: Option<&Path>, net: Option<&Net>) -> Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut line = String::new();
     BufReader::new(&conn).take(4096).read_line(&mut line)?;
     let reply = match line.trim() {
-        "status" => status_json(vfs, mount)?,
+        "status" => status_json(vfs, mount, net)?,
+        "reload" => match net.map(Net::reload).transpose() {
+            Ok(_) => serde_json::json!({ "ok": true }),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        },
         other => serde_json::json!({ "error": format!("unknown request {other:?}") }),
     };
     let mut w = &conn;

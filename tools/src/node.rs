@@ -2,12 +2,13 @@
 //! mount point) the FUSE session, until unmounted or signalled.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use backer_fs::store::Store;
 use backer_fs::vfs::{Committer, Ctx, Vfs, VfsOptions};
+use backer_replication::local::InstallHook;
 
 /// What to mount and how.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,8 +52,13 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
     sig
 }
 
-/// Runs the node over the store at `store`, mounted when `mount` is given.
-pub(crate) fn run(store_dir: &Path, mount: Option<&MountArgs>) -> Result<()> {
+/// Runs the node over the store at `store`, mounted when `mount` is given,
+/// accepting peers at `listen` (else the config's address, else nowhere).
+pub(crate) fn run(
+    store_dir: &Path,
+    mount: Option<&MountArgs>,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<()> {
     let signals = block_signals();
     crate::logging::init();
     let store = Store::open(store_dir).map_err(|e| match e {
@@ -82,17 +88,41 @@ pub(crate) fn run(store_dir: &Path, mount: Option<&MountArgs>) -> Result<()> {
     let committer = Committer::spawn(vfs.clone(), COMMIT_QUIET, COMMIT_MAX_DELAY, |c| {
         tracing::debug!(seq = c.seq, root = %c.root, changed = c.changed, "committed");
     })?;
+    // Set once the mount is up: what tells the kernel about a peer's changes.
+    let invalidate: Arc<OnceLock<InstallHook>> = Arc::new(OnceLock::new());
+    let hook: InstallHook = {
+        let invalidate = invalidate.clone();
+        Arc::new(move |installed| {
+            if let Some(f) = invalidate.get() {
+                f(installed);
+            }
+        })
+    };
+    let net = Arc::new(crate::net::Net::start(
+        store_dir,
+        vfs.clone(),
+        listen,
+        Some(hook),
+    )?);
     let pid_path = store_dir.join("backer.pid");
     std::fs::write(&pid_path, format!("{}\n", std::process::id()))?;
-    crate::control::serve(store_dir, vfs.clone(), mount.map(|m| m.dir.clone()))?;
+    crate::control::serve(
+        store_dir,
+        vfs.clone(),
+        mount.map(|m| m.dir.clone()),
+        Some(net.clone()),
+    )?;
     let result = match mount {
-        Some(m) => serve_mount(&vfs, m, store_dir, signals),
+        Some(m) => serve_mount(&vfs, m, store_dir, signals, &invalidate),
         None => {
             let sig = wait_signal(&signals);
             tracing::info!(signal = sig, "stopping");
             Ok(())
         }
     };
+    if let Ok(net) = Arc::try_unwrap(net) {
+        net.stop();
+    }
     drop(committer); // a last commit, made durable
     vfs.sync().context("final sync")?;
     let _ = std::fs::remove_file(&pid_path);
@@ -107,6 +137,7 @@ fn serve_mount(
     m: &MountArgs,
     store_dir: &Path,
     signals: libc::sigset_t,
+    invalidate: &OnceLock<InstallHook>,
 ) -> Result<()> {
     // SAFETY: getuid cannot fail.
     let root = unsafe { libc::getuid() } == 0;
@@ -120,6 +151,7 @@ fn serve_mount(
     let mut mounted = backer_fs::fuse::mount(vfs.clone(), &m.dir, &opts)
         .map_err(|e| anyhow!("cannot mount at {}: {e}", m.dir.display()))?;
     tracing::info!(dir = %m.dir.display(), store = %store_dir.display(), "mounted");
+    let _ = invalidate.set(Arc::new(mounted.invalidator()));
     raise_read_ahead(&m.dir);
     let mut unmounter = mounted.unmounter();
     let dir = m.dir.clone();
@@ -161,7 +193,13 @@ fn raise_read_ahead(dir: &Path) {
 }
 
 #[cfg(not(feature = "fuse"))]
-fn serve_mount(_: &Arc<Vfs>, _: &MountArgs, _: &Path, _: libc::sigset_t) -> Result<()> {
+fn serve_mount(
+    _: &Arc<Vfs>,
+    _: &MountArgs,
+    _: &Path,
+    _: libc::sigset_t,
+    _: &OnceLock<InstallHook>,
+) -> Result<()> {
     Err(anyhow!(
         "this build has no FUSE support (built without the 'fuse' feature)"
     ))

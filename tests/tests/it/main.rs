@@ -7,6 +7,7 @@ mod durability;
 mod lifecycle;
 mod mount_helper;
 mod mount_util;
+mod peer_export;
 mod posix;
 mod posix_meta;
 mod programs;

@@ -1,8 +1,9 @@
-//! `backer mount DIR [--foreground]`: mount the store at DIR and run the
-//! node. Without `--foreground` the node re-executes itself as a daemon
+//! `backer mount DIR [--foreground] [--listen ADDR]`: mount the store at
+//! DIR and run the node. Without `--foreground` the node re-executes itself as a daemon
 //! (logs in STORE/backer.log) and this command returns once the mount is
 //! up, or with the daemon's last log line if it failed.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,13 +16,20 @@ use crate::node::MountArgs;
 /// How long a background mount may take to come up.
 const MOUNT_WAIT: Duration = Duration::from_secs(60);
 
-/// Checks the mount point and either runs the node here or starts it in
-/// the background and waits for the mount.
+/// [`run_listening`] with the config's listen address (the mount helper).
 pub(crate) fn run(store: &Path, args: &MountArgs) -> Result<()> {
-    let store = &std::fs::canonicalize(store).unwrap_or_else(|_| store.to_path_buf());
-    if !store.join("db").is_dir() {
-        bail!("no store at {} (run 'backer init')", store.display());
-    }
+    run_listening(store, args, None)
+}
+
+/// Checks the mount point and either runs the node here or starts it in
+/// the background and waits for the mount; the node accepts peers at
+/// `listen` (else the config's address).
+pub(crate) fn run_listening(
+    store: &Path,
+    args: &MountArgs,
+    listen: Option<SocketAddr>,
+) -> Result<()> {
+    let store = &super::require_store(store)?;
     // A dead mount left by a killed node fails every stat with ENOTCONN.
     if backer_fs::fuse::clear_dead_mount(&args.dir)
         .with_context(|| format!("cannot clear the dead mount at {}", args.dir.display()))?
@@ -41,24 +49,19 @@ pub(crate) fn run(store: &Path, args: &MountArgs) -> Result<()> {
             m.source
         );
     }
-    if crate::control::ask(store, "status")?.is_some() {
-        bail!(
-            "the store at {} is already in use by a running node",
-            store.display()
-        );
-    }
+    super::require_no_node(store)?;
     let args = MountArgs {
         dir,
         ..args.clone()
     };
     if args.foreground {
-        crate::node::run(store, Some(&args))
+        crate::node::run(store, Some(&args), listen)
     } else {
-        start_daemon(store, &args)
+        start_daemon(store, &args, listen)
     }
 }
 
-fn start_daemon(store: &Path, args: &MountArgs) -> Result<()> {
+fn start_daemon(store: &Path, args: &MountArgs, listen: Option<SocketAddr>) -> Result<()> {
     let log_path = store.join("backer.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -86,6 +89,9 @@ fn start_daemon(store: &Path, args: &MountArgs) -> Result<()> {
     }
     if args.auto_unmount {
         cmd.arg("--auto-unmount");
+    }
+    if let Some(addr) = listen {
+        cmd.arg("--listen").arg(addr.to_string());
     }
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)

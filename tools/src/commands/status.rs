@@ -1,5 +1,5 @@
-//! `backer status [--json]`: root hash, node id, peers, and whether a node
-//! runs. Asks the running node over its socket, else opens the store.
+//! `backer status [--json]`: root hash, node id, peers (id, address,
+//! connected, last sync), and whether a node runs. Asks the running node over its socket, else opens the store.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ pub(crate) fn run(store_dir: &Path, json: bool) -> Result<()> {
         None => {
             let store = super::open_store(store_dir)?;
             let vfs = Vfs::new(Arc::new(store), VfsOptions::default())?;
-            let mut s = crate::control::status_json(&vfs, None)?;
+            let mut s = crate::control::status_json(&vfs, None, None)?;
             s["pid"] = serde_json::Value::Null;
             s
         }
@@ -31,15 +31,34 @@ pub(crate) fn run(store_dir: &Path, json: bool) -> Result<()> {
         (Some(pid), None) => println!("running pid {pid}"),
         (None, _) => println!("not running"),
     }
+    if let Some(listen) = field("listen") {
+        println!("listen  {listen}");
+    }
     println!("commits {}", status["commits"].as_u64().unwrap_or(0));
-    let peers = status["peers"].as_array().map_or(0, Vec::len);
-    println!(
-        "peers   {}",
-        if peers == 0 {
-            "none".to_string()
-        } else {
-            peers.to_string()
-        }
-    );
+    let peers = status["peers"].as_array().map_or(&[][..], Vec::as_slice);
+    if peers.is_empty() {
+        println!("peers   none");
+    }
+    for (i, p) in peers.iter().enumerate() {
+        println!(
+            "{}{}",
+            if i == 0 { "peers   " } else { "        " },
+            peer_line(p)
+        );
+    }
     Ok(())
+}
+
+/// One peer of the status object: id, address, connection, last sync and
+/// what is left to fetch from it.
+fn peer_line(p: &serde_json::Value) -> String {
+    let id = p["id"].as_str().unwrap_or("?");
+    let addr = p["addr"].as_str().unwrap_or("(dials us)");
+    let mut line = format!("{id}  {addr}  {}", super::peer::live_state(p));
+    let files = p["files_to_go"].as_u64().unwrap_or(0);
+    let bytes = p["bytes_to_go"].as_u64().unwrap_or(0);
+    if files > 0 || bytes > 0 {
+        line.push_str(&format!(", {files} files ({bytes} bytes) to fetch"));
+    }
+    line
 }

@@ -1,0 +1,16 @@
+//! `backer replica [--listen ADDR]`: run the node with no mount, in the
+//! foreground, until SIGINT or SIGTERM (servers, containers). Works in a
+//! build without FUSE.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Result;
+
+/// Checks that the store exists and is free, then runs the node over it,
+/// accepting peers at `listen` (else the config's address).
+pub(crate) fn run(store: &Path, listen: Option<SocketAddr>) -> Result<()> {
+    let store = super::require_store(store)?;
+    super::require_no_node(&store)?;
+    crate::node::run(&store, None, listen)
+}
