@@ -121,6 +121,9 @@ struct Inner {
     head: Head,
     /// Told of every new committed root (see [`Vfs::observe_roots`]).
     on_root: Option<RootObserver>,
+    /// This node's edit clock: every version-vector bump takes the next
+    /// tick ([`crate::tree::VersionVector::bump_to`]); kept in the store.
+    clock: u64,
 }
 
 /// Called with every new committed root, under the vfs lock.
@@ -229,6 +232,7 @@ impl Vfs {
             txn.commit()?;
             head
         };
+        let clock = commit::load_clock(store.kv())?;
         Ok(Vfs {
             inner: Mutex::new(Inner {
                 store,
@@ -238,6 +242,7 @@ impl Vfs {
                 next_fh: 1,
                 head,
                 on_root: None,
+                clock,
             }),
             clock: opts.clock,
             owner: opts.owner,

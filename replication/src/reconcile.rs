@@ -302,6 +302,13 @@ impl Reconcile {
                 self.stats.max_pull_rounds = self.stats.max_pull_rounds.max(pull.rounds);
                 self.merged_remote = Some(pull.target);
                 match pull.failed {
+                    // A one-shot session cannot end in agreement now.
+                    Some(reason) if self.cfg.once => {
+                        return Err(Error::Protocol(format!(
+                            "the peer cannot serve its root {}: {reason}",
+                            pull.target
+                        )));
+                    }
                     Some(reason) => {
                         tracing::warn!(remote = %pull.target, %reason, "pull failed");
                         self.events.push_back(Event::PullFailed {

@@ -17,8 +17,12 @@
 use std::io;
 
 use backer_fs::{Hash, NodeId};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
-use tokio::sync::{mpsc, oneshot, watch};
+
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::error::{Error, Result};
 use crate::hello::Hello;
@@ -92,6 +96,19 @@ enum Input {
     Failed(FrameError),
     Eof,
     Stop,
+    TooMany,
+}
+
+/// What the reader and the writer share to enforce
+/// [`proto::MAX_OUTSTANDING`] even while the state machine is blocked on a
+/// peer that does not read our answers.
+#[derive(Default)]
+struct Flow {
+    /// Answers handed to the writer.
+    answered: AtomicU64,
+    /// The peer asked for too much: the writer gives up the stream.
+    violated: AtomicBool,
+    stop_writer: Notify,
 }
 
 /// Runs one session over `stream` until it ends: for a one-shot session
@@ -106,7 +123,8 @@ where
     let (rd, wr) = tokio::io::split(stream);
     let (in_tx, in_rx) = mpsc::unbounded_channel();
     let (out_tx, out_rx) = mpsc::channel::<(Vec<u8>, u64)>(64);
-    let reader = tokio::spawn(read_loop(rd, in_tx.clone()));
+    let flow = Arc::new(Flow::default());
+    let reader = tokio::spawn(read_loop(rd, in_tx.clone(), flow.clone()));
     let watcher = ch.roots.map(|mut roots| {
         let tx = in_tx.clone();
         tokio::spawn(async move {
@@ -126,24 +144,43 @@ where
         })
     });
     drop(in_tx);
-    let writer = tokio::spawn(write_loop(wr, out_rx));
+    let writer = tokio::spawn(write_loop(wr, out_rx, flow.clone()));
     let (done_tx, done_rx) = oneshot::channel();
+    let flow_m = flow.clone();
     let events = ch.events;
     let spawned = std::thread::Builder::new()
         .name("backer-sync".into())
         .stack_size(64 << 20)
         .spawn(move || {
-            let out = machine(local, hello, cfg, in_rx, out_tx, events);
+            let out = machine(local, hello, cfg, in_rx, out_tx, events, &flow_m);
             let _ = done_tx.send(out);
         });
-    let (result, mut report, local) = match spawned {
+    let (result, report, local) = match spawned {
         Ok(_) => match done_rx.await {
             Ok(out) => out,
             Err(_) => panic!("the sync thread ended without a result"),
         },
         Err(e) => panic!("cannot start the sync thread: {e}"),
     };
-    report.sent = writer.await.unwrap_or_default();
+    let (mut result, mut report, local) = (result, report, local);
+    if flow.violated.load(Ordering::SeqCst) {
+        result = Err(Error::Protocol(format!(
+            "the peer asked for more than {} items without reading the answers",
+            proto::MAX_OUTSTANDING
+        )));
+    }
+    // A peer that does not read cannot hold us: after an error, the abort
+    // gets a moment to go out; a clean end gets longer to flush.
+    let grace = if result.is_ok() {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(2)
+    };
+    let abort = writer.abort_handle();
+    match tokio::time::timeout(grace, writer).await {
+        Ok(sent) => report.sent = sent.unwrap_or_default(),
+        Err(_) => abort.abort(),
+    }
     reader.abort();
     for task in [watcher, stopper].into_iter().flatten() {
         task.abort();
@@ -166,6 +203,7 @@ fn machine<L: Local>(
     mut input: mpsc::UnboundedReceiver<Input>,
     out: mpsc::Sender<(Vec<u8>, u64)>,
     events: Option<mpsc::UnboundedSender<Event>>,
+    flow: &Flow,
 ) -> (Result<()>, Report, L) {
     let mut report = Report::default();
     let mut m = None;
@@ -178,8 +216,18 @@ fn machine<L: Local>(
                     Message::Chunk(b) => b.len() as u64 + 1,
                     _ => 0,
                 };
+                let answer = matches!(
+                    msg,
+                    Message::DirNode(_)
+                        | Message::ContentNode(_)
+                        | Message::Chunk(_)
+                        | Message::Missing
+                );
                 if out.blocking_send((frame, chunk_bytes)).is_err() {
                     return Err(Error::Closed);
+                }
+                if answer {
+                    flow.answered.fetch_add(1, Ordering::SeqCst);
                 }
             }
             while let Some(ev) = m.poll_event() {
@@ -198,6 +246,7 @@ fn machine<L: Local>(
                 Some(Input::LocalRoot(root)) => m.handle_local_root(root, &mut local)?,
                 Some(Input::Failed(e)) => return Err(e.into()),
                 Some(Input::Eof) | None => return Err(Error::Closed),
+                Some(Input::TooMany) => return Err(Error::Closed), // replaced by run()
                 Some(Input::Stop) => {
                     let frame = proto::encode(&Message::Abort(AbortReason::Shutdown))?;
                     let _ = out.blocking_send((frame, 0));
@@ -220,11 +269,31 @@ fn machine<L: Local>(
     (result, report, local)
 }
 
-async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(rd: R, tx: mpsc::UnboundedSender<Input>) {
+async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
+    rd: R,
+    tx: mpsc::UnboundedSender<Input>,
+    flow: Arc<Flow>,
+) {
     let mut rd = BufReader::with_capacity(256 << 10, rd);
+    let mut requested = 0u64;
     loop {
         let input = match read_frame(&mut rd).await {
-            Ok(Some((msg, len))) => Input::Peer(msg, len),
+            Ok(Some((msg, len))) => {
+                if let Message::GetDirNodes(h)
+                | Message::GetContentNodes(h)
+                | Message::GetChunks(h) = &msg
+                {
+                    requested += h.len() as u64;
+                    let answered = flow.answered.load(Ordering::SeqCst);
+                    if requested.saturating_sub(answered) > proto::MAX_OUTSTANDING as u64 {
+                        flow.violated.store(true, Ordering::SeqCst);
+                        flow.stop_writer.notify_one();
+                        let _ = tx.send(Input::TooMany);
+                        return;
+                    }
+                }
+                Input::Peer(msg, len)
+            }
             Ok(None) => Input::Eof,
             Err(e) => Input::Failed(e),
         };
@@ -261,24 +330,46 @@ fn truncated(e: io::Error) -> FrameError {
 async fn write_loop<W: AsyncWrite + Unpin + Send + 'static>(
     wr: W,
     mut rx: mpsc::Receiver<(Vec<u8>, u64)>,
+    flow: Arc<Flow>,
 ) -> Traffic {
     let mut wr = BufWriter::with_capacity(256 << 10, wr);
     let mut sent = Traffic::default();
     let result: io::Result<()> = async {
-        while let Some((frame, chunk)) = rx.recv().await {
-            write_counted(&mut wr, &frame, chunk, &mut sent).await?;
-            while let Ok((frame, chunk)) = rx.try_recv() {
-                write_counted(&mut wr, &frame, chunk, &mut sent).await?;
+        loop {
+            tokio::select! {
+                biased;
+                _ = flow.stop_writer.notified() => return Ok(()),
+                more = write_some(&mut wr, &mut rx, &mut sent) => {
+                    if !more? {
+                        return wr.shutdown().await;
+                    }
+                }
             }
-            wr.flush().await?;
         }
-        wr.shutdown().await
     }
     .await;
     if let Err(e) = result {
         tracing::debug!(error = %e, "sync stream write failed");
     }
     sent
+}
+
+/// Writes the next frame and every one already queued, then flushes;
+/// `false` once the channel is closed.
+async fn write_some<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    rx: &mut mpsc::Receiver<(Vec<u8>, u64)>,
+    sent: &mut Traffic,
+) -> io::Result<bool> {
+    let Some((frame, chunk)) = rx.recv().await else {
+        return Ok(false);
+    };
+    write_counted(wr, &frame, chunk, sent).await?;
+    while let Ok((frame, chunk)) = rx.try_recv() {
+        write_counted(wr, &frame, chunk, sent).await?;
+    }
+    wr.flush().await?;
+    Ok(true)
 }
 
 /// Writes one frame; `chunk` is 1 + the chunk bytes it carries (0 for

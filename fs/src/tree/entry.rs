@@ -173,8 +173,15 @@ impl Entry {
     /// [`VersionVector::join_from`].
     #[must_use]
     pub fn tombstone(&self, by: NodeId, now: Timestamp) -> Entry {
+        self.tombstone_at(by, now, 0)
+    }
+
+    /// [`Entry::tombstone`], bumping `by` to at least `tick` of its clock
+    /// ([`VersionVector::bump_to`]).
+    #[must_use]
+    pub fn tombstone_at(&self, by: NodeId, now: Timestamp, tick: u64) -> Entry {
         let mut vv = self.vv.clone();
-        vv.bump(by);
+        vv.bump_to(by, tick);
         Entry {
             name: self.name.clone(),
             kind: self.kind,

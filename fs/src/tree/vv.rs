@@ -89,6 +89,19 @@ impl VersionVector {
         }
     }
 
+    /// Records one more edit by `id` at `tick` of `id`'s own clock: the
+    /// counter becomes `max(counter + 1, tick)`. A node ticks one clock for
+    /// all its edits, so its counters grow across entries too: an edit made
+    /// after a version was seen has a larger counter than any that version
+    /// holds (which is what lets a directory tombstone tell the entries it
+    /// saw from the ones made after).
+    pub fn bump_to(&mut self, id: NodeId, tick: u64) {
+        match self.0.binary_search_by(|(n, _)| n.cmp(&id)) {
+            Ok(i) => self.0[i].1 = self.0[i].1.saturating_add(1).max(tick),
+            Err(i) => self.0.insert(i, (id, tick.max(1))),
+        }
+    }
+
     /// The least vector that dominates or equals both: the pointwise maximum.
     #[must_use]
     pub fn join(&self, other: &VersionVector) -> VersionVector {

@@ -27,6 +27,15 @@ use crate::tree::content::{self, Extent};
 use crate::tree::{dir, Entry, Kind, NodeStore, Timestamp};
 
 const META_HEAD: &[u8] = b"head";
+const META_CLOCK: &[u8] = b"clock";
+
+/// The node's edit clock as last committed (0 for a new store).
+pub(crate) fn load_clock(kv: &dyn crate::store::Kv) -> Result<u64> {
+    match kv.get(Space::Meta, META_CLOCK)? {
+        Some(b) => u64_at(&b, 0),
+        None => Ok(0),
+    }
+}
 
 /// A tree store over a transaction: reads see its writes; new nodes land
 /// with it, so a commit's nodes and the records naming them are atomic.
@@ -271,7 +280,10 @@ impl Inner {
                 let new = match txn.dirent(dir, &name)? {
                     Some(d) => Some(self.entry_for(&mut txn, d.ino, &name, old.as_ref(), me)?),
                     None => match &old {
-                        Some(o) if !o.deleted => Some(o.tombstone(me, now)),
+                        Some(o) if !o.deleted => {
+                            self.clock += 1;
+                            Some(o.tombstone_at(me, now, self.clock))
+                        }
                         _ => None,
                     },
                 };
@@ -308,6 +320,7 @@ impl Inner {
                 &mut txn, &self.head, root, parents, now, me, changed,
             )?);
         }
+        txn.put(Space::Meta, META_CLOCK, self.clock.to_be_bytes().to_vec());
         txn.commit()?;
         if let Some(i) = &info {
             self.moved_head(i);
@@ -318,7 +331,7 @@ impl Inner {
 
     /// The entry `name` should have now, for the inode `ino` it names.
     fn entry_for(
-        &self,
+        &mut self,
         txn: &mut Txn<'_>,
         ino: Ino,
         name: &[u8],
@@ -360,7 +373,8 @@ impl Inner {
             }
             e.vv.join_from(&o.vv);
         }
-        e.vv.bump(me);
+        self.clock += 1;
+        e.vv.bump_to(me, self.clock);
         rec.set_vv(&e.vv);
         txn.put_inode(ino, &rec)?;
         Ok(e)

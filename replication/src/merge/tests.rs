@@ -63,11 +63,11 @@ fn edit(
         match (data, &old) {
             (Some(d), _) => {
                 let mut vv = old.as_ref().map(|o| o.vv.clone()).unwrap_or_default();
-                vv.bump(me);
+                vv.bump_to(me, t as u64);
                 file(&path[0], d, vv, me, t)
             }
             (None, Some(o)) if !o.deleted => {
-                let mut tomb = o.tombstone(me, Timestamp { secs: t, nanos: 0 });
+                let mut tomb = o.tombstone_at(me, Timestamp { secs: t, nanos: 0 }, t as u64);
                 if o.kind == Kind::Dir {
                     for e in dir::entries(nodes, o.hash).unwrap() {
                         tomb.vv.join_from(&e.vv);
@@ -88,7 +88,7 @@ fn edit(
         }
         let (sub, child_vv) = edit(nodes, sub, &path[1..], data, me, t)?;
         vv.join_from(&child_vv);
-        vv.bump(me);
+        vv.bump_to(me, t as u64);
         Entry {
             name: name.to_vec(),
             kind: Kind::Dir,

@@ -265,9 +265,8 @@ impl Pull {
                 .get_or_insert_with(|| format!("the peer lacks {want_kind:?} {hash}"));
             return Ok(());
         };
-        if self.failed.is_some() {
-            return Ok(()); // draining
-        }
+        // After a `Missing`, answers still in flight are verified and kept
+        // (the next pull will not fetch them again), but lead nowhere.
         match kind {
             Item::Dir if !dir::verify_node(&hash, &bytes) => {
                 return Err(Error::BadData(format!(
@@ -290,6 +289,9 @@ impl Pull {
             Item::Dir | Item::Content => {
                 local.put_node(hash, bytes)?;
                 self.file_step_done(file);
+                if self.failed.is_some() {
+                    return Ok(());
+                }
                 for w in self.waiting.remove(&hash).unwrap_or_default() {
                     self.work.push(Work {
                         round: w.round + 1,
