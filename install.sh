@@ -90,7 +90,18 @@ else
 fi
 say "The store is at $store"
 
-# 5. The main job: mount the folder (in the background; it survives this
+# 5. Listen for this person's other machines on UDP 22000 (as Syncthing
+#    does), unless a config exists already or the port is taken.
+port=${BACKER_PORT:-22000}
+if [ ! -e "$store/config.toml" ]; then
+    if ss -Hlun "sport = :$port" 2>/dev/null | grep -q .; then
+        say "UDP port $port is in use: not listening (set 'listen' in $store/config.toml)"
+    else
+        printf 'listen = "0.0.0.0:%s"\n' "$port" >"$store/config.toml"
+    fi
+fi
+
+# 6. The main job: mount the folder (in the background; it survives this
 #    shell). Default folder: $BACKER_DIR, else ~/Backer.
 folder=${BACKER_DIR:-$HOME/Backer}
 mkdir -p "$folder"
@@ -100,4 +111,5 @@ else
     "$backer" --store "$store" mount "$folder"
 fi
 say "Your backer folder is $folder (logs: $store/backer.log; stop: fusermount3 -u $folder)"
-say "Not done yet in this build: replication to your other machines."
+say "To mirror with another machine: on each, 'backer peer add <the other's id> [<its address>:$port]'"
+say "This node's id: $("$backer" --store "$store" id | tail -n1)"

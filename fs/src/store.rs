@@ -258,7 +258,15 @@ impl Store {
     /// its location in `txn`. The bytes are in the kernel when this
     /// returns; the index entry lands with the transaction.
     pub fn put_chunk(&self, txn: &mut Txn<'_>, data: &[u8]) -> Result<Hash> {
-        let hash = Hash::of(data);
+        self.put_hashed_chunk(txn, data, Hash::of(data))
+    }
+
+    /// [`Store::put_chunk`] for bytes whose blake3 hash the caller has just
+    /// computed (or verified): `hash` must be `Hash::of(data)`, or the
+    /// store will hold a chunk under the wrong name (reads verify, and
+    /// would report it corrupt).
+    pub fn put_hashed_chunk(&self, txn: &mut Txn<'_>, data: &[u8], hash: Hash) -> Result<Hash> {
+        debug_assert_eq!(hash, Hash::of(data));
         if txn.get(Space::Chunks, hash.as_bytes())?.is_some() {
             return Ok(hash);
         }

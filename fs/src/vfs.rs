@@ -433,9 +433,9 @@ impl Vfs {
 
     /// Folds a handle's file into the namespace (close(2) calls this).
     pub fn flush(&self, fh: Fh) -> Result<()> {
-        self.write_op(|inner, txn, now| {
+        self.write_op(|inner, txn, _| {
             let h = inner.handle(fh)?;
-            inner.fold_file(txn, h.ino, now)
+            inner.fold_file(txn, h.ino)
         })
     }
 
@@ -451,7 +451,7 @@ impl Vfs {
     pub fn release(&self, fh: Fh) -> Result<()> {
         self.write_op(|inner, txn, now| {
             let h = inner.handle(fh)?;
-            let folded = inner.fold_file(txn, h.ino, now);
+            let folded = inner.fold_file(txn, h.ino);
             inner.handles.remove(&fh);
             let last = match inner.open.get_mut(&h.ino) {
                 Some(of) => {
@@ -486,7 +486,7 @@ impl Vfs {
         let mut txn = Txn::new(store.kv());
         let inos: Vec<Ino> = inner.open.keys().copied().collect();
         for ino in inos {
-            inner.fold_file(&mut txn, ino, now)?;
+            inner.fold_file(&mut txn, ino)?;
         }
         txn.commit()?;
         inner.commit(now)?;
@@ -640,7 +640,7 @@ impl Inner {
             of.data.truncate(&store, size)?;
             of.dirty = true;
             of.mtime = Some(now);
-            self.fold_into(txn, ino, rec, now)
+            self.fold_into(txn, ino, rec)
         })();
         self.handles.remove(&fh);
         if let Some(of) = self.open.get_mut(&ino) {
@@ -653,22 +653,16 @@ impl Inner {
     }
 
     /// Folds an open file's bytes into chunks and its record.
-    fn fold_file(&mut self, txn: &mut Txn<'_>, ino: Ino, now: Timestamp) -> Result<()> {
+    fn fold_file(&mut self, txn: &mut Txn<'_>, ino: Ino) -> Result<()> {
         if !self.open.get(&ino).is_some_and(|of| of.dirty) {
             return Ok(());
         }
         let mut rec = txn.inode(ino)?;
-        self.fold_into(txn, ino, &mut rec, now)?;
+        self.fold_into(txn, ino, &mut rec)?;
         txn.put_inode(ino, &rec)
     }
 
-    fn fold_into(
-        &mut self,
-        txn: &mut Txn<'_>,
-        ino: Ino,
-        rec: &mut InodeRecord,
-        now: Timestamp,
-    ) -> Result<()> {
+    fn fold_into(&mut self, txn: &mut Txn<'_>, ino: Ino, rec: &mut InodeRecord) -> Result<()> {
         let store = self.store.clone();
         let Some(of) = self.open.get_mut(&ino) else {
             return Ok(());
@@ -682,9 +676,13 @@ impl Inner {
         rec.hash = hash.0;
         rec.size = of.data.size;
         rec.blocks = of.data.blocks();
-        let mtime = of.mtime.take().unwrap_or(now);
-        rec.mtime = ts_pair(mtime);
-        rec.ctime = ts_pair(mtime.max(ts(rec.ctime)));
+        // Every write sets `of.mtime`; None means a setattr gave the file
+        // an explicit time after its last write (`cp -p`, `tar x` with the
+        // writeback cache: WRITE, SETATTR(mtime), then FLUSH): keep it.
+        if let Some(mtime) = of.mtime.take() {
+            rec.mtime = ts_pair(mtime);
+            rec.ctime = ts_pair(mtime.max(ts(rec.ctime)));
+        }
         of.dirty = false;
         self.mark_names_dirty(txn, ino, rec)
     }

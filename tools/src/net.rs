@@ -237,10 +237,19 @@ impl Net {
                 }
             }
         }
-        let endpoint = self.endpoint.clone();
+        let (endpoint, shared) = (self.endpoint.clone(), self.shared.clone());
         self.rt.block_on(async move {
-            // Give sessions a moment to send their goodbye.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Let sessions say goodbye and log their figures (2 s at most).
+            for _ in 0..100 {
+                let live = {
+                    let peers = shared.peers.lock().unwrap_or_else(|p| p.into_inner());
+                    peers.values().any(|st| st.session.is_some())
+                };
+                if !live {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             endpoint.close().await;
         });
         self.rt.shutdown_timeout(Duration::from_secs(2));
@@ -271,7 +280,9 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: Arc<Endpoint>) {
                 tokio::spawn(async move {
                     let peer = conn.peer();
                     match conn.accept_stream().await {
-                        Ok(stream) => run_session(shared, conn, stream, peer, peer).await,
+                        Ok(stream) => {
+                            run_session(shared, conn, stream, peer, peer).await;
+                        }
                         Err(e) => tracing::debug!(peer = %peer.short(), error = %e, "no stream"),
                     }
                 });
@@ -313,9 +324,10 @@ async fn dial_loop(shared: Arc<Shared>, endpoint: Arc<Endpoint>, peer: NodeId, g
         match result {
             Ok(conn) => match conn.open_stream().await {
                 Ok(stream) => {
-                    backoff = MIN_BACKOFF;
-                    run_session(shared.clone(), conn, stream, peer, shared.me).await;
-                    continue;
+                    if run_session(shared.clone(), conn, stream, peer, shared.me).await {
+                        // It worked and then ended: try again soon.
+                        backoff = MIN_BACKOFF;
+                    }
                 }
                 Err(e) => tracing::debug!(peer = %peer.short(), error = %e, "no stream"),
             },
@@ -340,7 +352,7 @@ async fn run_session(
     stream: quic::Stream,
     peer: NodeId,
     dialled_by: NodeId,
-) {
+) -> bool {
     let preferred = shared.me.min(peer);
     let (stop_tx, stop_rx) = oneshot::channel();
     let id = {
@@ -355,13 +367,16 @@ async fn run_session(
         let mut peers = shared.peers.lock().unwrap_or_else(|p| p.into_inner());
         let Some(st) = peers.get_mut(&peer) else {
             conn.close("not trusted");
-            return;
+            return false;
         };
         if let Some(active) = &mut st.session {
-            // Keep the connection dialled by the lower id.
-            if active.dialled_by == preferred || dialled_by != preferred {
+            // Both dialled: keep the connection dialled by the lower id.
+            // The same side dialling again: it gave up the old one (it
+            // restarted, or its network changed), so the new one wins.
+            let same_dialler = active.dialled_by == dialled_by;
+            if !same_dialler && (active.dialled_by == preferred || dialled_by != preferred) {
                 conn.close("duplicate");
-                return;
+                return false;
             }
             if let Some(stop) = active.stop.take() {
                 let _ = stop.send(());
@@ -372,9 +387,7 @@ async fn run_session(
             dialled_by,
             stop: Some(stop_tx),
         });
-        st.connected = true;
     }
-    tracing::info!(peer = %peer.short(), addr = %conn.remote_addr(), "peer connected");
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let local = match &shared.hook {
         Some(h) => VfsLocal::with_install_hook(shared.vfs.clone(), h.clone()),
@@ -393,7 +406,14 @@ async fn run_session(
         SyncConfig::default(),
         channels,
     ));
+    let mut worked = false;
     while let Some(ev) = ev_rx.recv().await {
+        if matches!(ev, Event::Ready { .. }) {
+            // Both sides accepted each other: only now is the peer connected
+            // (a dialler's TLS handshake ends before the peer checks its key).
+            worked = true;
+            tracing::info!(peer = %peer.short(), addr = %conn.remote_addr(), "peer connected");
+        }
         on_event(&shared, peer, ev);
     }
     let outcome = session.await;
@@ -428,6 +448,7 @@ async fn run_session(
         Err(e) => tracing::warn!(peer = %peer.short(), error = %e, "sync session failed"),
     }
     conn.close("session ended");
+    worked
 }
 
 fn on_event(shared: &Shared, peer: NodeId, ev: Event) {
@@ -436,6 +457,7 @@ fn on_event(shared: &Shared, peer: NodeId, ev: Event) {
         return;
     };
     match ev {
+        Event::Ready { .. } => st.connected = true,
         Event::Progress(p) => {
             st.files_to_go = p.files_to_go();
             st.bytes_to_go = p.bytes_to_go();
@@ -465,6 +487,6 @@ fn on_event(shared: &Shared, peer: NodeId, ev: Event) {
         Event::PullFailed { remote, reason } => {
             tracing::warn!(peer = %peer.short(), %remote, %reason, "pull failed")
         }
-        Event::Ready { .. } | Event::PullStarted { .. } => {}
+        Event::PullStarted { .. } => {}
     }
 }

@@ -24,8 +24,9 @@ use crate::tree::content::Extent;
 /// Overlay bytes past which a write triggers a partial fold, bounding the
 /// memory one file's unflushed writes can take.
 pub(crate) const FOLD_THRESHOLD: u64 = 16 * 1024 * 1024;
-/// How much of a run the fold reads ahead of the chunker.
-const FILL: usize = 2 * chunk::MAX_SIZE as usize;
+/// How much of a run the fold reads ahead of the chunker (8 MiB: enough
+/// for [`chunk::hash_ranges`] to hash on two threads).
+const FILL: usize = 32 * chunk::MAX_SIZE as usize;
 
 /// What the new content holds at a position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -417,8 +418,9 @@ impl FileData {
                 return Ok((buf_start, j, None));
             }
             let cuts: Vec<_> = chunk::cuts(&buf).collect();
+            let hashes = chunk::hash_ranges(&buf, &cuts);
             let mut consumed = 0usize;
-            for c in cuts {
+            for (c, hash) in cuts.into_iter().zip(hashes) {
                 let is_last = c.end == buf.len();
                 if is_last && !run_ended {
                     break;
@@ -429,7 +431,7 @@ impl FileData {
                     return Ok((start, j, Some((start, buf[c.start..].to_vec()))));
                 }
                 let bytes = &buf[c.clone()];
-                let hash = store.put_chunk(txn, bytes)?;
+                let hash = store.put_hashed_chunk(txn, bytes, hash)?;
                 if let Some(l) = txn.get(Space::Chunks, hash.as_bytes())? {
                     self.locs.insert(hash, Location::decode(&l)?);
                 }

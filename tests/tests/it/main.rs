@@ -5,6 +5,7 @@
 mod cli;
 mod durability;
 mod lifecycle;
+mod mirror;
 mod mount_helper;
 mod mount_util;
 mod peer_export;
