@@ -234,6 +234,11 @@ impl<S: NodeStore> Merger<'_, S> {
                 }
             } else if c.kind == Kind::Dir && !c.deleted {
                 c.hash = self.prune(c.hash, tomb, depth + 1)?;
+                // A directory's vector sees everything beneath it, the
+                // tombstones just made there included.
+                for k in dir::entries(&*self.store, c.hash)? {
+                    c.vv.join_from(&k.vv);
+                }
             }
         }
         dir::build(&mut *self.store, &entries)

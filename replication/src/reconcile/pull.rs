@@ -88,6 +88,10 @@ enum What {
         /// A directory tombstone of ours above this path: entries it has
         /// seen will be pruned by the merge and need no content.
         tomb: Option<Rc<VersionVector>>,
+        /// Their directory above dominates ours: the merge takes it whole,
+        /// so nothing may be skipped for its version (only for content we
+        /// hold).
+        adopt: bool,
     },
     /// A node of a file's content list.
     Content {
@@ -163,6 +167,7 @@ impl Pull {
                     depth: 0,
                     height: None,
                     tomb: None,
+                    adopt: false,
                 },
                 round: 0,
                 file: None,
@@ -321,6 +326,7 @@ impl Pull {
                 depth,
                 height,
                 tomb,
+                adopt,
                 ..
             } => {
                 let node = dir::decode_node(bytes).map_err(|e| Error::BadData(e.to_string()))?;
@@ -333,6 +339,7 @@ impl Pull {
                     ours,
                     depth,
                     tomb,
+                    adopt,
                     round: w.round,
                 };
                 match node {
@@ -458,6 +465,7 @@ impl Pull {
                         depth: ctx.depth,
                         height: Some(height - 1),
                         tomb: ctx.tomb.clone(),
+                        adopt: ctx.adopt,
                     },
                     round: ctx.round,
                     file: None,
@@ -511,15 +519,24 @@ impl Pull {
                     if ctx.depth + 1 > MAX_DEPTH {
                         return Err(Error::BadData("directories nested too deep".into()));
                     }
-                    let (local_dir, tomb) = match ours {
+                    let ours_live_dir = ours
+                        .filter(|o| o.kind == Kind::Dir && !o.deleted)
+                        .map(|o| o.hash);
+                    let relation = ours.map(|o| e.vv.compare(&o.vv));
+                    let (local_dir, tomb, adopt) = match (ours, relation) {
                         // Our directory has seen all of theirs: the merge
                         // keeps ours whole, so there is nothing to fetch.
-                        Some(o) if e.vv.compare(&o.vv) == Causality::DominatedBy => continue,
-                        Some(o) if o.kind == Kind::Dir && !o.deleted => {
-                            (Some(o.hash), ctx.tomb.clone())
+                        (Some(_), Some(Causality::DominatedBy)) if !ctx.adopt => continue,
+                        // Theirs has seen all of ours: the merge takes it
+                        // whole; fetch all of it we lack.
+                        (Some(_), Some(Causality::Dominates)) => (ours_live_dir, None, true),
+                        (Some(o), _) if o.kind == Kind::Dir && !o.deleted => {
+                            (Some(o.hash), ctx.tomb.clone(), ctx.adopt)
                         }
-                        Some(o) if o.kind == Kind::Dir => (None, Some(Rc::new(o.vv.clone()))),
-                        _ => (None, ctx.tomb.clone()),
+                        (Some(o), _) if o.kind == Kind::Dir && !ctx.adopt => {
+                            (None, Some(Rc::new(o.vv.clone())), false)
+                        }
+                        _ => (None, ctx.tomb.clone(), ctx.adopt),
                     };
                     self.work.push(Work {
                         what: What::Dir {
@@ -529,12 +546,13 @@ impl Pull {
                             depth: ctx.depth + 1,
                             height: None,
                             tomb,
+                            adopt,
                         },
                         round: ctx.round,
                         file: None,
                     });
                 }
-                Kind::File if needs_content(&e, ours, ctx.tomb.as_deref()) => {
+                Kind::File if needs_content(&e, ours, ctx.tomb.as_deref(), ctx.adopt) => {
                     let file = self.files.len() as u32;
                     self.files.push(0);
                     self.progress.files_total += 1;
@@ -606,16 +624,25 @@ struct DirCtx {
     ours: Option<Hash>,
     depth: u32,
     tomb: Option<Rc<VersionVector>>,
+    adopt: bool,
     round: u32,
 }
 
 /// Whether the merge may keep the peer's file `e` (so its content must be
 /// here): not when we hold the same content at the name, when our version
 /// there has seen theirs, or when a delete of ours above has seen it.
-fn needs_content(e: &Entry, ours: Option<&Entry>, tomb: Option<&VersionVector>) -> bool {
+fn needs_content(
+    e: &Entry,
+    ours: Option<&Entry>,
+    tomb: Option<&VersionVector>,
+    adopt: bool,
+) -> bool {
     if let Some(o) = ours {
         if !o.deleted && o.kind == Kind::File && o.hash == e.hash {
             return false;
+        }
+        if adopt {
+            return true;
         }
         if e.vv.compare(&o.vv) == Causality::DominatedBy {
             return false;

@@ -2,5 +2,9 @@
 //! sessions over `tokio::io::duplex`. One binary, one module per area.
 
 mod basic;
+mod converge;
 mod efficiency;
+mod faults;
+mod live;
+mod quic;
 mod util;
