@@ -40,6 +40,8 @@ struct PeerState {
     last_sync: Option<u64>,
     files_to_go: u64,
     bytes_to_go: u64,
+    /// Where the last pull got to (files and chunk bytes fetched).
+    pulled: backer_replication::Progress,
     /// The live session: who dialled, and how to stop it.
     session: Option<Active>,
     /// Wakes the dialler (a new address, a dropped session).
@@ -461,6 +463,7 @@ fn on_event(shared: &Shared, peer: NodeId, ev: Event) {
         Event::Progress(p) => {
             st.files_to_go = p.files_to_go();
             st.bytes_to_go = p.bytes_to_go();
+            st.pulled = p;
         }
         Event::InSync { root } => {
             st.last_sync = SystemTime::now()
@@ -478,6 +481,8 @@ fn on_event(shared: &Shared, peer: NodeId, ev: Event) {
                 root = %merged.root,
                 changed = merged.changed,
                 conflicts = merged.conflicts,
+                files = st.pulled.files_done,
+                bytes = st.pulled.bytes_done,
                 "sync done"
             );
             if merged.conflicts > 0 {
