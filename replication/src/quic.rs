@@ -148,6 +148,42 @@ fn transport_config() -> quinn::TransportConfig {
     t
 }
 
+/// The socket buffer size asked for: a 32 MiB pull window arrives in
+/// bursts, and the kernel's default (about 200 KiB) dropped datagrams at
+/// the receiver, which QUIC then sent again (bench/sync.sh: up to 2x the
+/// bytes of a 1 MiB change).
+const SOCKET_BUFFER: libc::c_int = 8 << 20;
+
+/// Raises the socket's receive and send buffers: past the system's cap
+/// where the process may (root, Linux), else up to it. Best effort.
+fn grow_buffers(socket: &std::net::UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    let set = |opt: libc::c_int| -> bool {
+        let v = SOCKET_BUFFER;
+        // SAFETY: a valid socket fd and a c_int option value of the right size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        }
+    };
+    #[cfg(target_os = "linux")]
+    let (rcv_force, snd_force) = (set(libc::SO_RCVBUFFORCE), set(libc::SO_SNDBUFFORCE));
+    #[cfg(not(target_os = "linux"))]
+    let (rcv_force, snd_force) = (false, false);
+    if !rcv_force {
+        set(libc::SO_RCVBUF);
+    }
+    if !snd_force {
+        set(libc::SO_SNDBUF);
+    }
+}
+
 /// A node's QUIC endpoint: one UDP socket that both accepts connections
 /// from trusted peers and dials them.
 ///
@@ -186,8 +222,19 @@ impl Endpoint {
             .map_err(Error::Config)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(transport.clone());
-        let inner =
-            quinn::Endpoint::server(server, addr).map_err(|source| Error::Bind { addr, source })?;
+        let socket =
+            std::net::UdpSocket::bind(addr).map_err(|source| Error::Bind { addr, source })?;
+        grow_buffers(&socket);
+        socket
+            .set_nonblocking(true)
+            .map_err(|source| Error::Bind { addr, source })?;
+        let inner = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| Error::Bind { addr, source })?;
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         let acceptor = tokio::spawn(accept_loop(inner.clone(), tx)).abort_handle();
         tracing::debug!(

@@ -185,8 +185,15 @@ where
     for task in [watcher, stopper].into_iter().flatten() {
         task.abort();
     }
-    if let Err(e) = &result {
-        tracing::warn!(peer = ?report.peer.map(|p| p.short()), error = %e, "sync session ended");
+    match &result {
+        // A peer or connection going away is ordinary for a live session.
+        Err(e @ (Error::PeerAborted(AbortReason::Shutdown) | Error::Closed)) => {
+            tracing::debug!(peer = ?report.peer.map(|p| p.short()), error = %e, "sync session ended");
+        }
+        Err(e) => {
+            tracing::warn!(peer = ?report.peer.map(|p| p.short()), error = %e, "sync session ended");
+        }
+        Ok(()) => {}
     }
     Outcome {
         result,
