@@ -3,6 +3,11 @@
 //! errno comes from [`crate::Error::errno`]. No request can panic the
 //! process: bad offsets and stale inodes are vfs errors.
 //!
+//! The read-only history view (`.backer/snapshots/<time>/`, see
+//! `vfs/snapshots.rs`) has its own inode numbers (`vfs::is_view`): requests
+//! on them go to the vfs's `view_*` calls, and every write that names
+//! something in it is answered `EROFS` here.
+//!
 //! Kernel cache settings, chosen for speed (each FUSE request costs ~50 µs
 //! on our kind of machine, so the number of requests is what matters):
 //! - entry and attribute TTL [`TTL`] (1 s): `stat` and path walks are
@@ -33,7 +38,7 @@ use fuser::{
 };
 
 use crate::tree::Kind;
-use crate::vfs::{Ctx, NewNode, RenameMode, SetAttr, SetTime, Vfs, XattrReply, XattrSet};
+use crate::vfs::{is_view, Ctx, NewNode, RenameMode, SetAttr, SetTime, Vfs, XattrReply, XattrSet};
 use attr::{file_attr, kind_of_mode, timestamp};
 
 /// How long the kernel may trust an entry or attribute it was given.
@@ -224,6 +229,21 @@ impl BackerFs {
         }
     }
 
+    /// Attributes from the live namespace or the history view.
+    fn attr_of(&self, ino: u64) -> crate::Result<crate::vfs::Attr> {
+        if is_view(ino) {
+            self.vfs.view_getattr(ino)
+        } else {
+            self.vfs.getattr(ino)
+        }
+    }
+
+    /// Whether a write naming `name` in `parent` touches the history view
+    /// (`.backer` or anything under it), which is read-only.
+    fn view_name(&self, parent: INodeNo, name: &OsStr) -> bool {
+        self.vfs.in_view(parent.0, name.as_bytes())
+    }
+
     fn empty(&self, reply: ReplyEmpty, r: crate::Result<()>, op: &'static str) {
         match r {
             Ok(()) => reply.ok(),
@@ -254,11 +274,23 @@ impl Filesystem for BackerFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.entry(reply, self.vfs.lookup(parent.0, name.as_bytes()), "lookup")
+        let r = if self.vfs.in_view(parent.0, name.as_bytes()) {
+            self.vfs.view_lookup(parent.0, name.as_bytes())
+        } else {
+            self.vfs.lookup(parent.0, name.as_bytes())
+        };
+        self.entry(reply, r, "lookup")
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        // The live namespace keeps no per-lookup state; the view does.
+        if is_view(ino.0) {
+            self.vfs.view_forget(ino.0, nlookup);
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.vfs.getattr(ino.0) {
+        match self.attr_of(ino.0) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(e) => reply.error(refuse("getattr", &e)),
         }
@@ -282,6 +314,9 @@ impl Filesystem for BackerFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if is_view(ino.0) {
+            return reply.error(Errno::EROFS);
+        }
         let set = SetAttr {
             mode,
             uid,
@@ -298,7 +333,12 @@ impl Filesystem for BackerFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.vfs.readlink(ino.0) {
+        let r = if is_view(ino.0) {
+            self.vfs.view_readlink(ino.0)
+        } else {
+            self.vfs.readlink(ino.0)
+        };
+        match r {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(refuse("readlink", &e)),
         }
@@ -314,6 +354,9 @@ impl Filesystem for BackerFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        if self.view_name(parent, name) {
+            return reply.error(Errno::EROFS);
+        }
         let node = match kind_of_mode(mode) {
             Some(Kind::File) => NewNode::File,
             Some(Kind::Dir) => NewNode::Dir,
@@ -341,6 +384,9 @@ impl Filesystem for BackerFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        if self.view_name(parent, name) {
+            return reply.error(Errno::EROFS);
+        }
         let r = self
             .vfs
             .mkdir(ctx(req), parent.0, name.as_bytes(), mode & !umask & 0o7777);
@@ -348,10 +394,16 @@ impl Filesystem for BackerFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.view_name(parent, name) {
+            return reply.error(Errno::EROFS);
+        }
         self.empty(reply, self.vfs.unlink(parent.0, name.as_bytes()), "unlink")
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.view_name(parent, name) {
+            return reply.error(Errno::EROFS);
+        }
         self.empty(reply, self.vfs.rmdir(parent.0, name.as_bytes()), "rmdir")
     }
 
@@ -363,6 +415,9 @@ impl Filesystem for BackerFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        if self.view_name(parent, link_name) {
+            return reply.error(Errno::EROFS);
+        }
         let r = self.vfs.symlink(
             ctx(req),
             parent.0,
@@ -382,6 +437,9 @@ impl Filesystem for BackerFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        if self.view_name(parent, name) || self.view_name(newparent, newname) {
+            return reply.error(Errno::EROFS);
+        }
         let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             RenameMode::Exchange
         } else if flags.contains(RenameFlags::RENAME_NOREPLACE) {
@@ -409,6 +467,9 @@ impl Filesystem for BackerFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        if is_view(ino.0) || self.view_name(newparent, newname) {
+            return reply.error(Errno::EROFS);
+        }
         self.entry(
             reply,
             self.vfs.link(ino.0, newparent.0, newname.as_bytes()),
@@ -418,6 +479,13 @@ impl Filesystem for BackerFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let truncate = flags.0 & libc::O_TRUNC != 0;
+        if is_view(ino.0) {
+            let write = truncate || flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+            return match self.vfs.view_open(ino.0, write) {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(refuse("open", &e)),
+            };
+        }
         // With writeback caching the kernel computes append offsets itself.
         let append = !self.writeback && flags.0 & libc::O_APPEND != 0;
         match self.vfs.open(ino.0, truncate, append) {
@@ -429,7 +497,7 @@ impl Filesystem for BackerFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -437,7 +505,12 @@ impl Filesystem for BackerFs {
         _lo: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.vfs.read(fh.0, offset, size.min(MAX_IO)) {
+        let r = if is_view(ino.0) {
+            self.vfs.view_read(ino.0, offset, size.min(MAX_IO))
+        } else {
+            self.vfs.read(fh.0, offset, size.min(MAX_IO))
+        };
+        match r {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(refuse("read", &e)),
         }
@@ -446,7 +519,7 @@ impl Filesystem for BackerFs {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -455,6 +528,9 @@ impl Filesystem for BackerFs {
         _lo: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        if is_view(ino.0) {
+            return reply.error(Errno::EROFS);
+        }
         match self.vfs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(refuse("write", &e)),
@@ -464,40 +540,49 @@ impl Filesystem for BackerFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
+        if is_view(ino.0) {
+            return reply.ok();
+        }
         self.empty(reply, self.vfs.flush(fh.0), "flush")
     }
 
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lo: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        if is_view(ino.0) {
+            return reply.ok();
+        }
         self.empty(reply, self.vfs.release(fh.0), "release")
     }
 
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        if is_view(ino.0) {
+            return reply.ok();
+        }
         self.empty(reply, self.vfs.fsync(fh.0), "fsync")
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.vfs.getattr(ino.0) {
+        match self.attr_of(ino.0) {
             Ok(a) if a.kind == Kind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(refuse("opendir", &e)),
@@ -512,7 +597,12 @@ impl Filesystem for BackerFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.vfs.readdir(ino.0, offset, 512) {
+        let r = if is_view(ino.0) {
+            self.vfs.view_readdir(ino.0, offset, 512)
+        } else {
+            self.vfs.readdir(ino.0, offset, 512)
+        };
+        match r {
             Ok(entries) => {
                 for e in entries {
                     if reply.add(
@@ -538,12 +628,17 @@ impl Filesystem for BackerFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        match self.vfs.readdir(ino.0, offset, 256) {
+        let r = if is_view(ino.0) {
+            self.vfs.view_readdir(ino.0, offset, 256)
+        } else {
+            self.vfs.readdir(ino.0, offset, 256)
+        };
+        match r {
             Ok(entries) => {
                 for e in entries {
                     // "." and ".." are listed too (the kernel emits them and
                     // takes no lookup reference for them).
-                    let Ok(attr) = self.vfs.getattr(e.ino) else {
+                    let Ok(attr) = self.attr_of(e.ino) else {
                         continue; // removed meanwhile
                     };
                     if reply.add(
@@ -555,6 +650,9 @@ impl Filesystem for BackerFs {
                         Generation(0),
                     ) {
                         break;
+                    }
+                    if is_view(e.ino) && e.name != b"." && e.name != b".." {
+                        self.vfs.view_ref(e.ino);
                     }
                 }
                 reply.ok()
@@ -593,6 +691,9 @@ impl Filesystem for BackerFs {
         position: u32,
         reply: ReplyEmpty,
     ) {
+        if is_view(ino.0) {
+            return reply.error(Errno::EROFS);
+        }
         if position != 0 {
             return reply.error(Errno::EINVAL); // macOS resource forks only
         }
@@ -610,6 +711,10 @@ impl Filesystem for BackerFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if is_view(ino.0) {
+            // Snapshots keep no extended attributes.
+            return reply.error(Errno::from_i32(libc::ENODATA));
+        }
         match self.vfs.getxattr(ino.0, name.as_bytes(), size) {
             Ok(XattrReply::Size(n)) => reply.size(n),
             Ok(XattrReply::Data(d)) => reply.data(&d),
@@ -618,6 +723,13 @@ impl Filesystem for BackerFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if is_view(ino.0) {
+            return if size == 0 {
+                reply.size(0)
+            } else {
+                reply.data(&[])
+            };
+        }
         match self.vfs.listxattr(ino.0, size) {
             Ok(XattrReply::Size(n)) => reply.size(n),
             Ok(XattrReply::Data(d)) => reply.data(&d),
@@ -626,6 +738,9 @@ impl Filesystem for BackerFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if is_view(ino.0) {
+            return reply.error(Errno::EROFS);
+        }
         self.empty(
             reply,
             self.vfs.removexattr(ino.0, name.as_bytes()),
@@ -634,7 +749,11 @@ impl Filesystem for BackerFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        let r = self.vfs.access(ctx(req), ino.0, mask.bits() as u32);
+        let r = if is_view(ino.0) {
+            self.vfs.view_access(ctx(req), ino.0, mask.bits() as u32)
+        } else {
+            self.vfs.access(ctx(req), ino.0, mask.bits() as u32)
+        };
         self.empty(reply, r, "access")
     }
 
@@ -648,6 +767,9 @@ impl Filesystem for BackerFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        if self.view_name(parent, name) {
+            return reply.error(Errno::EROFS);
+        }
         if kind_of_mode(mode).is_some_and(|k| k != Kind::File) {
             return reply.error(Errno::EINVAL);
         }
@@ -673,13 +795,16 @@ impl Filesystem for BackerFs {
     fn fallocate(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _offset: u64,
         _length: u64,
         _mode: i32,
         reply: ReplyEmpty,
     ) {
+        if is_view(ino.0) {
+            return reply.error(Errno::EROFS);
+        }
         // Preallocation means nothing to a content-addressed store.
         reply.error(Errno::from_i32(libc::EOPNOTSUPP))
     }

@@ -26,6 +26,8 @@ mod file;
 mod install;
 mod names;
 mod records;
+mod restore;
+mod snapshots;
 mod types;
 mod xattr;
 
@@ -37,6 +39,8 @@ pub use commit::{read_log, Commit};
 pub use committer::Committer;
 pub use install::Installed;
 pub use names::NewNode;
+pub use restore::entry_at;
+pub use snapshots::{is_view, snapshot_name, VIEW_BIT};
 pub use types::*;
 
 use crate::error::{Error, Result};
@@ -210,6 +214,8 @@ pub struct Vfs {
     changes: AtomicU64,
     /// Signalled on every change, for the [`Committer`].
     wake: (Mutex<()>, Condvar),
+    /// The read-only history view's inodes (`.backer/snapshots`).
+    view: snapshots::View,
 }
 
 impl Vfs {
@@ -248,6 +254,7 @@ impl Vfs {
             owner: opts.owner,
             changes: AtomicU64::new(1),
             wake: (Mutex::new(()), Condvar::new()),
+            view: snapshots::View::default(),
         })
     }
 

@@ -80,6 +80,36 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The commits that changed PATH (or anything), newest first: time,
+    /// author, what changed and sizes.
+    Log {
+        /// A file or folder in the tree (e.g. docs/notes.txt).
+        path: Option<String>,
+        /// Print one JSON array of objects.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring a file or folder back as it was at TIME or in COMMIT: as a
+    /// new change of the tree, or with --to into a plain folder.
+    Restore {
+        /// A file or folder in the tree (e.g. docs/notes.txt).
+        path: String,
+        /// A time as snapshot folders name it (2026-11-26T04:30:12.345Z,
+        /// UTC; a prefix such as 2026-11-26T04:30 works), or a commit id
+        /// (at least 8 hex digits).
+        #[arg(long, value_name = "TIME|COMMIT")]
+        at: String,
+        /// Write it into this plain folder (as DIR/<name>) instead of the
+        /// tree.
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+    },
+    /// Live size, history size and what deduplication saves.
+    Du {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The `peer` subcommands.
@@ -217,6 +247,34 @@ mod tests {
                 foreground: false,
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn history_commands() {
+        assert!(matches!(
+            parse(&["log"]),
+            Command::Log {
+                path: None,
+                json: false
+            }
+        ));
+        assert!(matches!(
+            parse(&["log", "a/b", "--json"]),
+            Command::Log { path: Some(p), json: true } if p == "a/b"
+        ));
+        match parse(&["restore", "a", "--at", "2026-11-26T04:30", "--to", "/o"]) {
+            Command::Restore { path, at, to } => {
+                assert_eq!((path.as_str(), at.as_str()), ("a", "2026-11-26T04:30"));
+                assert_eq!(to.as_deref(), Some(Path::new("/o")));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = Cli::try_parse_from(["backer", "restore", "a"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(matches!(
+            parse(&["du", "--json"]),
+            Command::Du { json: true }
         ));
     }
 

@@ -1,12 +1,15 @@
 //! One module per subcommand; [`run`] dispatches.
 
+pub(crate) mod du;
 mod export;
+pub(crate) mod history;
 mod id;
 mod init;
 #[cfg(feature = "fuse")]
 pub(crate) mod mount;
 mod peer;
 mod replica;
+pub(crate) mod restore;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +59,9 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         },
         Command::Export { dir: out } => export::run(&dir, &out),
         Command::Status { json } => status::run(&dir, json),
+        Command::Log { path, json } => history::run(&dir, path.as_deref(), json),
+        Command::Restore { path, at, to } => restore::run(&dir, &path, &at, to.as_deref()),
+        Command::Du { json } => du::run(&dir, json),
     }
 }
 
@@ -87,8 +93,25 @@ pub(crate) fn require_no_node(dir: &Path) -> Result<()> {
 /// error prints its source), so they are formatted once here rather than
 /// chained, which would print the cause twice.
 pub(crate) fn open_store(dir: &Path) -> Result<Store> {
-    Store::open(dir).map_err(|err| match err {
+    Store::open(dir).map_err(|err| open_store_error(dir, err))
+}
+
+/// The one-line error for a store at `dir` that does not open.
+pub(crate) fn open_store_error(dir: &Path, err: Error) -> anyhow::Error {
+    match err {
         Error::NotFound => anyhow!("no store at {} (run 'backer init')", dir.display()),
         other => anyhow!("cannot open the store at {}: {other}", dir.display()),
-    })
+    }
+}
+
+/// The user running this process, who owns what a restore creates when
+/// no node runs.
+pub(crate) fn current_user() -> backer_fs::vfs::Ctx {
+    // SAFETY: getuid/getgid cannot fail.
+    unsafe {
+        backer_fs::vfs::Ctx {
+            uid: libc::getuid(),
+            gid: libc::getgid(),
+        }
+    }
 }

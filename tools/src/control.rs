@@ -85,8 +85,10 @@ fn answer(conn: UnixStream, vfs: &Vfs, mount: Option<&Path>, net: Option<&Net>) 
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut line = String::new();
     BufReader::new(&conn).take(4096).read_line(&mut line)?;
-    let reply = match line.trim() {
+    let line = line.trim();
+    let reply = match line {
         "status" => status_json(vfs, mount, net)?,
+        l if l.starts_with('{') => history_request(l, vfs, net),
         "reload" => match net.map(Net::reload).transpose() {
             Ok(_) => serde_json::json!({ "ok": true }),
             Err(e) => serde_json::json!({ "error": e.to_string() }),
@@ -98,9 +100,44 @@ fn answer(conn: UnixStream, vfs: &Vfs, mount: Option<&Path>, net: Option<&Net>) 
     Ok(())
 }
 
+/// Answers a JSON request of `log`, `restore` or `du` (`{"req": ...}`)
+/// with `{"result": ...}` or `{"error": "one line"}`.
+#[cfg_attr(not(feature = "fuse"), allow(dead_code))]
+fn history_request(line: &str, vfs: &Vfs, net: Option<&Net>) -> serde_json::Value {
+    use crate::commands::{du, history, restore};
+    let run = || -> Result<serde_json::Value> {
+        let req: serde_json::Value = serde_json::from_str(line).context("a bad request")?;
+        let store = vfs.store();
+        match req["req"].as_str() {
+            Some("log") => history::log_json(&store, req["path"].as_str()),
+            Some("du") => du::du_json(&store),
+            Some("restore") => {
+                let r = restore::Request::from_json(&req)?;
+                let hook = net.and_then(Net::install_hook);
+                let hook_ref = hook.as_ref().map(|h| &**h as &dyn Fn(&_));
+                restore::restore_json(&store, Some(vfs), hook_ref, &r)
+            }
+            other => anyhow::bail!("unknown request {other:?}"),
+        }
+    };
+    match run() {
+        Ok(v) => serde_json::json!({ "result": v }),
+        Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
+    }
+}
+
 /// Asks a running node; `None` if no node answers (a stale socket is
 /// removed).
 pub(crate) fn ask(store: &Path, request: &str) -> Result<Option<serde_json::Value>> {
+    ask_timeout(store, request, Duration::from_secs(10))
+}
+
+/// [`ask`], waiting up to `timeout` for the reply.
+pub(crate) fn ask_timeout(
+    store: &Path,
+    request: &str,
+    timeout: Duration,
+) -> Result<Option<serde_json::Value>> {
     let path = socket_path(store);
     let conn = match UnixStream::connect(&path) {
         Ok(c) => c,
@@ -110,7 +147,7 @@ pub(crate) fn ask(store: &Path, request: &str) -> Result<Option<serde_json::Valu
         }
         Err(_) => return Ok(None),
     };
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    conn.set_read_timeout(Some(timeout))?;
     let mut w = &conn;
     writeln!(w, "{request}")?;
     let mut line = String::new();

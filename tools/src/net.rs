@@ -223,6 +223,12 @@ impl Net {
         serde_json::Value::Array(list)
     }
 
+    /// What tells the kernel about a tree installed outside a sync (a
+    /// restore), if a mount runs.
+    pub(crate) fn install_hook(&self) -> Option<InstallHook> {
+        self.shared.hook.clone()
+    }
+
     /// The address the endpoint is bound to.
     pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
         self.endpoint.local_addr().ok()

@@ -27,7 +27,7 @@ use crate::tree::content::{self, Extent};
 use crate::tree::{dir, Entry, Kind, NodeStore, Timestamp};
 
 const META_HEAD: &[u8] = b"head";
-const META_CLOCK: &[u8] = b"clock";
+pub(super) const META_CLOCK: &[u8] = b"clock";
 
 /// The node's edit clock as last committed (0 for a new store).
 pub(crate) fn load_clock(kv: &dyn crate::store::Kv) -> Result<u64> {
@@ -226,7 +226,7 @@ fn collect_entries(
 }
 
 /// The hashed fields of an entry, without its version.
-fn same_version(a: &Entry, b: &Entry) -> bool {
+pub(super) fn same_version(a: &Entry, b: &Entry) -> bool {
     a.kind == b.kind
         && a.mode == b.mode
         && a.mtime == b.mtime

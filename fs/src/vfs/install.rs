@@ -97,6 +97,24 @@ impl Vfs {
         if root == base {
             return Ok(None);
         }
+        self.install_root(inner, txn, base, root, vec![base.0, second.0], now)
+            .map(Some)
+    }
+
+    /// Makes the live namespace match the tree `root` (the committed tree
+    /// is `base`), records the commit of `root` with `parents` and applies
+    /// `txn`, all under the vfs lock the caller holds (`inner`). Shared by
+    /// [`Vfs::install_with`] and [`Vfs::restore`].
+    pub(super) fn install_root(
+        &self,
+        inner: &mut Inner,
+        mut txn: Txn<'_>,
+        base: Hash,
+        root: Hash,
+        parents: Vec<[u8; 32]>,
+        now: Timestamp,
+    ) -> Result<Installed> {
+        let store = inner.store.clone();
         let mut apply = Apply {
             inner: &mut *inner,
             txn: &mut txn,
@@ -129,7 +147,6 @@ impl Vfs {
         for (k, _) in txn.scan(Space::Dirty, &[], None, usize::MAX)? {
             txn.remove(Space::Dirty, k);
         }
-        let parents = vec![base.0, second.0];
         let info = commit::append(
             &mut txn,
             &inner.head,
@@ -145,16 +162,15 @@ impl Vfs {
             seq = info.seq,
             %base,
             %root,
-            %second,
             names = names.len(),
             inodes = inodes.len(),
             "install"
         );
-        Ok(Some(Installed {
+        Ok(Installed {
             commit: info,
             names,
             inodes,
-        }))
+        })
     }
 }
 

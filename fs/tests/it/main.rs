@@ -6,4 +6,5 @@ mod kv_suite;
 mod large_dir;
 mod model;
 mod posix;
+mod snapshots;
 mod util;

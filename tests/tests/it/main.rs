@@ -4,6 +4,7 @@
 
 mod cli;
 mod durability;
+mod history;
 mod lifecycle;
 mod mirror;
 mod mount_helper;
@@ -13,4 +14,5 @@ mod posix;
 mod posix_meta;
 mod programs;
 mod roundtrip;
+mod snapshots_view;
 mod special;

@@ -117,7 +117,7 @@ fn node_running(store: &Path, status: Option<&serde_json::Value>) -> anyhow::Err
 }
 
 /// Tree nodes read straight from the store's engine.
-struct KvNodes<'a>(&'a dyn Kv);
+pub(crate) struct KvNodes<'a>(pub(crate) &'a dyn Kv);
 
 impl NodeStore for KvNodes<'_> {
     fn get_node(&self, hash: &Hash) -> backer_fs::Result<Option<Vec<u8>>> {
@@ -159,15 +159,29 @@ fn progress_bar(total: u64) -> ProgressBar {
     ProgressBar::new(total).with_style(style)
 }
 
+/// Writes the entry `e` (a file, folder, symlink...) as `dir/<its name>`
+/// from the store `store`, as export writes it; returns what was written.
+/// `dir` must exist and must not hold that name.
+pub(crate) fn write_entry(store: &Store, e: Entry, dir: &Path) -> Result<Stats> {
+    let mut ex = Exporter {
+        store,
+        nodes: KvNodes(store.kv()),
+        progress: None,
+        stats: Stats::default(),
+    };
+    ex.entry(e, dir)?;
+    Ok(ex.stats)
+}
+
 /// What was written.
 #[derive(Debug, Default)]
-struct Stats {
-    files: u64,
-    bytes: u64,
-    dirs: u64,
-    symlinks: u64,
-    fifos: u64,
-    skipped: u64,
+pub(crate) struct Stats {
+    pub(crate) files: u64,
+    pub(crate) bytes: u64,
+    pub(crate) dirs: u64,
+    pub(crate) symlinks: u64,
+    pub(crate) fifos: u64,
+    pub(crate) skipped: u64,
 }
 
 struct Exporter<'a> {
@@ -181,52 +195,58 @@ impl Exporter<'_> {
     /// Writes the entries of the folder tree `hash` into the folder `path`.
     fn dir(&mut self, hash: Hash, path: &Path) -> Result<()> {
         for e in live_entries(&self.nodes, hash, path)? {
-            if validate_name(&e.name).is_err() {
-                self.warn(&format!(
-                    "skipping a bad name {:?} in {}",
-                    String::from_utf8_lossy(&e.name),
-                    path.display()
-                ));
-                continue;
+            self.entry(e, path)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the entry `e` into the folder `path`.
+    fn entry(&mut self, e: Entry, path: &Path) -> Result<()> {
+        if validate_name(&e.name).is_err() {
+            self.warn(&format!(
+                "skipping a bad name {:?} in {}",
+                String::from_utf8_lossy(&e.name),
+                path.display()
+            ));
+            return Ok(());
+        }
+        let p = path.join(OsStr::from_bytes(&e.name));
+        match e.kind {
+            Kind::Dir => {
+                DirBuilder::new()
+                    .mode(0o700)
+                    .create(&p)
+                    .with_context(|| format!("cannot create {}", p.display()))?;
+                self.dir(e.hash, &p)?;
+                set_mode(&p, e.mode)?;
+                set_mtime(&p, e.mtime, false)?;
+                self.stats.dirs += 1;
             }
-            let p = path.join(OsStr::from_bytes(&e.name));
-            match e.kind {
-                Kind::Dir => {
-                    DirBuilder::new()
-                        .mode(0o700)
-                        .create(&p)
-                        .with_context(|| format!("cannot create {}", p.display()))?;
-                    self.dir(e.hash, &p)?;
-                    set_mode(&p, e.mode)?;
-                    set_mtime(&p, e.mtime, false)?;
-                    self.stats.dirs += 1;
-                }
-                Kind::File => {
-                    self.file(&e, &p)?;
-                    set_mtime(&p, e.mtime, false)?;
-                    self.stats.files += 1;
-                }
-                Kind::Symlink => {
-                    std::os::unix::fs::symlink(OsStr::from_bytes(&e.target), &p)
-                        .with_context(|| format!("cannot create the symlink {}", p.display()))?;
-                    set_mtime(&p, e.mtime, true)?;
-                    self.stats.symlinks += 1;
-                }
-                Kind::Fifo => {
-                    mkfifo(&p)?;
-                    set_mode(&p, e.mode)?;
-                    set_mtime(&p, e.mtime, false)?;
-                    self.stats.fifos += 1;
-                }
-                Kind::CharDev | Kind::BlockDev | Kind::Socket => {
-                    let what = match e.kind {
-                        Kind::CharDev => "character device",
-                        Kind::BlockDev => "block device",
-                        _ => "socket",
-                    };
-                    self.warn(&format!("skipping the {what} {}", p.display()));
-                    self.stats.skipped += 1;
-                }
+            Kind::File => {
+                self.file(&e, &p)?;
+                set_mtime(&p, e.mtime, false)?;
+                self.stats.files += 1;
+            }
+            Kind::Symlink => {
+                std::os::unix::fs::symlink(OsStr::from_bytes(&e.target), &p)
+                    .with_context(|| format!("cannot create the symlink {}", p.display()))?;
+                set_mtime(&p, e.mtime, true)?;
+                self.stats.symlinks += 1;
+            }
+            Kind::Fifo => {
+                mkfifo(&p)?;
+                set_mode(&p, e.mode)?;
+                set_mtime(&p, e.mtime, false)?;
+                self.stats.fifos += 1;
+            }
+            Kind::CharDev | Kind::BlockDev | Kind::Socket => {
+                let what = match e.kind {
+                    Kind::CharDev => "character device",
+                    Kind::BlockDev => "block device",
+                    _ => "socket",
+                };
+                self.warn(&format!("skipping the {what} {}", p.display()));
+                self.stats.skipped += 1;
             }
         }
         Ok(())

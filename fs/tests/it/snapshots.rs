@@ -1,0 +1,210 @@
+//! The read-only history view `.backer/snapshots/<time>/` over the Vfs
+//! API: one snapshot per commit, named by its UTC time, each reading back
+//! its own version; hidden from the root's listing; refusing writes.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use backer_fs::store::Store;
+use backer_fs::tree::{Kind, Timestamp};
+use backer_fs::vfs::{is_view, Ino, Vfs, VfsOptions, RESERVED_NAME, ROOT};
+use backer_fs::Error;
+
+use crate::util::{write_all, ME};
+
+/// A vfs whose clock reads `secs` (milliseconds since the epoch).
+fn vfs_with_clock(dir: &std::path::Path, millis: Arc<AtomicI64>) -> Vfs {
+    let store = Arc::new(Store::create(&dir.join("store")).unwrap());
+    let opts = VfsOptions {
+        clock: Arc::new(move || {
+            let ms = millis.load(Ordering::SeqCst);
+            Timestamp {
+                secs: ms.div_euclid(1000),
+                nanos: (ms.rem_euclid(1000) * 1_000_000) as u32,
+            }
+        }),
+        ..VfsOptions::default()
+    };
+    Vfs::new(store, opts).unwrap()
+}
+
+fn put(v: &Vfs, parent: Ino, name: &str, data: &[u8]) {
+    let (_, fh) = match v.lookup(parent, name.as_bytes()) {
+        Ok(a) => (a.clone(), v.open(a.ino, true, false).unwrap()),
+        Err(_) => v.create(ME, parent, name.as_bytes(), 0o644, false).unwrap(),
+    };
+    write_all(v, fh, 0, data);
+    v.release(fh).unwrap();
+}
+
+fn names(v: &Vfs, ino: Ino) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cookie = 0;
+    loop {
+        // Small pages: continuation by cookie must work.
+        let page = if is_view(ino) {
+            v.view_readdir(ino, cookie, 2).unwrap()
+        } else {
+            v.readdir(ino, cookie, 2).unwrap()
+        };
+        let Some(last) = page.last() else { break };
+        cookie = last.cookie;
+        out.extend(
+            page.iter()
+                .map(|e| String::from_utf8(e.name.clone()).unwrap()),
+        );
+    }
+    out
+}
+
+fn read_all(v: &Vfs, ino: Ino) -> Vec<u8> {
+    let fh = v.view_open(ino, false).unwrap();
+    let size = v.view_getattr(ino).unwrap().size;
+    let mut out = Vec::new();
+    while (out.len() as u64) < size {
+        let piece = v.view_read(fh, out.len() as u64, 1000).unwrap();
+        assert!(!piece.is_empty());
+        out.extend_from_slice(&piece);
+    }
+    assert!(v.view_read(fh, size, 10).unwrap().is_empty());
+    out
+}
+
+#[test]
+fn snapshots_show_every_committed_version_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicI64::new(1_700_000_000_000));
+    let v = vfs_with_clock(dir.path(), clock.clone());
+    v.mkdir(ME, ROOT, b"sub", 0o755).unwrap();
+    let sub = v.lookup(ROOT, b"sub").unwrap().ino;
+    let versions: Vec<Vec<u8>> = vec![
+        b"first".to_vec(),
+        crate::util::random_bytes(300_000, 7),
+        b"third, short".to_vec(),
+    ];
+    for (i, data) in versions.iter().enumerate() {
+        put(&v, sub, "f.txt", data);
+        clock.store(1_700_000_000_000 + 1_234 * (i as i64 + 1), Ordering::SeqCst);
+        v.commit().unwrap().expect("a commit");
+    }
+    // A second commit in the third's millisecond replaces it by name.
+    v.symlink(ME, ROOT, b"link", b"sub/f.txt").unwrap();
+    v.commit().unwrap().expect("a commit");
+
+    // `.backer` is found by name but not listed.
+    assert!(v.in_view(ROOT, RESERVED_NAME));
+    assert!(!v.in_view(ROOT, b"sub"));
+    let backer = v.view_lookup(ROOT, RESERVED_NAME).unwrap();
+    assert_eq!(backer.kind, Kind::Dir);
+    assert_eq!(backer.perm & 0o222, 0);
+    assert!(!names(&v, ROOT).contains(&".backer".to_string()));
+    assert_eq!(names(&v, backer.ino), [".", "..", "snapshots"]);
+
+    let snaps = v.view_lookup(backer.ino, b"snapshots").unwrap();
+    let listed = names(&v, snaps.ino);
+    assert_eq!(
+        listed,
+        [
+            ".",
+            "..",
+            "2023-11-14T22:13:21.234Z",
+            "2023-11-14T22:13:22.468Z",
+            "2023-11-14T22:13:23.702Z",
+        ]
+    );
+    for (name, want) in listed[2..].iter().zip(&versions) {
+        let root = v.view_lookup(snaps.ino, name.as_bytes()).unwrap();
+        assert_eq!(root.kind, Kind::Dir);
+        let s = v.view_lookup(root.ino, b"sub").unwrap();
+        assert_eq!(names(&v, s.ino), [".", "..", "f.txt"]);
+        let f = v.view_lookup(s.ino, b"f.txt").unwrap();
+        assert_eq!(f.kind, Kind::File);
+        assert_eq!(f.size, want.len() as u64);
+        assert_eq!(f.perm, 0o444);
+        assert_eq!(&read_all(&v, f.ino), want);
+        // Lookups are stable.
+        assert_eq!(v.view_lookup(s.ino, b"f.txt").unwrap().ino, f.ino);
+        assert_eq!(v.view_lookup(s.ino, b"..").unwrap().ino, root.ino);
+    }
+    // The newest snapshot of the last millisecond holds the symlink.
+    let last = v.view_lookup(snaps.ino, listed[4].as_bytes()).unwrap();
+    let link = v.view_lookup(last.ino, b"link").unwrap();
+    assert_eq!(link.kind, Kind::Symlink);
+    assert_eq!(v.view_readlink(link.ino).unwrap(), b"sub/f.txt");
+    assert!(matches!(
+        v.view_lookup(snaps.ino, b"2000-01-01T00:00:00.000Z"),
+        Err(Error::NotFound)
+    ));
+
+    // New commits appear.
+    clock.store(1_700_000_100_000, Ordering::SeqCst);
+    put(&v, ROOT, "new", b"x");
+    v.commit().unwrap().expect("a commit");
+    assert!(names(&v, snaps.ino).contains(&"2023-11-14T22:15:00.000Z".to_string()));
+
+    // Nothing there can be written.
+    let f = {
+        let r = v.view_lookup(snaps.ino, listed[2].as_bytes()).unwrap();
+        let s = v.view_lookup(r.ino, b"sub").unwrap();
+        v.view_lookup(s.ino, b"f.txt").unwrap()
+    };
+    for ino in [backer.ino, snaps.ino, f.ino] {
+        assert!(matches!(v.view_writable(ino), Err(Error::ReadOnly)));
+        assert!(matches!(v.view_access(ME, ino, 2), Err(Error::ReadOnly)));
+        v.view_access(ME, ino, 4).unwrap();
+    }
+    v.view_writable(ROOT).unwrap();
+    assert!(matches!(v.view_open(f.ino, true), Err(Error::ReadOnly)));
+    assert!(matches!(v.view_open(snaps.ino, false), Err(Error::IsDir)));
+    // The live namespace still has no `.backer` and refuses to make one.
+    assert!(matches!(
+        v.lookup(ROOT, RESERVED_NAME),
+        Err(Error::NotFound)
+    ));
+    assert!(matches!(
+        v.mkdir(ME, ROOT, RESERVED_NAME, 0o755),
+        Err(Error::Exists)
+    ));
+}
+
+#[test]
+fn a_store_without_commits_has_an_empty_snapshot_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vfs_with_clock(dir.path(), Arc::new(AtomicI64::new(0)));
+    let backer = v.view_lookup(ROOT, RESERVED_NAME).unwrap();
+    let snaps = v.view_lookup(backer.ino, b"snapshots").unwrap();
+    assert_eq!(names(&v, snaps.ino), [".", ".."]);
+    assert!(matches!(
+        v.view_lookup(backer.ino, b"other"),
+        Err(Error::NotFound)
+    ));
+}
+
+#[test]
+fn forgotten_view_inodes_are_dropped_and_found_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicI64::new(1_000));
+    let v = vfs_with_clock(dir.path(), clock);
+    put(&v, ROOT, "a", b"bytes");
+    v.commit().unwrap().expect("a commit");
+    let backer = v.view_lookup(ROOT, RESERVED_NAME).unwrap().ino;
+    let snaps = v.view_lookup(backer, b"snapshots").unwrap().ino;
+    let snap = v
+        .view_lookup(snaps, b"1970-01-01T00:00:01.000Z")
+        .unwrap()
+        .ino;
+    let a = v.view_lookup(snap, b"a").unwrap().ino;
+    assert_eq!(v.view_lookup(snap, b"a").unwrap().ino, a);
+    // Two lookups: one forget leaves it, the second drops it.
+    v.view_forget(a, 1);
+    assert_eq!(v.view_getattr(a).unwrap().size, 5);
+    v.view_forget(a, 1);
+    assert!(matches!(v.view_getattr(a), Err(Error::NotFound)));
+    let again = v.view_lookup(snap, b"a").unwrap().ino;
+    assert_eq!(read_all(&v, again), b"bytes");
+    // The fixed folders are never dropped.
+    v.view_forget(snaps, 10);
+    v.view_forget(backer, 10);
+    assert_eq!(v.view_getattr(snaps).unwrap().kind, Kind::Dir);
+    assert_eq!(v.view_getattr(backer).unwrap().kind, Kind::Dir);
+}
