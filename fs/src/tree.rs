@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::hash::Hash;
 
+pub mod civil;
 pub mod conflict;
 pub mod content;
 pub mod dir;
