@@ -539,31 +539,7 @@ impl Vfs {
     /// Checks `mask` (R_OK=4, W_OK=2, X_OK=1, F_OK=0) for `ctx` against the
     /// mode bits, as the kernel's `default_permissions` would.
     pub fn access(&self, ctx: Ctx, ino: Ino, mask: u32) -> Result<()> {
-        let attr = self.getattr(ino)?;
-        let mask = mask & 7;
-        if mask == 0 {
-            return Ok(());
-        }
-        if ctx.uid == 0 {
-            let exec_ok = attr.kind == Kind::Dir || attr.perm & 0o111 != 0;
-            return if mask & 1 == 0 || exec_ok {
-                Ok(())
-            } else {
-                Err(Error::AccessDenied)
-            };
-        }
-        let bits = if ctx.uid == attr.uid {
-            (attr.perm >> 6) & 7
-        } else if ctx.gid == attr.gid {
-            (attr.perm >> 3) & 7
-        } else {
-            attr.perm & 7
-        };
-        if bits & mask == mask {
-            Ok(())
-        } else {
-            Err(Error::AccessDenied)
-        }
+        check_access(ctx, &self.getattr(ino)?, mask)
     }
 }
 
@@ -706,5 +682,34 @@ impl Inner {
             txn.mark_dirty(parent, &name);
         }
         Ok(())
+    }
+}
+
+/// Whether `ctx` may access a file with attributes `attr` as `mask` asks
+/// (`R_OK` 4, `W_OK` 2, `X_OK` 1): mode bits of owner, group or others;
+/// root may do anything but execute a file no one may execute.
+pub(crate) fn check_access(ctx: Ctx, attr: &Attr, mask: u32) -> Result<()> {
+    let mask = mask & 7;
+    if mask == 0 {
+        return Ok(());
+    }
+    let bits = if ctx.uid == 0 {
+        let exec_ok = attr.kind == Kind::Dir || attr.perm & 0o111 != 0;
+        if exec_ok {
+            7
+        } else {
+            6
+        }
+    } else if ctx.uid == attr.uid {
+        (attr.perm >> 6) & 7
+    } else if ctx.gid == attr.gid {
+        (attr.perm >> 3) & 7
+    } else {
+        attr.perm & 7
+    };
+    if bits & mask == mask {
+        Ok(())
+    } else {
+        Err(Error::AccessDenied)
     }
 }

@@ -399,29 +399,10 @@ impl Vfs {
     /// refused with [`Error::ReadOnly`], the rest follow the mode bits.
     pub fn view_access(&self, ctx: Ctx, ino: Ino, mask: u32) -> Result<()> {
         let attr = self.view_getattr(ino)?;
-        let mask = mask & 7;
         if mask & 2 != 0 {
             return Err(Error::ReadOnly);
         }
-        let exec_ok = attr.kind == Kind::Dir || attr.perm & 0o111 != 0;
-        let bits = if ctx.uid == 0 {
-            if exec_ok {
-                7
-            } else {
-                6
-            }
-        } else if ctx.uid == attr.uid {
-            (attr.perm >> 6) & 7
-        } else if ctx.gid == attr.gid {
-            (attr.perm >> 3) & 7
-        } else {
-            attr.perm & 7
-        };
-        if bits & mask == mask {
-            Ok(())
-        } else {
-            Err(Error::AccessDenied)
-        }
+        super::check_access(ctx, &attr, mask)
     }
 
     fn view_parent(&self, node: &Node) -> Ino {
