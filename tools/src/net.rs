@@ -433,7 +433,12 @@ async fn run_session(
                 st.connected = false;
                 st.files_to_go = 0;
                 st.bytes_to_go = 0;
-                st.wake.notify_one();
+                // A session the peer dialled ended: our dialler may try now.
+                // One we dialled returns to its dialler, which backs off
+                // (a wake here made a refused dial loop at once).
+                if dialled_by != shared.me {
+                    st.wake.notify_one();
+                }
             }
         }
     }
