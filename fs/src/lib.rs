@@ -10,6 +10,7 @@ pub mod chunk;
 pub mod error;
 #[cfg(feature = "fuse")]
 pub mod fuse;
+pub mod gc;
 pub mod hash;
 pub mod identity;
 pub mod store;

@@ -15,7 +15,7 @@ pub mod sled_kv;
 pub mod txn;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 pub use kv::{Batch, Kv, Space};
 pub use packs::{Location, Packs};
@@ -58,6 +58,10 @@ pub struct Store {
     packs: Packs,
     key: NodeKey,
     id: NodeId,
+    /// Held (shared) by chunk writes that run without the vfs lock, from
+    /// their append to their index entry; a collection takes it alone to
+    /// know that every pack before the active one is fully indexed.
+    appending: RwLock<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -161,6 +165,7 @@ impl Store {
             packs,
             key,
             id,
+            appending: RwLock::new(()),
         };
         store.recover_packs()?;
         Ok(store)
@@ -282,6 +287,29 @@ impl Store {
         Ok(hash)
     }
 
+    /// Stores a chunk whose hash the caller verified, index entry
+    /// included, at once (for writers outside the vfs lock: a pull).
+    pub fn put_verified_chunk(&self, data: &[u8], hash: Hash) -> Result<()> {
+        let _gate = self.appending.read().unwrap_or_else(|p| p.into_inner());
+        let mut txn = Txn::new(self.kv());
+        self.put_hashed_chunk(&mut txn, data, hash)?;
+        txn.commit()
+    }
+
+    /// Waits until no chunk write outside the vfs lock is between its
+    /// append and its index entry, closes the active pack if `seal`, and
+    /// returns the active pack's id. Called with the vfs lock held, every
+    /// pack before the returned one is then fully indexed: no later
+    /// write appends to it.
+    pub fn pack_barrier(&self, seal: bool) -> Result<u32> {
+        let _gate = self.appending.write().unwrap_or_else(|p| p.into_inner());
+        if seal {
+            self.packs.seal()
+        } else {
+            Ok(self.packs.head().0)
+        }
+    }
+
     /// Where a chunk is, if the store has it.
     pub fn chunk_location(&self, hash: &Hash) -> Result<Option<Location>> {
         match self.kv.get(Space::Chunks, hash.as_bytes())? {
@@ -293,7 +321,15 @@ impl Store {
     /// A whole chunk, checked against its hash.
     pub fn read_chunk(&self, hash: &Hash) -> Result<Vec<u8>> {
         let loc = self.chunk_location(hash)?.ok_or(Error::NotFound)?;
-        self.packs.read_verified(hash, &loc)
+        match self.packs.read_verified(hash, &loc) {
+            Ok(b) => Ok(b),
+            // A collection may have moved it between the lookup and the
+            // read (and deleted the old pack): look again once.
+            Err(e) => match self.chunk_location(hash)? {
+                Some(now) if now != loc => self.packs.read_verified(hash, &now),
+                _ => Err(e),
+            },
+        }
     }
 
     /// Makes everything written so far durable: pack bytes first, then
@@ -317,5 +353,17 @@ impl Store {
             total += self.packs.pack_len(id)?;
         }
         Ok(total)
+    }
+}
+
+/// A store is a read-only [`crate::tree::NodeStore`] of its committed
+/// nodes (for tools that read trees; writes go through a [`Txn`]).
+impl crate::tree::NodeStore for Store {
+    fn get_node(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        self.kv.get(Space::Nodes, hash.as_bytes())
+    }
+
+    fn put_node(&mut self, _: Hash, _: Vec<u8>) -> Result<()> {
+        Err(Error::ReadOnly)
     }
 }

@@ -23,6 +23,7 @@
 mod commit;
 mod committer;
 mod file;
+mod gc;
 mod install;
 mod names;
 mod records;
@@ -216,6 +217,8 @@ pub struct Vfs {
     wake: (Mutex<()>, Condvar),
     /// The read-only history view's inodes (`.backer/snapshots`).
     view: snapshots::View,
+    /// History collection ([`Vfs::gc`]).
+    gc: gc::GcState,
 }
 
 impl Vfs {
@@ -255,6 +258,7 @@ impl Vfs {
             changes: AtomicU64::new(1),
             wake: (Mutex::new(()), Condvar::new()),
             view: snapshots::View::default(),
+            gc: gc::GcState::default(),
         })
     }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use backer_fs::store::{Batch, Space, Txn};
+use backer_fs::store::{Batch, Space};
 use backer_fs::tree::{dir, MemNodes, NodeStore};
 use backer_fs::vfs::{Installed, Vfs};
 use backer_fs::{Error, Hash, Result};
@@ -119,6 +119,10 @@ pub struct VfsLocal {
     on_install: Option<InstallHook>,
     /// Bytes received since the store was last made durable.
     unsynced: u64,
+    /// The vfs's collection count at the last merge: if it moved, a
+    /// collection may have deleted what this pull decided it need not
+    /// fetch, so the merge checks that what it installs is whole.
+    gc_seen: u64,
 }
 
 /// Received bytes after which a pull makes the store durable, so a node
@@ -134,6 +138,7 @@ impl VfsLocal {
     /// The sync side of `vfs`.
     pub fn new(vfs: Arc<Vfs>) -> VfsLocal {
         VfsLocal {
+            gc_seen: vfs.gc_generation(),
             vfs,
             on_install: None,
             unsynced: 0,
@@ -143,6 +148,7 @@ impl VfsLocal {
     /// The same, calling `hook` after every installed merge.
     pub fn with_install_hook(vfs: Arc<Vfs>, hook: InstallHook) -> VfsLocal {
         VfsLocal {
+            gc_seen: vfs.gc_generation(),
             vfs,
             on_install: Some(hook),
             unsynced: 0,
@@ -197,19 +203,27 @@ impl Local for VfsLocal {
     }
 
     fn put_chunk(&mut self, hash: Hash, bytes: &[u8]) -> Result<()> {
-        let store = self.vfs.store();
-        let mut txn = Txn::new(store.kv());
         // The session verified the hash before handing the bytes over.
-        store.put_hashed_chunk(&mut txn, bytes, hash)?;
-        txn.commit()?;
+        self.vfs.store().put_verified_chunk(bytes, hash)?;
         self.received(bytes.len() as u64)
     }
 
     fn merge(&mut self, remote: Hash) -> Result<Merged> {
         let mut out = None;
+        let vfs = self.vfs.clone();
+        let store = self.vfs.store();
+        let seen = &mut self.gc_seen;
         let installed = self.vfs.install_with(|mut nodes, base| {
             let m = merge_roots(&mut nodes, base, remote)?;
             let root = m.root;
+            // Under the vfs lock: no collection runs until this is in.
+            let generation = vfs.gc_generation();
+            if generation != *seen {
+                backer_fs::gc::check_whole(&nodes, root, |h| {
+                    Ok(store.chunk_location(h)?.is_some())
+                })?;
+                *seen = generation;
+            }
             out = Some(m);
             Ok((root != base).then_some((root, remote)))
         })?;

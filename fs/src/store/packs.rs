@@ -254,16 +254,7 @@ impl Packs {
         }
         w.free_at_check -= need;
         if w.len > 0 && w.len + need > PACK_TARGET_SIZE {
-            let id = w.id + 1;
-            let (file, len) = Self::open_for_append(&self.dir, id)?;
-            let old = w.id;
-            if !w.unsynced.contains(&old) {
-                w.unsynced.push(old);
-            }
-            w.id = id;
-            w.file = file;
-            w.len = len;
-            w.started = len;
+            Self::next_pack(&self.dir, &mut w)?;
         }
         let mut rec = Vec::with_capacity(need as usize);
         rec.extend_from_slice(MAGIC);
@@ -312,6 +303,31 @@ impl Packs {
         Ok(())
     }
 
+    /// Closes the active pack and starts the next one, so a collection can
+    /// rewrite what was active. Returns the new active pack's id.
+    pub fn seal(&self) -> Result<u32> {
+        let mut w = self.lock_writer();
+        if w.len > 0 {
+            Self::next_pack(&self.dir, &mut w)?;
+        }
+        Ok(w.id)
+    }
+
+    /// Switches the writer to a new pack after the active one.
+    fn next_pack(dir: &Path, w: &mut Writer) -> Result<()> {
+        let id = w.id + 1;
+        let (file, len) = Self::open_for_append(dir, id)?;
+        let old = w.id;
+        if !w.unsynced.contains(&old) {
+            w.unsynced.push(old);
+        }
+        w.id = id;
+        w.file = file;
+        w.len = len;
+        w.started = len;
+        Ok(())
+    }
+
     /// The active pack and its length: everything before is written.
     pub fn head(&self) -> (u32, u64) {
         let w = self.lock_writer();
@@ -324,6 +340,23 @@ impl Packs {
             Ok(m) => Ok(m.len()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(Error::io("stat pack", e)),
+        }
+    }
+
+    /// Deletes the closed pack `id` (a collection copied out what it
+    /// still held). Reads already under way finish on the open file.
+    pub fn remove(&self, id: u32) -> Result<()> {
+        if id >= self.head().0 {
+            return Err(Error::InvalidArgument("the active pack cannot be removed"));
+        }
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        match std::fs::remove_file(pack_path(&self.dir, id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove pack", e)),
         }
     }
 

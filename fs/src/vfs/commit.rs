@@ -163,20 +163,50 @@ pub(super) fn append(
     })
 }
 
-/// Reads the commit log, newest first, up to `limit` commits.
+/// Reads the commit log, newest first, up to `limit` commits. A
+/// collection leaves gaps in the sequence numbers.
 pub fn read_log(kv: &dyn crate::store::Kv, limit: usize) -> Result<Vec<Commit>> {
     let txn = Txn::new(kv);
     let head = load_head(&txn)?;
     let mut out = Vec::new();
     let mut seq = head.seq;
     while seq > 0 && out.len() < limit {
-        let b = kv
-            .get(Space::Commits, &seq.to_be_bytes())?
-            .ok_or_else(|| Error::corrupt(format!("commit {seq} missing")))?;
-        out.push(codec::decode(&b, "commit")?);
+        match kv.get(Space::Commits, &seq.to_be_bytes())? {
+            Some(b) => out.push(codec::decode(&b, "commit")?),
+            // A gap: read the rest in key order instead of probing each
+            // number the collection dropped.
+            None => {
+                let mut rest = all_commits(kv)?;
+                rest.retain(|c| c.seq < seq);
+                out.extend(rest.into_iter().rev().take(limit - out.len()));
+                break;
+            }
+        }
         seq -= 1;
     }
     Ok(out)
+}
+
+/// Every commit of the log, oldest first.
+pub(crate) fn all_commits(kv: &dyn crate::store::Kv) -> Result<Vec<Commit>> {
+    commits_after(kv, 0)
+}
+
+/// The commits after sequence number `seq`, oldest first.
+pub(crate) fn commits_after(kv: &dyn crate::store::Kv, seq: u64) -> Result<Vec<Commit>> {
+    const PAGE: usize = 4096;
+    let mut out = Vec::new();
+    let mut after = seq.to_be_bytes().to_vec();
+    loop {
+        let page = kv.scan(Space::Commits, &[], Some(&after), PAGE)?;
+        for (_, v) in &page {
+            out.push(codec::decode(v, "commit")?);
+        }
+        match page.last() {
+            Some((k, _)) if page.len() == PAGE => after = k.clone(),
+            _ => return Ok(out),
+        }
+    }
 }
 
 /// The entries `names` had in the directory tree `root`, reading each node

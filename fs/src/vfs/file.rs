@@ -106,6 +106,11 @@ impl FileData {
         self.base.iter().map(|(_, e)| *e).collect()
     }
 
+    /// Forgets the chunk locations read so far (a collection moved them).
+    pub(crate) fn forget_locations(&mut self) {
+        self.locs.clear();
+    }
+
     /// Index of the first extent ending after `at`.
     fn extent_index(&self, at: u64) -> usize {
         self.base.partition_point(|(s, e)| s + e.len() <= at)
