@@ -38,6 +38,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 pub use commit::{read_log, Commit};
 pub use committer::Committer;
+pub use gc::Pins;
 pub use install::Installed;
 pub use names::NewNode;
 pub use restore::entry_at;

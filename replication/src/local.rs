@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use backer_fs::store::{Batch, Space};
 use backer_fs::tree::{dir, MemNodes, NodeStore};
-use backer_fs::vfs::{Installed, Vfs};
+use backer_fs::vfs::{Installed, Pins, Vfs};
 use backer_fs::{Error, Hash, Result};
 
 use crate::merge::{merge_roots, Merged};
@@ -20,9 +20,16 @@ pub trait Local {
     fn root(&self) -> Result<Hash>;
     /// The bytes of the tree node (directory or content) `hash`, if held.
     fn node(&self, hash: &Hash) -> Result<Option<Vec<u8>>>;
+    /// [`Local::node`] for a node of the tree being pulled: if held, the
+    /// pull relies on it instead of fetching it, so it must stay held
+    /// until the merge (a history collection must not take it).
+    fn pulled_node(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        self.node(hash)
+    }
     /// Stores a verified node.
     fn put_node(&mut self, hash: Hash, bytes: Vec<u8>) -> Result<()>;
-    /// Whether the chunk `hash` is held.
+    /// Whether the chunk `hash` is held (asked by a pull, which relies on
+    /// a held chunk staying held until the merge).
     fn has_chunk(&self, hash: &Hash) -> Result<bool>;
     /// The bytes of the chunk `hash`, if held.
     fn chunk(&self, hash: &Hash) -> Result<Option<Vec<u8>>>;
@@ -123,6 +130,9 @@ pub struct VfsLocal {
     /// collection may have deleted what this pull decided it need not
     /// fetch, so the merge checks that what it installs is whole.
     gc_seen: u64,
+    /// What the pull under way relies on: kept by history collections
+    /// until the merge has made it reachable.
+    pins: Pins,
 }
 
 /// Received bytes after which a pull makes the store durable, so a node
@@ -139,6 +149,7 @@ impl VfsLocal {
     pub fn new(vfs: Arc<Vfs>) -> VfsLocal {
         VfsLocal {
             gc_seen: vfs.gc_generation(),
+            pins: vfs.pins(),
             vfs,
             on_install: None,
             unsynced: 0,
@@ -149,6 +160,7 @@ impl VfsLocal {
     pub fn with_install_hook(vfs: Arc<Vfs>, hook: InstallHook) -> VfsLocal {
         VfsLocal {
             gc_seen: vfs.gc_generation(),
+            pins: vfs.pins(),
             vfs,
             on_install: Some(hook),
             unsynced: 0,
@@ -182,7 +194,15 @@ impl Local for VfsLocal {
         self.vfs.store().kv().get(Space::Nodes, hash.as_bytes())
     }
 
+    fn pulled_node(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        // Pin first: a collection either sees the pin or ran before the
+        // read (which then finds nothing and the pull fetches it).
+        self.pins.add(*hash);
+        self.node(hash)
+    }
+
     fn put_node(&mut self, hash: Hash, bytes: Vec<u8>) -> Result<()> {
+        self.pins.add(hash);
         let len = bytes.len() as u64;
         let mut b = Batch::default();
         b.put(Space::Nodes, hash.as_bytes().to_vec(), bytes);
@@ -191,6 +211,7 @@ impl Local for VfsLocal {
     }
 
     fn has_chunk(&self, hash: &Hash) -> Result<bool> {
+        self.pins.add(*hash);
         Ok(self.vfs.store().chunk_location(hash)?.is_some())
     }
 
@@ -203,6 +224,7 @@ impl Local for VfsLocal {
     }
 
     fn put_chunk(&mut self, hash: Hash, bytes: &[u8]) -> Result<()> {
+        self.pins.add(hash);
         // The session verified the hash before handing the bytes over.
         self.vfs.store().put_verified_chunk(bytes, hash)?;
         self.received(bytes.len() as u64)
@@ -227,6 +249,9 @@ impl Local for VfsLocal {
             out = Some(m);
             Ok((root != base).then_some((root, remote)))
         })?;
+        // Installed (or nothing to install): the pull's items are reachable
+        // from the root now, or were not needed.
+        self.pins.clear();
         let merged = match out {
             Some(m) => m,
             None => Merged {

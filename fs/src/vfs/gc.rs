@@ -22,8 +22,9 @@
 //! forget the locations they cached), the store is made durable, and only
 //! then is the old pack file deleted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
 
 use super::commit::{all_commits, commits_after, ReadNodes};
 use super::records::{kind_to_u8, InodeRecord};
@@ -152,6 +153,7 @@ impl Vfs {
             for d in inner.displaced.values() {
                 marks.content(&nodes, d.hash)?;
             }
+            self.gc.pinned(&mut marks);
             let mut b = Batch::default();
             for h in dead_nodes.iter().filter(|h| !marks.nodes.contains(h)) {
                 b.remove(Space::Nodes, h.as_bytes().to_vec());
@@ -169,8 +171,10 @@ impl Vfs {
             for c in log.iter().filter(|c| !kept.contains(&c.seq)) {
                 b.remove(Space::Commits, c.seq.to_be_bytes().to_vec());
             }
-            kv.apply(b)?;
-            self.gc.generation.fetch_add(1, Ordering::SeqCst);
+            if !b.is_empty() {
+                kv.apply(b)?;
+                self.gc.generation.fetch_add(1, Ordering::SeqCst);
+            }
         }
 
         // 3. Packs, then make it all durable before any pack goes.
@@ -281,12 +285,58 @@ impl Vfs {
     pub fn gc_generation(&self) -> u64 {
         self.gc.generation.load(Ordering::SeqCst)
     }
+
+    /// A new, empty set of pins for a transfer (see [`Pins`]).
+    pub fn pins(&self) -> Pins {
+        let pins = Pins::default();
+        let mut all = self.gc.pins.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&pins.0));
+        pins
+    }
+}
+
+/// Hashes (of nodes or chunks) that an in-flight transfer relies on: it
+/// found them held and skipped fetching them, or stored them and has not
+/// yet made them reachable from a root. Collections keep them. Pin a hash
+/// *before* checking that it is held.
+#[derive(Clone, Debug, Default)]
+pub struct Pins(Arc<Mutex<HashSet<Hash>>>);
+
+impl Pins {
+    /// Keeps `hash` from collections until [`Pins::clear`].
+    pub fn add(&self, hash: Hash) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(hash);
+    }
+
+    /// Drops every pin (the transfer's items are reachable, or abandoned).
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
 }
 
 /// The state collections share.
 #[derive(Debug, Default)]
 pub(super) struct GcState {
     /// Held by the running collection.
-    running: std::sync::Mutex<()>,
+    running: Mutex<()>,
     generation: std::sync::atomic::AtomicU64,
+    /// Every transfer's pins (dropped ones are pruned as new ones come).
+    pins: Mutex<Vec<Weak<Mutex<HashSet<Hash>>>>>,
+}
+
+impl GcState {
+    /// Marks every pinned hash (as a node and as a chunk: a hash names one
+    /// or the other).
+    fn pinned(&self, marks: &mut Marks) {
+        let all = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        for set in all.iter().filter_map(Weak::upgrade) {
+            let set = set.lock().unwrap_or_else(|p| p.into_inner());
+            marks.nodes.extend(set.iter().copied());
+            marks.chunks.extend(set.iter().copied());
+        }
+    }
 }

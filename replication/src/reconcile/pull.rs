@@ -193,7 +193,7 @@ impl Pull {
             let node = match &w.what {
                 What::Dir { node, .. } | What::Content { node, .. } => *node,
             };
-            match local.node(&node)? {
+            match local.pulled_node(&node)? {
                 Some(bytes) => self.process(local, w, &bytes)?,
                 None => {
                     let kind = match w.what {

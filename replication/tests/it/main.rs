@@ -5,6 +5,7 @@ mod basic;
 mod converge;
 mod efficiency;
 mod faults;
+mod gc;
 mod live;
 mod quic;
 mod util;
