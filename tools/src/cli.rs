@@ -110,6 +110,14 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prune history by the retention policy in config.toml, and free what
+    /// only the dropped versions held (a running node also does this
+    /// every hour).
+    Gc {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The `peer` subcommands.

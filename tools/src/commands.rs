@@ -2,6 +2,7 @@
 
 pub(crate) mod du;
 mod export;
+pub(crate) mod gc;
 pub(crate) mod history;
 mod id;
 mod init;
@@ -62,6 +63,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Log { path, json } => history::run(&dir, path.as_deref(), json),
         Command::Restore { path, at, to } => restore::run(&dir, &path, &at, to.as_deref()),
         Command::Du { json } => du::run(&dir, json),
+        Command::Gc { json } => gc::run(&dir, json),
     }
 }
 

@@ -6,15 +6,26 @@
 //! [[peer]]
 //! id = "ABCDEFG-..."               # a node id, as `backer id` prints it
 //! addr = "192.0.2.7:22000"         # optional: no address, it dials us
+//!
+//! [retention]                      # optional; these are the defaults
+//! all = "24h"                      # keep every root this recent
+//! hourly = "7d"                    # then one per hour this far back
+//! daily = "90d"                    # then one per day this far back
+//! keep_last = 1                    # and always the N newest roots
+//! gc_every = "1h"                  # how often a running node collects
 //! ```
+//!
+//! Durations are a number and a unit: `s`, `m`, `h`, `d` or `w`.
 //!
 //! Flags override the file for one run. The file is rewritten whole by
 //! `peer add`/`peer remove` (atomically: a temp file renamed over it).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
+use backer_fs::gc::Policy;
 use backer_fs::NodeId;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +39,92 @@ pub(crate) struct Config {
     /// The peers this node trusts, and where to dial them.
     #[serde(default, rename = "peer", skip_serializing_if = "Vec::is_empty")]
     pub(crate) peers: Vec<Peer>,
+    /// What history to keep (defaults when absent).
+    #[serde(default, skip_serializing_if = "Retention::is_default")]
+    pub(crate) retention: Retention,
+}
+
+/// The `[retention]` table: durations as text, as people write them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Retention {
+    /// Keep every root this recent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) all: Option<String>,
+    /// Keep one root per hour this far back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) hourly: Option<String>,
+    /// Keep one root per day this far back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) daily: Option<String>,
+    /// Always keep this many of the newest roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) keep_last: Option<usize>,
+    /// How often a running node collects history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) gc_every: Option<String>,
+}
+
+/// How often a running node collects history unless the config says.
+pub(crate) const DEFAULT_GC_EVERY: Duration = Duration::from_secs(3600);
+
+impl Retention {
+    fn is_default(&self) -> bool {
+        *self == Retention::default()
+    }
+
+    /// The policy these settings give (defaults for what is absent).
+    pub(crate) fn policy(&self) -> Result<Policy> {
+        let d = Policy::default();
+        let field = |v: &Option<String>, name: &str, default: Duration| match v {
+            Some(text) => {
+                parse_duration(text).map_err(|e| anyhow!("config.toml: retention.{name}: {e}"))
+            }
+            None => Ok(default),
+        };
+        Ok(Policy {
+            all: field(&self.all, "all", d.all)?,
+            hourly: field(&self.hourly, "hourly", d.hourly)?,
+            daily: field(&self.daily, "daily", d.daily)?,
+            keep_last: self.keep_last.unwrap_or(d.keep_last),
+        })
+    }
+
+    /// How often a running node collects.
+    pub(crate) fn gc_every(&self) -> Result<Duration> {
+        match &self.gc_every {
+            Some(t) => match parse_duration(t) {
+                Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+                Ok(_) => Err(anyhow!("config.toml: retention.gc_every: at least 1s")),
+                Err(e) => Err(anyhow!("config.toml: retention.gc_every: {e}")),
+            },
+            None => Ok(DEFAULT_GC_EVERY),
+        }
+    }
+}
+
+/// `"90d"`, `"36h"`, `"15m"`, `"30s"`, `"2w"`, `"0"`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow!("{text:?} is not a duration such as \"24h\" or \"90d\""))?;
+    let secs = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(anyhow!("{text:?}: the unit must be s, m, h, d or w")),
+    };
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| anyhow!("{text:?} is too long"))
 }
 
 /// One trusted peer.
@@ -69,6 +166,8 @@ impl Config {
         for peer in &cfg.peers {
             peer.node_id()?;
         }
+        cfg.retention.policy()?;
+        cfg.retention.gc_every()?;
         Ok(cfg)
     }
 
@@ -115,10 +214,37 @@ mod tests {
                     addr: None,
                 },
             ],
+            retention: Retention {
+                keep_last: Some(3),
+                daily: Some("30d".into()),
+                ..Retention::default()
+            },
         };
         cfg.save(dir.path()).unwrap();
         assert_eq!(Config::load(dir.path()).unwrap(), cfg);
         assert_eq!(cfg.peer_ids().unwrap()[0], NodeId([3; 32]));
+        let p = cfg.retention.policy().unwrap();
+        assert_eq!(p.keep_last, 3);
+        assert_eq!(p.daily, Duration::from_secs(30 * 86_400));
+        assert_eq!(p.all, Policy::default().all);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(
+            parse_duration(" 2w ").unwrap(),
+            Duration::from_secs(1_209_600)
+        );
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        for bad in ["", "h", "5", "5y", "-1d", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(path(dir.path()), "[retention]\nall = \"soon\"\n").unwrap();
+        let e = Config::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("retention.all"), "{e}");
     }
 
     #[test]

@@ -72,8 +72,18 @@ pub(crate) fn serve(
         .name("backer-control".into())
         .spawn(move || {
             for conn in listener.incoming().flatten() {
-                if let Err(e) = answer(conn, &vfs, mount.as_deref(), net.as_deref()) {
-                    tracing::warn!(error = %e, "control request failed");
+                // One thread per request: a long one (gc, a big restore)
+                // must not hold up `status`.
+                let (vfs, mount, net) = (vfs.clone(), mount.clone(), net.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("backer-control-req".into())
+                    .spawn(move || {
+                        if let Err(e) = answer(conn, &vfs, mount.as_deref(), net.as_deref()) {
+                            tracing::warn!(error = %e, "control request failed");
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "cannot answer a control request");
                 }
             }
         })?;
@@ -111,6 +121,7 @@ fn history_request(line: &str, vfs: &Vfs, net: Option<&Net>) -> serde_json::Valu
         match req["req"].as_str() {
             Some("log") => history::log_json(&store, req["path"].as_str()),
             Some("du") => du::du_json(&store),
+            Some("gc") => crate::commands::gc::gc_json(vfs),
             Some("restore") => {
                 let r = restore::Request::from_json(&req)?;
                 let hook = net.and_then(Net::install_hook);

@@ -104,6 +104,7 @@ pub(crate) fn run(
         listen,
         Some(hook),
     )?);
+    spawn_collector(vfs.clone())?;
     let pid_path = store_dir.join("backer.pid");
     std::fs::write(&pid_path, format!("{}\n", std::process::id()))?;
     crate::control::serve(
@@ -129,6 +130,32 @@ pub(crate) fn run(
     let _ = std::fs::remove_file(crate::control::socket_path(store_dir));
     tracing::info!("stopped");
     result
+}
+
+/// Collects history in the background, every `retention.gc_every` of the
+/// store's config (re-read each time, so edits apply without a restart).
+fn spawn_collector(vfs: Arc<Vfs>) -> Result<()> {
+    std::thread::Builder::new()
+        .name("backer-gc".into())
+        .spawn(move || {
+            let dir = vfs.store().dir().to_path_buf();
+            let load = || crate::config::Config::load(&dir);
+            loop {
+                let every = load()
+                    .and_then(|c| c.retention.gc_every())
+                    .unwrap_or(crate::config::DEFAULT_GC_EVERY);
+                std::thread::sleep(every);
+                match load().and_then(|c| c.retention.policy()) {
+                    Ok(policy) => {
+                        if let Err(e) = vfs.gc(&policy) {
+                            tracing::warn!(error = %e, "history collection failed");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "history not collected"),
+                }
+            }
+        })?;
+    Ok(())
 }
 
 #[cfg(feature = "fuse")]

@@ -34,7 +34,7 @@ use crate::gc::{self, Dated, Marks, Policy, Report};
 use crate::hash::Hash;
 use crate::store::packs::RECORD_HEADER;
 use crate::store::{codec, Batch, Kv, Location, Space, Store, Txn};
-use crate::tree::Kind;
+use crate::tree::{content, dir, Kind, MemNodes};
 
 /// Keys scanned per page.
 const PAGE: usize = 4096;
@@ -104,6 +104,12 @@ impl Vfs {
         report.roots_kept = kept.len() as u64;
         let mut marks = Marks::default();
         {
+            // The empty directory and the empty file are always kept:
+            // every new directory and file starts as one of them, and
+            // tools diff the oldest root against the empty tree.
+            let mut empty = MemNodes::new();
+            marks.nodes.insert(dir::empty(&mut empty)?);
+            marks.nodes.insert(content::build(&mut empty, &[])?.0);
             let txn = Txn::new(kv);
             for c in log.iter().filter(|c| kept.contains(&c.seq)) {
                 marks.dir_tree(&ReadNodes(&txn), Hash(c.root))?;

@@ -69,6 +69,9 @@ enum Node {
     Item { parent: Ino, entry: Entry },
 }
 
+/// When a snapshot list was read: (head commit, collection count).
+type ListedAt = (u64, u64);
+
 /// One snapshot: its name and root, oldest first in the list.
 #[derive(Clone, Debug)]
 struct Snapshot {
@@ -91,8 +94,9 @@ struct Table {
     /// The kernel's lookup count of each inode it was handed; an inode it
     /// forgets entirely is dropped (see [`Vfs::view_forget`]).
     refs: HashMap<Ino, u64>,
-    /// The snapshot list and the commit count it was read at.
-    snapshots: Option<(u64, Arc<Vec<Snapshot>>)>,
+    /// The snapshot list and the commit count (and collection count) it
+    /// was read at.
+    snapshots: Option<(ListedAt, Arc<Vec<Snapshot>>)>,
 }
 
 impl Default for View {
@@ -418,7 +422,8 @@ impl Vfs {
     fn snapshot_list(&self) -> Result<Arc<Vec<Snapshot>>> {
         let (seq, store) = {
             let inner = self.lock();
-            (inner.head.seq, inner.store.clone())
+            // A collection drops snapshots without a new commit.
+            ((inner.head.seq, self.gc_generation()), inner.store.clone())
         };
         if let Some((at, list)) = &self.view.lock().snapshots {
             if *at == seq {

@@ -10,18 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use backer_fs::store::{Space, Store};
-use rand::RngCore;
 
 use crate::mount_util::{
     assert_dead_mount, assert_errno, assert_same_bytes, poll_until, walk, Mount,
 };
+use crate::posix::random_bytes;
 use crate::roundtrip::read_uncached;
-
-fn random_bytes(n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    rand::thread_rng().fill_bytes(&mut v);
-    v
-}
 
 /// Kills the node with SIGKILL, checks the mount point is a dead mount
 /// (ENOTCONN), detaches it with `fusermount3 -u -z` and mounts again.

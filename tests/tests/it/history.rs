@@ -340,3 +340,93 @@ fn bad_history_input_is_one_line() {
         }
     }
 }
+
+/// The `[retention]` of `config.toml` that keeps only the `n` newest roots.
+fn keep_only_last(store: &TempStore, n: usize) {
+    let cfg = store.dir().join("config.toml");
+    let mut text = fs::read_to_string(&cfg).unwrap_or_default();
+    text.push_str(&format!(
+        "\n[retention]\nall = \"0\"\nhourly = \"0\"\ndaily = \"0\"\nkeep_last = {n}\n"
+    ));
+    fs::write(&cfg, text).unwrap();
+}
+
+#[test]
+fn gc_keeping_two_roots_frees_the_rest_and_both_read_back() {
+    let m = Mount::new();
+    let store = m.store();
+    let versions: Vec<Vec<u8>> = (0..5)
+        .map(|_| crate::posix::random_bytes(4 << 20))
+        .collect();
+    for v in &versions {
+        write_synced(&m.path("big.bin"), v);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(log_json(store, None).len(), 5);
+    keep_only_last(store, 2);
+
+    // The running node collects (its config is read at each collection).
+    let run = backer(store, &["gc", "--json"]);
+    run.assert_success();
+    let r: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(
+        (r["roots_before"].as_u64(), r["roots_kept"].as_u64()),
+        (Some(5), Some(2)),
+        "{r:#}"
+    );
+    let (before, after) = (
+        r["store_before"].as_u64().unwrap(),
+        r["store_after"].as_u64().unwrap(),
+    );
+    assert!(
+        after + (10 << 20) < before,
+        "three 4 MiB versions should be freed: {before} -> {after} bytes"
+    );
+
+    // The two kept versions are all the log has, and both read back.
+    let log = log_json(store, None);
+    assert_eq!(log.len(), 2, "{log:#?}");
+    for (k, c) in log.iter().enumerate() {
+        let out = m.root().join(format!("kept{k}"));
+        let id = c["commit"].as_str().unwrap();
+        backer(
+            store,
+            &[
+                "restore",
+                "big.bin",
+                "--at",
+                id,
+                "--to",
+                out.to_str().unwrap(),
+            ],
+        )
+        .assert_success();
+        assert!(
+            fs::read(out.join("big.bin")).unwrap() == versions[4 - k],
+            "kept version {k}"
+        );
+    }
+    let snaps = fs::read_dir(m.path(".backer/snapshots")).unwrap().count();
+    assert_eq!(snaps, 2);
+    assert!(fs::read(m.path("big.bin")).unwrap() == versions[4]);
+
+    // Again: nothing left to free; the human form says what it kept.
+    let again = backer(store, &["gc"]);
+    again.assert_success();
+    assert!(
+        again.stdout.contains("kept 2 of 2 roots; freed 0 chunks"),
+        "{again:#?}"
+    );
+
+    // A bad policy is one line, and changes nothing.
+    let cfg = store.dir().join("config.toml");
+    let text = fs::read_to_string(&cfg).unwrap();
+    fs::write(
+        &cfg,
+        text.replace("keep_last = 2", "keep_last = 2\ngc_every = \"often\""),
+    )
+    .unwrap();
+    let line = assert_one_line_failure(&backer(store, &["gc"]));
+    assert!(line.contains("gc_every"), "{line}");
+    assert_eq!(log_json(store, None).len(), 2);
+}

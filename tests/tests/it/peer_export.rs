@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use backer_tests::{Run, TempStore};
-use rand::RngCore;
 
 use crate::mount_util::{check, cpath, poll_until, walk, Mount};
+use crate::posix::random_bytes;
 
 /// Asserts a user error as the contract wants it: exit code 1 and exactly
 /// one line on stderr, starting `backer: `, no panic; returns the line.
@@ -259,13 +259,6 @@ fn export_needs_a_store_and_a_new_or_empty_folder() {
     backer(&store, &["export", fresh.to_str().unwrap()]).assert_success();
     assert_eq!(fs::read_dir(&fresh).unwrap().count(), 0);
     backer(&store, &["export", fresh.to_str().unwrap()]).assert_success();
-}
-
-/// The bytes of the big file, the same in both trees.
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rand::thread_rng().fill_bytes(&mut v);
-    v
 }
 
 /// Sets the mtime of `p` itself (not a symlink's target).

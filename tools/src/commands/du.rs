@@ -100,7 +100,7 @@ pub(crate) fn du_json(store: &Store) -> Result<Value> {
 }
 
 /// Bytes for people: `1234567 (1.2 MiB)`.
-fn human(n: u64) -> String {
+pub(crate) fn human(n: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if n < 1024 {
         return format!("{n} bytes");

@@ -2,8 +2,8 @@
 //! it: paths in the tree, commit times and ids, and asking the running
 //! node or opening the store.
 //!
-//! Each commit is compared with its first parent (the root it followed
-//! here): names added, modified, deleted, renamed (a file deleted and one
+//! Each commit is compared with the next older one in the log (its first
+//! parent, the root it followed here, unless `gc` dropped that): names added, modified, deleted, renamed (a file deleted and one
 //! added with the same content in the same commit) and conflict copies
 //! (added names holding `.sync-conflict-`). With PATH, only the changes at
 //! or under PATH are listed, and commits without any are skipped.
@@ -395,9 +395,12 @@ pub(crate) fn log_json(store: &Store, path: Option<&str>) -> Result<Value> {
     let log = commits(store)?;
     let mut ever = names.is_empty();
     let mut out = Vec::new();
-    for c in &log {
+    for (i, c) in log.iter().enumerate() {
         let root = Hash(c.root);
-        let parent = c.parents.first().map_or(empty, |p| Hash(*p));
+        // The next older commit of the log: the first parent, unless a
+        // collection dropped that one (then the changes since the last
+        // version kept).
+        let parent = log.get(i + 1).map_or(empty, |older| Hash(older.root));
         let read = |r| at_path(&nodes, r, &names).map_err(|e| anyhow!("commit {}: {e}", c.seq));
         let (a, b) = (read(parent)?, read(root)?);
         ever |= a.is_some() || b.is_some();
