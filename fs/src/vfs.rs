@@ -33,7 +33,7 @@ mod types;
 mod xattr;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 pub use commit::{read_log, Commit};
@@ -214,8 +214,10 @@ pub struct Vfs {
     owner: Ctx,
     /// Bumped by every operation that marks something dirty.
     changes: AtomicU64,
-    /// Signalled on every change, for the [`Committer`].
+    /// Signalled on a change while the [`Committer`] sleeps.
     wake: (Mutex<()>, Condvar),
+    /// Set by the committer while it waits for a first change.
+    committer_asleep: AtomicBool,
     /// The read-only history view's inodes (`.backer/snapshots`).
     view: snapshots::View,
     /// History collection ([`Vfs::gc`]).
@@ -258,6 +260,7 @@ impl Vfs {
             owner: opts.owner,
             changes: AtomicU64::new(1),
             wake: (Mutex::new(()), Condvar::new()),
+            committer_asleep: AtomicBool::new(false),
             view: snapshots::View::default(),
             gc: gc::GcState::default(),
         })
@@ -312,10 +315,13 @@ impl Vfs {
 
     fn note_change(&self) {
         self.changes.fetch_add(1, Ordering::SeqCst);
-        // Taking the lock orders this notify after a waiter's check of the
-        // counter, so the committer cannot miss it.
-        let _g = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
-        self.wake.1.notify_all();
+        // The committer flags that it sleeps before it looks at the count
+        // a last time: either it sees this change, or this sees the flag.
+        // Taking the lock orders the notify after its wait began.
+        if self.committer_asleep.load(Ordering::SeqCst) {
+            let _g = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+            self.wake.1.notify_all();
+        }
     }
 
     /// A counter that grows with every change; equal values mean nothing

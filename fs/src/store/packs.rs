@@ -256,13 +256,18 @@ impl Packs {
         if w.len > 0 && w.len + need > PACK_TARGET_SIZE {
             Self::next_pack(&self.dir, &mut w)?;
         }
-        let mut rec = Vec::with_capacity(need as usize);
-        rec.extend_from_slice(MAGIC);
-        rec.extend_from_slice(&len.to_le_bytes());
-        rec.extend_from_slice(hash.as_bytes());
-        rec.extend_from_slice(data);
+        let mut header = [0u8; RECORD_HEADER as usize];
+        header[..4].copy_from_slice(MAGIC);
+        header[4..8].copy_from_slice(&len.to_le_bytes());
+        header[8..].copy_from_slice(hash.as_bytes());
         let start = w.len;
-        if let Err(e) = w.file.write_all(&rec) {
+        // Two writes, not one of a copied record: a chunk's bytes go to
+        // the kernel once (the file is O_APPEND and the writer is locked).
+        let written = w
+            .file
+            .write_all(&header)
+            .and_then(|()| w.file.write_all(data));
+        if let Err(e) = written {
             // A short write leaves a torn record at the end; later appends
             // go after it and recovery ignores it (no index entry names it).
             w.len = w.file.metadata().map(|m| m.len()).unwrap_or(start);

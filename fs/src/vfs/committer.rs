@@ -52,17 +52,25 @@ fn run(
 ) {
     let mut committed = 0u64;
     loop {
-        // Sleep until something changed.
+        // Sleep until something changed. Operations wake us only while we
+        // sleep here (`committer_asleep`): waking a thread per operation
+        // cost as much as the operations themselves on two CPUs.
         {
             let mut g = vfs.wake.0.lock().unwrap_or_else(|p| p.into_inner());
-            while vfs.change_count() == committed && !stop.load(Ordering::SeqCst) {
+            loop {
+                vfs.committer_asleep.store(true, Ordering::SeqCst);
+                if vfs.change_count() != committed || stop.load(Ordering::SeqCst) {
+                    break;
+                }
                 g = vfs.wake.1.wait(g).unwrap_or_else(|p| p.into_inner());
             }
+            vfs.committer_asleep.store(false, Ordering::SeqCst);
         }
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        // Wait for a quiet period, bounded by max_delay.
+        // Wait for a quiet period, bounded by max_delay: look at the change
+        // count every `quiet` (only a stop ends a wait early).
         let first = Instant::now();
         let mut seen = vfs.change_count();
         loop {
@@ -90,7 +98,10 @@ fn run(
 impl Drop for Committer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        self.vfs.wake.1.notify_all();
+        {
+            let _g = self.vfs.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+            self.vfs.wake.1.notify_all();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -166,6 +166,22 @@ impl FileData {
         Ok(buf)
     }
 
+    /// [`FileData::read`] appended to `out`; returns the bytes added. A
+    /// range inside one written extent (what a fold reads) is copied
+    /// straight from it, with no zeroed buffer in between.
+    fn read_into(&mut self, store: &Store, off: u64, len: u64, out: &mut Vec<u8>) -> Result<usize> {
+        if let Some((s, b)) = self.overlay.range(..=off).next_back() {
+            let end = s + b.len() as u64;
+            if off + len <= end.min(self.size) {
+                out.extend_from_slice(&b[(off - s) as usize..(off + len - s) as usize]);
+                return Ok(len as usize);
+            }
+        }
+        let bytes = self.read(store, off, len)?;
+        out.extend_from_slice(&bytes);
+        Ok(bytes.len())
+    }
+
     /// Writes `data` at `off` into the overlay.
     pub(crate) fn write(&mut self, off: u64, data: &[u8]) {
         if data.is_empty() {
@@ -410,11 +426,9 @@ impl FileData {
                 match self.segment(at) {
                     Seg::Data(end) => {
                         let n = (end - at).min((FILL - buf.len()) as u64);
-                        let bytes = self.read(store, at, n)?;
-                        if bytes.is_empty() {
+                        if self.read_into(store, at, n, &mut buf)? == 0 {
                             run_ended = true;
                         }
-                        buf.extend_from_slice(&bytes);
                     }
                     Seg::Hole | Seg::Eof => run_ended = true,
                 }

@@ -231,10 +231,13 @@ fn run(fs: &mut TestFs, model: &mut Model, op: &Op) -> Result<(), TestCaseError>
         Op::Write(p, off, data) => {
             let want = model.file_mut(p).map(|f| {
                 let end = *off as usize + data.len();
-                if !data.is_empty() && f.len() < end {
-                    f.resize(end, 0);
+                // A write of nothing changes nothing, wherever it is.
+                if !data.is_empty() {
+                    if f.len() < end {
+                        f.resize(end, 0);
+                    }
+                    f[*off as usize..end].copy_from_slice(data);
                 }
-                f[*off as usize..*off as usize + data.len()].copy_from_slice(data);
             });
             let got = fs.path(p).map_err(|e| e.errno()).and_then(|ino| {
                 let fh = fs.vfs().open(ino, false, false).map_err(|e| e.errno())?;
