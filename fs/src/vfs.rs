@@ -428,7 +428,7 @@ impl Vfs {
     /// Writes `data` at `offset` (at the end for an append handle).
     /// Returns the bytes written.
     pub fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> Result<u32> {
-        self.write_op(|inner, txn, now| {
+        let (ino, stream) = self.write_op(|inner, txn, now| {
             let h = inner.handle(fh)?;
             let store = inner.store.clone();
             let of = inner.open.get_mut(&h.ino).ok_or(Error::BadHandle)?;
@@ -442,11 +442,48 @@ impl Vfs {
             of.data.write(offset, data);
             of.dirty = true;
             of.mtime = Some(now);
-            if of.data.overlay_bytes() > file::FOLD_THRESHOLD {
-                of.data.fold(&store, txn, false)?;
+            let over = of.data.overlay_bytes();
+            let mut stream = None;
+            if over > file::FOLD_THRESHOLD {
+                stream = of.data.begin_stream_fold(&store)?;
+                // Fold here if the file is not streaming, or if it grew far
+                // past a fold under way (bounding its memory).
+                if stream.is_none()
+                    && (!of.data.stream_folding() || over > 4 * file::FOLD_THRESHOLD)
+                {
+                    of.data.fold(&store, txn, false)?;
+                }
             }
-            Ok(data.len() as u32)
-        })
+            Ok((h.ino, stream))
+        })?;
+        if let Some(t) = stream {
+            self.finish_stream_fold(ino, t)?;
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Runs a fold begun by a write without the lock, then swaps its
+    /// chunks in (see [`file::StreamFold`]). A failure leaves the bytes
+    /// in the overlay, for the next fold to store.
+    fn finish_stream_fold(&self, ino: Ino, t: file::StreamFold) -> Result<()> {
+        let store = self.store();
+        let pins = self.pins();
+        let done = t.run(&store, &pins);
+        let mut inner = self.lock();
+        let (done, err) = match done {
+            Ok(d) => (d, None),
+            Err(e) => (None, Some(e)),
+        };
+        if let Some(of) = inner.open.get_mut(&ino) {
+            of.data.finish_stream_fold(t, done);
+        }
+        drop(inner);
+        drop(pins);
+        match err {
+            // ENOSPC and friends reach the writer now, like an inline fold's.
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Folds a handle's file into the namespace (close(2) calls this).

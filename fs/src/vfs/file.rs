@@ -12,6 +12,8 @@
 //!
 //! A hole (never-written range) reads as zeros and stores nothing.
 
+mod stream;
+
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
@@ -20,6 +22,8 @@ use crate::error::{Error, Result};
 use crate::hash::Hash;
 use crate::store::{Location, Space, Store, Txn};
 use crate::tree::content::Extent;
+
+pub(crate) use stream::StreamFold;
 
 /// Overlay bytes past which a write triggers a partial fold, bounding the
 /// memory one file's unflushed writes can take.
@@ -51,6 +55,21 @@ pub(crate) struct FileData {
     /// The file's size; bytes past the extents and overlay are zeros.
     pub(crate) size: u64,
     locs: HashMap<Hash, Location>,
+    /// Bumped by every change other than an append past a fold under way
+    /// (see [`stream`]): a fold's result applies only at the same epoch.
+    epoch: u64,
+    /// The end of the run a fold without the lock is storing.
+    folding: Option<u64>,
+    /// That fold's buffer, kept for the next one.
+    spare: Vec<u8>,
+}
+
+/// Whether no written extent starts in (`start`, `end`].
+fn later_is_empty(overlay: &BTreeMap<u64, Vec<u8>>, start: u64, end: u64) -> bool {
+    overlay
+        .range((Bound::Excluded(start), Bound::Included(end)))
+        .next()
+        .is_none()
 }
 
 fn with_offsets(extents: impl IntoIterator<Item = Extent>) -> (Vec<(u64, Extent)>, u64) {
@@ -187,6 +206,9 @@ impl FileData {
         if data.is_empty() {
             return;
         }
+        if self.folding.is_some_and(|end| off < end) {
+            self.epoch += 1;
+        }
         let end = off + data.len() as u64;
         // The extent starting at or before `off` that reaches it: extend
         // it in place (sequential writes append to one buffer, amortised).
@@ -209,6 +231,16 @@ impl FileData {
             .map(|(s, _)| *s)
             .collect();
         let need = (end - start) as usize;
+        let at = (off - start) as usize;
+        if at == buf.len() && later_is_empty(&self.overlay, start, end) {
+            // An append to the extent (a file written front to back): no
+            // zero-fill of the new part.
+            buf.extend_from_slice(data);
+            self.overlay_bytes += buf.len() as u64;
+            self.overlay.insert(start, buf);
+            self.size = self.size.max(end);
+            return;
+        }
         if buf.len() < need {
             buf.resize(need, 0);
         }
@@ -231,6 +263,7 @@ impl FileData {
 
     /// Sets the size, dropping or zero-extending the tail.
     pub(crate) fn truncate(&mut self, store: &Store, new_size: u64) -> Result<()> {
+        self.epoch += 1;
         if new_size >= self.size {
             self.size = new_size;
             return Ok(());
@@ -357,6 +390,7 @@ impl FileData {
     /// file's last, still growing chunk in memory. Returns whether any
     /// chunk was written.
     pub(crate) fn fold(&mut self, store: &Store, txn: &mut Txn<'_>, last: bool) -> Result<()> {
+        self.epoch += 1;
         let regions: Vec<(u64, u64)> = self
             .overlay
             .iter()
