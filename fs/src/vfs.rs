@@ -96,6 +96,10 @@ struct OpenFile {
     dirty: bool,
     /// mtime of the last write, not yet in the inode record.
     mtime: Option<Timestamp>,
+    /// When bytes or size last changed while open (see [`Defer`]).
+    last_change: Option<Timestamp>,
+    /// Since when the background committer has been leaving it out.
+    deferred_since: Option<Timestamp>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -442,6 +446,7 @@ impl Vfs {
             of.data.write(offset, data);
             of.dirty = true;
             of.mtime = Some(now);
+            of.last_change = Some(now);
             let over = of.data.overlay_bytes();
             let mut stream = None;
             if over > file::FOLD_THRESHOLD {
@@ -490,7 +495,13 @@ impl Vfs {
     pub fn flush(&self, fh: Fh) -> Result<()> {
         self.write_op(|inner, txn, _| {
             let h = inner.handle(fh)?;
-            inner.fold_file(txn, h.ino)
+            inner.fold_file(txn, h.ino)?;
+            // Closed by someone: what it wrote is whole, commit it now.
+            if let Some(of) = inner.open.get_mut(&h.ino) {
+                of.last_change = None;
+                of.deferred_since = None;
+            }
+            Ok(())
         })
     }
 
@@ -557,12 +568,27 @@ impl Vfs {
     }
 
     /// [`Vfs::commit`], then makes the store durable (pack bytes, then the
-    /// engine). The background committer uses this, so un-fsynced work is
-    /// on disk a moment after it quiets down, not only at the next fsync.
+    /// engine), so un-fsynced work is on disk a moment after it quiets
+    /// down, not only at the next fsync.
     pub fn commit_durable(&self) -> Result<Option<CommitInfo>> {
         let info = self.commit()?;
         self.store().flush_durable()?;
         Ok(info)
+    }
+
+    /// The background committer's commit: like [`Vfs::commit_durable`],
+    /// but a file open and being written (changed within `defer.quiet`)
+    /// is left out until it is closed, fsynced or quiet, for at most
+    /// `defer.max`; an open file that went quiet is folded and included.
+    /// So a half-written file (an `O_TRUNC` open and its first writes)
+    /// does not become a version that peers copy and history keeps.
+    /// Returns the commit and whether something was left out (call again
+    /// after `defer.quiet`).
+    pub fn commit_background(&self, defer: Defer) -> Result<(Option<CommitInfo>, bool)> {
+        let now = self.now();
+        let out = self.lock().commit_deferring(now, Some(defer))?;
+        self.store().flush_durable()?;
+        Ok(out)
     }
 
     /// Answers statfs from the disk holding the store.
@@ -645,6 +671,8 @@ impl Inner {
                 opens: 0,
                 dirty: false,
                 mtime: None,
+                last_change: None,
+                deferred_since: None,
             });
         }
         let of = self.open.get_mut(&ino).ok_or(Error::BadHandle)?;
@@ -671,6 +699,7 @@ impl Inner {
             of.data.truncate(&store, size)?;
             of.dirty = true;
             of.mtime = Some(now);
+            of.last_change = Some(now);
             self.fold_into(txn, ino, rec)
         })();
         self.handles.remove(&fh);

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::records::{depth, ts_pair, u64_at, NamespaceTxn};
-use super::types::{CommitInfo, Ino, ROOT};
+use super::types::{CommitInfo, Defer, Ino, ROOT};
 use super::Inner;
 use crate::error::{Error, Result};
 use crate::hash::Hash;
@@ -209,6 +209,13 @@ pub(crate) fn commits_after(kv: &dyn crate::store::Kv, seq: u64) -> Result<Vec<C
     }
 }
 
+/// Time from `then` to `now` (zero if the clock went back).
+fn elapsed(then: Timestamp, now: Timestamp) -> std::time::Duration {
+    let ns = |t: Timestamp| i128::from(t.secs) * 1_000_000_000 + i128::from(t.nanos);
+    let d = (ns(now) - ns(then)).max(0);
+    std::time::Duration::from_nanos(u64::try_from(d).unwrap_or(u64::MAX))
+}
+
 /// The entries `names` had in the directory tree `root`, reading each node
 /// on their paths once (one `dir::get` per name would decode the same
 /// leaves again for every dirty name in them).
@@ -270,18 +277,76 @@ pub(super) fn same_version(a: &Entry, b: &Entry) -> bool {
 impl Inner {
     /// See [`super::Vfs::commit`].
     pub(crate) fn commit(&mut self, now: Timestamp) -> Result<Option<CommitInfo>> {
+        Ok(self.commit_deferring(now, None)?.0)
+    }
+
+    /// The open files to leave out of a commit at `now` under `defer`;
+    /// open files that went quiet (or were left out long enough) are
+    /// folded first, so the commit has their bytes.
+    fn deferred_files(&mut self, now: Timestamp, defer: Defer) -> Result<BTreeSet<Ino>> {
+        let mut out = BTreeSet::new();
+        let inos: Vec<Ino> = self
+            .open
+            .iter()
+            .filter(|(_, of)| of.last_change.is_some())
+            .map(|(i, _)| *i)
+            .collect();
+        for ino in inos {
+            let Some(of) = self.open.get_mut(&ino) else {
+                continue;
+            };
+            let last = of.last_change.unwrap_or(now);
+            let since = *of.deferred_since.get_or_insert(now);
+            if elapsed(last, now) < defer.quiet && elapsed(since, now) < defer.max {
+                out.insert(ino);
+                continue;
+            }
+            of.deferred_since = None;
+            if elapsed(last, now) >= defer.quiet {
+                of.last_change = None;
+            }
+            let store = self.store.clone();
+            let mut txn = Txn::new(store.kv());
+            self.fold_file(&mut txn, ino)?;
+            txn.commit()?;
+        }
+        Ok(out)
+    }
+
+    /// [`Inner::commit`], leaving out files open and being written when
+    /// `defer` is given (see [`super::Vfs::commit_background`]). Returns
+    /// the commit and whether a dirty name was left out.
+    pub(crate) fn commit_deferring(
+        &mut self,
+        now: Timestamp,
+        defer: Option<Defer>,
+    ) -> Result<(Option<CommitInfo>, bool)> {
+        let held = match defer {
+            Some(d) => self.deferred_files(now, d)?,
+            None => BTreeSet::new(),
+        };
         let store = self.store.clone();
         let me = store.node_id();
         let mut txn = Txn::new(store.kv());
         let marks = txn.scan(Space::Dirty, &[], None, usize::MAX)?;
         if marks.is_empty() {
-            return Ok(None);
+            return Ok((None, false));
         }
         let mut queue: BTreeMap<(Reverse<u32>, Ino), BTreeSet<Vec<u8>>> = BTreeMap::new();
         let mut depths: BTreeMap<Ino, u32> = BTreeMap::new();
+        let mut left_out = false;
         for (k, _) in &marks {
-            txn.remove(Space::Dirty, k.clone());
             let dir = u64_at(k, 0)?;
+            if !held.is_empty() {
+                if let Some(d) = txn.dirent(dir, &k[8..])? {
+                    if held.contains(&d.ino) {
+                        // Its mark stays: a later commit takes it.
+                        left_out = true;
+                        continue;
+                    }
+                }
+            }
+            txn.remove(Space::Dirty, k.clone());
             match txn.inode_opt(dir)? {
                 Some(r) if r.is_dir() => {}
                 _ => continue, // the directory is gone; so is its tree
@@ -356,7 +421,7 @@ impl Inner {
             self.moved_head(i);
             tracing::debug!(seq = i.seq, root = %i.root, changed = i.changed, "commit");
         }
-        Ok(info)
+        Ok((info, left_out))
     }
 
     /// The entry `name` should have now, for the inode `ino` it names.

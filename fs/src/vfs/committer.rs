@@ -4,13 +4,15 @@
 //! period (no change for `quiet`) but never longer than `max_delay` after
 //! the first change, and commits. An untar becomes a root or two per
 //! second, not one per file; a single save is committed `quiet` later.
+//! A file open and being written is left out until it is closed, synced
+//! or quiet ([`Vfs::commit_background`]): no half-written versions.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{CommitInfo, Vfs};
+use super::{CommitInfo, Defer, Vfs};
 
 /// A running committer thread; stops (after a last commit) when dropped.
 pub struct Committer {
@@ -51,16 +53,33 @@ fn run(
     on_commit: &dyn Fn(&CommitInfo),
 ) {
     let mut committed = 0u64;
+    let defer = Defer::default();
+    let mut retry: Option<Duration> = None;
     loop {
         // Sleep until something changed. Operations wake us only while we
         // sleep here (`committer_asleep`): waking a thread per operation
         // cost as much as the operations themselves on two CPUs.
         {
             let mut g = vfs.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+            let since = Instant::now();
             loop {
                 vfs.committer_asleep.store(true, Ordering::SeqCst);
                 if vfs.change_count() != committed || stop.load(Ordering::SeqCst) {
                     break;
+                }
+                // Something was left out: look again once it may be quiet.
+                if let Some(after) = retry {
+                    let left = after.saturating_sub(since.elapsed());
+                    if left.is_zero() {
+                        break;
+                    }
+                    g = vfs
+                        .wake
+                        .1
+                        .wait_timeout(g, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    continue;
                 }
                 g = vfs.wake.1.wait(g).unwrap_or_else(|p| p.into_inner());
             }
@@ -87,9 +106,16 @@ fn run(
             seen = now;
         }
         committed = seen;
-        match vfs.commit_durable() {
-            Ok(Some(info)) => on_commit(&info),
-            Ok(None) => {}
+        retry = None;
+        match vfs.commit_background(defer) {
+            Ok((info, left_out)) => {
+                if let Some(info) = info {
+                    on_commit(&info);
+                }
+                if left_out {
+                    retry = Some(defer.quiet);
+                }
+            }
             Err(e) => tracing::error!(error = %e, "background commit failed"),
         }
     }

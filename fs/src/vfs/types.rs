@@ -172,3 +172,23 @@ pub struct CommitInfo {
     /// How many entries changed.
     pub changed: usize,
 }
+
+/// How long the background committer leaves out a file that is open and
+/// being written ([`crate::vfs::Vfs::commit_background`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Defer {
+    /// A file unchanged this long is folded and committed though open.
+    pub quiet: std::time::Duration,
+    /// A file is never left out longer than this (a log written forever
+    /// still reaches peers).
+    pub max: std::time::Duration,
+}
+
+impl Default for Defer {
+    fn default() -> Self {
+        Defer {
+            quiet: std::time::Duration::from_secs(2),
+            max: std::time::Duration::from_secs(10),
+        }
+    }
+}

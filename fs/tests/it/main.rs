@@ -1,6 +1,7 @@
 //! backer-fs integration tests: one binary, one module per area.
 
 mod crash;
+mod defer;
 mod gc;
 mod install;
 mod kv_suite;

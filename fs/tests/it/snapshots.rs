@@ -5,28 +5,11 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use backer_fs::store::Store;
-use backer_fs::tree::{Kind, Timestamp};
-use backer_fs::vfs::{is_view, Ino, Vfs, VfsOptions, RESERVED_NAME, ROOT};
+use backer_fs::tree::Kind;
+use backer_fs::vfs::{is_view, Ino, Vfs, RESERVED_NAME, ROOT};
 use backer_fs::Error;
 
-use crate::util::{write_all, ME};
-
-/// A vfs whose clock reads `secs` (milliseconds since the epoch).
-fn vfs_with_clock(dir: &std::path::Path, millis: Arc<AtomicI64>) -> Vfs {
-    let store = Arc::new(Store::create(&dir.join("store")).unwrap());
-    let opts = VfsOptions {
-        clock: Arc::new(move || {
-            let ms = millis.load(Ordering::SeqCst);
-            Timestamp {
-                secs: ms.div_euclid(1000),
-                nanos: (ms.rem_euclid(1000) * 1_000_000) as u32,
-            }
-        }),
-        ..VfsOptions::default()
-    };
-    Vfs::new(store, opts).unwrap()
-}
+use crate::util::{vfs_with_clock, write_all, ME};
 
 fn put(v: &Vfs, parent: Ino, name: &str, data: &[u8]) {
     let (_, fh) = match v.lookup(parent, name.as_bytes()) {

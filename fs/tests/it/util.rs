@@ -89,3 +89,23 @@ pub(crate) fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     rng.fill_bytes(&mut v);
     v
 }
+
+/// A vfs over a new store in `dir` whose clock reads `millis`
+/// (milliseconds since the epoch).
+pub(crate) fn vfs_with_clock(
+    dir: &std::path::Path,
+    millis: Arc<std::sync::atomic::AtomicI64>,
+) -> Vfs {
+    let store = Arc::new(Store::create(&dir.join("store")).unwrap());
+    let opts = VfsOptions {
+        clock: Arc::new(move || {
+            let ms = millis.load(std::sync::atomic::Ordering::SeqCst);
+            backer_fs::tree::Timestamp {
+                secs: ms.div_euclid(1000),
+                nanos: (ms.rem_euclid(1000) * 1_000_000) as u32,
+            }
+        }),
+        ..VfsOptions::default()
+    };
+    Vfs::new(store, opts).unwrap()
+}
