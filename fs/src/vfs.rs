@@ -422,11 +422,15 @@ impl Vfs {
 
     /// Reads up to `size` bytes at `offset`.
     pub fn read(&self, fh: Fh, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let mut inner = self.lock();
-        let h = inner.handle(fh)?;
-        let store = inner.store.clone();
-        let of = inner.open.get_mut(&h.ino).ok_or(Error::BadHandle)?;
-        of.data.read(&store, offset, u64::from(size))
+        let (plan, store) = {
+            let mut inner = self.lock();
+            let h = inner.handle(fh)?;
+            let store = inner.store.clone();
+            let of = inner.open.get_mut(&h.ino).ok_or(Error::BadHandle)?;
+            (of.data.plan_read(&store, offset, u64::from(size))?, store)
+        };
+        // The disk reads run without the lock.
+        plan.run(&store)
     }
 
     /// Writes `data` at `offset` (at the end for an append handle).

@@ -64,6 +64,46 @@ pub(crate) struct FileData {
     spare: Vec<u8>,
 }
 
+/// A read whose chunk bytes are still to be fetched ([`FileData::plan_read`]).
+#[derive(Debug, Default)]
+pub(crate) struct ReadPlan {
+    buf: Vec<u8>,
+    chunks: Vec<PlannedChunk>,
+    /// Written bytes (copied under the lock), laid over the chunk bytes.
+    written: Vec<(usize, Vec<u8>)>,
+}
+
+/// `len` bytes of chunk `hash` (at `loc`), from `skip` into it, to go at
+/// `at` in the buffer.
+#[derive(Debug)]
+struct PlannedChunk {
+    hash: Hash,
+    loc: Location,
+    skip: u64,
+    at: usize,
+    len: usize,
+}
+
+impl ReadPlan {
+    /// Reads the planned chunk bytes and returns the buffer. A chunk that
+    /// a collection moved since it was located is looked up again.
+    pub(crate) fn run(mut self, store: &Store) -> Result<Vec<u8>> {
+        for c in &self.chunks {
+            let dst = &mut self.buf[c.at..c.at + c.len];
+            if let Err(e) = store.packs().read_at(&c.loc, c.skip, dst) {
+                match store.chunk_location(&c.hash)? {
+                    Some(now) if now != c.loc => store.packs().read_at(&now, c.skip, dst)?,
+                    _ => return Err(e),
+                }
+            }
+        }
+        for (at, bytes) in &self.written {
+            self.buf[*at..*at + bytes.len()].copy_from_slice(bytes);
+        }
+        Ok(self.buf)
+    }
+}
+
 /// Whether no written extent starts in (`start`, `end`].
 fn later_is_empty(overlay: &BTreeMap<u64, Vec<u8>>, start: u64, end: u64) -> bool {
     overlay
@@ -148,11 +188,22 @@ impl FileData {
 
     /// Reads up to `len` bytes at `off` (fewer at the end of the file).
     pub(crate) fn read(&mut self, store: &Store, off: u64, len: u64) -> Result<Vec<u8>> {
+        self.plan_read(store, off, len)?.run(store)
+    }
+
+    /// What reading up to `len` bytes at `off` takes: written bytes are
+    /// copied now, chunk bytes are located now and read by
+    /// [`ReadPlan::run`], which needs no lock (the vfs runs it after
+    /// releasing its lock, so two reads wait on the disk at once).
+    pub(crate) fn plan_read(&mut self, store: &Store, off: u64, len: u64) -> Result<ReadPlan> {
         if off >= self.size {
-            return Ok(Vec::new());
+            return Ok(ReadPlan::default());
         }
         let end = self.size.min(off.saturating_add(len));
-        let mut buf = vec![0u8; (end - off) as usize];
+        let mut plan = ReadPlan {
+            buf: vec![0u8; (end - off) as usize],
+            ..ReadPlan::default()
+        };
         let mut i = self.extent_index(off);
         while i < self.base.len() && self.base[i].0 < end {
             let (s, e) = self.base[i];
@@ -160,11 +211,13 @@ impl FileData {
                 let from = s.max(off);
                 let to = (s + u64::from(len)).min(end);
                 let loc = self.location(store, &hash)?;
-                store.packs().read_at(
-                    &loc,
-                    from - s,
-                    &mut buf[(from - off) as usize..(to - off) as usize],
-                )?;
+                plan.chunks.push(PlannedChunk {
+                    hash,
+                    loc,
+                    skip: from - s,
+                    at: (from - off) as usize,
+                    len: (to - from) as usize,
+                });
             }
             i += 1;
         }
@@ -178,11 +231,13 @@ impl FileData {
             let from = (*s).max(off);
             let to = (s + b.len() as u64).min(end);
             if from < to {
-                buf[(from - off) as usize..(to - off) as usize]
-                    .copy_from_slice(&b[(from - s) as usize..(to - s) as usize]);
+                plan.written.push((
+                    (from - off) as usize,
+                    b[(from - s) as usize..(to - s) as usize].to_vec(),
+                ));
             }
         }
-        Ok(buf)
+        Ok(plan)
     }
 
     /// [`FileData::read`] appended to `out`; returns the bytes added. A
