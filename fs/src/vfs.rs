@@ -222,6 +222,9 @@ pub struct Vfs {
     wake: (Mutex<()>, Condvar),
     /// Set by the committer while it waits for a first change.
     committer_asleep: AtomicBool,
+    /// When the vfs was opened, and the last change after it (ns).
+    started: std::time::Instant,
+    last_change: AtomicU64,
     /// The read-only history view's inodes (`.backer/snapshots`).
     view: snapshots::View,
     /// History collection ([`Vfs::gc`]).
@@ -265,6 +268,8 @@ impl Vfs {
             changes: AtomicU64::new(1),
             wake: (Mutex::new(()), Condvar::new()),
             committer_asleep: AtomicBool::new(false),
+            started: std::time::Instant::now(),
+            last_change: AtomicU64::new(0),
             view: snapshots::View::default(),
             gc: gc::GcState::default(),
         })
@@ -318,6 +323,8 @@ impl Vfs {
     }
 
     fn note_change(&self) {
+        let at = self.started.elapsed().as_nanos() as u64;
+        self.last_change.store(at, Ordering::SeqCst);
         self.changes.fetch_add(1, Ordering::SeqCst);
         // The committer flags that it sleeps before it looks at the count
         // a last time: either it sees this change, or this sees the flag.
@@ -326,6 +333,13 @@ impl Vfs {
             let _g = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
             self.wake.1.notify_all();
         }
+    }
+
+    /// How long ago the last change was (monotonic clock).
+    pub fn since_last_change(&self) -> std::time::Duration {
+        let now = self.started.elapsed().as_nanos() as u64;
+        let last = self.last_change.load(Ordering::SeqCst);
+        std::time::Duration::from_nanos(now.saturating_sub(last))
     }
 
     /// A counter that grows with every change; equal values mean nothing

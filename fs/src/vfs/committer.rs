@@ -88,23 +88,20 @@ fn run(
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        // Wait for a quiet period, bounded by max_delay: look at the change
-        // count every `quiet` (only a stop ends a wait early).
+        // Wait until no change for `quiet`, bounded by max_delay: sleep
+        // exactly until `quiet` after the last change (only a stop ends a
+        // wait early).
         let first = Instant::now();
-        let mut seen = vfs.change_count();
         loop {
             let left = max_delay.saturating_sub(first.elapsed());
-            if left.is_zero() || stop.load(Ordering::SeqCst) {
+            let calm = vfs.since_last_change();
+            if left.is_zero() || calm >= quiet || stop.load(Ordering::SeqCst) {
                 break;
             }
             let g = vfs.wake.0.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = vfs.wake.1.wait_timeout(g, quiet.min(left));
-            let now = vfs.change_count();
-            if now == seen {
-                break;
-            }
-            seen = now;
+            let _ = vfs.wake.1.wait_timeout(g, (quiet - calm).min(left));
         }
+        let seen = vfs.change_count();
         committed = seen;
         retry = None;
         match vfs.commit_background(defer) {
