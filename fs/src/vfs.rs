@@ -100,6 +100,9 @@ struct OpenFile {
     last_change: Option<Timestamp>,
     /// Since when the background committer has been leaving it out.
     deferred_since: Option<Timestamp>,
+    /// Written since the last flush (a flush with nothing written is the
+    /// close of a duplicate, e.g. a shell's before `exec` of the writer).
+    wrote_since_flush: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -465,6 +468,7 @@ impl Vfs {
             of.dirty = true;
             of.mtime = Some(now);
             of.last_change = Some(now);
+            of.wrote_since_flush = true;
             let over = of.data.overlay_bytes();
             let mut stream = None;
             if over > file::FOLD_THRESHOLD {
@@ -514,10 +518,14 @@ impl Vfs {
         self.write_op(|inner, txn, _| {
             let h = inner.handle(fh)?;
             inner.fold_file(txn, h.ino)?;
-            // Closed by someone: what it wrote is whole, commit it now.
+            // Closed after writing: what it wrote is whole, commit it now.
+            // (A close with nothing written, such as a shell's copy of the
+            // descriptor it hands to the writer, says nothing.)
             if let Some(of) = inner.open.get_mut(&h.ino) {
-                of.last_change = None;
-                of.deferred_since = None;
+                if std::mem::take(&mut of.wrote_since_flush) {
+                    of.last_change = None;
+                    of.deferred_since = None;
+                }
             }
             Ok(())
         })
@@ -533,13 +541,15 @@ impl Vfs {
     /// handle is gone even when the fold fails (ENOSPC): the error tells
     /// the caller those bytes were not stored.
     pub fn release(&self, fh: Fh) -> Result<()> {
-        self.write_op(|inner, txn, now| {
+        let mut held = false;
+        let out = self.write_op(|inner, txn, now| {
             let h = inner.handle(fh)?;
             let folded = inner.fold_file(txn, h.ino);
             inner.handles.remove(&fh);
             let last = match inner.open.get_mut(&h.ino) {
                 Some(of) => {
                     of.opens = of.opens.saturating_sub(1);
+                    held = of.opens == 0 && of.last_change.is_some();
                     of.opens == 0
                 }
                 None => false,
@@ -559,7 +569,13 @@ impl Vfs {
                 }
             }
             folded
-        })
+        });
+        // The background committer may be leaving this file out: closed,
+        // it is whole now, so have it committed without waiting.
+        if held {
+            self.note_change();
+        }
+        out
     }
 
     /// Folds every open file, commits and makes the store durable.
@@ -691,6 +707,7 @@ impl Inner {
                 mtime: None,
                 last_change: None,
                 deferred_since: None,
+                wrote_since_flush: false,
             });
         }
         let of = self.open.get_mut(&ino).ok_or(Error::BadHandle)?;

@@ -140,6 +140,11 @@ impl Vfs {
             let ino = inner.make(txn, ctx, parent, name, NewNode::File, perm, now)?;
             let rec = txn.inode(ino)?;
             let fh = inner.open_handle(txn, ino, &rec, append)?;
+            // A new file about to be written: the background committer
+            // waits for its bytes rather than sending peers an empty file.
+            if let Some(of) = inner.open.get_mut(&ino) {
+                of.last_change = Some(now);
+            }
             Ok((inner.attr(txn, ino)?, fh))
         })
     }

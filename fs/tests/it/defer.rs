@@ -37,16 +37,27 @@ fn a_file_being_rewritten_is_committed_once_quiet_not_half_written() {
     let clock = Arc::new(AtomicI64::new(T0));
     let at = |ms: i64| clock.store(T0 + ms, Ordering::SeqCst);
     let v = vfs_with_clock(dir.path(), clock.clone());
+    // A new file is not committed empty while it is being written.
     let (attr, fh) = v.create(ME, ROOT, b"doc", 0o644, false).unwrap();
+    assert!(v.commit_background(defer()).unwrap().1);
+    assert_eq!(committed_size(&v, b"doc"), None);
     write_all(&v, fh, 0, &[7u8; 5000]);
+    let changes = v.change_count();
     v.release(fh).unwrap();
+    assert!(
+        v.change_count() > changes,
+        "a release must wake the committer"
+    );
     let (info, left_out) = v.commit_background(defer()).unwrap();
     assert!(info.is_some() && !left_out);
     assert_eq!(committed_size(&v, b"doc"), Some(5000));
 
-    // Rewritten in place: O_TRUNC, then writes. Not committed meanwhile.
+    // Rewritten in place, as `cmd > doc` does: O_TRUNC, the shell closes
+    // its copy of the descriptor (a flush with nothing written), then the
+    // writes. Not committed meanwhile.
     at(100);
     let fh = v.open(attr.ino, true, false).unwrap();
+    v.flush(fh).unwrap();
     at(150);
     let (info, left_out) = v.commit_background(defer()).unwrap();
     assert!(
