@@ -489,30 +489,6 @@ impl Vfs {
         Ok(data.len() as u32)
     }
 
-    /// Runs a fold begun by a write without the lock, then swaps its
-    /// chunks in (see [`file::StreamFold`]). A failure leaves the bytes
-    /// in the overlay, for the next fold to store.
-    fn finish_stream_fold(&self, ino: Ino, t: file::StreamFold) -> Result<()> {
-        let store = self.store();
-        let pins = self.pins();
-        let done = t.run(&store, &pins);
-        let mut inner = self.lock();
-        let (done, err) = match done {
-            Ok(d) => (d, None),
-            Err(e) => (None, Some(e)),
-        };
-        if let Some(of) = inner.open.get_mut(&ino) {
-            of.data.finish_stream_fold(t, done);
-        }
-        drop(inner);
-        drop(pins);
-        match err {
-            // ENOSPC and friends reach the writer now, like an inline fold's.
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
     /// Folds a handle's file into the namespace (close(2) calls this).
     pub fn flush(&self, fh: Fh) -> Result<()> {
         self.write_op(|inner, txn, _| {

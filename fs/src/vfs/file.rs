@@ -23,8 +23,6 @@ use crate::hash::Hash;
 use crate::store::{Location, Space, Store, Txn};
 use crate::tree::content::Extent;
 
-pub(crate) use stream::StreamFold;
-
 /// Overlay bytes past which a write triggers a partial fold, bounding the
 /// memory one file's unflushed writes can take.
 pub(crate) const FOLD_THRESHOLD: u64 = 16 * 1024 * 1024;

@@ -23,7 +23,7 @@ use crate::chunk;
 use crate::error::Result;
 use crate::store::Store;
 use crate::tree::content::Extent;
-use crate::vfs::Pins;
+use crate::vfs::{Ino, Pins, Vfs};
 
 /// A run of a file's bytes being folded without the lock.
 #[derive(Debug)]
@@ -129,6 +129,32 @@ impl FileData {
     /// Whether a fold without the lock is under way.
     pub(crate) fn stream_folding(&self) -> bool {
         self.folding.is_some()
+    }
+}
+
+impl Vfs {
+    /// Runs a fold begun by a write without the lock, then swaps its
+    /// chunks in (see [`StreamFold`]). A failure leaves the bytes
+    /// in the overlay, for the next fold to store.
+    pub(in crate::vfs) fn finish_stream_fold(&self, ino: Ino, t: StreamFold) -> Result<()> {
+        let store = self.store();
+        let pins = self.pins();
+        let done = t.run(&store, &pins);
+        let mut inner = self.lock();
+        let (done, err) = match done {
+            Ok(d) => (d, None),
+            Err(e) => (None, Some(e)),
+        };
+        if let Some(of) = inner.open.get_mut(&ino) {
+            of.data.finish_stream_fold(t, done);
+        }
+        drop(inner);
+        drop(pins);
+        match err {
+            // ENOSPC and friends reach the writer now, like an inline fold's.
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
