@@ -21,8 +21,6 @@ use backer_fs::tree::{dir, Kind};
 use backer_fs::Hash;
 use serde_json::{json, Value};
 
-use super::export::KvNodes;
-
 /// Totals of the live tree.
 #[derive(Default)]
 struct Live {
@@ -33,7 +31,7 @@ struct Live {
     chunks: HashSet<Hash>,
 }
 
-fn walk(nodes: &KvNodes<'_>, tree: Hash, live: &mut Live) -> Result<()> {
+fn walk(nodes: &Store, tree: Hash, live: &mut Live) -> Result<()> {
     for e in dir::entries(nodes, tree)? {
         if e.deleted {
             continue;
@@ -64,10 +62,9 @@ fn walk(nodes: &KvNodes<'_>, tree: Hash, live: &mut Live) -> Result<()> {
 /// The sizes, as `du --json` prints them.
 pub(crate) fn du_json(store: &Store) -> Result<Value> {
     let log = super::history::commits(store)?;
-    let nodes = KvNodes(store.kv());
     let mut live = Live::default();
     if let Some(head) = log.first() {
-        walk(&nodes, Hash(head.root), &mut live)
+        walk(store, Hash(head.root), &mut live)
             .map_err(|e| anyhow!("cannot read the current tree: {e}"))?;
     }
     let (mut stored, mut chunks) = (0u64, 0u64);

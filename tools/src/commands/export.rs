@@ -14,10 +14,10 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use backer_fs::store::{Kv, Space, Store};
+use backer_fs::store::Store;
 use backer_fs::tree::content::{self, Extent};
 use backer_fs::tree::entry::validate_name;
-use backer_fs::tree::{dir, Entry, Kind, NodeStore, Timestamp};
+use backer_fs::tree::{dir, Entry, Kind, Timestamp};
 use backer_fs::{Error, Hash};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -43,10 +43,10 @@ pub(crate) fn run(store_dir: &Path, out: &Path) -> Result<()> {
     if !exists {
         fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     }
-    let nodes = KvNodes(store.kv());
+    let nodes: &Store = &store;
     let progress = match root {
         Some(root) if std::io::stderr().is_terminal() => {
-            Some(progress_bar(total_bytes(&nodes, root)?))
+            Some(progress_bar(total_bytes(nodes, root)?))
         }
         _ => None,
     };
@@ -116,21 +116,8 @@ fn node_running(store: &Path, status: Option<&serde_json::Value>) -> anyhow::Err
     )
 }
 
-/// Tree nodes read straight from the store's engine.
-pub(crate) struct KvNodes<'a>(pub(crate) &'a dyn Kv);
-
-impl NodeStore for KvNodes<'_> {
-    fn get_node(&self, hash: &Hash) -> backer_fs::Result<Option<Vec<u8>>> {
-        self.0.get(Space::Nodes, hash.as_bytes())
-    }
-
-    fn put_node(&mut self, _: Hash, _: Vec<u8>) -> backer_fs::Result<()> {
-        Err(Error::ReadOnly)
-    }
-}
-
 /// The live entries of the folder tree `hash`.
-fn live_entries(nodes: &KvNodes<'_>, hash: Hash, path: &Path) -> Result<Vec<Entry>> {
+fn live_entries(nodes: &Store, hash: Hash, path: &Path) -> Result<Vec<Entry>> {
     let mut list = dir::entries(nodes, hash)
         .map_err(|e| anyhow!("cannot read the folder {}: {e}", path.display()))?;
     list.retain(|e| !e.deleted);
@@ -138,7 +125,7 @@ fn live_entries(nodes: &KvNodes<'_>, hash: Hash, path: &Path) -> Result<Vec<Entr
 }
 
 /// The bytes of every live file under the folder tree `hash`.
-fn total_bytes(nodes: &KvNodes<'_>, hash: Hash) -> Result<u64> {
+fn total_bytes(nodes: &Store, hash: Hash) -> Result<u64> {
     let mut total = 0u64;
     for e in live_entries(nodes, hash, Path::new("."))? {
         total = total.saturating_add(match e.kind {
@@ -165,7 +152,7 @@ fn progress_bar(total: u64) -> ProgressBar {
 pub(crate) fn write_entry(store: &Store, e: Entry, dir: &Path) -> Result<Stats> {
     let mut ex = Exporter {
         store,
-        nodes: KvNodes(store.kv()),
+        nodes: store,
         progress: None,
         stats: Stats::default(),
     };
@@ -186,7 +173,7 @@ pub(crate) struct Stats {
 
 struct Exporter<'a> {
     store: &'a Store,
-    nodes: KvNodes<'a>,
+    nodes: &'a Store,
     progress: Option<ProgressBar>,
     stats: Stats,
 }
@@ -194,7 +181,7 @@ struct Exporter<'a> {
 impl Exporter<'_> {
     /// Writes the entries of the folder tree `hash` into the folder `path`.
     fn dir(&mut self, hash: Hash, path: &Path) -> Result<()> {
-        for e in live_entries(&self.nodes, hash, path)? {
+        for e in live_entries(self.nodes, hash, path)? {
             self.entry(e, path)?;
         }
         Ok(())
@@ -265,7 +252,7 @@ impl Exporter<'_> {
         if e.size > 0 || e.hash != Hash::ZERO {
             loop {
                 let window =
-                    content::extents_in(&self.nodes, e.hash, pos, pos.saturating_add(WINDOW))
+                    content::extents_in(self.nodes, e.hash, pos, pos.saturating_add(WINDOW))
                         .map_err(|err| {
                             anyhow!("cannot read the content of {}: {err}", p.display())
                         })?;

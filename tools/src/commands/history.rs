@@ -18,8 +18,6 @@ use backer_fs::vfs::{entry_at, read_log, snapshot_name, Commit};
 use backer_fs::{Error, Hash, NodeId};
 use serde_json::{json, Value};
 
-use super::export::KvNodes;
-
 /// How long a history request to a running node may take.
 const NODE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -246,7 +244,7 @@ fn join(prefix: &str, name: &[u8]) -> String {
 
 /// Lists the changes between two trees' entries.
 struct Differ<'a> {
-    nodes: KvNodes<'a>,
+    nodes: &'a Store,
     out: Vec<Change>,
 }
 
@@ -264,7 +262,7 @@ impl Differ<'_> {
 
     /// Every name under the folder tree `hash`, as `change`.
     fn all(&mut self, path: &str, hash: Hash, change: &'static str) -> Result<()> {
-        for e in dir::entries(&self.nodes, hash)? {
+        for e in dir::entries(self.nodes, hash)? {
             if !e.deleted {
                 self.entry(&join(path, &e.name), &e, change)?;
             }
@@ -313,7 +311,7 @@ impl Differ<'_> {
 
     /// The changes between the folder trees `a` and `b` at `path`.
     fn dirs(&mut self, path: &str, a: Hash, b: Hash) -> Result<()> {
-        for (x, y) in dir::diff(&self.nodes, a, b)? {
+        for (x, y) in dir::diff(self.nodes, a, b)? {
             let Some(name) = x.as_ref().or(y.as_ref()).map(|e| e.name.clone()) else {
                 continue;
             };
@@ -362,7 +360,7 @@ impl Differ<'_> {
 
 /// The entry at `path` in `root` (`None` for the empty path: the root
 /// itself, as a folder entry).
-fn at_path(nodes: &KvNodes<'_>, root: Hash, path: &[&[u8]]) -> Result<Option<Entry>> {
+fn at_path(nodes: &Store, root: Hash, path: &[&[u8]]) -> Result<Option<Entry>> {
     if path.is_empty() {
         return Ok(Some(Entry {
             name: Vec::new(),
@@ -390,7 +388,6 @@ pub(crate) fn log_json(store: &Store, path: Option<&str>) -> Result<Value> {
         .map(|n| String::from_utf8_lossy(n).into_owned())
         .collect::<Vec<_>>()
         .join("/");
-    let nodes = KvNodes(store.kv());
     let empty = empty_dir_hash();
     let log = commits(store)?;
     let mut ever = names.is_empty();
@@ -401,11 +398,11 @@ pub(crate) fn log_json(store: &Store, path: Option<&str>) -> Result<Value> {
         // collection dropped that one (then the changes since the last
         // version kept).
         let parent = log.get(i + 1).map_or(empty, |older| Hash(older.root));
-        let read = |r| at_path(&nodes, r, &names).map_err(|e| anyhow!("commit {}: {e}", c.seq));
+        let read = |r| at_path(store, r, &names).map_err(|e| anyhow!("commit {}: {e}", c.seq));
         let (a, b) = (read(parent)?, read(root)?);
         ever |= a.is_some() || b.is_some();
         let mut d = Differ {
-            nodes: KvNodes(store.kv()),
+            nodes: store,
             out: Vec::new(),
         };
         if names.is_empty() {

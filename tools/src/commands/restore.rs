@@ -20,7 +20,7 @@ use backer_fs::vfs::{entry_at, Installed, Vfs, VfsOptions};
 use backer_fs::{Error, Hash};
 use serde_json::{json, Value};
 
-use super::export::{write_entry, KvNodes};
+use super::export::write_entry;
 use super::history::{commit_id, commits, resolve_at, split_path, time_name};
 
 /// A restore request, as the CLI sends it to a node.
@@ -77,7 +77,7 @@ pub(crate) fn restore_json(
     let c = resolve_at(&log, &req.at)?;
     let root = Hash(c.root);
     let shown = String::from_utf8_lossy(&names.join(&b'/')).into_owned();
-    let entry = entry_at(&KvNodes(store.kv()), root, &names)
+    let entry = entry_at(store, root, &names)
         .map_err(|e| anyhow!("cannot read the tree of commit {}: {e}", c.seq))?
         .filter(|e| !e.deleted)
         .ok_or_else(|| {
