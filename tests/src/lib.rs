@@ -129,6 +129,23 @@ impl Run {
         self.stderr.lines().collect()
     }
 
+    /// Asserts a user error as the contract (DESIGN.md) wants it: exit
+    /// code 1 and exactly one line on standard error, starting `backer: `,
+    /// with no panic. Returns that line.
+    ///
+    /// # Panics
+    ///
+    /// With everything the command printed, if it is not such an error.
+    #[track_caller]
+    pub fn assert_one_line_failure(&self) -> &str {
+        assert_eq!(self.code, Some(1), "{self:#?}");
+        let lines = self.stderr_lines();
+        assert_eq!(lines.len(), 1, "{self:#?}");
+        assert!(lines[0].starts_with("backer: "), "{self:#?}");
+        assert!(!self.stderr.contains("panicked"), "{self:#?}");
+        lines[0]
+    }
+
     /// Panics with everything the command printed unless it exited 0.
     pub fn assert_success(&self) -> &Run {
         assert_eq!(self.code, Some(0), "command failed: {self:#?}");

@@ -15,17 +15,6 @@ fn init(store: &TempStore) -> String {
     run.last_line().to_string()
 }
 
-/// Asserts a failure as the contract wants it: exit code 1 and exactly one
-/// line on stderr, starting `backer: `, with no panic or Debug output.
-fn assert_one_line_failure(run: &Run) -> &str {
-    assert_eq!(run.code, Some(1), "{run:#?}");
-    let lines = run.stderr_lines();
-    assert_eq!(lines.len(), 1, "{run:#?}");
-    assert!(lines[0].starts_with("backer: "), "{run:#?}");
-    assert!(!lines[0].contains("panicked"), "{run:#?}");
-    lines[0]
-}
-
 #[test]
 fn init_prints_the_id_that_id_prints_again() {
     let store = TempStore::new();
@@ -64,7 +53,7 @@ fn init_twice_fails_with_one_line() {
     let store = TempStore::new();
     let id = init(&store);
     let second = Run::of(store.backer().arg("init"));
-    assert_one_line_failure(&second);
+    second.assert_one_line_failure();
     // The first store is untouched.
     let run = Run::of(store.backer().arg("id"));
     assert_eq!(run.assert_success().last_line(), id);
@@ -74,7 +63,7 @@ fn init_twice_fails_with_one_line() {
 fn id_without_a_store_says_to_run_init() {
     let store = TempStore::new();
     let run = Run::of(store.backer().arg("id"));
-    let line = assert_one_line_failure(&run);
+    let line = run.assert_one_line_failure();
     assert!(line.contains("backer init"), "{line}");
     assert!(run.stdout.is_empty(), "{run:#?}");
 }

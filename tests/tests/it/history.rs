@@ -42,17 +42,6 @@ fn log_json(store: &TempStore, path: Option<&str>) -> Vec<Value> {
     v.as_array().expect("log --json is an array").clone()
 }
 
-/// Asserts a user error: exit code 1 and exactly one line on stderr,
-/// starting `backer: `, no panic; returns the line.
-fn assert_one_line_failure(run: &Run) -> String {
-    assert_eq!(run.code, Some(1), "{run:#?}");
-    let lines = run.stderr_lines();
-    assert_eq!(lines.len(), 1, "{run:#?}");
-    assert!(lines[0].starts_with("backer: "), "{run:#?}");
-    assert!(!run.stderr.contains("panicked"), "{run:#?}");
-    lines[0].to_string()
-}
-
 #[track_caller]
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool, diag: impl Fn() -> String) {
     let start = Instant::now();
@@ -332,7 +321,7 @@ fn bad_history_input_is_one_line() {
         }
         for (args, want) in &cases {
             let run = backer(m.store(), args);
-            let line = assert_one_line_failure(&run);
+            let line = run.assert_one_line_failure();
             assert!(
                 line.contains(want),
                 "{args:?} (node running: {running}): {line}"
@@ -426,7 +415,7 @@ fn gc_keeping_two_roots_frees_the_rest_and_both_read_back() {
         text.replace("keep_last = 2", "keep_last = 2\ngc_every = \"often\""),
     )
     .unwrap();
-    let line = assert_one_line_failure(&backer(store, &["gc"]));
+    let line = backer(store, &["gc"]).assert_one_line_failure().to_string();
     assert!(line.contains("gc_every"), "{line}");
     assert_eq!(log_json(store, None).len(), 2);
 }

@@ -14,16 +14,6 @@ use crate::mount_util::{
     assert_dead_mount, is_fuse_mounted, poll_until, process_alive, run, Mount, DEADLINE,
 };
 
-/// Asserts a user error as the contract wants it: exit code 1 and exactly
-/// one line on stderr, starting `backer: `, no panic.
-fn assert_one_line_failure(run: &Run) {
-    assert_eq!(run.code, Some(1), "{run:#?}");
-    let lines = run.stderr.lines().collect::<Vec<_>>();
-    assert_eq!(lines.len(), 1, "{run:#?}");
-    assert!(lines[0].starts_with("backer: "), "{run:#?}");
-    assert!(!run.stderr.contains("panicked"), "{run:#?}");
-}
-
 #[test]
 fn mount_returns_with_the_mount_up_and_the_node_in_the_background() {
     let mut m = Mount::init();
@@ -158,7 +148,7 @@ fn a_second_mount_of_a_running_store_fails_with_one_line() {
             .arg(&other)
             .stdin(Stdio::null()),
     );
-    assert_one_line_failure(&run);
+    run.assert_one_line_failure();
     assert!(!is_fuse_mounted(&other), "the second mount went up");
     // The first mount is untouched.
     fs::write(m.path("still"), b"up").expect("write to the first mount");
@@ -176,7 +166,7 @@ fn a_missing_mount_point_fails_with_one_line() {
             .arg(m.root().join("does-not-exist"))
             .stdin(Stdio::null()),
     );
-    assert_one_line_failure(&run);
+    run.assert_one_line_failure();
     assert!(
         !m.pid_file().exists(),
         "a node started for a missing mount point"
@@ -196,7 +186,7 @@ fn mounting_without_a_store_fails_with_one_line() {
             .arg(m.dir())
             .stdin(Stdio::null()),
     );
-    assert_one_line_failure(&run);
+    run.assert_one_line_failure();
     assert!(!is_fuse_mounted(m.dir()));
 }
 
@@ -212,7 +202,7 @@ fn a_mount_point_in_use_fails_with_one_line() {
             .arg(a.dir())
             .stdin(Stdio::null()),
     );
-    assert_one_line_failure(&run);
+    run.assert_one_line_failure();
     assert!(
         !b.pid_file().exists(),
         "a node started for a busy mount point"

@@ -14,17 +14,6 @@ use backer_tests::{Run, TempStore};
 use crate::mount_util::{check, cpath, poll_until, walk, Mount};
 use crate::posix::random_bytes;
 
-/// Asserts a user error as the contract wants it: exit code 1 and exactly
-/// one line on stderr, starting `backer: `, no panic; returns the line.
-fn assert_one_line_failure(run: &Run) -> String {
-    assert_eq!(run.code, Some(1), "{run:#?}");
-    let lines = run.stderr_lines();
-    assert_eq!(lines.len(), 1, "{run:#?}");
-    assert!(lines[0].starts_with("backer: "), "{run:#?}");
-    assert!(!run.stderr.contains("panicked"), "{run:#?}");
-    lines[0].to_string()
-}
-
 /// `backer init` in a new temporary store; returns it and its id.
 fn init() -> (TempStore, String) {
     let store = TempStore::new();
@@ -105,12 +94,16 @@ fn peer_errors_are_one_line_and_change_nothing() {
     backer(&store, &["peer", "add", &b, "127.0.0.1:22000"]).assert_success();
     let before = config(&store);
 
-    let line = assert_one_line_failure(&backer(&store, &["peer", "add", "not-an-id"]));
+    let line = backer(&store, &["peer", "add", "not-an-id"])
+        .assert_one_line_failure()
+        .to_string();
     assert!(line.contains("not a node id"), "{line}");
     // One character changed: the check characters catch it.
     let typo = format!("{}{}", if b.starts_with('A') { "B" } else { "A" }, &b[1..]);
-    assert_one_line_failure(&backer(&store, &["peer", "add", &typo]));
-    let line = assert_one_line_failure(&backer(&store, &["peer", "add", &own]));
+    backer(&store, &["peer", "add", &typo]).assert_one_line_failure();
+    let line = backer(&store, &["peer", "add", &own])
+        .assert_one_line_failure()
+        .to_string();
     assert!(line.contains("own id"), "{line}");
     for addr in [
         "nohost",
@@ -119,13 +112,17 @@ fn peer_errors_are_one_line_and_change_nothing() {
         ":22000",
         "a b:1",
     ] {
-        let line = assert_one_line_failure(&backer(&store, &["peer", "add", &b, addr]));
+        let line = backer(&store, &["peer", "add", &b, addr])
+            .assert_one_line_failure()
+            .to_string();
         assert!(line.contains("address"), "{addr}: {line}");
     }
     let (_c, c) = init();
-    let line = assert_one_line_failure(&backer(&store, &["peer", "remove", &c]));
+    let line = backer(&store, &["peer", "remove", &c])
+        .assert_one_line_failure()
+        .to_string();
     assert!(line.contains("not a peer"), "{line}");
-    assert_one_line_failure(&backer(&store, &["peer", "remove", "bogus"]));
+    backer(&store, &["peer", "remove", "bogus"]).assert_one_line_failure();
     assert_eq!(config(&store), before);
 
     let missing = TempStore::new();
@@ -134,7 +131,7 @@ fn peer_errors_are_one_line_and_change_nothing() {
         &["peer", "add", &b],
         &["peer", "remove", &b],
     ] {
-        let line = assert_one_line_failure(&backer(&missing, args));
+        let line = backer(&missing, args).assert_one_line_failure().to_string();
         assert!(line.contains("backer init"), "{args:?}: {line}");
     }
     assert!(!missing.dir().exists());
@@ -143,9 +140,13 @@ fn peer_errors_are_one_line_and_change_nothing() {
 #[test]
 fn replica_without_a_store_fails_with_one_line() {
     let store = TempStore::new();
-    let line = assert_one_line_failure(&backer(&store, &["replica"]));
+    let line = backer(&store, &["replica"])
+        .assert_one_line_failure()
+        .to_string();
     assert!(line.contains("backer init"), "{line}");
-    let line = assert_one_line_failure(&backer(&store, &["replica", "--listen", "127.0.0.1:0"]));
+    let line = backer(&store, &["replica", "--listen", "127.0.0.1:0"])
+        .assert_one_line_failure()
+        .to_string();
     assert!(line.contains("backer init"), "{line}");
 }
 
@@ -206,10 +207,14 @@ fn replica_owns_its_store_and_peers_change_while_it_runs() {
 
     let status = backer(&store, &["status", "--json"]);
     assert!(status.assert_success().stdout.contains(&own), "{status:#?}");
-    let line = assert_one_line_failure(&backer(&store, &["replica"]));
+    let line = backer(&store, &["replica"])
+        .assert_one_line_failure()
+        .to_string();
     assert!(line.contains("running node"), "{line}");
     let out = store.home().join("export");
-    let line = assert_one_line_failure(&backer(&store, &["export", out.to_str().unwrap()]));
+    let line = backer(&store, &["export", out.to_str().unwrap()])
+        .assert_one_line_failure()
+        .to_string();
     assert!(line.contains("running"), "{line}");
     assert!(!out.exists(), "a refused export created {}", out.display());
 
@@ -239,7 +244,9 @@ fn replica_owns_its_store_and_peers_change_while_it_runs() {
 fn export_needs_a_store_and_a_new_or_empty_folder() {
     let missing = TempStore::new();
     let out = missing.home().join("out");
-    let line = assert_one_line_failure(&backer(&missing, &["export", out.to_str().unwrap()]));
+    let line = backer(&missing, &["export", out.to_str().unwrap()])
+        .assert_one_line_failure()
+        .to_string();
     assert!(line.contains("backer init"), "{line}");
     assert!(!out.exists());
 
@@ -247,11 +254,13 @@ fn export_needs_a_store_and_a_new_or_empty_folder() {
     let busy = store.home().join("busy");
     fs::create_dir_all(&busy).unwrap();
     fs::write(busy.join("keep.txt"), b"mine").unwrap();
-    let line = assert_one_line_failure(&backer(&store, &["export", busy.to_str().unwrap()]));
+    let line = backer(&store, &["export", busy.to_str().unwrap()])
+        .assert_one_line_failure()
+        .to_string();
     assert!(line.contains("not empty"), "{line}");
     assert_eq!(fs::read(busy.join("keep.txt")).unwrap(), b"mine");
     let file = busy.join("keep.txt");
-    assert_one_line_failure(&backer(&store, &["export", file.to_str().unwrap()]));
+    backer(&store, &["export", file.to_str().unwrap()]).assert_one_line_failure();
 
     // A new store has an empty tree: an empty folder, created with its
     // parents, or an existing empty one.
@@ -383,7 +392,9 @@ fn export_reproduces_a_tree_written_through_the_mount() {
     // The mounted node owns the store.
     let out: PathBuf = m.root().join("export");
     let out_arg = out.to_str().unwrap();
-    let line = assert_one_line_failure(&backer(m.store(), &["export", out_arg]));
+    let line = backer(m.store(), &["export", out_arg])
+        .assert_one_line_failure()
+        .to_string();
     assert!(line.contains("running"), "{line}");
     assert!(line.contains(m.dir().to_str().unwrap()), "{line}");
     assert!(!out.exists());
@@ -414,7 +425,9 @@ fn export_reproduces_a_tree_written_through_the_mount() {
     let again = m.root().join("again");
     backer(m.store(), &["export", again.to_str().unwrap()]).assert_success();
     assert_same_tree(&reference, &again);
-    let line = assert_one_line_failure(&backer(m.store(), &["export", out_arg]));
+    let line = backer(m.store(), &["export", out_arg])
+        .assert_one_line_failure()
+        .to_string();
     assert!(line.contains("not empty"), "{line}");
 }
 
