@@ -186,31 +186,23 @@ impl Store {
         let mut batch = Batch::default();
         for pack in synced_pack.max(1)..=head {
             let from = if pack == synced_pack { synced_len } else { 0 };
-            let mut after = None::<Vec<u8>>;
-            let prefix = pack.to_be_bytes();
-            loop {
-                // A pack holds at most a few thousand chunks: scanning it
-                // whole and skipping the synced part is cheap.
-                let page = self
-                    .kv
-                    .scan(Space::PackExtents, &prefix, after.as_deref(), 1024)?;
-                if page.is_empty() {
-                    break;
-                }
-                for (k, v) in &page {
+            // A pack holds at most a few thousand chunks: scanning it
+            // whole and skipping the synced part is cheap.
+            kv::for_each(
+                self.kv.as_ref(),
+                Space::PackExtents,
+                &pack.to_be_bytes(),
+                None,
+                |k, v| {
                     let offset = u64::from_be_bytes(
-                        k[4..12]
-                            .try_into()
-                            .map_err(|_| Error::corrupt("pack extent key"))?,
+                        k.get(4..12)
+                            .and_then(|b| b.try_into().ok())
+                            .ok_or_else(|| Error::corrupt("pack extent key"))?,
                     );
                     if offset < from {
-                        continue;
+                        return Ok(());
                     }
-                    let hash = Hash(
-                        v.as_slice()
-                            .try_into()
-                            .map_err(|_| Error::corrupt("pack extent"))?,
-                    );
+                    let hash = Hash(v.try_into().map_err(|_| Error::corrupt("pack extent"))?);
                     let good = match self.kv.get(Space::Chunks, hash.as_bytes())? {
                         Some(loc) => {
                             let loc = Location::decode(&loc)?;
@@ -221,11 +213,11 @@ impl Store {
                     if !good {
                         tracing::warn!(%hash, pack, offset, "dropping chunk whose bytes did not survive");
                         batch.remove(Space::Chunks, hash.as_bytes().to_vec());
-                        batch.remove(Space::PackExtents, k.clone());
+                        batch.remove(Space::PackExtents, k.to_vec());
                     }
-                }
-                after = page.last().map(|(k, _)| k.clone());
-            }
+                    Ok(())
+                },
+            )?;
         }
         if !batch.is_empty() {
             self.kv.apply(batch)?;

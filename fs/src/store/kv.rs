@@ -110,6 +110,30 @@ pub trait Kv: Send + Sync {
     fn size_on_disk(&self) -> Result<u64>;
 }
 
+/// Calls `f` with every pair of `space` whose key starts with `prefix`
+/// (and comes after `after`, when given), in key order, reading a page of
+/// pairs at a time so a whole keyspace is never in memory at once.
+pub fn for_each(
+    kv: &dyn Kv,
+    space: Space,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    const PAGE: usize = 4096;
+    let mut after = after.map(<[u8]>::to_vec);
+    loop {
+        let page = kv.scan(space, prefix, after.as_deref(), PAGE)?;
+        for (k, v) in &page {
+            f(k, v)?;
+        }
+        match page.last() {
+            Some((k, _)) if page.len() == PAGE => after = Some(k.clone()),
+            _ => return Ok(()),
+        }
+    }
+}
+
 /// The smallest key greater than every key starting with `prefix`, or
 /// `None` when no such key exists (the prefix is all 0xff).
 pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {

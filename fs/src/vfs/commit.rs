@@ -22,6 +22,7 @@ use super::types::{CommitInfo, Defer, Ino, ROOT};
 use super::Inner;
 use crate::error::{Error, Result};
 use crate::hash::Hash;
+use crate::store::kv::for_each;
 use crate::store::{codec, Space, Txn};
 use crate::tree::content::{self, Extent};
 use crate::tree::{dir, Entry, Kind, NodeStore, Timestamp};
@@ -194,19 +195,12 @@ pub(crate) fn all_commits(kv: &dyn crate::store::Kv) -> Result<Vec<Commit>> {
 
 /// The commits after sequence number `seq`, oldest first.
 pub(crate) fn commits_after(kv: &dyn crate::store::Kv, seq: u64) -> Result<Vec<Commit>> {
-    const PAGE: usize = 4096;
     let mut out = Vec::new();
-    let mut after = seq.to_be_bytes().to_vec();
-    loop {
-        let page = kv.scan(Space::Commits, &[], Some(&after), PAGE)?;
-        for (_, v) in &page {
-            out.push(codec::decode(v, "commit")?);
-        }
-        match page.last() {
-            Some((k, _)) if page.len() == PAGE => after = k.clone(),
-            _ => return Ok(out),
-        }
-    }
+    for_each(kv, Space::Commits, &[], Some(&seq.to_be_bytes()), |_, v| {
+        out.push(codec::decode(v, "commit")?);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Time from `then` to `now` (zero if the clock went back).

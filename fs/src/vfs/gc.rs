@@ -32,12 +32,11 @@ use super::Vfs;
 use crate::error::{Error, Result};
 use crate::gc::{self, Dated, Marks, Policy, Report};
 use crate::hash::Hash;
+use crate::store::kv::for_each;
 use crate::store::packs::RECORD_HEADER;
-use crate::store::{codec, Batch, Kv, Location, Space, Store, Txn};
+use crate::store::{codec, Batch, Location, Space, Store, Txn};
 use crate::tree::{content, dir, Kind, MemNodes};
 
-/// Keys scanned per page.
-const PAGE: usize = 4096;
 /// The active pack is closed for a rewrite only from this size on (a
 /// collection of a small store should not leave a trail of tiny packs).
 const SEAL_AT_LEAST: u64 = 8 << 20;
@@ -51,21 +50,6 @@ fn hash_key(k: &[u8]) -> Result<Hash> {
     Ok(Hash(k.try_into().map_err(|_| {
         Error::corrupt("a hash key of the wrong length")
     })?))
-}
-
-/// Calls `f` with every pair of `space`, a page at a time.
-fn each(kv: &dyn Kv, space: Space, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = kv.scan(space, &[], after.as_deref(), PAGE)?;
-        for (k, v) in &page {
-            f(k, v)?;
-        }
-        match page.last() {
-            Some((k, _)) if page.len() == PAGE => after = Some(k.clone()),
-            _ => return Ok(()),
-        }
-    }
 }
 
 fn extent_key(loc: &Location) -> Vec<u8> {
@@ -116,7 +100,7 @@ impl Vfs {
             }
         }
         let mut dead_nodes = Vec::new();
-        each(kv, Space::Nodes, |k, _| {
+        for_each(kv, Space::Nodes, &[], None, |k, _| {
             let h = hash_key(k)?;
             if !marks.nodes.contains(&h) {
                 dead_nodes.push(h);
@@ -124,7 +108,7 @@ impl Vfs {
             Ok(())
         })?;
         let mut dead_chunks = Vec::new();
-        each(kv, Space::Chunks, |k, v| {
+        for_each(kv, Space::Chunks, &[], None, |k, v| {
             let h = hash_key(k)?;
             if !marks.chunks.contains(&h) {
                 dead_chunks.push((h, Location::decode(v)?));
@@ -141,7 +125,7 @@ impl Vfs {
                 marks.dir_tree(&nodes, Hash(c.root))?;
             }
             let mut records = Vec::new();
-            each(kv, Space::Inodes, |_, v| {
+            for_each(kv, Space::Inodes, &[], None, |_, v| {
                 records.push(codec::decode::<InodeRecord>(v, "inode")?);
                 Ok(())
             })?;
@@ -213,7 +197,7 @@ impl Vfs {
         let packs = store.packs();
         let (head, head_len) = packs.head();
         let mut head_used = 0u64;
-        each(kv, Space::Chunks, |_, v| {
+        for_each(kv, Space::Chunks, &[], None, |_, v| {
             let loc = Location::decode(v)?;
             if loc.pack == head {
                 head_used += RECORD_HEADER + u64::from(loc.len);
@@ -228,7 +212,7 @@ impl Vfs {
         // Every pack before `closed` is fully indexed and never written
         // again: their live chunks are exactly what the index names.
         let mut live: BTreeMap<u32, Vec<(Hash, Location)>> = BTreeMap::new();
-        each(kv, Space::Chunks, |k, v| {
+        for_each(kv, Space::Chunks, &[], None, |k, v| {
             let loc = Location::decode(v)?;
             if loc.pack < closed {
                 live.entry(loc.pack).or_default().push((hash_key(k)?, loc));

@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
+use backer_fs::store::kv::for_each;
 use backer_fs::store::{Location, Space, Store};
 use backer_fs::tree::content::{self, Extent};
 use backer_fs::tree::{dir, Kind};
@@ -68,20 +69,12 @@ pub(crate) fn du_json(store: &Store) -> Result<Value> {
             .map_err(|e| anyhow!("cannot read the current tree: {e}"))?;
     }
     let (mut stored, mut chunks) = (0u64, 0u64);
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store
-            .kv()
-            .scan(Space::Chunks, &[], after.as_deref(), 4096)
-            .map_err(|e| anyhow!("cannot read the chunk index: {e}"))?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
-        for (_, v) in &page {
-            let loc = Location::decode(v).map_err(|e| anyhow!("chunk index: {e}"))?;
-            stored += u64::from(loc.len);
-            chunks += 1;
-        }
-    }
+    for_each(store.kv(), Space::Chunks, &[], None, |_, v| {
+        stored += u64::from(Location::decode(v)?.len);
+        chunks += 1;
+        Ok(())
+    })
+    .map_err(|e| anyhow!("cannot read the chunk index: {e}"))?;
     Ok(json!({
         "commits": log.len(),
         "live_files": live.files,
