@@ -327,8 +327,7 @@ impl Store {
     /// Makes everything written so far durable: pack bytes first, then
     /// the engine, so no durable index entry names bytes that are not.
     pub fn flush_durable(&self) -> Result<()> {
-        self.packs.sync()?;
-        let (pack, len) = self.packs.head();
+        let (pack, len) = self.packs.sync()?;
         let mut mark = pack.to_be_bytes().to_vec();
         mark.extend_from_slice(&len.to_be_bytes());
         let mut b = Batch::default();

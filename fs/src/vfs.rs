@@ -86,6 +86,15 @@ impl Default for VfsOptions {
     }
 }
 
+/// What a write leaves to do once the vfs lock is released.
+enum AfterWrite {
+    Done,
+    /// Run the fold it began.
+    StreamFold(file::StreamFold),
+    /// Wait for the file's fold under way to end.
+    WaitForFold,
+}
+
 /// An open regular file's state, shared by all its handles.
 #[derive(Debug)]
 struct OpenFile {
@@ -232,6 +241,9 @@ pub struct Vfs {
     view: snapshots::View,
     /// History collection ([`Vfs::gc`]).
     gc: gc::GcState,
+    /// Signalled when a fold without the lock ends (writers that ran too
+    /// far ahead of one wait for it).
+    stream_folded: (Mutex<()>, Condvar),
 }
 
 impl Vfs {
@@ -270,6 +282,7 @@ impl Vfs {
             owner: opts.owner,
             changes: AtomicU64::new(1),
             wake: (Mutex::new(()), Condvar::new()),
+            stream_folded: (Mutex::new(()), Condvar::new()),
             committer_asleep: AtomicBool::new(false),
             started: std::time::Instant::now(),
             last_change: AtomicU64::new(0),
@@ -453,7 +466,7 @@ impl Vfs {
     /// Writes `data` at `offset` (at the end for an append handle).
     /// Returns the bytes written.
     pub fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> Result<u32> {
-        let (ino, stream) = self.write_op(|inner, txn, now| {
+        let (ino, next) = self.write_op(|inner, txn, now| {
             let h = inner.handle(fh)?;
             let store = inner.store.clone();
             let of = inner.open.get_mut(&h.ino).ok_or(Error::BadHandle)?;
@@ -470,21 +483,26 @@ impl Vfs {
             of.last_change = Some(now);
             of.wrote_since_flush = true;
             let over = of.data.overlay_bytes();
-            let mut stream = None;
-            if over > file::FOLD_THRESHOLD {
-                stream = of.data.begin_stream_fold(&store)?;
-                // Fold here if the file is not streaming, or if it grew far
-                // past a fold under way (bounding its memory).
-                if stream.is_none()
-                    && (!of.data.stream_folding() || over > 4 * file::FOLD_THRESHOLD)
-                {
-                    of.data.fold(&store, txn, false)?;
-                }
+            if over <= file::FOLD_THRESHOLD {
+                return Ok((h.ino, AfterWrite::Done));
             }
-            Ok((h.ino, stream))
+            if let Some(t) = of.data.begin_stream_fold(&store)? {
+                return Ok((h.ino, AfterWrite::StreamFold(t)));
+            }
+            if !of.data.stream_folding() {
+                // Not the streaming shape: fold here, under the lock.
+                of.data.fold(&store, txn, false)?;
+            } else if over > 4 * file::FOLD_THRESHOLD {
+                // Far ahead of the fold under way: hold this writer back
+                // (without the lock) until it ends, bounding memory.
+                return Ok((h.ino, AfterWrite::WaitForFold));
+            }
+            Ok((h.ino, AfterWrite::Done))
         })?;
-        if let Some(t) = stream {
-            self.finish_stream_fold(ino, t)?;
+        match next {
+            AfterWrite::Done => {}
+            AfterWrite::StreamFold(t) => self.finish_stream_fold(ino, t)?,
+            AfterWrite::WaitForFold => self.wait_for_stream_fold(ino),
         }
         Ok(data.len() as u32)
     }

@@ -101,7 +101,8 @@ impl Location {
 
 struct Writer {
     id: u32,
-    file: File,
+    /// Shared so a sync can fsync it without holding the writer.
+    file: Arc<File>,
     len: u64,
     /// Bytes before this offset of the active pack are on their way to
     /// the disk (writeback started).
@@ -116,6 +117,9 @@ struct Writer {
 pub struct Packs {
     dir: PathBuf,
     writer: Mutex<Writer>,
+    /// One sync at a time: a sync that found nothing left to do must not
+    /// return while another one's fsyncs are still running.
+    syncing: Mutex<()>,
     readers: Mutex<HashMap<u32, Arc<File>>>,
     reserve: u64,
 }
@@ -189,13 +193,14 @@ impl Packs {
             dir: dir.to_path_buf(),
             writer: Mutex::new(Writer {
                 id,
-                file,
+                file: Arc::new(file),
                 len,
                 started: len,
                 unsynced: vec![],
                 since_check: CHECK_EVERY,
                 free_at_check: 0,
             }),
+            syncing: Mutex::new(()),
             readers: Mutex::new(HashMap::new()),
             reserve: DEFAULT_RESERVE,
         })
@@ -263,10 +268,8 @@ impl Packs {
         let start = w.len;
         // Two writes, not one of a copied record: a chunk's bytes go to
         // the kernel once (the file is O_APPEND and the writer is locked).
-        let written = w
-            .file
-            .write_all(&header)
-            .and_then(|()| w.file.write_all(data));
+        let mut file = &*w.file;
+        let written = file.write_all(&header).and_then(|()| file.write_all(data));
         if let Err(e) = written {
             // A short write leaves a torn record at the end; later appends
             // go after it and recovery ignores it (no index entry names it).
@@ -289,23 +292,42 @@ impl Packs {
         })
     }
 
-    /// fsyncs every pack written since the last sync.
-    pub fn sync(&self) -> Result<()> {
-        let mut w = self.lock_writer();
-        let ids = std::mem::take(&mut w.unsynced);
-        for id in &ids {
-            let res = if *id == w.id {
-                w.file.sync_data().map_err(|e| Error::io("fsync pack", e))
-            } else {
-                self.reader(*id)
-                    .and_then(|f| f.sync_data().map_err(|e| Error::io("fsync pack", e)))
-            };
-            if let Err(e) = res {
-                w.unsynced = ids;
-                return Err(e);
+    /// fsyncs every pack written since the last sync and returns the
+    /// position (pack id, length) up to which every pack byte is now
+    /// durable. The fsyncs run without holding the writer, so appends go
+    /// on meanwhile (a commit's sync used to stall a streaming write for
+    /// as long as the disk took); those appends are past the returned
+    /// position and wait for the next sync.
+    pub fn sync(&self) -> Result<(u32, u64)> {
+        let _one = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
+        let (ids, head, files) = {
+            let mut w = self.lock_writer();
+            let ids = std::mem::take(&mut w.unsynced);
+            let files: Vec<(u32, Arc<File>)> = ids
+                .iter()
+                .map(|&id| {
+                    if id == w.id {
+                        Ok((id, w.file.clone()))
+                    } else {
+                        self.reader(id).map(|f| (id, f))
+                    }
+                })
+                .collect::<Result<_>>()
+                .inspect_err(|_| w.unsynced.clone_from(&ids))?;
+            (ids, (w.id, w.len), files)
+        };
+        for (_, f) in &files {
+            if let Err(e) = f.sync_data() {
+                let mut w = self.lock_writer();
+                for id in &ids {
+                    if !w.unsynced.contains(id) {
+                        w.unsynced.push(*id);
+                    }
+                }
+                return Err(Error::io("fsync pack", e));
             }
         }
-        Ok(())
+        Ok(head)
     }
 
     /// Closes the active pack and starts the next one, so a collection can
@@ -327,7 +349,7 @@ impl Packs {
             w.unsynced.push(old);
         }
         w.id = id;
-        w.file = file;
+        w.file = Arc::new(file);
         w.len = len;
         w.started = len;
         Ok(())
@@ -418,7 +440,11 @@ mod tests {
         let a = b"hello chunk".to_vec();
         let h = Hash::of(&a);
         let loc = packs.append(&h, &a).unwrap();
-        packs.sync().unwrap();
+        // The durable position covers everything appended before the sync.
+        assert_eq!(
+            packs.sync().unwrap(),
+            (loc.pack, RECORD_HEADER + a.len() as u64)
+        );
         assert_eq!(packs.read_verified(&h, &loc).unwrap(), a);
         let mut part = [0u8; 5];
         packs.read_at(&loc, 6, &mut part).unwrap();
@@ -430,6 +456,33 @@ mod tests {
         assert_eq!(packs.read_verified(&h, &loc).unwrap(), a);
         // A wrong hash is caught.
         assert!(packs.read_verified(&Hash::of(b"other"), &loc).is_err());
+    }
+
+    #[test]
+    fn appends_go_on_while_a_sync_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let packs = Packs::open(dir.path()).unwrap();
+        let chunk = vec![7u8; 64 * 1024];
+        let h = Hash::of(&chunk);
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                (0..200)
+                    .map(|_| packs.append(&h, &chunk).unwrap())
+                    .collect::<Vec<_>>()
+            });
+            let mut last = (0, 0);
+            while !writer.is_finished() {
+                let now = packs.sync().unwrap();
+                assert!(now >= last, "the durable position never goes back");
+                assert!(now <= packs.head());
+                last = now;
+            }
+            let locs = writer.join().unwrap();
+            // A final sync covers every append.
+            let end = packs.sync().unwrap();
+            let l = locs.last().unwrap();
+            assert_eq!(end, (l.pack, l.offset + u64::from(l.len)));
+        });
     }
 
     #[test]

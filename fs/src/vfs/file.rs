@@ -13,6 +13,7 @@
 //! A hole (never-written range) reads as zeros and stores nothing.
 
 mod stream;
+pub(crate) use stream::StreamFold;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;

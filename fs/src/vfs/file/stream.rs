@@ -10,8 +10,10 @@
 //! ([`FileData::finish_stream_fold`]). Meanwhile the other FUSE thread
 //! keeps taking writes.
 //!
-//! Only the common shape qualifies: one written extent, right after the
-//! committed extents and reaching the end of the file. The result is what
+//! Only the common shape qualifies: a written extent right after the
+//! committed extents, holding most of the written bytes (later extents,
+//! a stream's writes that arrived ahead of their turn, wait for the next
+//! fold). The result is what
 //! an inline fold would give (chunking restarts at the same cut and keeps
 //! the last, still growing chunk in memory). If anything but an append
 //! touched the file meanwhile (a write into the run, a truncate, an inline
@@ -48,14 +50,18 @@ impl FileData {
     /// Starts a fold of the written tail if the file has the streaming
     /// shape and no such fold is under way; `None` otherwise.
     pub(crate) fn begin_stream_fold(&mut self, store: &Store) -> Result<Option<StreamFold>> {
-        if self.folding.is_some() || self.overlay.len() != 1 {
+        if self.folding.is_some() {
             return Ok(None);
         }
         let (start, len) = match self.overlay.iter().next() {
             Some((s, b)) => (*s, b.len() as u64),
             None => return Ok(None),
         };
-        if start != self.base_len || start + len != self.size {
+        // Later extents may follow: two FUSE threads hand a stream's
+        // writes over out of order, so the next one often lands before
+        // the one that fills the gap. They stay in the overlay; the run
+        // is the first extent, if it is most of what is written.
+        if start != self.base_len || len < self.overlay_bytes / 2 {
             return Ok(None);
         }
         let lo = self.left_edge(start);
@@ -150,10 +156,40 @@ impl Vfs {
         }
         drop(inner);
         drop(pins);
+        {
+            let _g = self
+                .stream_folded
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            self.stream_folded.1.notify_all();
+        }
         match err {
             // ENOSPC and friends reach the writer now, like an inline fold's.
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+}
+
+impl Vfs {
+    /// Waits until `ino` has no fold without the lock under way (a writer
+    /// far ahead of it is held back here, not under the lock).
+    pub(in crate::vfs) fn wait_for_stream_fold(&self, ino: Ino) {
+        let (m, cv) = &self.stream_folded;
+        let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
+        // The check runs with `m` held and the finisher notifies with it
+        // held after its swap, so a wakeup cannot fall between the two.
+        while self
+            .lock()
+            .open
+            .get(&ino)
+            .is_some_and(|of| of.data.stream_folding())
+        {
+            g = cv
+                .wait_timeout(g, std::time::Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 }
@@ -205,10 +241,24 @@ mod tests {
             .collect()
     }
 
+    /// Writes `b` at `off` to the file and to its model.
+    fn write_at(f: &mut FileData, model: &mut Vec<u8>, off: usize, b: &[u8]) {
+        f.write(off as u64, b);
+        if model.len() < off + b.len() {
+            model.resize(off + b.len(), 0);
+        }
+        model[off..off + b.len()].copy_from_slice(b);
+    }
+
     #[derive(Clone, Debug)]
     enum Step {
         /// Append this many bytes.
         Append(usize),
+        /// Write this many bytes this far past the end (a stream's write
+        /// that arrives before the one filling the gap; see `Fill`).
+        Ahead(usize, usize),
+        /// Fill the oldest gap an `Ahead` left.
+        Fill,
         /// Overwrite at this fraction of the file.
         Overwrite(u8, usize),
         /// Begin a fold without the lock (if the shape allows).
@@ -224,6 +274,8 @@ mod tests {
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             6 => (1usize..400_000).prop_map(Step::Append),
+            2 => (1usize..300_000, 1usize..300_000).prop_map(|(gap, n)| Step::Ahead(gap, n)),
+            2 => Just(Step::Fill),
             1 => (any::<u8>(), 1usize..5_000).prop_map(|(at, n)| Step::Overwrite(at, n)),
             3 => Just(Step::Begin),
             3 => Just(Step::Finish),
@@ -259,6 +311,7 @@ mod tests {
             txn.commit().unwrap();
             let mut f = FileData::new(canonical(&model));
             let mut pending: Option<StreamFold> = None;
+            let mut fills = std::collections::VecDeque::new();
             for s in &steps {
                 match *s {
                     Step::Append(n) => {
@@ -266,6 +319,22 @@ mod tests {
                         rng.fill_bytes(&mut b);
                         f.write(model.len() as u64, &b);
                         model.extend_from_slice(&b);
+                    }
+                    Step::Ahead(gap, n) => {
+                        let mut fill = vec![0u8; gap];
+                        rng.fill_bytes(&mut fill);
+                        fills.push_back((model.len(), fill));
+                        let mut b = vec![0u8; n];
+                        rng.fill_bytes(&mut b);
+                        let off = model.len() + gap;
+                        f.write(off as u64, &b);
+                        model.resize(off, 0);
+                        model.extend_from_slice(&b);
+                    }
+                    Step::Fill => {
+                        if let Some((off, b)) = fills.pop_front() {
+                            write_at(&mut f, &mut model, off, &b);
+                        }
                     }
                     Step::Overwrite(at, n) => {
                         let off = model.len() * usize::from(at) / 256;
@@ -297,6 +366,9 @@ mod tests {
                         let n = model.len() * usize::from(at) / 256;
                         f.truncate(&store, n as u64).unwrap();
                         model.truncate(n);
+                        // A fill past the end now would leave a hole
+                        // (which writing in one go would not have).
+                        fills.retain(|(off, _)| *off <= n);
                     }
                 }
                 prop_assert_eq!(f.size, model.len() as u64);
@@ -306,6 +378,9 @@ mod tests {
             if let Some(t) = pending.take() {
                 let done = t.run(&store, &pins).unwrap();
                 f.finish_stream_fold(t, done);
+            }
+            while let Some((off, b)) = fills.pop_front() {
+                write_at(&mut f, &mut model, off, &b);
             }
             let mut txn = Txn::new(store.kv());
             f.fold(&store, &mut txn, true).unwrap();
