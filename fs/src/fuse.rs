@@ -505,15 +505,22 @@ impl Filesystem for BackerFs {
         _lo: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let r = if is_view(ino.0) {
-            self.vfs.view_read(ino.0, offset, size.min(MAX_IO))
-        } else {
-            self.vfs.read(fh.0, offset, size.min(MAX_IO))
-        };
-        match r {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(refuse("read", &e)),
+        if is_view(ino.0) {
+            return match self.vfs.view_read(ino.0, offset, size.min(MAX_IO)) {
+                Ok(d) => reply.data(&d),
+                Err(e) => reply.error(refuse("read", &e)),
+            };
         }
+        thread_local! {
+            /// This FUSE thread's read buffer (up to [`MAX_IO`] bytes).
+            static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        READ_BUF.with_borrow_mut(|buf| {
+            match self.vfs.read_into(fh.0, offset, size.min(MAX_IO), buf) {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => reply.error(refuse("read", &e)),
+            }
+        })
     }
 
     fn write(

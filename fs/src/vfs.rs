@@ -452,6 +452,16 @@ impl Vfs {
 
     /// Reads up to `size` bytes at `offset`.
     pub fn read(&self, fh: Fh, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        let n = self.read_into(fh, offset, size, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// [`Vfs::read`] into `buf`, which is grown if need be and whose first
+    /// bytes (the count returned) are the result: a caller that keeps one
+    /// buffer per thread spares each read a fresh zeroed allocation.
+    pub fn read_into(&self, fh: Fh, offset: u64, size: u32, buf: &mut Vec<u8>) -> Result<usize> {
         let (plan, store) = {
             let mut inner = self.lock();
             let h = inner.handle(fh)?;
@@ -460,7 +470,12 @@ impl Vfs {
             (of.data.plan_read(&store, offset, u64::from(size))?, store)
         };
         // The disk reads run without the lock.
-        plan.run(&store)
+        let n = plan.len();
+        if buf.len() < n {
+            buf.resize(n, 0);
+        }
+        plan.run_into(&store, &mut buf[..n])?;
+        Ok(n)
     }
 
     /// Writes `data` at `offset` (at the end for an append handle).

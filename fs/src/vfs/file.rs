@@ -66,7 +66,9 @@ pub(crate) struct FileData {
 /// A read whose chunk bytes are still to be fetched ([`FileData::plan_read`]).
 #[derive(Debug, Default)]
 pub(crate) struct ReadPlan {
-    buf: Vec<u8>,
+    /// Bytes the read returns.
+    len: usize,
+    /// Chunk bytes to fetch, in buffer order, not overlapping.
     chunks: Vec<PlannedChunk>,
     /// Written bytes (copied under the lock), laid over the chunk bytes.
     written: Vec<(usize, Vec<u8>)>,
@@ -84,22 +86,41 @@ struct PlannedChunk {
 }
 
 impl ReadPlan {
-    /// Reads the planned chunk bytes and returns the buffer. A chunk that
-    /// a collection moved since it was located is looked up again.
-    pub(crate) fn run(mut self, store: &Store) -> Result<Vec<u8>> {
+    /// Reads the planned chunk bytes and returns the buffer.
+    pub(crate) fn run(self, store: &Store) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.len];
+        self.run_into(store, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// How many bytes the read returns.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Fills `out` (exactly [`ReadPlan::len`] bytes, whatever it held)
+    /// with the read's bytes: only holes are zeroed, so a reused buffer
+    /// costs no memset of the chunk bytes. A chunk that a collection moved
+    /// since it was located is looked up again.
+    pub(crate) fn run_into(&self, store: &Store, out: &mut [u8]) -> Result<()> {
+        debug_assert_eq!(out.len(), self.len);
+        let mut done = 0;
         for c in &self.chunks {
-            let dst = &mut self.buf[c.at..c.at + c.len];
+            out[done..c.at].fill(0);
+            let dst = &mut out[c.at..c.at + c.len];
             if let Err(e) = store.packs().read_at(&c.loc, c.skip, dst) {
                 match store.chunk_location(&c.hash)? {
                     Some(now) if now != c.loc => store.packs().read_at(&now, c.skip, dst)?,
                     _ => return Err(e),
                 }
             }
+            done = c.at + c.len;
         }
+        out[done..].fill(0);
         for (at, bytes) in &self.written {
-            self.buf[*at..*at + bytes.len()].copy_from_slice(bytes);
+            out[*at..*at + bytes.len()].copy_from_slice(bytes);
         }
-        Ok(self.buf)
+        Ok(())
     }
 }
 
@@ -200,7 +221,7 @@ impl FileData {
         }
         let end = self.size.min(off.saturating_add(len));
         let mut plan = ReadPlan {
-            buf: vec![0u8; (end - off) as usize],
+            len: (end - off) as usize,
             ..ReadPlan::default()
         };
         let mut i = self.extent_index(off);

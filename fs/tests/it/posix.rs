@@ -38,6 +38,35 @@ fn write_read_round_trip_survives_reopen() {
     );
 }
 
+/// A reused read buffer (the FUSE layer keeps one per thread) must come
+/// back with holes zeroed, not holding the previous read's bytes.
+#[test]
+fn reads_into_a_dirty_buffer_zero_the_holes() {
+    let fs = TestFs::new();
+    let v = fs.vfs();
+    let (_, fh) = v.create(ME, ROOT, b"holes", 0o644, false).unwrap();
+    let chunk = vec![7u8; 300_000];
+    v.write(fh, 0, &chunk).unwrap();
+    v.write(fh, 1 << 20, &chunk).unwrap();
+    v.flush(fh).unwrap();
+    // Unflushed bytes inside the hole, laid over it.
+    v.write(fh, 600_000, b"overlay").unwrap();
+    let mut expect = vec![0u8; (1 << 20) + 300_000];
+    expect[..300_000].fill(7);
+    expect[1 << 20..].fill(7);
+    expect[600_000..600_007].copy_from_slice(b"overlay");
+    let mut buf = vec![0xAAu8; 2 << 20];
+    for (off, len) in [(0u64, 2u32 << 20), (250_000, 900_000), (700_000, 400_000)] {
+        buf.fill(0xAA);
+        let n = v.read_into(fh, off, len, &mut buf).unwrap();
+        let want = &expect[off as usize..(off as usize + len as usize).min(expect.len())];
+        assert_eq!(n, want.len());
+        assert!(buf[..n] == *want, "read at {off} of {len} differs");
+        assert_eq!(v.read(fh, off, len).unwrap(), want);
+    }
+    v.release(fh).unwrap();
+}
+
 #[test]
 fn sparse_files_read_zeros_and_store_nothing_for_holes() {
     let fs = TestFs::new();
