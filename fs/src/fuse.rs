@@ -571,7 +571,13 @@ impl Filesystem for BackerFs {
         if is_view(ino.0) {
             return reply.ok();
         }
-        self.empty(reply, self.vfs.release(fh.0), "release")
+        let r = self.vfs.release(fh.0);
+        if let Err(e) = &r {
+            // The fold of a closed file runs here (see `Vfs::flush`), and
+            // the kernel drops a RELEASE's error: say it where it is seen.
+            tracing::error!(ino = ino.0, error = %e, "a closed file's last bytes could not be stored");
+        }
+        self.empty(reply, r, "release")
     }
 
     fn fsync(

@@ -279,6 +279,12 @@ impl Store {
         Ok(hash)
     }
 
+    /// ENOSPC if `bytes` more chunk bytes would not fit above the
+    /// free-space reserve.
+    pub fn ensure_room(&self, bytes: u64) -> Result<()> {
+        self.packs.ensure_room(bytes)
+    }
+
     /// Stores a chunk whose hash the caller verified, index entry
     /// included, at once (for writers outside the vfs lock: a pull).
     pub fn put_verified_chunk(&self, data: &[u8], hash: Hash) -> Result<()> {

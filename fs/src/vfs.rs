@@ -112,6 +112,9 @@ struct OpenFile {
     /// Written since the last flush (a flush with nothing written is the
     /// close of a duplicate, e.g. a shell's before `exec` of the writer).
     wrote_since_flush: bool,
+    /// Closed after writing: the bytes are whole, commit them once folded
+    /// (at the release that follows the close; see [`Vfs::flush`]).
+    closed_whole: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -522,19 +525,28 @@ impl Vfs {
         Ok(data.len() as u32)
     }
 
-    /// Folds a handle's file into the namespace (close(2) calls this).
+    /// close(2) of a handle. The fold into the namespace waits for the
+    /// release: the kernel sends RELEASE without making the closer wait,
+    /// so chunking, hashing and storing the bytes overlap the program's
+    /// next file (`tar x`, `cp -r`) instead of adding to each close. The
+    /// bytes are in memory either way (durable only at fsync), and other
+    /// openers share them. A disk too full for them is the exception: the
+    /// fold runs here, so close(2) reports the ENOSPC.
     pub fn flush(&self, fh: Fh) -> Result<()> {
         self.write_op(|inner, txn, _| {
             let h = inner.handle(fh)?;
-            inner.fold_file(txn, h.ino)?;
-            // Closed after writing: what it wrote is whole, commit it now.
-            // (A close with nothing written, such as a shell's copy of the
-            // descriptor it hands to the writer, says nothing.)
-            if let Some(of) = inner.open.get_mut(&h.ino) {
-                if std::mem::take(&mut of.wrote_since_flush) {
-                    of.last_change = None;
-                    of.deferred_since = None;
-                }
+            let store = inner.store.clone();
+            let Some(of) = inner.open.get_mut(&h.ino) else {
+                return Ok(());
+            };
+            // Closed after writing: what it wrote is whole. (A close with
+            // nothing written, such as a shell's copy of the descriptor it
+            // hands to the writer, says nothing.)
+            if std::mem::take(&mut of.wrote_since_flush) {
+                of.closed_whole = true;
+            }
+            if of.dirty && store.ensure_room(of.data.overlay_bytes()).is_err() {
+                inner.fold_closed(txn, h.ino)?;
             }
             Ok(())
         })
@@ -542,7 +554,10 @@ impl Vfs {
 
     /// Folds the file, commits a root holding it and makes it durable.
     pub fn fsync(&self, fh: Fh) -> Result<()> {
-        self.flush(fh)?;
+        self.write_op(|inner, txn, _| {
+            let h = inner.handle(fh)?;
+            inner.fold_file(txn, h.ino)
+        })?;
         self.sync()
     }
 
@@ -550,21 +565,23 @@ impl Vfs {
     /// handle is gone even when the fold fails (ENOSPC): the error tells
     /// the caller those bytes were not stored.
     pub fn release(&self, fh: Fh) -> Result<()> {
-        let mut held = false;
+        let mut wake = false;
         let out = self.write_op(|inner, txn, now| {
             let h = inner.handle(fh)?;
-            let folded = inner.fold_file(txn, h.ino);
+            let folded = inner.fold_closed(txn, h.ino);
             inner.handles.remove(&fh);
             let last = match inner.open.get_mut(&h.ino) {
                 Some(of) => {
                     of.opens = of.opens.saturating_sub(1);
-                    held = of.opens == 0 && of.last_change.is_some();
                     of.opens == 0
                 }
                 None => false,
             };
+            wake = matches!(folded, Ok(true));
             if last {
-                inner.open.remove(&h.ino);
+                let of = inner.open.remove(&h.ino);
+                // Left out while open: whole now, so commit it.
+                wake |= of.is_some_and(|of| of.last_change.is_some());
                 let displaced = inner.displaced.remove(&h.ino);
                 if let Some(rec) = txn.inode_opt(h.ino)? {
                     if rec.nlink == 0 {
@@ -577,11 +594,11 @@ impl Vfs {
                     }
                 }
             }
-            folded
+            folded.map(|_| ())
         });
         // The background committer may be leaving this file out: closed,
         // it is whole now, so have it committed without waiting.
-        if held {
+        if wake {
             self.note_change();
         }
         out
@@ -599,6 +616,9 @@ impl Vfs {
         }
         txn.commit()?;
         inner.commit(now)?;
+        // Other requests need not wait for the disk: what they change
+        // after this point is made durable too, or by the next sync.
+        drop(inner);
         store.flush_durable()
     }
 
@@ -717,6 +737,7 @@ impl Inner {
                 last_change: None,
                 deferred_since: None,
                 wrote_since_flush: false,
+                closed_whole: false,
             });
         }
         let of = self.open.get_mut(&ino).ok_or(Error::BadHandle)?;
@@ -754,6 +775,22 @@ impl Inner {
             }
         }
         res
+    }
+
+    /// [`Inner::fold_file`], and if a handle was closed after writing,
+    /// stops leaving the file out of background commits (its bytes are
+    /// whole). Returns whether it did that.
+    fn fold_closed(&mut self, txn: &mut Txn<'_>, ino: Ino) -> Result<bool> {
+        self.fold_file(txn, ino)?;
+        let Some(of) = self.open.get_mut(&ino) else {
+            return Ok(false);
+        };
+        if !std::mem::take(&mut of.closed_whole) {
+            return Ok(false);
+        }
+        of.last_change = None;
+        of.deferred_since = None;
+        Ok(true)
     }
 
     /// Folds an open file's bytes into chunks and its record.

@@ -250,13 +250,7 @@ impl Packs {
         let mut w = self.lock_writer();
         let need = RECORD_HEADER + data.len() as u64;
         w.since_check += need;
-        if w.since_check >= CHECK_EVERY || w.free_at_check < self.reserve.saturating_mul(4) {
-            w.free_at_check = free_space(&self.dir)?;
-            w.since_check = 0;
-        }
-        if w.free_at_check < self.reserve.saturating_add(need) {
-            return Err(Error::NoSpace);
-        }
+        self.check_room(&mut w, need)?;
         w.free_at_check -= need;
         if w.len > 0 && w.len + need > PACK_TARGET_SIZE {
             Self::next_pack(&self.dir, &mut w)?;
@@ -290,6 +284,25 @@ impl Packs {
             offset: start + RECORD_HEADER,
             len,
         })
+    }
+
+    /// ENOSPC if `bytes` more would not fit above the free-space reserve
+    /// (what [`Packs::append`] would answer for them, without writing).
+    pub fn ensure_room(&self, bytes: u64) -> Result<()> {
+        let mut w = self.lock_writer();
+        self.check_room(&mut w, bytes)
+    }
+
+    /// Refreshes the free-space figure when due and checks `need` fits.
+    fn check_room(&self, w: &mut Writer, need: u64) -> Result<()> {
+        if w.since_check >= CHECK_EVERY || w.free_at_check < self.reserve.saturating_mul(4) {
+            w.free_at_check = free_space(&self.dir)?;
+            w.since_check = 0;
+        }
+        if w.free_at_check < self.reserve.saturating_add(need) {
+            return Err(Error::NoSpace);
+        }
+        Ok(())
     }
 
     /// fsyncs every pack written since the last sync and returns the
