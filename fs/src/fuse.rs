@@ -82,6 +82,7 @@ impl Default for MountOptions {
 /// A mounted, not yet serving, session.
 pub struct Mounted {
     session: fuser::Session<BackerFs>,
+    vfs: Arc<Vfs>,
 }
 
 /// Unmounts a [`Mounted`] session from another thread (signal handlers).
@@ -122,11 +123,12 @@ pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, opts: &MountOptions) -> io::Resul
     }
     cfg.n_threads = Some(opts.threads.max(1));
     let fs = BackerFs {
-        vfs,
+        vfs: vfs.clone(),
         writeback: !opts.read_only,
     };
     Ok(Mounted {
         session: fuser::Session::new(fs, mountpoint, &cfg)?,
+        vfs,
     })
 }
 
@@ -162,9 +164,20 @@ impl Mounted {
     }
 
     /// Serves requests until the file system is unmounted (`umount`,
-    /// `fusermount3 -u`, or an [`Unmounter`]).
+    /// `fusermount3 -u`, or an [`Unmounter`]), then folds what is still
+    /// open, commits and makes the store durable.
+    ///
+    /// That final sync runs here, after fuser's session is gone, not in
+    /// `destroy`: fuser drops its mount handle (which calls umount(2) on
+    /// the mount point's path if it believes the mount still stands) only
+    /// after `destroy` returns, and a slow `destroy` let a new mount at
+    /// the same path come up meanwhile and be unmounted by the old node.
     pub fn run(self) -> io::Result<()> {
-        self.session.run()
+        let served = self.session.run();
+        if let Err(e) = self.vfs.sync() {
+            tracing::error!(error = %e, "final sync at unmount failed");
+        }
+        served
     }
 }
 
@@ -267,11 +280,6 @@ impl Filesystem for BackerFs {
         Ok(())
     }
 
-    fn destroy(&mut self) {
-        if let Err(e) = self.vfs.sync() {
-            tracing::error!(error = %e, "final sync at unmount failed");
-        }
-    }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let r = if self.vfs.in_view(parent.0, name.as_bytes()) {
