@@ -280,7 +280,6 @@ impl Filesystem for BackerFs {
         Ok(())
     }
 
-
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let r = if self.vfs.in_view(parent.0, name.as_bytes()) {
             self.vfs.view_lookup(parent.0, name.as_bytes())

@@ -504,7 +504,7 @@ impl Vfs {
             if over <= file::FOLD_THRESHOLD {
                 return Ok((h.ino, AfterWrite::Done));
             }
-            if let Some(t) = of.data.begin_stream_fold(&store)? {
+            if let Some(t) = of.data.begin_stream_fold(&store, false)? {
                 return Ok((h.ino, AfterWrite::StreamFold(t)));
             }
             if !of.data.stream_folding() {
@@ -565,6 +565,11 @@ impl Vfs {
     /// handle is gone even when the fold fails (ENOSPC): the error tells
     /// the caller those bytes were not stored.
     pub fn release(&self, fh: Fh) -> Result<()> {
+        // Chunk, hash and store what the file holds without the lock, so
+        // the requests for a program's next file (a RELEASE is async: they
+        // arrive meanwhile) do not wait behind it. Whatever this leaves,
+        // e.g. after an error, the fold under the lock below stores.
+        let _ = self.store_without_lock(fh);
         let mut wake = false;
         let out = self.write_op(|inner, txn, now| {
             let h = inner.handle(fh)?;
@@ -602,6 +607,26 @@ impl Vfs {
             self.note_change();
         }
         out
+    }
+
+    /// Stores a handle's file's written bytes as chunks without holding
+    /// the lock through the hashing and the pack writes (a fold without
+    /// the lock that ends the run, if the file has that shape).
+    fn store_without_lock(&self, fh: Fh) -> Result<()> {
+        let begun = {
+            let mut inner = self.lock();
+            let store = inner.store.clone();
+            let h = inner.handle(fh)?;
+            match inner.open.get_mut(&h.ino) {
+                Some(of) if of.dirty => of.data.begin_stream_fold(&store, true)?,
+                _ => None,
+            }
+            .map(|t| (h.ino, t))
+        };
+        match begun {
+            Some((ino, t)) => self.finish_stream_fold(ino, t),
+            None => Ok(()),
+        }
     }
 
     /// Folds every open file, commits and makes the store durable.

@@ -38,6 +38,10 @@ pub(crate) struct StreamFold {
     epoch: u64,
     /// The run: committed bytes from `lo`, then the written extent.
     buf: Vec<u8>,
+    /// Store the run's last chunk too: the file was closed, so its end
+    /// is where the bytes end for now (a later append re-chunks from
+    /// that chunk's start, as after any fold that stored the end).
+    last: bool,
 }
 
 /// What [`StreamFold::run`] stored: the chunks of the run but its last.
@@ -48,8 +52,13 @@ pub(crate) struct StreamFolded {
 
 impl FileData {
     /// Starts a fold of the written tail if the file has the streaming
-    /// shape and no such fold is under way; `None` otherwise.
-    pub(crate) fn begin_stream_fold(&mut self, store: &Store) -> Result<Option<StreamFold>> {
+    /// shape and no such fold is under way; `None` otherwise. `last`
+    /// stores the run's last chunk too (see [`StreamFold`]).
+    pub(crate) fn begin_stream_fold(
+        &mut self,
+        store: &Store,
+        last: bool,
+    ) -> Result<Option<StreamFold>> {
         if self.folding.is_some() {
             return Ok(None);
         }
@@ -83,6 +92,7 @@ impl FileData {
             start,
             epoch: self.epoch,
             buf,
+            last,
         }))
     }
 
@@ -196,15 +206,19 @@ impl Vfs {
 
 impl StreamFold {
     /// Chunks, hashes and stores the run but its last chunk (which keeps
-    /// growing). Runs without the vfs lock: every chunk is pinned before
-    /// it is stored, so a collection cannot take it before the swap.
-    /// `None` when the run is a single chunk so far.
+    /// growing), unless the fold is `last`. Runs without the vfs lock:
+    /// every chunk is pinned before it is stored, so a collection cannot
+    /// take it before the swap. `None` when there is nothing to store yet.
     pub(crate) fn run(&self, store: &Store, pins: &Pins) -> Result<Option<StreamFolded>> {
         let cuts: Vec<_> = chunk::cuts(&self.buf).collect();
-        if cuts.len() < 2 {
+        let keep = if self.last {
+            &cuts[..]
+        } else {
+            &cuts[..cuts.len().saturating_sub(1)]
+        };
+        if keep.is_empty() {
             return Ok(None);
         }
-        let keep = &cuts[..cuts.len() - 1];
         let hashes = chunk::hash_ranges(&self.buf, keep);
         let mut extents = Vec::with_capacity(keep.len());
         for (c, hash) in keep.iter().zip(hashes) {
@@ -261,8 +275,9 @@ mod tests {
         Fill,
         /// Overwrite at this fraction of the file.
         Overwrite(u8, usize),
-        /// Begin a fold without the lock (if the shape allows).
-        Begin,
+        /// Begin a fold without the lock (if the shape allows); `true`
+        /// stores the last chunk too, as a release does.
+        Begin(bool),
         /// Run and finish the oldest fold begun.
         Finish,
         /// An inline partial fold.
@@ -277,7 +292,7 @@ mod tests {
             2 => (1usize..300_000, 1usize..300_000).prop_map(|(gap, n)| Step::Ahead(gap, n)),
             2 => Just(Step::Fill),
             1 => (any::<u8>(), 1usize..5_000).prop_map(|(at, n)| Step::Overwrite(at, n)),
-            3 => Just(Step::Begin),
+            3 => any::<bool>().prop_map(Step::Begin),
             3 => Just(Step::Finish),
             1 => Just(Step::Fold),
             1 => any::<u8>().prop_map(Step::Truncate),
@@ -346,9 +361,9 @@ mod tests {
                         }
                         model[off..off + n].copy_from_slice(&b);
                     }
-                    Step::Begin => {
+                    Step::Begin(last) => {
                         if pending.is_none() {
-                            pending = f.begin_stream_fold(&store).unwrap();
+                            pending = f.begin_stream_fold(&store, last).unwrap();
                         }
                     }
                     Step::Finish => {
