@@ -38,12 +38,14 @@ fn main() {
     });
     let me = Ctx { uid: 0, gid: 0 };
     let dir = vfs.mkdir(me, ROOT, b"d", 0o755).expect("mkdir").ino;
-    let data = vec![5u8; 4096];
+    // Distinct bytes per file (as real files are): nothing dedups.
+    let mut data = vec![0u8; 4096];
     let mut spent = [Duration::ZERO; OPS.len()];
     let all = Instant::now();
     for i in 0..n {
         let name = format!("f{i:05}");
         let name = name.as_bytes();
+        data[..8].copy_from_slice(&(i as u64).to_le_bytes());
         let mut t = Instant::now();
         let mut lap = |k: usize| {
             spent[k] += t.elapsed();

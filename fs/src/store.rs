@@ -25,13 +25,13 @@ use crate::error::{Error, Result};
 use crate::hash::Hash;
 use crate::identity::{NodeId, NodeKey};
 
-/// The store format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The store format this build writes and reads. 2: no pack extents
+/// keyspace; the chunk index reaches the engine only after the pack bytes
+/// it names are synced (format 1 needed a recovery pass instead).
+pub const FORMAT_VERSION: u32 = 2;
 
 const META_FORMAT: &[u8] = b"format";
 const META_KEY: &[u8] = b"node_key";
-/// Meta key of the last durable pack position: (pack id, length).
-const META_PACKS_SYNCED: &[u8] = b"packs_synced";
 
 /// How a store is opened.
 #[derive(Clone, Debug)]
@@ -55,7 +55,7 @@ impl Default for Options {
 pub struct Store {
     dir: PathBuf,
     kv: Arc<dyn Kv>,
-    packs: Packs,
+    packs: Arc<Packs>,
     key: NodeKey,
     id: NodeId,
     /// Held (shared) by chunk writes that run without the vfs lock, from
@@ -159,71 +159,21 @@ impl Store {
         let id = key.node_id();
         let mut packs = Packs::open(&dir.join("packs"))?;
         packs.set_reserve(opts.reserve_bytes);
-        let store = Store {
+        let packs = Arc::new(packs);
+        // The chunk index names pack bytes: it reaches the disk only after
+        // they do, so after any crash every indexed chunk is whole (what a
+        // crash leaves past the synced end of a pack is named by nothing,
+        // and later appends go after it).
+        let synced = packs.clone();
+        kv.before_handing_down(Box::new(move || synced.sync().map(|_| ())));
+        Ok(Store {
             dir: dir.to_path_buf(),
             kv,
             packs,
             key,
             id,
             appending: RwLock::new(()),
-        };
-        store.recover_packs()?;
-        Ok(store)
-    }
-
-    /// After a power loss the engine may name chunk bytes that never
-    /// reached the disk: check every chunk written after the last durable
-    /// flush and forget those whose bytes are missing or wrong.
-    fn recover_packs(&self) -> Result<()> {
-        let (synced_pack, synced_len) = match self.kv.get(Space::Meta, META_PACKS_SYNCED)? {
-            Some(v) if v.len() == 12 => (
-                u32::from_be_bytes(v[..4].try_into().expect("4 bytes")),
-                u64::from_be_bytes(v[4..].try_into().expect("8 bytes")),
-            ),
-            _ => (0, 0),
-        };
-        let (head, _) = self.packs.head();
-        let mut batch = Batch::default();
-        for pack in synced_pack.max(1)..=head {
-            let from = if pack == synced_pack { synced_len } else { 0 };
-            // A pack holds at most a few thousand chunks: scanning it
-            // whole and skipping the synced part is cheap.
-            kv::for_each(
-                self.kv.as_ref(),
-                Space::PackExtents,
-                &pack.to_be_bytes(),
-                None,
-                |k, v| {
-                    let offset = u64::from_be_bytes(
-                        k.get(4..12)
-                            .and_then(|b| b.try_into().ok())
-                            .ok_or_else(|| Error::corrupt("pack extent key"))?,
-                    );
-                    if offset < from {
-                        return Ok(());
-                    }
-                    let hash = Hash(v.try_into().map_err(|_| Error::corrupt("pack extent"))?);
-                    let good = match self.kv.get(Space::Chunks, hash.as_bytes())? {
-                        Some(loc) => {
-                            let loc = Location::decode(&loc)?;
-                            self.packs.read_verified(&hash, &loc).is_ok()
-                        }
-                        None => false,
-                    };
-                    if !good {
-                        tracing::warn!(%hash, pack, offset, "dropping chunk whose bytes did not survive");
-                        batch.remove(Space::Chunks, hash.as_bytes().to_vec());
-                        batch.remove(Space::PackExtents, k.to_vec());
-                    }
-                    Ok(())
-                },
-            )?;
-        }
-        if !batch.is_empty() {
-            self.kv.apply(batch)?;
-            self.kv.flush()?;
-        }
-        Ok(())
+        })
     }
 
     /// The store's folder.
@@ -273,9 +223,6 @@ impl Store {
             hash.as_bytes().to_vec(),
             loc.encode().to_vec(),
         );
-        let mut ext = loc.pack.to_be_bytes().to_vec();
-        ext.extend_from_slice(&(loc.offset - packs::RECORD_HEADER).to_be_bytes());
-        txn.put(Space::PackExtents, ext, hash.as_bytes().to_vec());
         Ok(hash)
     }
 
@@ -331,14 +278,11 @@ impl Store {
     }
 
     /// Makes everything written so far durable: pack bytes first, then
-    /// the engine, so no durable index entry names bytes that are not.
+    /// the engine, so no durable index entry names bytes that are not
+    /// (the engine's flush syncs the packs before it hands the index
+    /// entries down; this syncs them itself for engines that do not).
     pub fn flush_durable(&self) -> Result<()> {
-        let (pack, len) = self.packs.sync()?;
-        let mut mark = pack.to_be_bytes().to_vec();
-        mark.extend_from_slice(&len.to_be_bytes());
-        let mut b = Batch::default();
-        b.put(Space::Meta, META_PACKS_SYNCED, mark);
-        self.kv.apply(b)?;
+        self.packs.sync()?;
         self.kv.flush()
     }
 

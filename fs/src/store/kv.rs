@@ -16,8 +16,6 @@ pub enum Space {
     Nodes = b'N',
     /// The chunk index: chunk hash -> pack location.
     Chunks = b'C',
-    /// Pack extents: pack id + offset -> chunk hash (recovery, GC).
-    PackExtents = b'P',
     /// Live namespace: inode number -> inode record.
     Inodes = b'I',
     /// Live namespace: parent inode + name -> directory entry.
@@ -37,11 +35,10 @@ pub enum Space {
 }
 
 /// Keyspaces in a fixed order, for tests and tools that walk them all.
-pub const ALL_SPACES: [Space; 12] = [
+pub const ALL_SPACES: [Space; 11] = [
     Space::Meta,
     Space::Nodes,
     Space::Chunks,
-    Space::PackExtents,
     Space::Inodes,
     Space::Dirents,
     Space::Cookies,
@@ -51,6 +48,9 @@ pub const ALL_SPACES: [Space; 12] = [
     Space::Dirty,
     Space::Commits,
 ];
+
+/// See [`Kv::before_handing_down`].
+pub type BeforeHandingDown = Box<dyn Fn() -> Result<()> + Send + Sync>;
 
 /// One write of a batch: a value to put, or `None` to remove the key.
 pub type Op = (Space, Vec<u8>, Option<Vec<u8>>);
@@ -105,6 +105,15 @@ pub trait Kv: Send + Sync {
 
     /// Makes every applied batch durable (survives power loss).
     fn flush(&self) -> Result<()>;
+
+    /// For engines that gather writes before handing them to the engine
+    /// underneath: `hook` runs each time, after a set of writes is taken
+    /// and before any of it is handed down (the store syncs its packs
+    /// there, so no chunk index entry ever reaches the disk before the
+    /// bytes it names). Others ignore it.
+    fn before_handing_down(&self, hook: BeforeHandingDown) {
+        let _ = hook;
+    }
 
     /// Bytes the engine occupies on disk (0 for memory engines).
     fn size_on_disk(&self) -> Result<u64>;

@@ -15,9 +15,9 @@
 //! lost, as the contract allows; fsync flushes).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use super::kv::{merge_scan, pending_range, Batch, KeyValue, Kv, Space};
+use super::kv::{merge_scan, pending_range, Batch, BeforeHandingDown, KeyValue, Kv, Space};
 use crate::error::Result;
 
 /// Pending writes past which an apply hands them to the engine itself,
@@ -50,6 +50,8 @@ pub struct OverlayKv<K: Kv> {
     layers: Mutex<Layers>,
     /// One drain at a time, so drains reach the engine in order.
     draining: Mutex<()>,
+    /// Runs between taking a drain's writes and handing them down.
+    before: OnceLock<BeforeHandingDown>,
 }
 
 impl<K: Kv> OverlayKv<K> {
@@ -58,6 +60,7 @@ impl<K: Kv> OverlayKv<K> {
         OverlayKv {
             inner,
             layers: Mutex::new(Layers::default()),
+            before: OnceLock::new(),
             draining: Mutex::new(()),
         }
     }
@@ -86,7 +89,11 @@ impl<K: Kv> OverlayKv<K> {
                 .map(|((s, k), v)| (*s, k.clone(), v.clone()))
                 .collect(),
         };
-        let res = self.inner.apply(batch);
+        let res = match self.before.get() {
+            Some(hook) => hook(),
+            None => Ok(()),
+        }
+        .and_then(|()| self.inner.apply(batch));
         let mut l = self.lock();
         l.flushing = None;
         if res.is_err() {
@@ -163,6 +170,10 @@ impl<K: Kv> Kv for OverlayKv<K> {
 
     fn size_on_disk(&self) -> Result<u64> {
         self.inner.size_on_disk()
+    }
+
+    fn before_handing_down(&self, hook: BeforeHandingDown) {
+        let _ = self.before.set(hook);
     }
 }
 

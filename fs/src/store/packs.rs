@@ -266,7 +266,7 @@ impl Packs {
         let written = file.write_all(&header).and_then(|()| file.write_all(data));
         if let Err(e) = written {
             // A short write leaves a torn record at the end; later appends
-            // go after it and recovery ignores it (no index entry names it).
+            // go after it, and no index entry names it.
             w.len = w.file.metadata().map(|m| m.len()).unwrap_or(start);
             return Err(Error::io("append to pack", e));
         }

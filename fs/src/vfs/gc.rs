@@ -52,12 +52,6 @@ fn hash_key(k: &[u8]) -> Result<Hash> {
     })?))
 }
 
-fn extent_key(loc: &Location) -> Vec<u8> {
-    let mut k = loc.pack.to_be_bytes().to_vec();
-    k.extend_from_slice(&(loc.offset - RECORD_HEADER).to_be_bytes());
-    k
-}
-
 impl Vfs {
     /// Runs one collection with `policy` (see the module documentation).
     /// Collections are serialised; operations go on meanwhile, waiting
@@ -154,7 +148,6 @@ impl Vfs {
                 .filter(|(h, _)| !marks.chunks.contains(h))
             {
                 b.remove(Space::Chunks, h.as_bytes().to_vec());
-                b.remove(Space::PackExtents, extent_key(loc));
                 report.chunks_freed += 1;
                 report.chunk_bytes_freed += u64::from(loc.len);
             }
@@ -252,8 +245,6 @@ impl Vfs {
             match store.chunk_location(h)? {
                 Some(cur) if cur == *old => {
                     b.put(Space::Chunks, h.as_bytes().to_vec(), new.encode().to_vec());
-                    b.remove(Space::PackExtents, extent_key(old));
-                    b.put(Space::PackExtents, extent_key(new), h.as_bytes().to_vec());
                 }
                 _ => {
                     return Err(Error::corrupt(format!(

@@ -172,3 +172,89 @@ fn overlay_merges_pending_writes_and_hands_them_over_at_flush_and_drop() {
         Some(&b"3"[..])
     );
 }
+
+/// An engine the test can look into while an overlay sits on it.
+struct Shared(std::sync::Arc<MemKv>);
+
+impl Kv for Shared {
+    fn get(&self, space: Space, key: &[u8]) -> backer_fs::Result<Option<Vec<u8>>> {
+        self.0.get(space, key)
+    }
+    fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> backer_fs::Result<Vec<backer_fs::store::kv::KeyValue>> {
+        self.0.scan(space, prefix, after, limit)
+    }
+    fn last(
+        &self,
+        space: Space,
+        prefix: &[u8],
+    ) -> backer_fs::Result<Option<backer_fs::store::kv::KeyValue>> {
+        self.0.last(space, prefix)
+    }
+    fn apply(&self, batch: Batch) -> backer_fs::Result<()> {
+        self.0.apply(batch)
+    }
+    fn flush(&self) -> backer_fs::Result<()> {
+        self.0.flush()
+    }
+    fn size_on_disk(&self) -> backer_fs::Result<u64> {
+        self.0.size_on_disk()
+    }
+}
+
+/// The store syncs its packs in this hook: it must run before the engine
+/// holds any of the writes it hands down (at a flush, and when enough
+/// writes gathered that the overlay hands them down by itself), so no
+/// chunk index entry reaches the disk before the bytes it names.
+#[test]
+fn overlay_runs_its_hook_before_the_engine_gets_the_writes() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let engine = Arc::new(MemKv::new());
+    let kv = OverlayKv::new(Shared(engine.clone()));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (seen, counted) = (engine.clone(), runs.clone());
+    kv.before_handing_down(Box::new(move || {
+        // Whatever was taken is not in the engine yet.
+        assert_eq!(seen.get(Space::Chunks, b"last").unwrap(), None);
+        counted.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }));
+    let mut b = Batch::default();
+    b.put(Space::Chunks, b"last".to_vec(), b"1".to_vec());
+    kv.apply(b).unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "nothing handed down yet");
+    assert_eq!(engine.get(Space::Chunks, b"last").unwrap(), None);
+    kv.flush().unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert!(engine.get(Space::Chunks, b"last").unwrap().is_some());
+    // Enough writes without a flush: handed down by the overlay itself.
+    engine
+        .apply({
+            let mut b = Batch::default();
+            b.remove(Space::Chunks, b"last".to_vec());
+            b
+        })
+        .unwrap();
+    let mut b = Batch::default();
+    for i in 0u32..70_000 {
+        b.put(Space::Inodes, i.to_be_bytes().to_vec(), vec![1]);
+    }
+    b.put(Space::Chunks, b"last".to_vec(), b"2".to_vec());
+    kv.apply(b).unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert!(engine.get(Space::Chunks, b"last").unwrap().is_some());
+    // A failing hook hands nothing down and keeps the writes.
+    let kv = OverlayKv::new(Shared(Arc::new(MemKv::new())));
+    kv.before_handing_down(Box::new(|| Err(backer_fs::Error::NoSpace)));
+    let mut b = Batch::default();
+    b.put(Space::Chunks, b"k".to_vec(), b"v".to_vec());
+    kv.apply(b).unwrap();
+    assert!(kv.flush().is_err());
+    assert!(kv.get(Space::Chunks, b"k").unwrap().is_some());
+}
