@@ -67,38 +67,81 @@ pub fn chunks(data: &[u8]) -> Vec<Chunk> {
         .collect()
 }
 
-/// The blake3 hash of each range of `data`, in order. Large batches are
-/// hashed on two threads (half the bytes each): hashing is most of the
-/// cost of storing data, and a FUSE write stream leaves a core for it.
-pub fn hash_ranges(data: &[u8], ranges: &[Range<usize>]) -> Vec<Hash> {
+/// [`chunks`] for a large buffer, on two threads: the cut points are
+/// found in order on this thread (content-defined cutting is serial) while
+/// a second thread hashes each chunk as soon as it is cut; once the last
+/// cut is found this thread hashes too, from the other end of what is
+/// left. Storing a stream is bound by cut + hash: overlapping them takes
+/// the cutting off the critical path. Small buffers are done serially.
+pub fn cut_and_hash(data: &[u8]) -> Vec<Chunk> {
     const PARALLEL_FROM: usize = 1 << 20;
-    let total: usize = ranges.iter().map(|r| r.len()).sum();
-    if total < PARALLEL_FROM || ranges.len() < 2 {
-        return ranges.iter().map(|r| Hash::of(&data[r.clone()])).collect();
+    if data.len() < PARALLEL_FROM {
+        return chunks(data);
     }
-    // Split where the first half of the bytes ends.
-    let mut acc = 0;
-    let split = ranges
-        .iter()
-        .position(|r| {
-            acc += r.len();
-            acc >= total / 2
-        })
-        .map_or(ranges.len() / 2, |i| (i + 1).min(ranges.len() - 1));
-    let (a, b) = ranges.split_at(split);
-    let hash = |rs: &[Range<usize>]| -> Vec<Hash> {
-        rs.iter().map(|r| Hash::of(&data[r.clone()])).collect()
-    };
-    std::thread::scope(|s| {
-        let second = s.spawn(|| hash(b));
-        let mut out = hash(a);
-        match second.join() {
-            Ok(rest) => out.extend(rest),
-            // Hashing cannot panic; if the thread could not run, hash here.
-            Err(_) => out.extend(hash(b)),
+    use std::collections::VecDeque;
+    use std::sync::{Condvar, Mutex};
+    /// Cut, not yet hashed chunks (index, range), and whether cutting ended.
+    struct Queue {
+        todo: VecDeque<(usize, Range<usize>)>,
+        cut_all: bool,
+    }
+    let queue = Mutex::new(Queue {
+        todo: VecDeque::new(),
+        cut_all: false,
+    });
+    let ready = Condvar::new();
+    let lock = || queue.lock().unwrap_or_else(|p| p.into_inner());
+    let hash = |(i, r): (usize, Range<usize>)| (i, Hash::of(&data[r.clone()]), r);
+    let mut done: Vec<(usize, Hash, Range<usize>)> = std::thread::scope(|s| {
+        let helper = s.spawn(|| {
+            let mut out = Vec::new();
+            loop {
+                let next = {
+                    let mut q = lock();
+                    loop {
+                        if let Some(job) = q.todo.pop_front() {
+                            break Some(job);
+                        }
+                        if q.cut_all {
+                            break None;
+                        }
+                        q = ready.wait(q).unwrap_or_else(|p| p.into_inner());
+                    }
+                };
+                match next {
+                    Some(job) => out.push(hash(job)),
+                    None => return out,
+                }
+            }
+        });
+        for (i, r) in cuts(data).enumerate() {
+            lock().todo.push_back((i, r));
+            ready.notify_one();
         }
-        out
-    })
+        lock().cut_all = true;
+        ready.notify_all();
+        let mut mine = Vec::new();
+        while let Some(job) = lock().todo.pop_back() {
+            mine.push(hash(job));
+        }
+        match helper.join() {
+            Ok(theirs) => mine.extend(theirs),
+            // Hashing cannot panic; if it did, hash what is missing here.
+            Err(_) => {
+                let have: std::collections::BTreeSet<usize> = mine.iter().map(|d| d.0).collect();
+                for (i, r) in cuts(data).enumerate() {
+                    if !have.contains(&i) {
+                        mine.push(hash((i, r)));
+                    }
+                }
+            }
+        }
+        mine
+    });
+    done.sort_unstable_by_key(|d| d.0);
+    done.into_iter()
+        .map(|(_, hash, range)| Chunk { range, hash })
+        .collect()
 }
 
 #[cfg(test)]
@@ -114,13 +157,14 @@ mod tests {
     }
 
     #[test]
-    fn parallel_hashes_equal_serial_ones() {
-        let data = seeded(3 << 20, 11);
-        let ranges: Vec<_> = cuts(&data).collect();
-        let serial: Vec<Hash> = ranges.iter().map(|r| Hash::of(&data[r.clone()])).collect();
-        assert_eq!(hash_ranges(&data, &ranges), serial);
-        assert_eq!(hash_ranges(&data, &ranges[..1]), serial[..1]);
-        assert!(hash_ranges(&data, &[]).is_empty());
+    fn cutting_while_hashing_equals_doing_it_in_turn() {
+        for (len, seed) in [(3 << 20, 5), ((1 << 20) + 17, 6), (9 << 20, 7), (1000, 8)] {
+            let data = seeded(len, seed);
+            assert_eq!(cut_and_hash(&data), chunks(&data), "{len} bytes");
+        }
+        // No natural cut points: every chunk is cut at the maximum size.
+        let zeros = vec![0u8; 5 << 20];
+        assert_eq!(cut_and_hash(&zeros), chunks(&zeros));
     }
 
     #[test]

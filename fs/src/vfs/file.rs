@@ -28,7 +28,7 @@ use crate::tree::content::Extent;
 /// memory one file's unflushed writes can take.
 pub(crate) const FOLD_THRESHOLD: u64 = 16 * 1024 * 1024;
 /// How much of a run the fold reads ahead of the chunker (8 MiB: enough
-/// for [`chunk::hash_ranges`] to hash on two threads).
+/// for [`chunk::cut_and_hash`] to hash on two threads).
 const FILL: usize = 32 * chunk::MAX_SIZE as usize;
 
 /// What the new content holds at a position.
@@ -545,10 +545,8 @@ impl FileData {
             if buf.is_empty() {
                 return Ok((buf_start, j, None));
             }
-            let cuts: Vec<_> = chunk::cuts(&buf).collect();
-            let hashes = chunk::hash_ranges(&buf, &cuts);
             let mut consumed = 0usize;
-            for (c, hash) in cuts.into_iter().zip(hashes) {
+            for chunk::Chunk { range: c, hash } in chunk::cut_and_hash(&buf) {
                 let is_last = c.end == buf.len();
                 if is_last && !run_ended {
                     break;

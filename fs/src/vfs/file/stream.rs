@@ -210,18 +210,17 @@ impl StreamFold {
     /// every chunk is pinned before it is stored, so a collection cannot
     /// take it before the swap. `None` when there is nothing to store yet.
     pub(crate) fn run(&self, store: &Store, pins: &Pins) -> Result<Option<StreamFolded>> {
-        let cuts: Vec<_> = chunk::cuts(&self.buf).collect();
+        let chunks = chunk::cut_and_hash(&self.buf);
         let keep = if self.last {
-            &cuts[..]
+            &chunks[..]
         } else {
-            &cuts[..cuts.len().saturating_sub(1)]
+            &chunks[..chunks.len().saturating_sub(1)]
         };
         if keep.is_empty() {
             return Ok(None);
         }
-        let hashes = chunk::hash_ranges(&self.buf, keep);
         let mut extents = Vec::with_capacity(keep.len());
-        for (c, hash) in keep.iter().zip(hashes) {
+        for chunk::Chunk { range: c, hash } in keep.iter().cloned() {
             pins.add(hash);
             store.put_verified_chunk(&self.buf[c.clone()], hash)?;
             extents.push(Extent::Data {
