@@ -226,10 +226,9 @@ impl Store {
         Ok(hash)
     }
 
-    /// ENOSPC if `bytes` more chunk bytes would not fit above the
-    /// free-space reserve.
-    pub fn ensure_room(&self, bytes: u64) -> Result<()> {
-        self.packs.ensure_room(bytes)
+    /// See [`Packs::has_ample_room`].
+    pub fn has_ample_room(&self, bytes: u64) -> Result<bool> {
+        self.packs.has_ample_room(bytes)
     }
 
     /// Stores a chunk whose hash the caller verified, index entry

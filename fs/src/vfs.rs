@@ -530,8 +530,11 @@ impl Vfs {
     /// so chunking, hashing and storing the bytes overlap the program's
     /// next file (`tar x`, `cp -r`) instead of adding to each close. The
     /// bytes are in memory either way (durable only at fsync), and other
-    /// openers share them. A disk too full for them is the exception: the
-    /// fold runs here, so close(2) reports the ENOSPC.
+    /// openers share them. Unless the disk has ample room for them
+    /// ([`crate::store::Packs::has_ample_room`]): then the fold runs
+    /// here, so close(2) reports ENOSPC. (The kernel drops a RELEASE's
+    /// error: an I/O error of a fold there is only logged, and fsync,
+    /// which folds itself, is what reports one.)
     pub fn flush(&self, fh: Fh) -> Result<()> {
         self.write_op(|inner, txn, _| {
             let h = inner.handle(fh)?;
@@ -545,7 +548,7 @@ impl Vfs {
             if std::mem::take(&mut of.wrote_since_flush) {
                 of.closed_whole = true;
             }
-            if of.dirty && store.ensure_room(of.data.overlay_bytes()).is_err() {
+            if of.dirty && !store.has_ample_room(of.data.overlay_bytes())? {
                 inner.fold_closed(txn, h.ino)?;
             }
             Ok(())
@@ -648,8 +651,8 @@ impl Vfs {
     }
 
     /// Folds everything dirty into a new root and appends it to the commit
-    /// log (nothing if nothing changed). Open files' unflushed bytes are
-    /// not included: they join at their flush.
+    /// log (nothing if nothing changed). Open files' unfolded bytes are
+    /// not included: they join at their release (or fsync).
     pub fn commit(&self) -> Result<Option<CommitInfo>> {
         let now = self.now();
         self.lock().commit(now)

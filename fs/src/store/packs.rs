@@ -37,6 +37,8 @@ pub const DEFAULT_RESERVE: u64 = 64 * 1024 * 1024;
 /// How many bytes may be appended between two free-space checks while the
 /// disk is far from the reserve.
 const CHECK_EVERY: u64 = 32 * 1024 * 1024;
+/// The margin above the reserve that [`Packs::has_ample_room`] asks for.
+pub const AMPLE: u64 = 1 << 30;
 
 /// How many appended bytes may wait in the page cache before we ask the
 /// kernel to start writing them: a later fsync then has little left to do
@@ -109,6 +111,13 @@ struct Writer {
     started: u64,
     /// Packs written since the last sync (the active one included).
     unsynced: Vec<u32>,
+    /// A pack file was created since the last sync: its directory entry
+    /// must be made durable too.
+    dir_unsynced: bool,
+    /// An fsync of a pack failed. Linux reports a writeback error to a
+    /// file once, so a later fsync would succeed with the bytes lost:
+    /// every later sync fails instead (the node must be restarted).
+    sync_failed: bool,
     since_check: u64,
     free_at_check: u64,
 }
@@ -197,6 +206,8 @@ impl Packs {
                 len,
                 started: len,
                 unsynced: vec![],
+                dir_unsynced: true,
+                sync_failed: false,
                 since_check: CHECK_EVERY,
                 free_at_check: 0,
             }),
@@ -286,11 +297,19 @@ impl Packs {
         })
     }
 
-    /// ENOSPC if `bytes` more would not fit above the free-space reserve
-    /// (what [`Packs::append`] would answer for them, without writing).
-    pub fn ensure_room(&self, bytes: u64) -> Result<()> {
-        let mut w = self.lock_writer();
-        self.check_room(&mut w, bytes)
+    /// Whether `bytes` more chunk bytes can be stored later with a wide
+    /// margin: free space, read now, above the reserve by [`AMPLE`] plus
+    /// 16 times `bytes`. A close leaves its fold to the release only then
+    /// (several closes at once cannot realistically meet a full disk
+    /// before their releases); otherwise it folds at once and reports
+    /// ENOSPC itself.
+    pub fn has_ample_room(&self, bytes: u64) -> Result<bool> {
+        let free = free_space(&self.dir)?;
+        Ok(free
+            >= self
+                .reserve
+                .saturating_add(AMPLE)
+                .saturating_add(bytes.saturating_mul(16)))
     }
 
     /// Refreshes the free-space figure when due and checks `need` fits.
@@ -313,32 +332,43 @@ impl Packs {
     /// position and wait for the next sync.
     pub fn sync(&self) -> Result<(u32, u64)> {
         let _one = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
-        let (ids, head, files) = {
+        let (ids, head, files, dir) = {
             let mut w = self.lock_writer();
+            if w.sync_failed {
+                return Err(Error::io(
+                    "fsync pack",
+                    std::io::Error::other(
+                        "an earlier fsync of a pack failed; check the disk and restart",
+                    ),
+                ));
+            }
             let ids = std::mem::take(&mut w.unsynced);
-            let files: Vec<(u32, Arc<File>)> = ids
+            let files: Vec<Arc<File>> = ids
                 .iter()
                 .map(|&id| {
                     if id == w.id {
-                        Ok((id, w.file.clone()))
+                        Ok(w.file.clone())
                     } else {
-                        self.reader(id).map(|f| (id, f))
+                        self.reader(id)
                     }
                 })
                 .collect::<Result<_>>()
                 .inspect_err(|_| w.unsynced.clone_from(&ids))?;
-            (ids, (w.id, w.len), files)
+            let dir = std::mem::take(&mut w.dir_unsynced);
+            (ids, (w.id, w.len), files, dir)
         };
-        for (_, f) in &files {
-            if let Err(e) = f.sync_data() {
-                let mut w = self.lock_writer();
-                for id in &ids {
-                    if !w.unsynced.contains(id) {
-                        w.unsynced.push(*id);
-                    }
-                }
-                return Err(Error::io("fsync pack", e));
-            }
+        let mut synced = files.iter().try_for_each(|f| f.sync_data());
+        if synced.is_ok() && dir {
+            // A new pack's name must survive too, or the index names a
+            // file that a power loss took away.
+            synced = File::open(&self.dir).and_then(|d| d.sync_all());
+        }
+        if let Err(e) = synced {
+            let mut w = self.lock_writer();
+            w.sync_failed = true;
+            w.unsynced.extend(ids);
+            w.dir_unsynced |= dir;
+            return Err(Error::io("fsync pack", e));
         }
         Ok(head)
     }
@@ -365,6 +395,7 @@ impl Packs {
         w.file = Arc::new(file);
         w.len = len;
         w.started = len;
+        w.dir_unsynced = true;
         Ok(())
     }
 

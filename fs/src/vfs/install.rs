@@ -59,8 +59,8 @@ pub struct Installed {
 impl Vfs {
     /// Replaces the committed tree with one computed from it, and makes the
     /// live namespace match: under the vfs lock, commits pending local
-    /// changes first (as [`Vfs::commit`]: open files' unflushed bytes join
-    /// at their flush), then calls `f(nodes, base)` with a node store
+    /// changes first (as [`Vfs::commit`]: open files' unfolded bytes join
+    /// at their release), then calls `f(nodes, base)` with a node store
     /// over the same transaction and `base`, the committed root. `f` returns
     /// the new root (its nodes stored through `nodes` or already in the
     /// store) and the second parent to record (the peer's root), or `None`

@@ -739,3 +739,48 @@ fn a_full_disk_gives_enospc_and_a_consistent_store() {
     assert_eq!(fs.get(fs.path("kept").unwrap()), b"kept bytes");
     assert_eq!(fs.get(fs.path("big").unwrap()), b"");
 }
+
+/// A close leaves storing the bytes to the release only when the disk has
+/// ample room; near a full disk it stores them itself, so close(2) is the
+/// call that reports ENOSPC (the kernel drops a RELEASE's error).
+#[test]
+fn close_reports_enospc_when_the_disk_is_tight() {
+    use backer_fs::store::packs::{free_space, AMPLE};
+    use backer_fs::store::{Options, Store};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    drop(Store::create(&path).unwrap());
+    let free = free_space(&path).unwrap();
+    let open = |reserve: u64| {
+        let opts = Options {
+            reserve_bytes: reserve,
+            ..Options::default()
+        };
+        Vfs::new(
+            Arc::new(Store::open_with(&path, opts).unwrap()),
+            VfsOptions::default(),
+        )
+        .unwrap()
+    };
+    // Room for these bytes, but not ample room: the close stores them.
+    if free > AMPLE + (64 << 20) {
+        let vfs = open(free - AMPLE / 2);
+        let (a, fh) = vfs.create(ME, ROOT, b"tight", 0o644, false).unwrap();
+        vfs.write(fh, 0, &random_bytes(100_000, 3)).unwrap();
+        vfs.flush(fh).unwrap();
+        vfs.commit().unwrap();
+        let store = vfs.store();
+        let e = backer_fs::tree::dir::get(&*store, vfs.root_hash().unwrap(), b"tight")
+            .unwrap()
+            .expect("stored at the close: in the next commit");
+        assert_eq!((e.size, a.ino > 0), (100_000, true));
+        vfs.release(fh).unwrap();
+    }
+    // No room at all: close(2) gets ENOSPC, and the release too.
+    let vfs = open(u64::MAX / 4);
+    let (_, fh) = vfs.create(ME, ROOT, b"full", 0o644, false).unwrap();
+    vfs.write(fh, 0, &random_bytes(100_000, 4)).unwrap();
+    assert_eq!(errno(vfs.flush(fh)), libc::ENOSPC);
+    assert_eq!(errno(vfs.release(fh)), libc::ENOSPC);
+}
