@@ -548,7 +548,12 @@ impl Vfs {
             if std::mem::take(&mut of.wrote_since_flush) {
                 of.closed_whole = true;
             }
-            if of.dirty && !store.has_ample_room(of.data.overlay_bytes())? {
+            // Room unknown (statvfs failed): fold now, to be safe.
+            if of.dirty
+                && !store
+                    .has_ample_room(of.data.overlay_bytes())
+                    .unwrap_or(false)
+            {
                 inner.fold_closed(txn, h.ino)?;
             }
             Ok(())
