@@ -31,6 +31,7 @@
 //!   Those answers are kept cheap (no record decode for GETXATTR).
 
 mod attr;
+mod mount;
 
 use std::ffi::OsStr;
 use std::io;
@@ -40,15 +41,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{
-    AccessFlags, Config, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::tree::Kind;
 use crate::vfs::{is_view, Ctx, NewNode, RenameMode, SetAttr, SetTime, Vfs, XattrReply, XattrSet};
 use attr::{file_attr, kind_of_mode, timestamp};
+pub use mount::{clear_dead_mount, mount, MountOptions, Mounted, Unmounter};
 
 /// How long the kernel may trust an entry or attribute it was given.
 pub const TTL: Duration = Duration::from_secs(1);
@@ -58,161 +60,6 @@ const MAX_IO: u32 = 1 << 20;
 pub struct BackerFs {
     vfs: Arc<Vfs>,
     writeback: bool,
-}
-
-/// How to mount.
-#[derive(Clone, Debug)]
-pub struct MountOptions {
-    /// Let every user in (root mounts: a shared system folder), with the
-    /// kernel checking mode bits (`default_permissions`).
-    pub allow_other: bool,
-    /// Mount read-only.
-    pub read_only: bool,
-    /// Ask the kernel to unmount when the process dies (needs fusermount3).
-    pub auto_unmount: bool,
-    /// The source shown in /proc/mounts (the store folder).
-    pub fsname: String,
-    /// FUSE worker threads.
-    pub threads: usize,
-}
-
-impl Default for MountOptions {
-    fn default() -> Self {
-        MountOptions {
-            allow_other: false,
-            read_only: false,
-            auto_unmount: false,
-            fsname: "backer".into(),
-            threads: 2,
-        }
-    }
-}
-
-/// A mounted, not yet serving, session.
-pub struct Mounted {
-    session: fuser::Session<BackerFs>,
-    vfs: Arc<Vfs>,
-}
-
-/// Unmounts a [`Mounted`] session from another thread (signal handlers).
-pub struct Unmounter(fuser::SessionUnmounter);
-
-impl Unmounter {
-    /// Unmounts; the serving loop then returns.
-    pub fn unmount(&mut self) -> io::Result<()> {
-        self.0.unmount()
-    }
-}
-
-/// Mounts `vfs` at `mountpoint`. The kernel mount exists when this returns;
-/// call [`Mounted::run`] to serve it.
-pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, opts: &MountOptions) -> io::Result<Mounted> {
-    let mut cfg = Config::default();
-    cfg.mount_options = vec![
-        MountOption::FSName(opts.fsname.clone()),
-        MountOption::Subtype("backer".into()),
-        MountOption::DefaultPermissions,
-        MountOption::NoSuid,
-        MountOption::NoDev,
-        if opts.read_only {
-            MountOption::RO
-        } else {
-            MountOption::RW
-        },
-    ];
-    if opts.allow_other {
-        cfg.acl = SessionACL::All;
-    }
-    if opts.auto_unmount {
-        cfg.mount_options.push(MountOption::AutoUnmount);
-        // fuser refuses AutoUnmount with the Owner ACL.
-        if cfg.acl == SessionACL::Owner {
-            cfg.acl = SessionACL::RootAndOwner;
-        }
-    }
-    cfg.n_threads = Some(opts.threads.max(1));
-    let fs = BackerFs {
-        vfs: vfs.clone(),
-        writeback: !opts.read_only,
-    };
-    Ok(Mounted {
-        session: fuser::Session::new(fs, mountpoint, &cfg)?,
-        vfs,
-    })
-}
-
-impl Mounted {
-    /// A handle that unmounts from any thread.
-    pub fn unmounter(&mut self) -> Unmounter {
-        Unmounter(self.session.unmount_callable())
-    }
-
-    /// Sends kernel cache notifications (used when peers change things).
-    pub fn notifier(&self) -> fuser::Notifier {
-        self.session.notifier()
-    }
-
-    /// A function that tells the kernel to forget what it cached of what
-    /// an installed merge changed: the dentries of changed names (added
-    /// ones too: the kernel may hold a negative entry) and the attributes
-    /// and pages of changed inodes. Call it after the install returned
-    /// (holding no vfs lock) from a thread that serves no FUSE request
-    /// (DESIGN.md, "Traps").
-    pub fn invalidator(&self) -> impl Fn(&crate::vfs::Installed) + Send + Sync + 'static {
-        let notifier = self.session.notifier();
-        move |installed: &crate::vfs::Installed| {
-            for (parent, name) in &installed.names {
-                let name = std::ffi::OsStr::from_bytes(name);
-                // ENOENT: the kernel did not cache it; nothing to do.
-                let _ = notifier.inval_entry(INodeNo(*parent), name);
-            }
-            for ino in &installed.inodes {
-                let _ = notifier.inval_inode(INodeNo(*ino), 0, 0);
-            }
-        }
-    }
-
-    /// Serves requests until the file system is unmounted (`umount`,
-    /// `fusermount3 -u`, or an [`Unmounter`]), then folds what is still
-    /// open, commits and makes the store durable.
-    ///
-    /// That final sync runs here, after fuser's session is gone, not in
-    /// `destroy`: fuser drops its mount handle (which calls umount(2) on
-    /// the mount point's path if it believes the mount still stands) only
-    /// after `destroy` returns, and a slow `destroy` let a new mount at
-    /// the same path come up meanwhile and be unmounted by the old node.
-    pub fn run(self) -> io::Result<()> {
-        let served = self.session.run();
-        if let Err(e) = self.vfs.sync() {
-            tracing::error!(error = %e, "final sync at unmount failed");
-        }
-        served
-    }
-}
-
-/// If `path` is a dead FUSE mount left by a killed node (stat fails with
-/// ENOTCONN), detaches it and returns true.
-pub fn clear_dead_mount(path: &Path) -> io::Result<bool> {
-    match std::fs::metadata(path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {}
-        _ => return Ok(false),
-    }
-    let status = std::process::Command::new("fusermount3")
-        .arg("-u")
-        .arg("-z")
-        .arg(path)
-        .stderr(std::process::Stdio::null())
-        .status();
-    if !status.is_ok_and(|s| s.success()) {
-        // Not installed or refused: as root, detach it ourselves.
-        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: `c` is a valid NUL-terminated path; umount2 reads it only.
-        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(true)
 }
 
 fn errno(e: &crate::Error) -> Errno {
