@@ -393,6 +393,11 @@ impl Vfs {
             if let Some(mode) = set.mode {
                 rec.perm = mode & 0o7777;
             }
+            let setid_cleared = set.clear_setid && kind != Kind::Dir && {
+                let before = rec.perm;
+                rec.perm = without_setid(before);
+                rec.perm != before
+            };
             if let Some(uid) = set.uid {
                 rec.uid = uid;
             }
@@ -418,7 +423,7 @@ impl Vfs {
             // marked its names when it folded: only mode and mtime need a
             // new entry (this spares the writeback cache's many mtime-free
             // setattrs a links scan).
-            if set.mode.is_some() || set.mtime.is_some() {
+            if set.mode.is_some() || setid_cleared || set.mtime.is_some() {
                 inner.mark_names_dirty(txn, ino, &rec)?;
             }
             inner.attr(txn, ino)

@@ -4,7 +4,7 @@
 //! written front to back, a closed file), under it otherwise.
 
 use super::records::{ts_pair, NamespaceTxn};
-use super::{file, Fh, Ino, Vfs, MAX_FILE_SIZE};
+use super::{file, without_setid, Fh, Ino, Vfs, MAX_FILE_SIZE};
 use crate::error::{Error, Result};
 use crate::tree::Kind;
 
@@ -65,6 +65,23 @@ impl Vfs {
         }
         plan.run_into(&store, &mut buf[..n])?;
         Ok(n)
+    }
+
+    /// Before a write by someone without CAP_FSETID (FUSE's
+    /// FUSE_WRITE_KILL_SUIDGID): drops setuid, and setgid if the group may
+    /// execute. Changes nothing (and stores nothing) if neither is set.
+    pub fn clear_setid(&self, ino: Ino) -> Result<()> {
+        self.write_op(|inner, txn, now| {
+            let mut rec = txn.inode(ino)?;
+            let perm = without_setid(rec.perm);
+            if perm == rec.perm || rec.kind()? == Kind::Dir {
+                return Ok(());
+            }
+            rec.perm = perm;
+            rec.ctime = ts_pair(now);
+            txn.put_inode(ino, &rec)?;
+            inner.mark_names_dirty(txn, ino, &rec)
+        })
     }
 
     /// Writes `data` at `offset` (at the end for an append handle).

@@ -88,6 +88,21 @@ pub struct SetAttr {
     pub mtime: Option<SetTime>,
     /// New change time.
     pub ctime: Option<Timestamp>,
+    /// Drop setuid, and setgid if the group may execute (as Linux does on
+    /// a chown, and on a truncate by someone without CAP_FSETID), after
+    /// any new `mode`. Folders keep theirs.
+    pub clear_setid: bool,
+}
+
+/// `perm` without the bits a write or chown drops: setuid, and setgid
+/// when group-executable (setgid without it marks mandatory locking and
+/// stays).
+pub fn without_setid(perm: u32) -> u32 {
+    if perm & 0o010 != 0 {
+        perm & !0o6000
+    } else {
+        perm & !0o4000
+    }
 }
 
 /// One readdir entry. `cookie` is the offset to pass back to continue

@@ -8,5 +8,6 @@ mod kv_suite;
 mod large_dir;
 mod model;
 mod posix;
+mod setid;
 mod snapshots;
 mod util;

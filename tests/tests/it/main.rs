@@ -12,6 +12,7 @@ mod mount_util;
 mod peer_export;
 mod posix;
 mod posix_meta;
+mod privileges;
 mod programs;
 mod roundtrip;
 mod snapshots_view;

@@ -104,7 +104,7 @@ fn chmod_chown_and_utimens_are_exact_and_persist() {
     );
 }
 
-fn setxattr(
+pub(crate) fn setxattr(
     p: &Path,
     name: &str,
     value: &[u8],
@@ -123,7 +123,7 @@ fn setxattr(
     })
 }
 
-fn getxattr(p: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+pub(crate) fn getxattr(p: &Path, name: &str) -> std::io::Result<Vec<u8>> {
     let n = std::ffi::CString::new(name).expect("name");
     let mut buf = vec![0u8; 64 << 10];
     // SAFETY: valid path and name; buf is writable for its length.
@@ -469,7 +469,7 @@ fn posix_fallocate_gives_a_zeroed_file_of_the_size() {
 }
 
 /// `runuser -u nobody -- ARGS...`.
-fn as_nobody(args: &[&str]) -> backer_tests::Run {
+pub(crate) fn as_nobody(args: &[&str]) -> backer_tests::Run {
     let mut all: Vec<&OsStr> = vec!["-u".as_ref(), "nobody".as_ref(), "--".as_ref()];
     all.extend(args.iter().map(|a| OsStr::new(*a)));
     run("runuser", &all)
