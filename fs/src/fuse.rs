@@ -427,6 +427,42 @@ impl Filesystem for BackerFs {
         }
     }
 
+    /// A whole file copied (`cp` of coreutils 9 asks this first) shares
+    /// the source's chunks; any other copy gets EOPNOTSUPP, on which the
+    /// kernel copies through READ and WRITE itself. The kernel has written
+    /// back both files' cached pages in the range before asking, and drops
+    /// the destination's after.
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        if is_view(ino_out.0) {
+            return reply.error(Errno::EROFS);
+        }
+        if is_view(ino_in.0) {
+            return reply.error(Errno::EOPNOTSUPP);
+        }
+        // The reply counts in 32 bits: a larger file is not copied whole.
+        let len = len.min(u64::from(u32::MAX));
+        let r = self
+            .vfs
+            .copy_whole_file(fh_in.0, offset_in, fh_out.0, offset_out, len);
+        match r {
+            Ok(Some(n)) => reply.written(n as u32),
+            Ok(None) => reply.error(Errno::EOPNOTSUPP),
+            Err(e) => reply.error(refuse("copy_file_range", &e)),
+        }
+    }
+
     fn flush(
         &self,
         _req: &Request,

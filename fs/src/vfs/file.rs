@@ -185,6 +185,28 @@ impl FileData {
         self.base.iter().map(|(_, e)| *e).collect()
     }
 
+    /// Another file holding this content (copy_file_range of a whole
+    /// file): the same extents and size, sharing every chunk. `None` while
+    /// written bytes are not yet chunked (fold first) or a fold is under
+    /// way.
+    pub(crate) fn clone_content(&self) -> Option<FileData> {
+        if !self.overlay.is_empty() || self.folding.is_some() {
+            return None;
+        }
+        Some(FileData {
+            base: self.base.clone(),
+            base_len: self.base_len,
+            size: self.size,
+            locs: self.locs.clone(),
+            ..FileData::default()
+        })
+    }
+
+    /// Whether the file is empty: no size, nothing written or folding.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.size == 0 && self.overlay.is_empty() && self.folding.is_none()
+    }
+
     /// Forgets the chunk locations read so far (a collection moved them).
     pub(crate) fn forget_locations(&mut self) {
         self.locs.clear();

@@ -67,6 +67,49 @@ impl Vfs {
         Ok(n)
     }
 
+    /// copy_file_range, when it copies a whole file: `len` bytes from 0 of
+    /// `fh_in` cover its content and `fh_out` is empty, so the destination
+    /// takes the source's chunks and nothing is read, hashed or written
+    /// (bytes the source holds unchunked are folded first). Returns the
+    /// bytes copied, or `None` for any other copy (a range, into a file
+    /// with content, between a file and itself): the caller copies those
+    /// byte by byte.
+    pub fn copy_whole_file(
+        &self,
+        fh_in: Fh,
+        off_in: u64,
+        fh_out: Fh,
+        off_out: u64,
+        len: u64,
+    ) -> Result<Option<u64>> {
+        self.write_op(|inner, txn, now| {
+            let (src, dst) = (inner.handle(fh_in)?.ino, inner.handle(fh_out)?);
+            if off_in != 0 || off_out != 0 || src == dst.ino || dst.append {
+                return Ok(None);
+            }
+            let (Some(s), Some(d)) = (inner.open.get(&src), inner.open.get(&dst.ino)) else {
+                return Err(Error::BadHandle);
+            };
+            if len < s.data.size || !d.data.is_empty() {
+                return Ok(None);
+            }
+            if s.data.overlay_bytes() > 0 {
+                inner.fold_file(txn, src)?;
+            }
+            let Some(data) = inner.open.get(&src).and_then(|s| s.data.clone_content()) else {
+                return Ok(None);
+            };
+            let size = data.size;
+            let of = inner.open.get_mut(&dst.ino).ok_or(Error::BadHandle)?;
+            of.data = data;
+            of.dirty = true;
+            of.mtime = Some(now);
+            of.last_change = Some(now);
+            of.wrote_since_flush = true;
+            Ok(Some(size))
+        })
+    }
+
     /// Before a write by someone without CAP_FSETID (FUSE's
     /// FUSE_WRITE_KILL_SUIDGID): drops setuid, and setgid if the group may
     /// execute. Changes nothing (and stores nothing) if neither is set.

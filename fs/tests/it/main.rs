@@ -1,5 +1,6 @@
 //! backer-fs integration tests: one binary, one module per area.
 
+mod copy;
 mod crash;
 mod defer;
 mod gc;

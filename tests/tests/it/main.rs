@@ -3,6 +3,7 @@
 //! mount tests need root, /dev/fuse and fuse3 (fusermount3).
 
 mod cli;
+mod copy;
 mod durability;
 mod history;
 mod lifecycle;
