@@ -199,6 +199,7 @@ impl Inner {
         txn.put_inode(parent, &prec)?;
         rec.nlink = 1;
         rec.ctime = records::ts_pair(now);
+        txn.add_name(ino, &mut rec, parent, &name);
         txn.put_inode(ino, &rec)?;
         txn.remove(Space::Orphans, ino.to_be_bytes().to_vec());
         tracing::warn!(
@@ -662,7 +663,7 @@ impl Inner {
             }
             return Ok(());
         }
-        for (parent, name) in txn.links(ino)? {
+        for (parent, name) in txn.names_of(ino, rec)? {
             txn.mark_dirty(parent, &name);
         }
         Ok(())

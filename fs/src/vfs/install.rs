@@ -349,7 +349,9 @@ impl Apply<'_, '_, '_> {
         if d.kind != Kind::Dir {
             self.touched.insert(d.ino);
             self.displace(d.ino, parent, name)?;
-            return self.inner.drop_link(self.txn, d.ino, self.now);
+            return self
+                .inner
+                .drop_link(self.txn, d.ino, (parent, name), self.now);
         }
         prec.nlink = prec.nlink.saturating_sub(1);
         let mut dirs = vec![d.ino];
@@ -371,7 +373,8 @@ impl Apply<'_, '_, '_> {
                 } else {
                     self.touched.insert(child.ino);
                     self.displace(child.ino, dino, name)?;
-                    self.inner.drop_link(self.txn, child.ino, self.now)?;
+                    self.inner
+                        .drop_link(self.txn, child.ino, (dino, name), self.now)?;
                 }
             }
             self.txn.remove_inode(dino)?;
@@ -433,6 +436,9 @@ impl Apply<'_, '_, '_> {
             }
             Kind::CharDev | Kind::BlockDev => rec.rdev = n.rdev,
             Kind::Fifo | Kind::Socket => {}
+        }
+        if kind != Kind::Dir {
+            self.txn.add_name(ino, &mut rec, parent, &n.name);
         }
         self.txn.put_inode(ino, &rec)?;
         self.txn.add_dirent(parent, prec, &n.name, ino, kind);

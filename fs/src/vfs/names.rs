@@ -177,6 +177,7 @@ impl Vfs {
             }
             rec.nlink += 1;
             rec.ctime = ts_pair(now);
+            txn.add_name(ino, &mut rec, newparent, newname);
             txn.put_inode(ino, &rec)?;
             txn.add_dirent(newparent, &mut prec, newname, ino, rec.kind()?);
             touch(&mut prec, now);
@@ -197,7 +198,7 @@ impl Vfs {
             txn.remove_dirent(parent, &mut prec, name, &d);
             touch(&mut prec, now);
             txn.put_inode(parent, &prec)?;
-            inner.drop_link(txn, d.ino, now)
+            inner.drop_link(txn, d.ino, (parent, name), now)
         })
     }
 
@@ -354,6 +355,9 @@ impl Inner {
             },
         }
         let ino = alloc_ino(txn)?;
+        if kind != Kind::Dir {
+            txn.add_name(ino, &mut rec, parent, name);
+        }
         txn.put_inode(ino, &rec)?;
         txn.add_dirent(parent, &mut prec, name, ino, kind);
         touch(&mut prec, now);
@@ -361,10 +365,18 @@ impl Inner {
         Ok(ino)
     }
 
-    /// One name of `ino` is gone: drop a link, free it at the last one
-    /// unless it is open (then it lives on as an orphan until release).
-    pub(super) fn drop_link(&mut self, txn: &mut Txn<'_>, ino: Ino, now: Timestamp) -> Result<()> {
+    /// The name `gone` (parent, name) of the non-directory `ino` is gone:
+    /// drop a link, free it at the last one unless it is open (then it
+    /// lives on as an orphan until release).
+    pub(super) fn drop_link(
+        &mut self,
+        txn: &mut Txn<'_>,
+        ino: Ino,
+        gone: (Ino, &[u8]),
+        now: Timestamp,
+    ) -> Result<()> {
         let mut rec = txn.inode(ino)?;
+        txn.drop_name(ino, &mut rec, gone.0, gone.1);
         rec.nlink = rec.nlink.saturating_sub(1);
         rec.ctime = ts_pair(now);
         if rec.nlink == 0 {
@@ -424,7 +436,7 @@ impl Inner {
                     txn.remove_inode(dst.ino)?;
                 } else {
                     txn.put_inode(newparent, &nprec)?;
-                    self.drop_link(txn, dst.ino, now)?;
+                    self.drop_link(txn, dst.ino, (newparent, newname), now)?;
                 }
             }
             (_, None) => {}
@@ -451,6 +463,9 @@ impl Inner {
         if rec.is_dir() {
             rec.parent = newparent;
             rec.name = newname.to_vec();
+        } else {
+            txn.drop_name(src.ino, &mut rec, parent, name);
+            txn.add_name(src.ino, &mut rec, newparent, newname);
         }
         txn.put_inode(src.ino, &rec)
     }
@@ -486,12 +501,16 @@ impl Inner {
                 txn.put_inode(p, &r)?;
             }
         }
-        for (ino, p, n) in [(da.ino, pb, nb), (db.ino, pa, na)] {
+        for (ino, (op, on), (p, n)) in [(da.ino, (pa, na), (pb, nb)), (db.ino, (pb, nb), (pa, na))]
+        {
             let mut r = txn.inode(ino)?;
             r.ctime = ts_pair(now);
             if r.is_dir() {
                 r.parent = p;
                 r.name = n.to_vec();
+            } else {
+                txn.drop_name(ino, &mut r, op, on);
+                txn.add_name(ino, &mut r, p, n);
             }
             txn.put_inode(ino, &r)?;
         }

@@ -6,7 +6,8 @@
 //! Inodes   ino                   -> InodeRecord
 //! Dirents  parent | name         -> child ino | cookie | kind
 //! Cookies  parent | cookie       -> ino | kind | name   (readdir order)
-//! Links    ino | parent | name   -> ()              (every name of an inode)
+//! Links    ino | parent | name   -> ()              (a file's names beyond
+//!                                                     the one in its record)
 //! Xattrs   ino | attr name       -> value
 //! Orphans  ino                   -> ()              (unlinked while open)
 //! Dirty    parent | name         -> ()              (changed since the last commit)
@@ -41,6 +42,9 @@ pub(crate) struct InodeRecord {
     pub(crate) mtime: (i64, u32),
     pub(crate) ctime: (i64, u32),
     /// Dirs: parent inode and own name (the root is its own parent).
+    /// Other kinds: one of their names, empty if none is kept here (see
+    /// [`NamespaceTxn::add_name`]): a file with one name, the common case,
+    /// costs no `Links` key, and finding its name no scan.
     pub(crate) parent: Ino,
     pub(crate) name: Vec<u8>,
     /// Dirs: the next readdir cookie to hand out.
@@ -217,7 +221,15 @@ pub(crate) trait NamespaceTxn {
         kind: Kind,
     );
     fn remove_dirent(&mut self, parent: Ino, prec: &mut InodeRecord, name: &[u8], d: &Dirent);
-    fn links(&self, ino: Ino) -> Result<Vec<(Ino, Vec<u8>)>>;
+    /// Notes that the non-directory `ino` gained the name `name` in
+    /// `parent`: in its record if that holds none, else in `Links`. The
+    /// caller saves `rec` (and keeps `nlink`).
+    fn add_name(&mut self, ino: Ino, rec: &mut InodeRecord, parent: Ino, name: &[u8]);
+    /// Notes that it lost that name (wherever it was kept).
+    fn drop_name(&mut self, ino: Ino, rec: &mut InodeRecord, parent: Ino, name: &[u8]);
+    /// Every name of the non-directory `ino`: with one link and its name
+    /// in the record, that one without a scan.
+    fn names_of(&self, ino: Ino, rec: &InodeRecord) -> Result<Vec<(Ino, Vec<u8>)>>;
     fn mark_dirty(&mut self, parent: Ino, name: &[u8]);
 }
 
@@ -277,7 +289,6 @@ impl NamespaceTxn for Txn<'_> {
         c.push(kind_to_u8(kind));
         c.extend_from_slice(name);
         self.put(Space::Cookies, cookie_key(parent, cookie).to_vec(), c);
-        self.put(Space::Links, link_key(ino, parent, name), Vec::new());
         self.mark_dirty(parent, name);
     }
 
@@ -285,15 +296,39 @@ impl NamespaceTxn for Txn<'_> {
         prec.entries = prec.entries.saturating_sub(1);
         self.remove(Space::Dirents, dirent_key(parent, name));
         self.remove(Space::Cookies, cookie_key(parent, d.cookie).to_vec());
-        self.remove(Space::Links, link_key(d.ino, parent, name));
         self.mark_dirty(parent, name);
     }
 
-    fn links(&self, ino: Ino) -> Result<Vec<(Ino, Vec<u8>)>> {
-        self.scan(Space::Links, &ino_key(ino), None, usize::MAX)?
-            .into_iter()
-            .map(|(k, _)| Ok((u64_at(&k, 8)?, k[16..].to_vec())))
-            .collect()
+    fn add_name(&mut self, ino: Ino, rec: &mut InodeRecord, parent: Ino, name: &[u8]) {
+        if rec.name.is_empty() {
+            rec.parent = parent;
+            rec.name = name.to_vec();
+        } else {
+            self.put(Space::Links, link_key(ino, parent, name), Vec::new());
+        }
+    }
+
+    fn drop_name(&mut self, ino: Ino, rec: &mut InodeRecord, parent: Ino, name: &[u8]) {
+        if rec.parent == parent && rec.name == name {
+            rec.parent = 0;
+            rec.name.clear();
+        } else {
+            self.remove(Space::Links, link_key(ino, parent, name));
+        }
+    }
+
+    fn names_of(&self, ino: Ino, rec: &InodeRecord) -> Result<Vec<(Ino, Vec<u8>)>> {
+        let mut names = Vec::new();
+        if !rec.name.is_empty() {
+            names.push((rec.parent, rec.name.clone()));
+            if rec.nlink <= 1 {
+                return Ok(names);
+            }
+        }
+        for (k, _) in self.scan(Space::Links, &ino_key(ino), None, usize::MAX)? {
+            names.push((u64_at(&k, 8)?, k[16..].to_vec()));
+        }
+        Ok(names)
     }
 
     fn mark_dirty(&mut self, parent: Ino, name: &[u8]) {

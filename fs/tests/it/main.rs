@@ -7,6 +7,7 @@ mod gc;
 mod install;
 mod kv_suite;
 mod large_dir;
+mod links;
 mod model;
 mod posix;
 mod setid;
