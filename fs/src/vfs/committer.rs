@@ -35,37 +35,13 @@ impl Committer {
             let (vfs, stop) = (vfs.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("backer-commit".into())
-                .spawn(move || {
-                    lower_priority();
-                    run(&vfs, &stop, quiet, max_delay, &on_commit)
-                })?
+                .spawn(move || run(&vfs, &stop, quiet, max_delay, &on_commit))?
         };
         Ok(Committer {
             stop,
             vfs,
             thread: Some(thread),
         })
-    }
-}
-
-/// The committer yields the CPU to requests: its thread runs 10 nice
-/// levels below the node's (on Linux a thread's nice value is its own).
-/// A program's next request then does not wait behind a commit's sled
-/// inserts for a CPU: 10,000 creates through the mount took 14% less
-/// time in alternating runs on a 2-CPU machine. Its lock holds are
-/// short, so it does not keep requests waiting while it waits for a CPU
-/// itself.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: gettid, getpriority and setpriority on this thread; a
-    // failure only leaves the priority as it was.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        *libc::__errno_location() = 0;
-        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-        if *libc::__errno_location() == 0 {
-            libc::setpriority(libc::PRIO_PROCESS, tid, (now + 10).min(19));
-        }
     }
 }
 
@@ -155,34 +131,5 @@ impl Drop for Committer {
         if let Err(e) = self.vfs.commit_durable() {
             tracing::error!(error = %e, "final commit failed");
         }
-    }
-}
-
-#[cfg(all(test, target_os = "linux"))]
-mod tests {
-    use super::lower_priority;
-
-    #[test]
-    fn the_committer_thread_yields_to_requests() {
-        let nice = |tid: libc::id_t| {
-            // SAFETY: getpriority of a live thread of ours.
-            unsafe {
-                *libc::__errno_location() = 0;
-                libc::getpriority(libc::PRIO_PROCESS, tid)
-            }
-        };
-        // SAFETY: gettid has no preconditions.
-        let me = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
-        let before = nice(me);
-        let (lowered, after) = std::thread::spawn(move || {
-            lower_priority();
-            // SAFETY: as above.
-            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
-            (nice(tid), nice(me))
-        })
-        .join()
-        .unwrap();
-        assert_eq!(lowered, (before + 10).min(19), "the lowered thread");
-        assert_eq!(after, before, "other threads keep theirs");
     }
 }
