@@ -436,7 +436,7 @@ impl Filesystem for BackerFs {
     /// the destination's after.
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -458,6 +458,12 @@ impl Filesystem for BackerFs {
         let r = self
             .vfs
             .copy_whole_file(fh_in.0, offset_in, fh_out.0, offset_out, len);
+        // As for a write (the kernel leaves it to us, HANDLE_KILLPRIV_V2):
+        // a copier other than root drops the destination's setuid/setgid.
+        let r = match r {
+            Ok(Some(n)) if req.uid() != 0 => self.vfs.clear_setid(ino_out.0).map(|()| Some(n)),
+            r => r,
+        };
         match r {
             Ok(Some(n)) => reply.written(n as u32),
             Ok(None) => reply.error(Errno::EOPNOTSUPP),

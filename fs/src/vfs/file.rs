@@ -202,6 +202,11 @@ impl FileData {
         })
     }
 
+    /// Whether a fold without the lock is storing some of its bytes.
+    pub(crate) fn fold_under_way(&self) -> bool {
+        self.folding.is_some()
+    }
+
     /// Whether the file is empty: no size, nothing written or folding.
     pub(crate) fn is_empty(&self) -> bool {
         self.size == 0 && self.overlay.is_empty() && self.folding.is_none()

@@ -90,7 +90,7 @@ impl Vfs {
             let (Some(s), Some(d)) = (inner.open.get(&src), inner.open.get(&dst.ino)) else {
                 return Err(Error::BadHandle);
             };
-            if len < s.data.size || !d.data.is_empty() {
+            if len < s.data.size || !d.data.is_empty() || s.data.fold_under_way() {
                 return Ok(None);
             }
             if s.data.overlay_bytes() > 0 {

@@ -164,3 +164,55 @@ fn writes_chowns_and_truncates_drop_file_capabilities() {
     set();
     assert_eq!(getxattr(&p, cap).expect("get"), net_raw_capability());
 }
+
+/// In a child running as nobody: copy_file_range all of `src` into `dst`
+/// from offset 0. Returns the child's exit code (0: copied whole).
+fn copy_as_nobody(src: &Path, dst: &Path, len: usize) -> i32 {
+    let (src, dst) = (crate::mount_util::cpath(src), crate::mount_util::cpath(dst));
+    // SAFETY: the child makes raw system calls only, then _exits.
+    unsafe {
+        match libc::fork() {
+            0 => {
+                let ok = libc::syscall(libc::SYS_setresgid, 65534, 65534, 65534) == 0
+                    && libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) == 0;
+                let i = libc::open(src.as_ptr(), libc::O_RDONLY);
+                let o = libc::open(dst.as_ptr(), libc::O_WRONLY);
+                let n =
+                    libc::copy_file_range(i, std::ptr::null_mut(), o, std::ptr::null_mut(), len, 0);
+                libc::_exit(if ok && i >= 0 && o >= 0 && n == len as isize {
+                    0
+                } else {
+                    1
+                })
+            }
+            -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+            pid => {
+                let mut status = 0;
+                assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+                libc::WEXITSTATUS(status)
+            }
+        }
+    }
+}
+
+#[test]
+fn a_whole_file_copied_in_by_another_user_drops_setuid() {
+    let m = Mount::new();
+    chmod(&m.root(), 0o755);
+    let src = m.path("src");
+    let data = vec![7u8; 300_000];
+    fs::write(&src, &data).expect("write");
+    chmod(&src, 0o644);
+    for (name, before, after) in [("by-nobody", 0o4777, 0o777), ("sgid", 0o2777, 0o777)] {
+        let dst = m.path(name);
+        fs::write(&dst, b"").expect("create");
+        chmod(&dst, before);
+        assert_eq!(
+            copy_as_nobody(&src, &dst, data.len()),
+            0,
+            "copy into {name}"
+        );
+        assert_eq!(fs::read(&dst).expect("read"), data, "{name}");
+        assert_eq!(mode(&dst), after, "{name} after a copy by nobody");
+    }
+}
