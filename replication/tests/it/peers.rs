@@ -127,7 +127,10 @@ fn a_dial_only_node_reaches_its_peer_and_accepts_nothing() {
     let (a, b) = pair(false);
     assert_eq!(b.peers.listen_addr(), None, "B was told no listen address");
     let local = b.peers.local_addr().expect("B has a socket");
-    assert!(local.ip().is_unspecified(), "not a wildcard socket: {local}");
+    assert!(
+        local.ip().is_unspecified(),
+        "not a wildcard socket: {local}"
+    );
 
     // Changes flow both ways over B's outgoing connection.
     a.node.write("from-a", b"hello b");
@@ -141,7 +144,8 @@ fn a_dial_only_node_reaches_its_peer_and_accepts_nothing() {
     // A node B trusts dials B's port directly: nobody answers (quinn has
     // no server configuration there), so the dial fails or times out.
     let x = Node::new();
-    b.peers.reload(vec![a.spec(), dials_us(x.vfs.store().node_id())]);
+    b.peers
+        .reload(vec![a.spec(), dials_us(x.vfs.store().node_id())]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dialled = rt.block_on(async {
         let trust: Trust = [b.id()].into_iter().collect();
@@ -177,7 +181,10 @@ fn both_dialling_keep_one_session_and_stay_connected() {
         wait("B to get A's write", || {
             b.node.read("f").as_deref() == Some(&[i; 1000][..])
         });
-        assert!(a.connected_to(&b) && b.connected_to(&a), "a session dropped");
+        assert!(
+            a.connected_to(&b) && b.connected_to(&a),
+            "a session dropped"
+        );
     }
 }
 

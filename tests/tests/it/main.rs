@@ -8,6 +8,8 @@ mod durability;
 mod history;
 mod lifecycle;
 mod mirror;
+mod mirror_faults;
+mod mirror_util;
 mod mount_helper;
 mod mount_util;
 mod peer_export;
