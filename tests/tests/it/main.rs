@@ -13,6 +13,7 @@ mod mirror_util;
 mod mount_helper;
 mod mount_util;
 mod peer_export;
+mod peers;
 mod posix;
 mod posix_meta;
 mod privileges;

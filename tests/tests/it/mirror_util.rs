@@ -66,6 +66,25 @@ pub(crate) fn free_addr() -> String {
     format!("127.0.0.1:{port}")
 }
 
+/// `cmd` (program, arguments, environment) run by `nsenter` in the
+/// network namespace `/run/netns/NS` and nothing else: unlike `ip netns
+/// exec`, it keeps this mount namespace, so a FUSE mount made there is
+/// visible here. `nsenter` execs the program: the pid is the node's.
+pub(crate) fn in_netns(cmd: &Command, ns: &str) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{ns}"))
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
 /// `backer --store S ARGS...`, run to completion.
 pub(crate) fn backer(store: &TempStore, args: &[&str]) -> Run {
     Run::of(store.backer().args(args).stdin(Stdio::null()))
@@ -194,6 +213,9 @@ pub(crate) struct MountNode {
     pub(crate) m: Mount,
     pub(crate) id: String,
     pub(crate) addr: String,
+    /// The network namespace the node runs in (`/run/netns/NAME`), if
+    /// not this process's.
+    pub(crate) netns: Option<String>,
 }
 
 impl MountNode {
@@ -209,6 +231,7 @@ impl MountNode {
             m,
             id,
             addr: free_addr(),
+            netns: None,
         }
     }
 
@@ -218,7 +241,14 @@ impl MountNode {
         if listen {
             args.extend(["--listen", self.addr.as_str()]);
         }
-        let run = self.m.try_mount(&args);
+        let run = match &self.netns {
+            None => self.m.try_mount(&args),
+            Some(ns) => {
+                let mut cmd = self.m.store().backer();
+                cmd.arg("mount").arg(self.m.dir()).args(&args);
+                Run::of(in_netns(&cmd, ns).stdin(Stdio::null()))
+            }
+        };
         if run.code == Some(0) {
             self.m.adopt_running_node(); // so that Drop cleans up
         }
@@ -255,7 +285,7 @@ impl Node for MountNode {
     }
 }
 
-/// A `backer replica --listen ADDR` in the background, its stderr (the
+/// A `backer replica [--listen ADDR]` in the background, its stderr (the
 /// log) in a file per run; stopped by SIGTERM (killed if it will not
 /// stop) when dropped.
 pub(crate) struct ReplicaNode {
@@ -263,6 +293,10 @@ pub(crate) struct ReplicaNode {
     pub(crate) store: TempStore,
     pub(crate) id: String,
     pub(crate) addr: String,
+    /// Whether it listens at `addr` (else it only dials out).
+    pub(crate) listens: bool,
+    /// The network namespace it runs in, if not this process's.
+    pub(crate) netns: Option<String>,
     pub(crate) child: Option<Child>,
     /// Runs started so far; the log of run `n` is `replica-<n>.log`.
     pub(crate) runs: u32,
@@ -280,6 +314,8 @@ impl ReplicaNode {
             store,
             id,
             addr: free_addr(),
+            listens: true,
+            netns: None,
             child: None,
             runs: 0,
         }
@@ -326,10 +362,15 @@ impl ReplicaNode {
         assert!(self.child.is_none(), "{} already runs", self.name);
         self.runs += 1;
         let log = fs::File::create(self.log_path(self.runs)).expect("create the replica log");
-        let child = self
-            .store
-            .backer()
-            .args(["replica", "--listen", &self.addr])
+        let mut cmd = self.store.backer();
+        cmd.arg("replica");
+        if self.listens {
+            cmd.args(["--listen", &self.addr]);
+        }
+        if let Some(ns) = &self.netns {
+            cmd = in_netns(&cmd, ns);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
