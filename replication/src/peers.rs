@@ -141,7 +141,9 @@ impl Shared {
     }
 }
 
-/// The running network side of a node.
+/// The running network side of a node. Dropping it stops its tasks at
+/// once (waiting a second at most, outside any tokio runtime); call
+/// [`shutdown`](Peers::shutdown) first to tell the peers.
 pub struct Peers {
     /// Taken by `Drop`, which stops it.
     rt: Option<tokio::runtime::Runtime>,

@@ -22,12 +22,7 @@ use crate::mount_util::walk;
 /// mount.
 #[test]
 fn two_mounts_mirror_writes_both_ways() {
-    let mut a = MountNode::init("A");
-    let mut b = MountNode::init("B");
-    a.add_peer(&b.id, Some(&b.addr));
-    b.add_peer(&a.id, Some(&a.addr));
-    a.start(true);
-    b.start(true);
+    let (a, b) = mounted_pair();
     let all: [&dyn Node; 2] = [&a, &b];
     wait_connected(&a, &b, &all);
     wait_connected(&b, &a, &all);

@@ -338,12 +338,7 @@ fn conflict_copies(dir: &Path) -> Vec<String> {
 /// conflict copy named the same everywhere.
 #[test]
 fn concurrent_edits_while_apart_keep_both_versions() {
-    let mut a = MountNode::init("A");
-    let mut b = MountNode::init("B");
-    a.add_peer(&b.id, Some(&b.addr));
-    b.add_peer(&a.id, Some(&a.addr));
-    a.start(true);
-    b.start(true);
+    let (a, b) = mounted_pair();
     let all: [&dyn Node; 2] = [&a, &b];
 
     // A common ancestor on both.

@@ -439,6 +439,30 @@ impl Drop for ReplicaNode {
     }
 }
 
+/// Two mounts, A and B, each the other's peer at its address, both
+/// listening and started (not necessarily connected yet).
+pub(crate) fn mounted_pair() -> (MountNode, MountNode) {
+    let mut a = MountNode::init("A");
+    let mut b = MountNode::init("B");
+    a.add_peer(&b.id, Some(&b.addr));
+    b.add_peer(&a.id, Some(&a.addr));
+    a.start(true);
+    b.start(true);
+    (a, b)
+}
+
+/// Two replicas, A and B, each the other's peer at its address, both
+/// listening and started (not necessarily connected yet).
+pub(crate) fn replica_pair() -> (ReplicaNode, ReplicaNode) {
+    let mut a = ReplicaNode::init("A");
+    let mut b = ReplicaNode::init("B");
+    a.add_peer(&b.id, Some(&b.addr));
+    b.add_peer(&a.id, Some(&a.addr));
+    a.start();
+    b.start();
+    (a, b)
+}
+
 /// Writes `data` at `path` and fsyncs it: once this returns, the node's
 /// committed root holds it (and every change made before).
 pub(crate) fn write_synced(path: &Path, data: &[u8]) {

@@ -23,12 +23,7 @@ const TOLD_WITHIN: Duration = Duration::from_secs(10);
 /// timeout could have said so.
 #[test]
 fn a_stopped_node_shows_disconnected_on_its_peer_at_once() {
-    let mut a = ReplicaNode::init("A");
-    let mut b = ReplicaNode::init("B");
-    a.add_peer(&b.id, Some(&b.addr));
-    b.add_peer(&a.id, Some(&a.addr));
-    a.start();
-    b.start();
+    let (a, mut b) = replica_pair();
     let all: [&dyn Node; 2] = [&a, &b];
     wait_connected(&a, &b, &all);
     wait_connected(&b, &a, &all);
