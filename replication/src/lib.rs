@@ -12,6 +12,8 @@
 //!   byte stream (QUIC, TCP, in-memory pipes in tests).
 //! - [`quic`]: the node's QUIC endpoint, with pinned mutual TLS between
 //!   trusted node keys; its streams are what [`session`] runs over.
+//! - [`peers`]: the peer manager: dialling, backoff, dial dedupe, trust
+//!   reload, one session per peer, a shutdown that tells the peers.
 //!
 //! Every node is equal: a server replica is a node without a mount.
 
@@ -19,6 +21,7 @@ pub mod error;
 pub mod hello;
 pub mod local;
 pub mod merge;
+pub mod peers;
 pub mod proto;
 pub mod quic;
 pub mod reconcile;
@@ -27,5 +30,6 @@ pub mod session;
 pub use error::{Error, Result};
 pub use hello::{Hello, Incompatible, PROTOCOL_VERSION};
 pub use local::{Local, MemLocal, VfsLocal};
+pub use peers::{PeerSpec, PeerStatus, Peers, RootFeed};
 pub use reconcile::{Config, Event, Progress, Reconcile, Stats};
 pub use session::{run, Channels, Outcome, Report, Traffic};
