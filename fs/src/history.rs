@@ -18,7 +18,7 @@ mod restore;
 
 pub use du::{du, Du};
 pub use export::{check_target, export, Exported};
-pub use log::{log, Change, ChangeKind, LogEntry};
+pub use log::{kind_name::name as kind_name, log, Change, ChangeKind, LogEntry};
 pub use restore::{restore, Outcome, RestoreRequest, Restored};
 
 use crate::error::{Error, Result};

@@ -86,7 +86,7 @@ pub fn export(store: &Store, out: &Path, progress: Option<&dyn Fn(u64, u64)>) ->
     };
     let mut ex = Exporter {
         store,
-        progress: progress.map(|p| (p, total, 0)),
+        progress: progress.map(|to| Tell { to, total, done: 0 }),
         stats: Exported::default(),
     };
     if let Some(root) = root {
@@ -142,10 +142,17 @@ enum Work {
     Seal(PathBuf, u32, Timestamp),
 }
 
+/// Who hears of the progress, the bytes in all and the bytes written so
+/// far.
+struct Tell<'a> {
+    to: &'a dyn Fn(u64, u64),
+    total: u64,
+    done: u64,
+}
+
 struct Exporter<'a> {
     store: &'a Store,
-    /// The listener, the bytes in all and the bytes written so far.
-    progress: Option<(&'a dyn Fn(u64, u64), u64, u64)>,
+    progress: Option<Tell<'a>>,
     stats: Exported,
 }
 
@@ -255,9 +262,9 @@ impl Exporter<'_> {
                         f.write_all_at(&data, at).map_err(cannot_write)?;
                     }
                     pos = at + ext.len();
-                    if let Some((tell, total, done)) = &mut self.progress {
-                        *done += ext.len();
-                        tell(*done, *total);
+                    if let Some(t) = &mut self.progress {
+                        t.done += ext.len();
+                        (t.to)(t.done, t.total);
                     }
                 }
             }

@@ -101,7 +101,7 @@ pub(crate) mod kind_name {
     ];
 
     /// The word for `k`.
-    pub(crate) fn name(k: Kind) -> &'static str {
+    pub fn name(k: Kind) -> &'static str {
         NAMES.iter().find(|(x, _)| *x == k).map_or("?", |(_, n)| n)
     }
 
