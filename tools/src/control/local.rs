@@ -164,12 +164,19 @@ impl Local {
         Ok(out)
     }
 
-    /// Exports the newest committed tree into the folder `to`.
+    /// Exports the tree into the folder `to`: a node's pending changes
+    /// are committed first, then the newest commit is written (an immutable
+    /// root: the node goes on meanwhile).
     pub(crate) fn export(
         &self,
         to: &Path,
         progress: Option<&dyn Fn(u64, u64)>,
     ) -> Result<Exported> {
+        if self.pid.is_some() {
+            self.vfs
+                .commit()
+                .map_err(|e| anyhow!("cannot commit the tree: {e}"))?;
+        }
         history::export(&self.vfs.store(), to, progress).map_err(explain("cannot export"))
     }
 
