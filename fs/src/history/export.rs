@@ -2,15 +2,18 @@
 //! --to`): folders, files with their bytes (holes stay holes), symlinks
 //! with their targets, fifos; each with its permission bits and mtime (a
 //! folder's after its children are written). Devices and sockets are
-//! skipped with a warning. Files are streamed one chunk at a time.
+//! skipped with a warning. Files are streamed one chunk at a time. Names
+//! are created relative to their open folder (`openat`, `O_NOFOLLOW`),
+//! so any depth works and nothing is written through a symlink.
 //!
 //! The tree is a committed root: immutable, so the export is consistent
 //! even while a node goes on changing the live tree.
 
 use std::ffi::{CString, OsStr};
-use std::fs::{self, DirBuilder, OpenOptions, Permissions};
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -84,13 +87,14 @@ pub fn export(store: &Store, out: &Path, progress: Option<&dyn Fn(u64, u64)>) ->
         (Some(root), Some(_)) => tree_bytes(store, root)?,
         _ => 0,
     };
-    let mut ex = Exporter {
-        store,
-        progress: progress.map(|to| Tell { to, total, done: 0 }),
-        stats: Exported::default(),
-    };
+    let tell = progress.map(|to| Tell { to, total, done: 0 });
+    let mut ex = Exporter::new(store, out, tell)?;
     if let Some(root) = root {
-        ex.run(Work::Dir(root, out.to_path_buf()))?;
+        let mut todo = Vec::new();
+        for e in live_entries(store, root)?.into_iter().rev() {
+            todo.push(Work::Entry(e));
+        }
+        ex.run(todo)?;
     }
     Ok(ex.stats)
 }
@@ -99,12 +103,8 @@ pub fn export(store: &Store, out: &Path, progress: Option<&dyn Fn(u64, u64)>) ->
 /// from `store`, as export writes it; returns what was written. `dir`
 /// must exist and must not hold that name.
 pub(crate) fn export_entry(store: &Store, e: Entry, dir: &Path) -> Result<Exported> {
-    let mut ex = Exporter {
-        store,
-        progress: None,
-        stats: Exported::default(),
-    };
-    ex.run(Work::Entry(e, dir.to_path_buf()))?;
+    let mut ex = Exporter::new(store, dir, None)?;
+    ex.run(vec![Work::Entry(e)])?;
     Ok(ex.stats)
 }
 
@@ -134,12 +134,11 @@ fn tree_bytes(nodes: &Store, root: Hash) -> Result<u64> {
 /// One step of an export, on an explicit stack (trees may be deeper than
 /// a thread's stack allows).
 enum Work {
-    /// Write the entries of the folder tree into the folder.
-    Dir(Hash, PathBuf),
-    /// Write the entry into the folder.
-    Entry(Entry, PathBuf),
-    /// A folder's children are written: set its mode and mtime.
-    Seal(PathBuf, u32, Timestamp),
+    /// Write the entry into the current folder.
+    Entry(Entry),
+    /// The current folder's children are written: go back up to its
+    /// parent and set the folder's (this name's) mode and mtime.
+    Leave(Vec<u8>, u32, Timestamp),
 }
 
 /// Who hears of the progress, the bytes in all and the bytes written so
@@ -150,30 +149,48 @@ struct Tell<'a> {
     done: u64,
 }
 
+/// Writes entries relative to an open folder, one level at a time: no
+/// path grows past `PATH_MAX` however deep the tree, and no name is
+/// followed if it is a symlink.
 struct Exporter<'a> {
     store: &'a Store,
     progress: Option<Tell<'a>>,
     stats: Exported,
+    /// The folder being written.
+    cur: OwnedFd,
+    /// Its path, for messages.
+    path: PathBuf,
 }
 
-impl Exporter<'_> {
-    fn run(&mut self, first: Work) -> Result<()> {
-        let mut todo = vec![first];
+impl<'a> Exporter<'a> {
+    /// An exporter writing into the folder `dir`.
+    fn new(store: &'a Store, dir: &Path, progress: Option<Tell<'a>>) -> Result<Exporter<'a>> {
+        let cur = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(dir)
+            .map_err(|e| Error::io(format!("cannot open {}", dir.display()), e))?;
+        Ok(Exporter {
+            store,
+            progress,
+            stats: Exported::default(),
+            cur: cur.into(),
+            path: dir.to_path_buf(),
+        })
+    }
+
+    fn run(&mut self, mut todo: Vec<Work>) -> Result<()> {
         while let Some(work) = todo.pop() {
             match work {
-                Work::Dir(hash, path) => {
-                    for e in live_entries(self.store, hash)?.into_iter().rev() {
-                        todo.push(Work::Entry(e, path.clone()));
-                    }
-                }
-                Work::Entry(e, path) => {
-                    if let Some(more) = self.entry(e, &path)? {
-                        todo.extend(more);
-                    }
-                }
-                Work::Seal(p, mode, mtime) => {
-                    set_mode(&p, mode)?;
-                    set_mtime(&p, mtime, false)?;
+                Work::Entry(e) => self.entry(e, &mut todo)?,
+                Work::Leave(name, mode, mtime) => {
+                    let up = cname(b"..")?;
+                    self.cur = open_dir_at(&self.cur, &up, &self.path)?;
+                    self.path.pop();
+                    let c = cname(&name)?;
+                    let p = self.path.join(OsStr::from_bytes(&name));
+                    set_mode_at(&self.cur, &c, mode, &p)?;
+                    set_mtime_at(&self.cur, &c, mtime, false, &p)?;
                     self.stats.dirs += 1;
                 }
             }
@@ -181,45 +198,62 @@ impl Exporter<'_> {
         Ok(())
     }
 
-    /// Writes the entry `e` into the folder `path`; for a folder, returns
-    /// the work left (its children, then sealing it).
-    fn entry(&mut self, e: Entry, path: &Path) -> Result<Option<[Work; 2]>> {
+    /// Writes the entry `e` into the current folder; a folder is entered,
+    /// its children and the way back up pushed on `todo`.
+    fn entry(&mut self, e: Entry, todo: &mut Vec<Work>) -> Result<()> {
         if validate_name(&e.name).is_err() {
             self.warn(format!(
                 "skipping a bad name {:?} in {}",
                 String::from_utf8_lossy(&e.name),
-                path.display()
+                self.path.display()
             ));
-            return Ok(None);
+            return Ok(());
         }
-        let p = path.join(OsStr::from_bytes(&e.name));
+        let c = cname(&e.name)?;
+        let p = self.path.join(OsStr::from_bytes(&e.name));
         match e.kind {
             Kind::Dir => {
-                DirBuilder::new()
-                    .mode(0o700)
-                    .create(&p)
-                    .map_err(|err| Error::io(format!("cannot create {}", p.display()), err))?;
-                return Ok(Some([
-                    Work::Seal(p.clone(), e.mode, e.mtime),
-                    Work::Dir(e.hash, p),
-                ]));
+                // SAFETY: mkdirat on an open folder and a NUL-terminated name.
+                if unsafe { libc::mkdirat(self.cur.as_raw_fd(), c.as_ptr(), 0o700) } != 0 {
+                    return Err(last_error(format!("cannot create {}", p.display())));
+                }
+                let inner = open_dir_at(&self.cur, &c, &p)?;
+                todo.push(Work::Leave(e.name.clone(), e.mode, e.mtime));
+                for child in live_entries(self.store, e.hash)?.into_iter().rev() {
+                    todo.push(Work::Entry(child));
+                }
+                self.cur = inner;
+                self.path = p;
             }
             Kind::File => {
-                self.file(&e, &p)?;
-                set_mtime(&p, e.mtime, false)?;
+                self.file(&e, &c, &p)?;
+                set_mtime_at(&self.cur, &c, e.mtime, false, &p)?;
                 self.stats.files += 1;
             }
             Kind::Symlink => {
-                std::os::unix::fs::symlink(OsStr::from_bytes(&e.target), &p).map_err(|err| {
-                    Error::io(format!("cannot create the symlink {}", p.display()), err)
-                })?;
-                set_mtime(&p, e.mtime, true)?;
+                let target = CString::new(e.target.clone()).map_err(|_| Error::InvalidName)?;
+                // SAFETY: two NUL-terminated strings and an open folder.
+                if unsafe { libc::symlinkat(target.as_ptr(), self.cur.as_raw_fd(), c.as_ptr()) }
+                    != 0
+                {
+                    return Err(last_error(format!(
+                        "cannot create the symlink {}",
+                        p.display()
+                    )));
+                }
+                set_mtime_at(&self.cur, &c, e.mtime, true, &p)?;
                 self.stats.symlinks += 1;
             }
             Kind::Fifo => {
-                mkfifo(&p)?;
-                set_mode(&p, e.mode)?;
-                set_mtime(&p, e.mtime, false)?;
+                // SAFETY: mkfifoat on an open folder and a NUL-terminated name.
+                if unsafe { libc::mkfifoat(self.cur.as_raw_fd(), c.as_ptr(), 0o600) } != 0 {
+                    return Err(last_error(format!(
+                        "cannot create the fifo {}",
+                        p.display()
+                    )));
+                }
+                set_mode_at(&self.cur, &c, e.mode, &p)?;
+                set_mtime_at(&self.cur, &c, e.mtime, false, &p)?;
                 self.stats.fifos += 1;
             }
             Kind::CharDev | Kind::BlockDev | Kind::Socket => {
@@ -232,19 +266,29 @@ impl Exporter<'_> {
                 self.stats.skipped += 1;
             }
         }
-        Ok(None)
+        Ok(())
     }
 
-    /// Writes the file `e` at `p`, chunk by chunk; holes are left
-    /// unwritten (sparse), a trailing one by the final length.
-    fn file(&mut self, e: &Entry, p: &Path) -> Result<()> {
+    /// Writes the file `e` as `name` (shown as `p`), chunk by chunk; holes
+    /// are left unwritten (sparse), a trailing one by the final length.
+    fn file(&mut self, e: &Entry, name: &CString, p: &Path) -> Result<()> {
         let cannot_write = |err| Error::io(format!("cannot write {}", p.display()), err);
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(p)
-            .map_err(|err| Error::io(format!("cannot create {}", p.display()), err))?;
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+        // SAFETY: openat on an open folder and a NUL-terminated name; the
+        // fd returned is owned by the File below.
+        let fd = unsafe {
+            libc::openat(
+                self.cur.as_raw_fd(),
+                name.as_ptr(),
+                flags | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(last_error(format!("cannot create {}", p.display())));
+        }
+        // SAFETY: `fd` was just opened and nothing else owns it.
+        let f = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         let mut pos = 0u64;
         if e.size > 0 || e.hash != Hash::ZERO {
             loop {
@@ -277,7 +321,8 @@ impl Exporter<'_> {
             ));
         }
         f.set_len(pos).map_err(cannot_write)?;
-        set_mode(p, e.mode)?;
+        f.set_permissions(Permissions::from_mode(e.mode))
+            .map_err(|err| Error::io(format!("cannot set the mode of {}", p.display()), err))?;
         self.stats.bytes += pos;
         Ok(())
     }
@@ -287,32 +332,49 @@ impl Exporter<'_> {
     }
 }
 
-fn cpath(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::InvalidName)
+/// A name as C wants it (validated names hold no NUL).
+fn cname(name: &[u8]) -> Result<CString> {
+    CString::new(name).map_err(|_| Error::InvalidName)
 }
 
-fn set_mode(p: &Path, mode: u32) -> Result<()> {
-    fs::set_permissions(p, Permissions::from_mode(mode))
-        .map_err(|e| Error::io(format!("cannot set the mode of {}", p.display()), e))
+/// The last OS error, saying what we were doing.
+fn last_error(doing: String) -> Error {
+    Error::io(doing, std::io::Error::last_os_error())
 }
 
-fn mkfifo(p: &Path) -> Result<()> {
-    let c = cpath(p)?;
-    // SAFETY: mkfifo on a NUL-terminated path we own.
-    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(Error::io(
-            format!("cannot create the fifo {}", p.display()),
-            e,
-        ));
+/// Opens the folder `name` in `dir` (shown as `p`), not through a symlink.
+fn open_dir_at(dir: &OwnedFd, name: &CString, p: &Path) -> Result<OwnedFd> {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: openat on an open folder and a NUL-terminated name.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(last_error(format!("cannot open {}", p.display())));
+    }
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets the permission bits of `name` in `dir` (shown as `p`).
+fn set_mode_at(dir: &OwnedFd, name: &CString, mode: u32, p: &Path) -> Result<()> {
+    // SAFETY: fchmodat on an open folder and a NUL-terminated name.
+    if unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t, 0) } != 0 {
+        return Err(last_error(format!(
+            "cannot set the mode of {}",
+            p.display()
+        )));
     }
     Ok(())
 }
 
-/// Sets the mtime of `p` (of the link itself with `nofollow`), leaving
-/// the atime alone.
-fn set_mtime(p: &Path, t: Timestamp, nofollow: bool) -> Result<()> {
-    let c = cpath(p)?;
+/// Sets the mtime of `name` in `dir` (of the link itself with
+/// `nofollow`), leaving the atime alone.
+fn set_mtime_at(
+    dir: &OwnedFd,
+    name: &CString,
+    t: Timestamp,
+    nofollow: bool,
+    p: &Path,
+) -> Result<()> {
     let times = [
         libc::timespec {
             tv_sec: 0,
@@ -328,13 +390,13 @@ fn set_mtime(p: &Path, t: Timestamp, nofollow: bool) -> Result<()> {
     } else {
         0
     };
-    // SAFETY: a NUL-terminated path and two initialised timespecs.
-    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), flags) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(Error::io(
-            format!("cannot set the mtime of {}", p.display()),
-            e,
-        ));
+    // SAFETY: an open folder, a NUL-terminated name and two initialised
+    // timespecs.
+    if unsafe { libc::utimensat(dir.as_raw_fd(), name.as_ptr(), times.as_ptr(), flags) } != 0 {
+        return Err(last_error(format!(
+            "cannot set the mtime of {}",
+            p.display()
+        )));
     }
     Ok(())
 }
@@ -364,7 +426,8 @@ mod tests {
             secs: 1_000_000_000,
             nanos: 5,
         };
-        set_mtime(&link, when, true).unwrap();
+        let dir: OwnedFd = File::open(t.path()).unwrap().into();
+        set_mtime_at(&dir, &cname(b"l").unwrap(), when, true, &link).unwrap();
         use std::os::unix::fs::MetadataExt;
         let m = fs::symlink_metadata(&link).unwrap();
         assert_eq!((m.mtime(), m.mtime_nsec()), (1_000_000_000, 5));
