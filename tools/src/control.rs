@@ -99,3 +99,40 @@ pub(crate) struct Status {
     /// The running node's process (`None`: no node runs).
     pub(crate) pid: Option<u32>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_one_line_form() {
+        let restore = Request::Restore(RestoreRequest {
+            path: "a/b".into(),
+            at: "2026-11-26".into(),
+            to: None,
+        });
+        assert_eq!(
+            serde_json::to_string(&restore).unwrap(),
+            r#"{"req":"restore","path":"a/b","at":"2026-11-26","to":null}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"req":"status"}"#
+        );
+        for req in [
+            Request::Status,
+            Request::Reload,
+            Request::Log {
+                path: Some("x".into()),
+            },
+            Request::Du,
+            Request::Gc,
+            restore,
+            Request::Export { to: "/out".into() },
+        ] {
+            let line = serde_json::to_string(&req).unwrap();
+            assert!(!line.contains('\n'));
+            assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
+        }
+    }
+}

@@ -49,7 +49,6 @@ fn explain(doing: &'static str) -> impl Fn(Error) -> anyhow::Error {
 
 impl Local {
     /// The node's side: its tree, mount and peers.
-    #[cfg_attr(not(feature = "fuse"), allow(dead_code))]
     pub(crate) fn node(vfs: Arc<Vfs>, mount: Option<PathBuf>, net: Option<Arc<Net>>) -> Local {
         Local {
             vfs,

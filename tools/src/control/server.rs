@@ -18,7 +18,6 @@ const MAX_REQUEST: u64 = 64 << 10;
 
 /// Serves the socket of the node over `vfs` on a thread until the process
 /// exits.
-#[cfg_attr(not(feature = "fuse"), allow(dead_code))]
 pub(crate) fn serve(
     store: &Path,
     vfs: Arc<Vfs>,
@@ -66,4 +65,41 @@ fn answer(conn: UnixStream, local: &Local) -> Result<()> {
     let mut w = &conn;
     writeln!(w, "{}", serde_json::to_string(&reply)?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backer_fs::store::Store;
+
+    /// Sends `line` to a server answering with a fresh store's `Local`.
+    fn exchange(line: &str) -> Response {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Local::open(Store::create(&dir.path().join("s")).unwrap()).unwrap();
+        let (client, server) = UnixStream::pair().unwrap();
+        let mut w = &client;
+        writeln!(w, "{line}").unwrap();
+        answer(server, &local).unwrap();
+        let mut reply = String::new();
+        BufReader::new(&client).read_line(&mut reply).unwrap();
+        serde_json::from_str(&reply).unwrap()
+    }
+
+    #[test]
+    fn requests_are_json_tagged_by_req_and_nothing_else() {
+        match exchange(r#"{"req":"status"}"#) {
+            Response::Status(s) => assert_eq!((s.commits, s.pid), (0, None)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            exchange(r#"{"req":"log","path":null}"#),
+            Response::Log(Vec::new())
+        );
+        for bad in ["status", "reload", r#"{"req":"nope"}"#, "{"] {
+            match exchange(bad) {
+                Response::Error(e) => assert!(e.starts_with("a bad request"), "{e}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
 }
