@@ -65,36 +65,21 @@ pub fn parse_time(s: &str) -> Option<i128> {
         _ => return None,
     }
     if !rest.is_empty() {
-        if !sep(10, b'T') {
-            return None;
-        }
-        let h = num(11..13)?;
-        if h > 23 {
-            return None;
-        }
-        secs += h * 3600;
-        unit = 3600 * 1_000_000_000;
-        if b.len() > 13 {
-            if !sep(13, b':') {
+        // Hours, minutes, seconds: each after its separator, each making
+        // the period it names shorter.
+        for (at, c, max, per) in [(10, b'T', 23, 3600), (13, b':', 59, 60), (16, b':', 60, 1)] {
+            if b.len() <= at {
+                break;
+            }
+            if !sep(at, c) {
                 return None;
             }
-            let mi = num(14..16)?;
-            if mi > 59 {
+            let v = num(at + 1..at + 3)?;
+            if v > max {
                 return None;
             }
-            secs += mi * 60;
-            unit = 60 * 1_000_000_000;
-        }
-        if b.len() > 16 {
-            if !sep(16, b':') {
-                return None;
-            }
-            let sec = num(17..19)?;
-            if sec > 60 {
-                return None;
-            }
-            secs += sec;
-            unit = 1_000_000_000;
+            secs += v * per;
+            unit = i128::from(per) * 1_000_000_000;
         }
         if b.len() > 19 {
             let digits = t.get(20..)?;
