@@ -63,6 +63,20 @@ fn unexpected(r: Response) -> anyhow::Error {
     anyhow!("the node answered out of turn: {r:?}")
 }
 
+/// Runs `$local` on the store opened here, or sends `$req` to the node
+/// and takes the answer out of its `$reply` variant.
+macro_rules! either {
+    ($backend:expr, $local:expr, $req:expr, $timeout:expr, $reply:path) => {
+        match $backend {
+            Backend::Local(l) => $local(l),
+            Backend::Remote(r) => match r.call($req, $timeout)? {
+                $reply(v) => Ok(v),
+                other => Err(unexpected(other)),
+            },
+        }
+    };
+}
+
 /// The running node, or the store opened here.
 pub(crate) enum Backend {
     /// A node runs: it holds the store.
@@ -94,60 +108,43 @@ impl Backend {
 
     /// Who and where the node is.
     pub(crate) fn status(&self) -> Result<Status> {
-        match self {
-            Backend::Local(l) => l.status(),
-            Backend::Remote(r) => match r.call(Request::Status, QUICK)? {
-                Response::Status(s) => Ok(s),
-                other => Err(unexpected(other)),
-            },
-        }
+        either!(
+            self,
+            Local::status,
+            Request::Status,
+            QUICK,
+            Response::Status
+        )
     }
 
     /// The log, of everything or of `path`.
     pub(crate) fn log(&self, path: Option<&str>) -> Result<Vec<LogEntry>> {
-        match self {
-            Backend::Local(l) => l.log(path),
-            Backend::Remote(r) => {
-                let path = path.map(str::to_string);
-                match r.call(Request::Log { path }, LONG)? {
-                    Response::Log(v) => Ok(v),
-                    other => Err(unexpected(other)),
-                }
-            }
-        }
+        let req = Request::Log {
+            path: path.map(str::to_string),
+        };
+        either!(self, |l: &Local| l.log(path), req, LONG, Response::Log)
     }
 
     /// The sizes of the live tree and of its history.
     pub(crate) fn du(&self) -> Result<Du> {
-        match self {
-            Backend::Local(l) => l.du(),
-            Backend::Remote(r) => match r.call(Request::Du, LONG)? {
-                Response::Du(v) => Ok(v),
-                other => Err(unexpected(other)),
-            },
-        }
+        either!(self, Local::du, Request::Du, LONG, Response::Du)
     }
 
     /// Collects history by the config's retention policy.
     pub(crate) fn gc(&self) -> Result<Report> {
-        match self {
-            Backend::Local(l) => l.gc(),
-            Backend::Remote(r) => match r.call(Request::Gc, LONG)? {
-                Response::Gc(v) => Ok(v),
-                other => Err(unexpected(other)),
-            },
-        }
+        either!(self, Local::gc, Request::Gc, LONG, Response::Gc)
     }
 
     /// Restores as `req` says (its folder, if any, absolute).
     pub(crate) fn restore(&self, req: RestoreRequest) -> Result<Restored> {
-        match self {
-            Backend::Local(l) => l.restore(&req),
-            Backend::Remote(r) => match r.call(Request::Restore(req), LONG)? {
-                Response::Restored(v) => Ok(v),
-                other => Err(unexpected(other)),
-            },
-        }
+        let local = |l: &Local| l.restore(&req);
+        either!(
+            self,
+            local,
+            Request::Restore(req.clone()),
+            LONG,
+            Response::Restored
+        )
     }
 
     /// Exports the newest committed tree into `to` (absolute); `progress`
@@ -157,12 +154,13 @@ impl Backend {
         to: PathBuf,
         progress: Option<&dyn Fn(u64, u64)>,
     ) -> Result<Exported> {
-        match self {
-            Backend::Local(l) => l.export(&to, progress),
-            Backend::Remote(r) => match r.call(Request::Export { to }, LONG)? {
-                Response::Exported(v) => Ok(v),
-                other => Err(unexpected(other)),
-            },
-        }
+        let local = |l: &Local| l.export(&to, progress);
+        either!(
+            self,
+            local,
+            Request::Export { to: to.clone() },
+            LONG,
+            Response::Exported
+        )
     }
 }
