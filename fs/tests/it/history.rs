@@ -1,11 +1,13 @@
-//! The history API over trees as deep as the vfs allows (2,048 folders):
-//! log, restore and export walk them from heap stacks, so they run on
-//! threads with small stacks (a control-socket thread has the default
-//! 2 MiB or less). A walk that recursed per folder would overflow and
-//! abort the whole test binary.
+//! The history API without a mount: what the log calls each change, and
+//! trees as deep as the vfs allows (2,048 folders): log, restore and
+//! export walk them from heap stacks, so they run on threads with small
+//! stacks (a control-socket thread has the default 2 MiB or less). A walk
+//! that recursed per folder would overflow and abort the whole test
+//! binary.
 
-use backer_fs::history::{self, ChangeKind, Outcome, RestoreRequest};
+use backer_fs::history::{self, Change, ChangeKind, Outcome, RestoreRequest};
 use backer_fs::vfs::{RenameMode, MAX_DEPTH, ROOT};
+use backer_fs::Error;
 
 use crate::util::{TestFs, ME};
 
@@ -23,6 +25,68 @@ fn on_small_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
             .join()
             .expect("the walk panicked")
     })
+}
+
+/// The changes of a log entry as (change, path, from).
+fn changes(list: &[Change]) -> Vec<(ChangeKind, &str, Option<&str>)> {
+    list.iter()
+        .map(|c| (c.change, c.path.as_str(), c.from.as_deref()))
+        .collect()
+}
+
+#[test]
+fn the_log_names_each_kind_of_change() {
+    use ChangeKind::*;
+    let t = TestFs::new();
+    let v = t.vfs();
+    let d = v.mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
+    t.put(d, "b", b"moves");
+    t.put(ROOT, "a.txt", b"one");
+    v.commit().unwrap();
+    t.put(ROOT, "a.txt", b"two");
+    v.rename(d, b"b", d, b"c", RenameMode::Replace).unwrap();
+    t.put(
+        ROOT,
+        "a.sync-conflict-20261126-043000-ABCDEFG.txt",
+        b"other",
+    );
+    v.commit().unwrap();
+    v.unlink(ROOT, b"a.txt").unwrap();
+    v.commit().unwrap();
+
+    let log = history::log(&v.store(), None).unwrap();
+    let seqs: Vec<u64> = log.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, [3, 2, 1], "newest first");
+    assert_eq!(changes(&log[0].changes), [(Deleted, "a.txt", None)]);
+    assert_eq!(
+        changes(&log[1].changes),
+        [
+            (
+                Conflict,
+                "a.sync-conflict-20261126-043000-ABCDEFG.txt",
+                None
+            ),
+            (Modified, "a.txt", None),
+            (Renamed, "d/c", Some("d/b")),
+        ]
+    );
+    assert_eq!(
+        changes(&log[2].changes),
+        [
+            (Added, "a.txt", None),
+            (Added, "d", None),
+            (Added, "d/b", None)
+        ]
+    );
+
+    // A path lists only the commits that touched it.
+    let only = history::log(&v.store(), Some("/d/b")).unwrap();
+    assert_eq!(only.len(), 2);
+    assert_eq!(changes(&only[0].changes), [(Deleted, "d/b", None)]);
+    assert!(matches!(
+        history::log(&v.store(), Some("nope")),
+        Err(Error::Request(_))
+    ));
 }
 
 /// Folders `d/d/d/...` `depth` deep in the root, a file `f` at the bottom;
