@@ -4,6 +4,7 @@ mod copy;
 mod crash;
 mod defer;
 mod gc;
+mod history;
 mod install;
 mod kv_suite;
 mod large_dir;
