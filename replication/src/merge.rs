@@ -18,17 +18,20 @@
 //! remote side are rebuilt with [`dir::build`], so a peer that cuts nodes
 //! in other places cannot make our trees non-canonical.
 
+pub(crate) mod class;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::BTreeMap;
 
 use backer_fs::tree::encode::entry_to_bytes;
-use backer_fs::tree::{dir, Causality, Entry, Kind, NodeStore};
+use backer_fs::tree::{dir, Entry, Kind, NodeStore};
 use backer_fs::vfs::{MAX_DEPTH, RESERVED_NAME};
 use backer_fs::{Error, Hash, Result};
 
 pub use backer_fs::tree::conflict::conflict_name;
+
+use class::{classify, seen_by, Class};
 
 /// What a merge made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,14 +111,8 @@ impl<S: NodeStore> Merger<'_, S> {
             if depth == 0 && re.name == RESERVED_NAME {
                 return Err(Error::InvalidName);
             }
-            let out = match &le {
-                None => self.adopt(re, depth)?,
-                Some(le) => {
-                    let (out, copy) = self.entry(le, &re, depth)?;
-                    copies.extend(copy);
-                    out
-                }
-            };
+            let (out, copy) = self.entry(le.as_ref(), &re, depth)?;
+            copies.extend(copy);
             if le.as_ref() != Some(&out) {
                 changes.insert(out.name.clone(), Some(out));
             }
@@ -127,60 +124,54 @@ impl<S: NodeStore> Merger<'_, S> {
         dir::update(&mut *self.store, l, &changes)
     }
 
-    /// The merge of two different versions of one name.
-    fn entry(&mut self, l: &Entry, r: &Entry, depth: u32) -> Result<(Entry, Option<Entry>)> {
-        if l == r {
-            return Ok((l.clone(), None));
-        }
+    /// The merge of our version `l` (if any) and their version `r` of one
+    /// name, as [`classify`] decides: the entry that keeps the name, and a
+    /// conflict copy to place beside it.
+    fn entry(
+        &mut self,
+        l: Option<&Entry>,
+        r: &Entry,
+        depth: u32,
+    ) -> Result<(Entry, Option<Entry>)> {
+        let class = classify(l, r);
+        let Some(l) = l else {
+            return Ok((self.adopt(r.clone(), depth)?, None));
+        };
         let vv = l.vv.join(&r.vv);
-        let both_dirs = l.kind == Kind::Dir && r.kind == Kind::Dir && !l.deleted && !r.deleted;
-        match l.vv.compare(&r.vv) {
-            // A directory's vector joins every edit beneath it, so the
-            // dominating side's subtree already holds the other's edits
-            // (or their deliberate outcome: a delete, a conflict copy).
-            Causality::Dominates => return Ok((l.clone(), None)),
-            Causality::DominatedBy => return Ok((self.adopt(r.clone(), depth)?, None)),
-            Causality::Equal | Causality::Concurrent if both_dirs => {
+        Ok(match class {
+            Class::Ours => (l.clone(), None),
+            Class::Theirs => (self.adopt(r.clone(), depth)?, None),
+            Class::MergeDirs => {
                 let hash = self.dir(l.hash, r.hash, depth + 1)?;
                 let meta = winner(l, r).0;
-                return Ok((
+                (
                     Entry {
                         hash,
                         vv,
                         ..meta.clone()
                     },
                     None,
-                ));
+                )
             }
-            Causality::Equal | Causality::Concurrent => {}
-        }
-        // Concurrent (or equal vectors with different data, which only a
-        // buggy or hostile peer makes): keep both.
-        {
-            {
-                let out = match (l.deleted, r.deleted) {
-                    (true, true) => (
-                        Entry {
-                            vv,
-                            ..winner(l, r).0.clone()
-                        },
-                        None,
-                    ),
-                    (true, false) => (self.keep_edit(r, l, vv, depth)?, None),
-                    (false, true) => (self.keep_edit(l, r, vv, depth)?, None),
-                    (false, false) => {
-                        let (w, lose) = winner(l, r);
-                        let w = self.adopt(Entry { vv, ..w.clone() }, depth)?;
-                        if same_content(&w, lose) {
-                            (w, None)
-                        } else {
-                            (w, Some(self.adopt(lose.clone(), depth)?))
-                        }
-                    }
-                };
-                Ok(out)
+            Class::BothDeleted => (
+                Entry {
+                    vv,
+                    ..winner(l, r).0.clone()
+                },
+                None,
+            ),
+            Class::TheirEdit => (self.keep_edit(r, l, vv, depth)?, None),
+            Class::OurEdit => (self.keep_edit(l, r, vv, depth)?, None),
+            Class::Conflict => {
+                let (w, lose) = winner(l, r);
+                let w = self.adopt(Entry { vv, ..w.clone() }, depth)?;
+                if same_content(&w, lose) {
+                    (w, None)
+                } else {
+                    (w, Some(self.adopt(lose.clone(), depth)?))
+                }
             }
-        }
+        })
     }
 
     /// A live version concurrent with a delete: the edit survives (with the
@@ -212,11 +203,7 @@ impl<S: NodeStore> Merger<'_, S> {
         }
         let mut entries = dir::entries(&*self.store, h)?;
         for c in &mut entries {
-            let seen = matches!(
-                c.vv.compare(&tomb.vv),
-                Causality::DominatedBy | Causality::Equal
-            );
-            if seen {
+            if seen_by(c, &tomb.vv) {
                 if !c.deleted {
                     *c = Entry {
                         name: std::mem::take(&mut c.name),
@@ -289,10 +276,7 @@ impl<S: NodeStore> Merger<'_, S> {
             match existing {
                 None => {}
                 Some(t) if t.deleted => {
-                    if matches!(
-                        lose.vv.compare(&t.vv),
-                        Causality::DominatedBy | Causality::Equal
-                    ) {
+                    if seen_by(&lose, &t.vv) {
                         return Ok(()); // the copy was made and deleted since
                     }
                     let vv = lose.vv.join(&t.vv);

@@ -3,22 +3,47 @@
 //! bumps; a directory joins its entries; a delete leaves a tombstone).
 
 use super::*;
-use backer_fs::tree::{MemNodes, Timestamp, VersionVector};
+use backer_fs::tree::content::{self, Extent};
+use backer_fs::tree::{Causality, MemNodes, Timestamp, VersionVector};
 use backer_fs::NodeId;
 use proptest::prelude::*;
 
-fn node(n: u8) -> NodeId {
+pub(crate) fn node(n: u8) -> NodeId {
     NodeId([n; 32])
 }
 
-fn file(name: &str, data: u64, vv: VersionVector, by: NodeId, t: i64) -> Entry {
+/// The one chunk of a test file written with `data`.
+pub(crate) fn chunk_of(data: u64) -> Vec<u8> {
+    format!("the content written as {data}").into_bytes()
+}
+
+/// The content list of [`chunk_of`] `data`, stored in `nodes`, and its length.
+fn content_of(nodes: &mut MemNodes, data: u64) -> (Hash, u64) {
+    let chunk = chunk_of(data);
+    let extent = Extent::Data {
+        hash: Hash::of(&chunk),
+        len: chunk.len() as u32,
+    };
+    content::build(nodes, &[extent]).unwrap()
+}
+
+/// A file holding [`chunk_of`] `data`, its content list stored in `nodes`.
+fn file(
+    nodes: &mut MemNodes,
+    name: &str,
+    data: u64,
+    vv: VersionVector,
+    by: NodeId,
+    t: i64,
+) -> Entry {
+    let (hash, size) = content_of(nodes, data);
     Entry {
         name: name.as_bytes().to_vec(),
         kind: Kind::File,
         mode: 0o644,
         mtime: Timestamp { secs: t, nanos: 0 },
-        size: data,
-        hash: Hash::of(&data.to_be_bytes()),
+        size,
+        hash,
         target: vec![],
         rdev: 0,
         vv,
@@ -29,7 +54,7 @@ fn file(name: &str, data: u64, vv: VersionVector, by: NodeId, t: i64) -> Entry {
 
 /// One edit of a path (names from a small set, so edits collide).
 #[derive(Clone, Debug)]
-enum Op {
+pub(crate) enum Op {
     Write(Vec<u8>, u64),
     Delete(Vec<u8>),
 }
@@ -64,7 +89,7 @@ fn edit(
             (Some(d), _) => {
                 let mut vv = old.as_ref().map(|o| o.vv.clone()).unwrap_or_default();
                 vv.bump_to(me, t as u64);
-                file(&path[0], d, vv, me, t)
+                file(nodes, &path[0], d, vv, me, t)
             }
             (None, Some(o)) if !o.deleted => {
                 let mut tomb = o.tombstone_at(me, Timestamp { secs: t, nanos: 0 }, t as u64);
@@ -108,7 +133,7 @@ fn edit(
     Some((dir::update(nodes, dir_root, &changes).unwrap(), vv))
 }
 
-fn arb_op() -> impl Strategy<Value = Op> {
+pub(crate) fn arb_op() -> impl Strategy<Value = Op> {
     let path = proptest::collection::vec(0u8..4, 1..4);
     prop_oneof![
         3 => (path.clone(), 0u64..6).prop_map(|(p, d)| Op::Write(p, d)),
@@ -116,7 +141,13 @@ fn arb_op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn history(nodes: &mut MemNodes, mut root: Hash, ops: &[Op], me: NodeId, t0: i64) -> Hash {
+pub(crate) fn history(
+    nodes: &mut MemNodes,
+    mut root: Hash,
+    ops: &[Op],
+    me: NodeId,
+    t0: i64,
+) -> Hash {
     for (i, op) in ops.iter().enumerate() {
         root = apply(nodes, root, op, me, t0 + i as i64);
     }
@@ -261,7 +292,7 @@ fn concurrent_edits_keep_both_with_a_deterministic_name() {
     let copy = format!("n0.sync-conflict-19700101-000320-{}", node(1).short());
     assert_eq!(names, vec!["n0".to_string(), copy]);
     let kept = dir::get(&nodes, m.root, b"n0").unwrap().unwrap();
-    assert_eq!(kept.size, 3);
+    assert_eq!(kept.hash, content_of(&mut nodes, 3).0);
 }
 
 #[test]

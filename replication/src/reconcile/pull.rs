@@ -13,17 +13,21 @@
 //! asked for in batches, many at once, within a window of items and bytes.
 //! Answers arrive in the order asked ([`crate::proto`]).
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use backer_fs::tree::content::{self, ContentNode, Extent};
 use backer_fs::tree::dir::{self, DirNode};
-use backer_fs::tree::{Causality, Entry, Kind, VersionVector};
+use backer_fs::tree::{Entry, VersionVector};
 use backer_fs::vfs::{MAX_DEPTH, RESERVED_NAME};
 use backer_fs::Hash;
 
 use crate::error::{Error, Result};
 use crate::local::Local;
+use crate::merge::{self, class::Mode, class::Need};
 use crate::proto::{Message, MAX_BATCH};
 
 /// What an answer carries.
@@ -85,13 +89,8 @@ enum What {
         depth: u32,
         /// The height the parent node says this node has.
         height: Option<u8>,
-        /// A directory tombstone of ours above this path: entries it has
-        /// seen will be pruned by the merge and need no content.
-        tomb: Option<Rc<VersionVector>>,
-        /// Their directory above dominates ours: the merge takes it whole,
-        /// so nothing may be skipped for its version (only for content we
-        /// hold).
-        adopt: bool,
+        /// How the merge treats this directory ([`merge::class::Mode`]).
+        mode: Walk,
     },
     /// A node of a file's content list.
     Content {
@@ -100,6 +99,35 @@ enum What {
         /// The byte length the parent (or the entry) says it holds.
         len: u64,
     },
+}
+
+/// An owned [`Mode`], kept in the pull's work items.
+#[derive(Clone, Debug)]
+enum Walk {
+    Merge,
+    Adopt,
+    Prune(Rc<VersionVector>),
+}
+
+impl Walk {
+    fn mode(&self) -> Mode<'_> {
+        match self {
+            Walk::Merge => Mode::Merge,
+            Walk::Adopt => Mode::Adopt,
+            Walk::Prune(t) => Mode::Prune(t),
+        }
+    }
+
+    /// `mode` owned; `parent` is the walk it came from (whose tombstone
+    /// is shared rather than copied).
+    fn of(mode: Mode<'_>, parent: &Walk) -> Walk {
+        match (mode, parent) {
+            (Mode::Merge, _) => Walk::Merge,
+            (Mode::Adopt, _) => Walk::Adopt,
+            (Mode::Prune(t), Walk::Prune(p)) if std::ptr::eq(t, &**p) => Walk::Prune(p.clone()),
+            (Mode::Prune(t), _) => Walk::Prune(Rc::new(t.clone())),
+        }
+    }
 }
 
 /// A pull of one remote root.
@@ -166,8 +194,7 @@ impl Pull {
                     lo: None,
                     depth: 0,
                     height: None,
-                    tomb: None,
-                    adopt: false,
+                    mode: Walk::Merge,
                 },
                 round: 0,
                 file: None,
@@ -325,8 +352,7 @@ impl Pull {
                 lo,
                 depth,
                 height,
-                tomb,
-                adopt,
+                mode,
                 ..
             } => {
                 let node = dir::decode_node(bytes).map_err(|e| Error::BadData(e.to_string()))?;
@@ -338,8 +364,7 @@ impl Pull {
                 let ctx = DirCtx {
                     ours,
                     depth,
-                    tomb,
-                    adopt,
+                    mode,
                     round: w.round,
                 };
                 match node {
@@ -464,8 +489,7 @@ impl Pull {
                         lo: prev.clone(),
                         depth: ctx.depth,
                         height: Some(height - 1),
-                        tomb: ctx.tomb.clone(),
-                        adopt: ctx.adopt,
+                        mode: ctx.mode.clone(),
                     },
                     round: ctx.round,
                     file: None,
@@ -510,49 +534,26 @@ impl Pull {
                     "the peer sent the reserved name .backer".into(),
                 ));
             }
-            let ours = theirs_here.get(&e.name);
-            if ours == Some(&e) || e.deleted {
-                continue;
-            }
-            match e.kind {
-                Kind::Dir => {
+            match merge::class::need(ctx.mode.mode(), theirs_here.get(&e.name), &e) {
+                Need::Nothing => {}
+                Need::Dir { mode, ours } => {
                     if ctx.depth + 1 > MAX_DEPTH {
                         return Err(Error::BadData("directories nested too deep".into()));
                     }
-                    let ours_live_dir = ours
-                        .filter(|o| o.kind == Kind::Dir && !o.deleted)
-                        .map(|o| o.hash);
-                    let relation = ours.map(|o| e.vv.compare(&o.vv));
-                    let (local_dir, tomb, adopt) = match (ours, relation) {
-                        // Our directory has seen all of theirs: the merge
-                        // keeps ours whole, so there is nothing to fetch.
-                        (Some(_), Some(Causality::DominatedBy)) if !ctx.adopt => continue,
-                        // Theirs has seen all of ours: the merge takes it
-                        // whole; fetch all of it we lack.
-                        (Some(_), Some(Causality::Dominates)) => (ours_live_dir, None, true),
-                        (Some(o), _) if o.kind == Kind::Dir && !o.deleted => {
-                            (Some(o.hash), ctx.tomb.clone(), ctx.adopt)
-                        }
-                        (Some(o), _) if o.kind == Kind::Dir && !ctx.adopt => {
-                            (None, Some(Rc::new(o.vv.clone())), false)
-                        }
-                        _ => (None, ctx.tomb.clone(), ctx.adopt),
-                    };
                     self.work.push(Work {
                         what: What::Dir {
                             node: e.hash,
-                            local: local_dir,
+                            local: ours,
                             lo: None,
                             depth: ctx.depth + 1,
                             height: None,
-                            tomb,
-                            adopt,
+                            mode: Walk::of(mode, &ctx.mode),
                         },
                         round: ctx.round,
                         file: None,
                     });
                 }
-                Kind::File if needs_content(&e, ours, ctx.tomb.as_deref(), ctx.adopt) => {
+                Need::Content => {
                     let file = self.files.len() as u32;
                     self.files.push(0);
                     self.progress.files_total += 1;
@@ -561,7 +562,6 @@ impl Pull {
                         self.progress.files_done += 1; // already complete
                     }
                 }
-                _ => {}
             }
         }
         Ok(())
@@ -623,35 +623,6 @@ impl Pull {
 struct DirCtx {
     ours: Option<Hash>,
     depth: u32,
-    tomb: Option<Rc<VersionVector>>,
-    adopt: bool,
+    mode: Walk,
     round: u32,
-}
-
-/// Whether the merge may keep the peer's file `e` (so its content must be
-/// here): not when we hold the same content at the name, when our version
-/// there has seen theirs, or when a delete of ours above has seen it.
-fn needs_content(
-    e: &Entry,
-    ours: Option<&Entry>,
-    tomb: Option<&VersionVector>,
-    adopt: bool,
-) -> bool {
-    if let Some(o) = ours {
-        if !o.deleted && o.kind == Kind::File && o.hash == e.hash {
-            return false;
-        }
-        if adopt {
-            return true;
-        }
-        if e.vv.compare(&o.vv) == Causality::DominatedBy {
-            return false;
-        }
-    }
-    if let Some(t) = tomb {
-        if matches!(e.vv.compare(t), Causality::DominatedBy | Causality::Equal) {
-            return false;
-        }
-    }
-    true
 }
