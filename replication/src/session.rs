@@ -242,6 +242,11 @@ fn machine<L: Local>(
                     let _ = tx.send(ev);
                 }
             }
+            if let Some(remote) = m.poll_merge() {
+                let merged = local.merge(remote)?;
+                m.handle_merged(merged, &mut local)?;
+                continue;
+            }
             if m.is_finished() {
                 return Ok(());
             }

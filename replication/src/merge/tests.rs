@@ -17,6 +17,19 @@ pub(crate) fn chunk_of(data: u64) -> Vec<u8> {
     format!("the content written as {data}").into_bytes()
 }
 
+/// Gives `l` every chunk its tree reaches (each test file's one chunk).
+pub(crate) fn fill_chunks(l: &mut crate::local::MemLocal) {
+    let mut m = backer_fs::gc::Marks::default();
+    m.dir_tree(&l.nodes, l.root).unwrap();
+    for d in 0..6 {
+        let c = chunk_of(d);
+        let h = Hash::of(&c);
+        if m.chunks.contains(&h) {
+            l.chunks.insert(h, c);
+        }
+    }
+}
+
 /// The content list of [`chunk_of`] `data`, stored in `nodes`, and its length.
 fn content_of(nodes: &mut MemNodes, data: u64) -> (Hash, u64) {
     let chunk = chunk_of(data);

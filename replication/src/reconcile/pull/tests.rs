@@ -4,24 +4,20 @@
 
 use super::*;
 use crate::local::MemLocal;
-use crate::merge::tests::{arb_op, chunk_of, history, node};
+use crate::merge::tests::{arb_op, fill_chunks, history, node};
 use backer_fs::gc::{check_whole, Marks};
 use backer_fs::tree::{dir, MemNodes};
 use proptest::prelude::*;
 
 /// A node holding the tree `root` of `nodes`, with the chunks it reaches.
 fn holding(nodes: MemNodes, root: Hash) -> MemLocal {
-    let mut m = Marks::default();
-    m.dir_tree(&nodes, root).unwrap();
-    let all: HashMap<Hash, Vec<u8>> = (0..6)
-        .map(|d| (Hash::of(&chunk_of(d)), chunk_of(d)))
-        .collect();
-    let chunks = m.chunks.iter().map(|h| (*h, all[h].clone())).collect();
-    MemLocal {
+    let mut l = MemLocal {
         nodes,
-        chunks,
+        chunks: HashMap::new(),
         root,
-    }
+    };
+    fill_chunks(&mut l);
+    l
 }
 
 /// Pulls `from`'s root into `to`, answering every request at once from

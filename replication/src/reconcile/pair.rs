@@ -1,0 +1,288 @@
+//! A deterministic test harness for [`Reconcile`], after quinn-proto's
+//! test `Pair`: two state machines over in-memory stores, joined by two
+//! in-memory byte streams, stepped by hand. No threads, no runtime, no
+//! clock: a seed picks which side acts next, so every interleaving a test
+//! meets is reproduced by its seed.
+//!
+//! Each step is what the session driver does for one side: transmit every
+//! message the machine has (as frames, into the peer's stream), perform a
+//! merge it hands out, then read one frame from its own stream. A side
+//! whose machine fails sends the abort reason (if any) and closes its
+//! stream, as the session does. Faults damage one frame on the wire.
+
+use std::collections::VecDeque;
+
+use backer_fs::tree::{content, dir};
+use backer_fs::{chunk, Hash, NodeId, Result as FsResult};
+
+use crate::error::{Error, Result};
+use crate::hello::Hello;
+use crate::local::{Local, MemLocal};
+use crate::merge::Merged;
+use crate::proto::{self, AbortReason, FrameError, Message};
+use crate::reconcile::{Config, Reconcile};
+
+/// splitmix64: a tiny seeded generator, so the harness needs no crate.
+#[derive(Clone, Debug)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (`n` > 0).
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A [`MemLocal`] that fails the test if anything unverified is stored.
+#[derive(Clone, Debug)]
+pub(crate) struct Checked(pub(crate) MemLocal);
+
+impl Local for Checked {
+    fn root(&self) -> FsResult<Hash> {
+        self.0.root()
+    }
+    fn node(&self, hash: &Hash) -> FsResult<Option<Vec<u8>>> {
+        self.0.node(hash)
+    }
+    fn put_node(&mut self, hash: Hash, bytes: Vec<u8>) -> FsResult<()> {
+        assert!(
+            dir::verify_node(&hash, &bytes) || content::verify_node(&hash, &bytes),
+            "an unverified node {hash} was stored"
+        );
+        self.0.put_node(hash, bytes)
+    }
+    fn has_chunk(&self, hash: &Hash) -> FsResult<bool> {
+        self.0.has_chunk(hash)
+    }
+    fn chunk(&self, hash: &Hash) -> FsResult<Option<Vec<u8>>> {
+        self.0.chunk(hash)
+    }
+    fn put_chunk(&mut self, hash: Hash, bytes: &[u8]) -> FsResult<()> {
+        assert_eq!(Hash::of(bytes), hash, "an unverified chunk was stored");
+        self.0.put_chunk(hash, bytes)
+    }
+    fn merge(&mut self, remote: Hash) -> FsResult<Merged> {
+        self.0.merge(remote)
+    }
+}
+
+/// What goes wrong on the wire, once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The connection is cut before frame `n` of side `from`.
+    Cut { from: usize, n: u64 },
+    /// Frame `n` of side `from` is cut in half, then the connection.
+    Truncate { from: usize, n: u64 },
+    /// Frame `n` of side `from` is replaced by as many seeded bytes.
+    Garbage { from: usize, n: u64 },
+    /// Side `from` aborts (shutting down) instead of sending frame `n`.
+    Abort { from: usize, n: u64 },
+}
+
+impl Fault {
+    fn at(self) -> (usize, u64) {
+        match self {
+            Fault::Cut { from, n }
+            | Fault::Truncate { from, n }
+            | Fault::Garbage { from, n }
+            | Fault::Abort { from, n } => (from, n),
+        }
+    }
+}
+
+/// One end: a state machine, its store, and the stream it reads.
+pub(crate) struct Side {
+    pub(crate) m: Reconcile,
+    pub(crate) local: Checked,
+    /// Bytes the peer wrote and this side has not read.
+    inbox: VecDeque<u8>,
+    /// The peer closed its writing half: after `inbox`, the end.
+    eof: bool,
+    /// Frames this side wrote.
+    frames: u64,
+    /// This side closed its writing half.
+    closed: bool,
+    /// How this side's session ended; `None` while it runs.
+    pub(crate) end: Option<Result<()>>,
+}
+
+/// Two sides joined by a reliable byte stream each way.
+pub(crate) struct Pair {
+    pub(crate) sides: [Side; 2],
+    rng: Rng,
+    fault: Option<Fault>,
+    /// Steps taken.
+    pub(crate) steps: u64,
+}
+
+/// The hello of node `id`.
+pub(crate) fn hello(id: NodeId) -> Hello {
+    Hello::new(id, chunk::params_fingerprint())
+}
+
+impl Pair {
+    /// A session between `a` (node `ids.0`) and `b` (node `ids.1`).
+    pub(crate) fn new(
+        a: MemLocal,
+        b: MemLocal,
+        ids: (NodeId, NodeId),
+        cfg: Config,
+        seed: u64,
+    ) -> Pair {
+        let side = |local: MemLocal, id| Side {
+            m: Reconcile::new(hello(id), local.root, cfg),
+            local: Checked(local),
+            inbox: VecDeque::new(),
+            eof: false,
+            frames: 0,
+            closed: false,
+            end: None,
+        };
+        Pair {
+            sides: [side(a, ids.0), side(b, ids.1)],
+            rng: Rng::new(seed),
+            fault: None,
+            steps: 0,
+        }
+    }
+
+    /// The same, with `fault` on the wire.
+    pub(crate) fn with_fault(mut self, fault: Fault) -> Pair {
+        self.fault = Some(fault);
+        self
+    }
+
+    /// Steps until neither side can do anything more; panics after
+    /// `max_steps` (a session that never settles is a bug).
+    pub(crate) fn run(&mut self, max_steps: u64) {
+        let mut idle = 0;
+        while idle < 2 {
+            assert!(self.steps < max_steps, "no end after {max_steps} steps");
+            let s = self.rng.below(2) as usize;
+            let busy = self.step(s) | self.step(1 - s);
+            idle = if busy { 0 } else { idle + 1 };
+        }
+    }
+
+    /// Both sides' results, once [`Pair::run`] returned. A live session
+    /// (or one cut short) that is still waiting counts as closed.
+    pub(crate) fn results(&mut self) -> [Result<()>; 2] {
+        let end = |s: &mut Side| s.end.take().unwrap_or(Err(Error::Closed));
+        let [a, b] = &mut self.sides;
+        [end(a), end(b)]
+    }
+
+    /// One step of side `s`; whether it did anything.
+    pub(crate) fn step(&mut self, s: usize) -> bool {
+        self.steps += 1;
+        if self.sides[s].end.is_some() {
+            return false;
+        }
+        match self.drive(s) {
+            Ok(busy) => busy,
+            Err(e) => {
+                if let Some(reason) = e.abort_reason() {
+                    self.write(s, &Message::Abort(reason));
+                }
+                self.close(s);
+                self.sides[s].end = Some(Err(e));
+                true
+            }
+        }
+    }
+
+    /// What the session's driver does for one side, once.
+    fn drive(&mut self, s: usize) -> Result<bool> {
+        let mut busy = false;
+        loop {
+            let side = &mut self.sides[s];
+            if let Some(msg) = side.m.poll_transmit(&side.local)? {
+                busy = true;
+                self.write(s, &msg);
+                if self.sides[s].end.is_some() {
+                    return Ok(true); // a fault ended it
+                }
+                continue;
+            }
+            while side.m.poll_event().is_some() {}
+            let Some(remote) = side.m.poll_merge() else {
+                break;
+            };
+            let merged = side.local.merge(remote)?;
+            side.m.handle_merged(merged, &mut side.local)?;
+            busy = true;
+        }
+        let side = &mut self.sides[s];
+        if side.m.is_finished() {
+            self.close(s);
+            self.sides[s].end = Some(Ok(()));
+            return Ok(true);
+        }
+        let side = &mut self.sides[s];
+        match proto::decode_frame(side.inbox.make_contiguous())? {
+            Some((msg, len)) => {
+                side.inbox.drain(..len);
+                side.m.handle_message(msg, &mut side.local)?;
+                Ok(true)
+            }
+            None if side.eof && side.inbox.is_empty() => Err(Error::Closed),
+            None if side.eof => Err(FrameError::Truncated.into()),
+            None => Ok(busy),
+        }
+    }
+
+    /// Side `s` writes `msg` to its peer, through the fault if it is due.
+    fn write(&mut self, s: usize, msg: &Message) {
+        if self.sides[s].closed {
+            return;
+        }
+        let frame = proto::encode(msg).expect("our messages encode");
+        let n = self.sides[s].frames;
+        self.sides[s].frames += 1;
+        let fault = self.fault.filter(|f| f.at() == (s, n));
+        let peer = &mut self.sides[1 - s];
+        match fault {
+            None => peer.inbox.extend(&frame),
+            Some(Fault::Cut { .. }) => self.cut(),
+            Some(Fault::Truncate { .. }) => {
+                peer.inbox.extend(&frame[..frame.len() / 2]);
+                self.cut();
+            }
+            Some(Fault::Garbage { .. }) => {
+                let junk = (0..frame.len()).map(|_| self.rng.next() as u8);
+                self.sides[1 - s].inbox.extend(junk);
+            }
+            Some(Fault::Abort { .. }) => {
+                let abort = proto::encode(&Message::Abort(AbortReason::Shutdown));
+                peer.inbox.extend(abort.expect("our messages encode"));
+                self.close(s);
+                self.sides[s].end = Some(Ok(()));
+            }
+        }
+    }
+
+    /// Side `s` closes its writing half.
+    fn close(&mut self, s: usize) {
+        self.sides[s].closed = true;
+        self.sides[1 - s].eof = true;
+    }
+
+    /// The connection is gone both ways: what was written arrives, nothing
+    /// more.
+    fn cut(&mut self) {
+        self.close(0);
+        self.close(1);
+    }
+}
