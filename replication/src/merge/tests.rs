@@ -342,3 +342,71 @@ fn a_dominated_delete_is_not_resurrected() {
     assert_eq!(m.root, a);
     assert_eq!(merge_roots(&mut nodes, a, base).unwrap().root, a);
 }
+
+/// A chain of `n` nested directories "d" (the deepest at nesting `n`)
+/// with the file "f" (written as
+/// `data` by `me` at `t`) at the bottom; returns the top directory's tree.
+fn chain(nodes: &mut MemNodes, n: u32, data: u64, me: NodeId, t: i64) -> Hash {
+    let mut vv = VersionVector::new();
+    vv.bump_to(me, t as u64);
+    let f = file(nodes, "f", data, vv.clone(), me, t);
+    let mut h = dir::build(nodes, &[f]).unwrap();
+    for _ in 0..n {
+        let d = Entry {
+            name: b"d".to_vec(),
+            kind: Kind::Dir,
+            mode: 0o755,
+            mtime: Timestamp { secs: t, nanos: 0 },
+            size: 0,
+            hash: h,
+            target: vec![],
+            rdev: 0,
+            vv: vv.clone(),
+            modified_by: me,
+            deleted: false,
+        };
+        h = dir::build(nodes, &[d]).unwrap();
+    }
+    h
+}
+
+/// Runs `f` on a thread with a 256 KiB stack, far below the 2 MiB default.
+fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn trees_nested_as_deep_as_allowed_merge_on_a_small_stack() {
+    on_small_stack(|| {
+        let mut nodes = MemNodes::new();
+        let empty = dir::empty(&mut nodes).unwrap();
+        // Directories down to depth MAX_DEPTH, the deepest allowed.
+        let a = chain(&mut nodes, MAX_DEPTH, 1, node(1), 10);
+        let b = chain(&mut nodes, MAX_DEPTH, 2, node(2), 20);
+        // Taken whole, merged name by name all the way down, and pruned
+        // under a concurrent delete of the top directory.
+        assert_eq!(merge_roots(&mut nodes, empty, b).unwrap().root, b);
+        let ab = merge_roots(&mut nodes, a, b).unwrap();
+        assert_eq!(ab.conflicts, 1, "the two files at the bottom conflict");
+        assert_eq!(ab.root, merge_roots(&mut nodes, b, a).unwrap().root);
+        let top = dir::get(&nodes, a, b"d").unwrap().unwrap();
+        let mut tomb = top.tombstone_at(node(3), Timestamp { secs: 5, nanos: 0 }, 5);
+        tomb.vv = VersionVector::new();
+        tomb.vv.bump_to(node(3), 5);
+        let gone = dir::update(&mut nodes, a, &[(b"d".to_vec(), Some(tomb))].into()).unwrap();
+        let kept = merge_roots(&mut nodes, gone, b).unwrap();
+        assert!(!dir::get(&nodes, kept.root, b"d").unwrap().unwrap().deleted);
+        // One more level is refused, not overflowed.
+        let c = chain(&mut nodes, MAX_DEPTH + 1, 3, node(3), 30);
+        assert!(matches!(
+            merge_roots(&mut nodes, empty, c),
+            Err(Error::TooDeep)
+        ));
+        assert!(matches!(merge_roots(&mut nodes, a, c), Err(Error::TooDeep)));
+    });
+}
