@@ -17,7 +17,7 @@
 mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use backer_fs::tree::content::{self, ContentNode, Extent};
 use backer_fs::tree::dir::{self, DirNode};
@@ -84,7 +84,7 @@ enum What {
         /// Our tree of the same directory, if we have one.
         local: Option<Hash>,
         /// The node covers names above this one (exclusive).
-        lo: Option<Rc<[u8]>>,
+        lo: Option<Arc<[u8]>>,
         /// Nesting of the directory (0: the root directory).
         depth: u32,
         /// The height the parent node says this node has.
@@ -106,7 +106,7 @@ enum What {
 enum Walk {
     Merge,
     Adopt,
-    Prune(Rc<VersionVector>),
+    Prune(Arc<VersionVector>),
 }
 
 impl Walk {
@@ -125,7 +125,7 @@ impl Walk {
             (Mode::Merge, _) => Walk::Merge,
             (Mode::Adopt, _) => Walk::Adopt,
             (Mode::Prune(t), Walk::Prune(p)) if std::ptr::eq(t, &**p) => Walk::Prune(p.clone()),
-            (Mode::Prune(t), _) => Walk::Prune(Rc::new(t.clone())),
+            (Mode::Prune(t), _) => Walk::Prune(Arc::new(t.clone())),
         }
     }
 }
@@ -146,7 +146,7 @@ pub(crate) struct Pull {
     /// Chunks already scheduled or checked.
     chunks: HashSet<Hash>,
     /// Our directory nodes, decoded once.
-    ours: HashMap<Hash, Rc<DirNode>>,
+    ours: HashMap<Hash, Arc<DirNode>>,
     in_flight_bytes: u64,
     /// Per file: pieces of work and chunks still pending.
     files: Vec<u32>,
@@ -458,7 +458,7 @@ impl Pull {
         &mut self,
         local: &dyn Local,
         ctx: &DirCtx,
-        lo: Option<Rc<[u8]>>,
+        lo: Option<Arc<[u8]>>,
         height: u8,
         children: Vec<(Vec<u8>, Hash)>,
     ) -> Result<()> {
@@ -480,7 +480,7 @@ impl Pull {
                 }
                 None => false,
             };
-            let last: Rc<[u8]> = last.into();
+            let last: Arc<[u8]> = last.into();
             if !skip {
                 self.work.push(Work {
                     what: What::Dir {
@@ -504,7 +504,7 @@ impl Pull {
         &mut self,
         local: &dyn Local,
         ctx: &DirCtx,
-        lo: Option<Rc<[u8]>>,
+        lo: Option<Arc<[u8]>>,
         entries: Vec<Entry>,
     ) -> Result<()> {
         let Some(last) = entries.last().map(|e| e.name.clone()) else {
@@ -568,14 +568,14 @@ impl Pull {
     }
 
     /// Our node `hash`, decoded once per pull.
-    fn our_node(&mut self, local: &dyn Local, hash: Hash) -> Result<Rc<DirNode>> {
+    fn our_node(&mut self, local: &dyn Local, hash: Hash) -> Result<Arc<DirNode>> {
         if let Some(n) = self.ours.get(&hash) {
             return Ok(n.clone());
         }
         let bytes = local.node(&hash)?.ok_or_else(|| {
             backer_fs::Error::corrupt(format!("our directory node {hash} is missing"))
         })?;
-        let n = Rc::new(dir::decode_node(&bytes)?);
+        let n = Arc::new(dir::decode_node(&bytes)?);
         self.ours.insert(hash, n.clone());
         Ok(n)
     }
