@@ -17,15 +17,15 @@
 //! In live mode ([`Config::once`] false) the session runs until the stream
 //! closes or fails; new local roots come in through a `watch` channel.
 
+use std::collections::VecDeque;
 use std::io;
 
 use backer_fs::{Hash, NodeId};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
 use crate::hello::Hello;
@@ -99,20 +99,10 @@ enum Input {
     Failed(FrameError),
     Eof,
     Stop,
-    TooMany,
 }
 
-/// What the reader and the writer share to enforce
-/// [`proto::MAX_OUTSTANDING`] even while the state machine is blocked on a
-/// peer that does not read our answers.
-#[derive(Default)]
-struct Flow {
-    /// Answers handed to the writer.
-    answered: AtomicU64,
-    /// The peer asked for too much: the writer gives up the stream.
-    violated: AtomicBool,
-    stop_writer: Notify,
-}
+/// Inputs waiting for the driver: a slow driver slows the reader.
+const INPUTS: usize = 64;
 
 /// Runs one session over `stream` until it ends: for a one-shot session
 /// ([`Config::once`]) when both sides hold the same root; for a live one
@@ -124,16 +114,15 @@ where
     L: Local + Send + 'static,
 {
     let (rd, wr) = tokio::io::split(stream);
-    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::channel(INPUTS);
     let (out_tx, out_rx) = mpsc::channel::<Outgoing>(64);
-    let flow = Arc::new(Flow::default());
-    let reader = tokio::spawn(read_loop(rd, in_tx.clone(), flow.clone()));
+    let reader = tokio::spawn(read_loop(rd, in_tx.clone()));
     let watcher = ch.roots.map(|mut roots| {
         let tx = in_tx.clone();
         tokio::spawn(async move {
             while roots.changed().await.is_ok() {
                 let root = *roots.borrow_and_update();
-                if tx.send(Input::LocalRoot(root)).is_err() {
+                if tx.send(Input::LocalRoot(root)).await.is_err() {
                     break;
                 }
             }
@@ -143,24 +132,14 @@ where
         let tx = in_tx.clone();
         tokio::spawn(async move {
             let _ = stop.await;
-            let _ = tx.send(Input::Stop);
+            let _ = tx.send(Input::Stop).await;
         })
     });
     drop(in_tx);
-    let writer = tokio::spawn(write_loop(wr, out_rx, flow.clone()));
+    let writer = tokio::spawn(write_loop(wr, out_rx));
     let state = Arc::new(Mutex::new(Some(State { local, m: None })));
     let mut report = Report::default();
-    let mut result = drive(
-        &state,
-        hello,
-        cfg,
-        in_rx,
-        &out_tx,
-        ch.events,
-        &flow,
-        &mut report,
-    )
-    .await;
+    let result = drive(&state, hello, cfg, in_rx, &out_tx, ch.events, &mut report).await;
     // Every step has returned: nothing else takes the state.
     let taken = state.lock().unwrap_or_else(PoisonError::into_inner).take();
     let State { local, m } = taken.expect("the state is taken once");
@@ -168,18 +147,13 @@ where
         report.peer = m.peer();
         report.stats = m.stats();
     }
-    if let Err(e) = &result {
-        if let Some(reason) = e.abort_reason() {
-            send_abort(&out_tx, reason).await;
+    if let Some(reason) = result.as_ref().err().and_then(Error::abort_reason) {
+        // Best effort: a full queue means the peer is not reading.
+        if let Ok(frame) = Outgoing::new(&Message::Abort(reason)) {
+            let _ = out_tx.try_send(frame);
         }
     }
     drop(out_tx);
-    if flow.violated.load(Ordering::SeqCst) {
-        result = Err(Error::Protocol(format!(
-            "the peer asked for more than {} items without reading the answers",
-            proto::MAX_OUTSTANDING
-        )));
-    }
     // A peer that does not read cannot hold us: after an error, the abort
     // gets a moment to go out; a clean end gets longer to flush.
     let grace = if result.is_ok() {
@@ -248,10 +222,10 @@ enum Todo {
 }
 
 impl<L: Local> State<L> {
-    /// Hands `todo` to the machine, then collects its outputs: up to
-    /// [`FRAMES_PER_STEP`] frames, its events, and any merge it hands out
-    /// (run here, once it has nothing left to send).
-    fn step(&mut self, todo: Todo) -> Result<Outputs> {
+    /// Hands `todo` to the machine, then collects its outputs: its events
+    /// and, if `transmit`, up to [`FRAMES_PER_STEP`] frames and any merge
+    /// it hands out (run here, once it has nothing left to send).
+    fn step(&mut self, todo: Todo, transmit: bool) -> Result<Outputs> {
         let State { local, m } = self;
         let m = match (todo, m) {
             (Todo::Start(hello, cfg), m) => m.insert(Reconcile::new(hello, local.root()?, cfg)),
@@ -267,6 +241,11 @@ impl<L: Local> State<L> {
             (Todo::Nothing, Some(m)) => m,
         };
         let mut out = Outputs::default();
+        if !transmit {
+            out.events.extend(std::iter::from_fn(|| m.poll_event()));
+            out.more = true; // what it has to send is asked for later
+            return Ok(out);
+        }
         loop {
             while let Some(msg) = m.poll_transmit(local)? {
                 out.frames.push(Outgoing::new(&msg)?);
@@ -291,12 +270,16 @@ impl<L: Local> State<L> {
 }
 
 /// Runs one [`State::step`] on tokio's blocking pool.
-async fn step<L: Local + Send + 'static>(state: &Shared<L>, todo: Todo) -> Result<Outputs> {
+async fn step<L: Local + Send + 'static>(
+    state: &Shared<L>,
+    todo: Todo,
+    transmit: bool,
+) -> Result<Outputs> {
     let state = state.clone();
     let job = tokio::task::spawn_blocking(move || {
         let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
         match s.as_mut() {
-            Some(s) => s.step(todo),
+            Some(s) => s.step(todo, transmit),
             None => Err(Error::Stopped("the session has ended".into())),
         }
     });
@@ -307,55 +290,61 @@ async fn step<L: Local + Send + 'static>(state: &Shared<L>, todo: Todo) -> Resul
     }
 }
 
-/// The driver loop: inputs in, the machine's outputs performed.
-#[allow(clippy::too_many_arguments)]
+/// The driver loop: inputs in, the machine's outputs performed. While
+/// frames wait for the writer, inputs are still taken (without asking for
+/// more frames), so a peer that asks and does not read meets the
+/// machine's limit on outstanding requests instead of stalling us.
 async fn drive<L: Local + Send + 'static>(
     state: &Shared<L>,
     hello: Hello,
     cfg: Config,
-    mut input: mpsc::UnboundedReceiver<Input>,
+    mut input: mpsc::Receiver<Input>,
     out: &mpsc::Sender<Outgoing>,
     events: Option<mpsc::UnboundedSender<Event>>,
-    flow: &Flow,
     report: &mut Report,
 ) -> Result<()> {
+    let mut pending: VecDeque<Outgoing> = VecDeque::new();
     let mut todo = Todo::Start(hello, cfg);
     loop {
-        let step = step(state, todo).await?;
+        let step = step(state, todo, pending.is_empty()).await?;
         for ev in step.events {
             if let Some(tx) = &events {
                 let _ = tx.send(ev);
             }
         }
-        for frame in step.frames {
-            let answer = frame.answer;
-            if out.send(frame).await.is_err() {
-                return Err(Error::Closed);
-            }
-            if answer {
-                flow.answered.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        if step.more {
-            todo = Todo::Nothing;
-            continue;
-        }
-        if step.finished {
-            return Ok(());
-        }
-        todo = match input.recv().await {
-            Some(Input::Peer(msg, len)) => {
-                report.received.count(&msg, len);
-                Todo::Peer(msg)
-            }
-            Some(Input::LocalRoot(root)) => Todo::LocalRoot(root),
-            Some(Input::Failed(e)) => return Err(e.into()),
-            Some(Input::Eof) | None => return Err(Error::Closed),
-            Some(Input::TooMany) => return Err(Error::Closed), // replaced by run()
-            Some(Input::Stop) => {
-                send_abort(out, AbortReason::Shutdown).await;
+        pending.extend(step.frames);
+        todo = loop {
+            let next = if !pending.is_empty() {
+                tokio::select! {
+                    permit = out.reserve() => {
+                        let permit = permit.map_err(|_| Error::Closed)?;
+                        if let Some(frame) = pending.pop_front() {
+                            permit.send(frame);
+                        }
+                        continue;
+                    }
+                    next = input.recv() => next,
+                }
+            } else if step.more {
+                break Todo::Nothing;
+            } else if step.finished {
                 return Ok(());
-            }
+            } else {
+                input.recv().await
+            };
+            break match next {
+                Some(Input::Peer(msg, len)) => {
+                    report.received.count(&msg, len);
+                    Todo::Peer(msg)
+                }
+                Some(Input::LocalRoot(root)) => Todo::LocalRoot(root),
+                Some(Input::Failed(e)) => return Err(e.into()),
+                Some(Input::Eof) | None => return Err(Error::Closed),
+                Some(Input::Stop) => {
+                    send_abort(out, AbortReason::Shutdown).await;
+                    return Ok(());
+                }
+            };
         };
     }
 }
@@ -373,9 +362,6 @@ struct Outgoing {
     frame: Vec<u8>,
     /// The chunk bytes it carries, if it is a `Chunk`.
     chunk: Option<u64>,
-    /// Whether it answers a request (counted against the peer's
-    /// [`proto::MAX_OUTSTANDING`]).
-    answer: bool,
 }
 
 impl Outgoing {
@@ -386,47 +372,20 @@ impl Outgoing {
                 Message::Chunk(b) => Some(b.len() as u64),
                 _ => None,
             },
-            answer: matches!(
-                msg,
-                Message::DirNode(_)
-                    | Message::ContentNode(_)
-                    | Message::Chunk(_)
-                    | Message::Missing
-            ),
         })
     }
 }
 
-async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
-    rd: R,
-    tx: mpsc::UnboundedSender<Input>,
-    flow: Arc<Flow>,
-) {
+async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(rd: R, tx: mpsc::Sender<Input>) {
     let mut rd = BufReader::with_capacity(256 << 10, rd);
-    let mut requested = 0u64;
     loop {
         let input = match read_frame(&mut rd).await {
-            Ok(Some((msg, len))) => {
-                if let Message::GetDirNodes(h)
-                | Message::GetContentNodes(h)
-                | Message::GetChunks(h) = &msg
-                {
-                    requested += h.len() as u64;
-                    let answered = flow.answered.load(Ordering::SeqCst);
-                    if requested.saturating_sub(answered) > proto::MAX_OUTSTANDING as u64 {
-                        flow.violated.store(true, Ordering::SeqCst);
-                        flow.stop_writer.notify_one();
-                        let _ = tx.send(Input::TooMany);
-                        return;
-                    }
-                }
-                Input::Peer(msg, len)
-            }
+            Ok(Some((msg, len))) => Input::Peer(msg, len),
             Ok(None) => Input::Eof,
             Err(e) => Input::Failed(e),
         };
         let last = !matches!(input, Input::Peer(..));
-        if tx.send(input).is_err() || last {
+        if tx.send(input).await.is_err() || last {
             return;
         }
     }
@@ -458,22 +417,12 @@ fn truncated(e: io::Error) -> FrameError {
 async fn write_loop<W: AsyncWrite + Unpin + Send + 'static>(
     wr: W,
     mut rx: mpsc::Receiver<Outgoing>,
-    flow: Arc<Flow>,
 ) -> Traffic {
     let mut wr = BufWriter::with_capacity(256 << 10, wr);
     let mut sent = Traffic::default();
     let result: io::Result<()> = async {
-        loop {
-            tokio::select! {
-                biased;
-                _ = flow.stop_writer.notified() => return Ok(()),
-                more = write_some(&mut wr, &mut rx, &mut sent) => {
-                    if !more? {
-                        return wr.shutdown().await;
-                    }
-                }
-            }
-        }
+        while write_some(&mut wr, &mut rx, &mut sent).await? {}
+        wr.shutdown().await
     }
     .await;
     if let Err(e) = result {
