@@ -69,17 +69,6 @@ pub fn merge_roots<S: NodeStore>(store: &mut S, local: Hash, remote: Hash) -> Re
     })
 }
 
-/// Whether `a` and `b` hold the same data (kind, bytes, target, device),
-/// whatever their mode, mtime and history.
-pub fn same_content(a: &Entry, b: &Entry) -> bool {
-    a.deleted == b.deleted
-        && a.kind == b.kind
-        && a.size == b.size
-        && a.hash == b.hash
-        && a.target == b.target
-        && a.rdev == b.rdev
-}
-
 /// Of two concurrent versions, the one that keeps the name: the newer
 /// mtime, then the larger author id, then the larger encoding (a total
 /// order, so every node picks the same). Returns (winner, loser).
@@ -317,7 +306,7 @@ impl<S: NodeStore> Merger<'_, S> {
                 let job = adopt(&w, depth);
                 // Both live: only a non-directory can hold the same content
                 // as the other, and adopting leaves those as they are.
-                let copy = (!same_content(&w, lose)).then(|| (lose.clone(), adopt(lose, depth)));
+                let copy = (!w.same_content(lose)).then(|| (lose.clone(), adopt(lose, depth)));
                 return ((w, job), copy);
             }
         };
@@ -403,7 +392,7 @@ impl<S: NodeStore> Merger<'_, S> {
                     self.conflicts += 1;
                     return Ok(());
                 }
-                Some(e) if same_content(&e, &copy) => return Ok(()),
+                Some(e) if e.same_content(&copy) => return Ok(()),
                 Some(_) => continue,
             }
             changes.insert(name, Some(copy));

@@ -119,7 +119,9 @@ pub(crate) fn need<'t>(mode: Mode<'t>, ours: Option<&'t Entry>, theirs: &'t Entr
             },
             mode,
         },
-        Kind::File if ours.is_some_and(|o| same_data(o, theirs)) => Need::Nothing,
+        // The same content here: held (a hostile peer's other size for
+        // the same hash is not the same, and is fetched and refused).
+        Kind::File if ours.is_some_and(|o| o.same_content(theirs)) => Need::Nothing,
         Kind::File => Need::Content,
         _ => Need::Nothing, // symlinks and devices carry their data inline
     };
@@ -137,9 +139,4 @@ pub(crate) fn need<'t>(mode: Mode<'t>, ours: Option<&'t Entry>, theirs: &'t Entr
             },
         },
     }
-}
-
-/// Whether `a` is a live file whose content is `b`'s (so held here).
-fn same_data(a: &Entry, b: &Entry) -> bool {
-    !a.deleted && a.kind == Kind::File && a.hash == b.hash
 }

@@ -217,10 +217,10 @@ fn accounted(
             accounted(nodes, e.hash, sub(&theirs), target, their_tomb);
             continue;
         }
-        let here = ours_now.as_ref().is_some_and(|m| same_content(m, &e));
+        let here = ours_now.as_ref().is_some_and(|m| m.same_content(&e));
         let copied = merged.is_some_and(|m| {
             dir::entries(nodes, m).unwrap().iter().any(|c| {
-                same_content(c, &e)
+                c.same_content(&e)
                     && c.name.starts_with(&e.name[..e.name.len().min(2)])
                     && c.name.windows(15).any(|w| w == b".sync-conflict-")
             })

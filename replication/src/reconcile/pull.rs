@@ -135,10 +135,10 @@ pub(crate) struct Pull {
     /// The peer's root being pulled.
     pub(crate) target: Hash,
     work: Vec<Work>,
-    /// Items to ask for: (kind, hash, bytes expected, round, file).
-    want: VecDeque<(Item, Hash, u64, u32, Option<u32>)>,
-    /// Items asked for, in order: (kind, hash, bytes expected, file).
-    expected: VecDeque<(Item, Hash, u64, Option<u32>)>,
+    /// Items to ask for.
+    want: VecDeque<Want>,
+    /// Items asked for, in order.
+    expected: VecDeque<Want>,
     /// Work waiting for a node that was asked for.
     waiting: HashMap<Hash, Vec<Work>>,
     /// Content nodes met, with the length they were checked to hold.
@@ -156,6 +156,19 @@ pub(crate) struct Pull {
     /// Set when the peer lacked something: the pull drains its answers
     /// and then gives up.
     pub(crate) failed: Option<String>,
+}
+
+/// One item to ask for, then asked for.
+#[derive(Clone, Copy, Debug)]
+struct Want {
+    item: Item,
+    hash: Hash,
+    /// What it costs the byte window: a chunk's length, or [`NODE_BYTES`].
+    bytes: u64,
+    /// The round trips it took to discover.
+    round: u32,
+    /// The file (index into `Pull::files`) it is for, if any.
+    file: Option<u32>,
 }
 
 /// Window limits for one pull.
@@ -229,8 +242,13 @@ impl Pull {
                     };
                     let waiters = self.waiting.entry(node).or_default();
                     if waiters.is_empty() {
-                        self.want
-                            .push_back((kind, node, NODE_BYTES, w.round + 1, w.file));
+                        self.want.push_back(Want {
+                            item: kind,
+                            hash: node,
+                            bytes: NODE_BYTES,
+                            round: w.round + 1,
+                            file: w.file,
+                        });
                         if let Some(f) = w.file {
                             self.files[f as usize] += 1;
                         }
@@ -249,19 +267,19 @@ impl Pull {
 
     /// The next request to send, within the window.
     pub(crate) fn next_request(&mut self, window: Window) -> Option<Message> {
-        let kind = self.want.front()?.0;
+        let kind = self.want.front()?.item;
         let mut hashes = Vec::new();
-        while let Some(&(k, h, bytes, round, file)) = self.want.front() {
+        while let Some(&w) = self.want.front() {
             let full = self.expected.len() >= window.items
-                || (self.in_flight_bytes > 0 && self.in_flight_bytes + bytes > window.bytes);
-            if k != kind || hashes.len() >= MAX_BATCH || full {
+                || (self.in_flight_bytes > 0 && self.in_flight_bytes + w.bytes > window.bytes);
+            if w.item != kind || hashes.len() >= MAX_BATCH || full {
                 break;
             }
             self.want.pop_front();
-            self.in_flight_bytes += bytes;
-            self.rounds = self.rounds.max(round);
-            self.expected.push_back((k, h, bytes, file));
-            hashes.push(h);
+            self.in_flight_bytes += w.bytes;
+            self.rounds = self.rounds.max(w.round);
+            self.expected.push_back(w);
+            hashes.push(w.hash);
         }
         if hashes.is_empty() {
             return None;
@@ -282,7 +300,13 @@ impl Pull {
         kind: Item,
         bytes: Option<Vec<u8>>,
     ) -> Result<()> {
-        let (want_kind, hash, cost, file) = self
+        let Want {
+            item: want_kind,
+            hash,
+            bytes: cost,
+            file,
+            ..
+        } = self
             .expected
             .pop_front()
             .ok_or_else(|| Error::Protocol("an answer nobody asked for".into()))?;
@@ -401,13 +425,13 @@ impl Pull {
                                     if let Some(f) = w.file {
                                         self.files[f as usize] += 1;
                                     }
-                                    self.want.push_back((
-                                        Item::Chunk,
+                                    self.want.push_back(Want {
+                                        item: Item::Chunk,
                                         hash,
-                                        len,
-                                        w.round + 1,
-                                        w.file,
-                                    ));
+                                        bytes: len,
+                                        round: w.round + 1,
+                                        file: w.file,
+                                    });
                                 }
                             }
                         }
