@@ -232,3 +232,39 @@ fn the_same_seed_gives_the_same_session() {
     };
     assert_eq!(run(5), run(5));
 }
+
+#[test]
+fn a_live_session_pulls_every_root_either_side_commits() {
+    let net = two_apart();
+    let live = Config {
+        once: false,
+        ..once()
+    };
+    let (a, b) = (net.nodes[0].clone(), net.nodes[1].clone());
+    let mut pair = Pair::new(a, b, (id(0), id(1)), live, 11);
+    pair.run(MAX_STEPS);
+    let roots = |p: &Pair| (p.sides[0].local.0.root, p.sides[1].local.0.root);
+    let (ra, rb) = roots(&pair);
+    assert_eq!(ra, rb, "the first roots were exchanged");
+    for (k, s) in [(0u8, 1usize), (1, 0), (2, 1)] {
+        let side = &mut pair.sides[s];
+        let l = &mut side.local.0;
+        let op = Op::Write(vec![k, 3], 5);
+        l.root = history(&mut l.nodes, l.root, &[op], id(s), 5_000 + i64::from(k));
+        fill_chunks(l);
+        let root = l.root;
+        side.m.handle_local_root(root, &mut side.local).unwrap();
+        pair.run(MAX_STEPS);
+        let (ra, rb) = roots(&pair);
+        assert_eq!(ra, rb, "after commit {k} on side {s}");
+        assert_eq!(ra, root, "the commit has seen all the other side holds");
+    }
+    assert!(
+        pair.sides.iter().all(|s| s.end.is_none()),
+        "a live session runs on"
+    );
+    assert_eq!(
+        pair.sides[0].m.stats().merges + pair.sides[1].m.stats().merges,
+        5
+    );
+}
