@@ -25,7 +25,7 @@
 //! session: send [`Error::abort_reason`] if any, then close.
 
 #[cfg(test)]
-mod pair;
+mod mesh;
 pub mod pull;
 #[cfg(test)]
 mod tests;

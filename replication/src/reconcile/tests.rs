@@ -1,11 +1,11 @@
-//! Properties of the sync state machine on the deterministic [`Pair`]
+//! Properties of the sync state machine on the deterministic [`Mesh`]
 //! harness: many nodes with random histories converge through one-shot
 //! sessions in any order and interleaving, and a fault on the wire ends a
 //! session without storing anything unverified or installing a partial
 //! tree, after which a clean session converges. The real-session tests
 //! (`tests/it`) cover the driver, the stores and the network.
 
-use super::pair::{Fault, Pair};
+use super::mesh::{Fault, Mesh};
 use super::*;
 use crate::local::MemLocal;
 use crate::merge::tests::{arb_op, fill_chunks, history, node, Op};
@@ -56,21 +56,20 @@ impl Net {
     /// A one-shot session between nodes `a` and `b` with `fault`; returns
     /// both results and keeps both stores.
     fn session(&mut self, a: usize, b: usize, seed: u64, fault: Option<Fault>) -> [Result<()>; 2] {
-        let mut pair = Pair::new(
-            self.nodes[a].clone(),
-            self.nodes[b].clone(),
-            (id(a), id(b)),
-            once(),
-            seed,
-        );
+        let two = vec![
+            (self.nodes[a].clone(), id(a)),
+            (self.nodes[b].clone(), id(b)),
+        ];
+        let mut mesh = Mesh::new(two, seed);
+        let link = mesh.link(0, 1, once());
         if let Some(f) = fault {
-            pair = pair.with_fault(f);
+            mesh = mesh.with_fault(link, f);
         }
-        pair.run(MAX_STEPS);
-        let results = pair.results();
-        let [sa, sb] = pair.sides;
-        self.nodes[a] = sa.local.0;
-        self.nodes[b] = sb.local.0;
+        mesh.run(MAX_STEPS);
+        let results = mesh.results(link);
+        let [na, nb] = <[_; 2]>::try_from(mesh.nodes).expect("two nodes");
+        self.nodes[a] = na.0;
+        self.nodes[b] = nb.0;
         results
     }
 
@@ -220,51 +219,92 @@ fn a_peer_that_shuts_down_ends_the_session_with_its_reason() {
 fn the_same_seed_gives_the_same_session() {
     let run = |seed| {
         let net = two_apart();
-        let mut pair = Pair::new(
-            net.nodes[0].clone(),
-            net.nodes[1].clone(),
-            (id(0), id(1)),
-            once(),
-            seed,
-        );
-        pair.run(MAX_STEPS);
-        (pair.steps, pair.sides[0].m.stats(), pair.sides[1].m.stats())
+        let nodes = (0..2).map(|i| (net.nodes[i].clone(), id(i))).collect();
+        let mut mesh = Mesh::new(nodes, seed);
+        let link = mesh.link(0, 1, once());
+        mesh.run(MAX_STEPS);
+        let [a, b] = &mesh.links[link];
+        (mesh.steps, a.m.stats(), b.m.stats())
     };
     assert_eq!(run(5), run(5));
+}
+
+fn live() -> Config {
+    Config {
+        once: false,
+        ..once()
+    }
+}
+
+/// Node `i` of `mesh` commits a write of `data` to "n`k`/n3".
+fn commit(mesh: &mut Mesh, i: usize, k: u8, data: u64) -> Hash {
+    let l = &mut mesh.nodes[i].0;
+    let op = Op::Write(vec![k, 3], data);
+    l.root = history(&mut l.nodes, l.root, &[op], id(i), 5_000 + i64::from(k));
+    fill_chunks(l);
+    l.root
+}
+
+fn roots(mesh: &Mesh) -> Vec<Hash> {
+    mesh.nodes.iter().map(|n| n.0.root).collect()
 }
 
 #[test]
 fn a_live_session_pulls_every_root_either_side_commits() {
     let net = two_apart();
-    let live = Config {
-        once: false,
-        ..once()
-    };
-    let (a, b) = (net.nodes[0].clone(), net.nodes[1].clone());
-    let mut pair = Pair::new(a, b, (id(0), id(1)), live, 11);
-    pair.run(MAX_STEPS);
-    let roots = |p: &Pair| (p.sides[0].local.0.root, p.sides[1].local.0.root);
-    let (ra, rb) = roots(&pair);
-    assert_eq!(ra, rb, "the first roots were exchanged");
-    for (k, s) in [(0u8, 1usize), (1, 0), (2, 1)] {
-        let side = &mut pair.sides[s];
-        let l = &mut side.local.0;
-        let op = Op::Write(vec![k, 3], 5);
-        l.root = history(&mut l.nodes, l.root, &[op], id(s), 5_000 + i64::from(k));
-        fill_chunks(l);
-        let root = l.root;
-        side.m.handle_local_root(root, &mut side.local).unwrap();
-        pair.run(MAX_STEPS);
-        let (ra, rb) = roots(&pair);
-        assert_eq!(ra, rb, "after commit {k} on side {s}");
-        assert_eq!(ra, root, "the commit has seen all the other side holds");
+    let nodes = (0..2).map(|i| (net.nodes[i].clone(), id(i))).collect();
+    let mut mesh = Mesh::new(nodes, 11);
+    mesh.link(0, 1, live());
+    mesh.run(MAX_STEPS);
+    let r = roots(&mesh);
+    assert_eq!(r[0], r[1], "the first roots were exchanged");
+    for (k, i) in [(0u8, 1usize), (1, 0), (2, 1)] {
+        let root = commit(&mut mesh, i, k, 5);
+        mesh.run(MAX_STEPS);
+        assert_eq!(roots(&mesh), vec![root; 2], "after commit {k} on node {i}");
     }
-    assert!(
-        pair.sides.iter().all(|s| s.end.is_none()),
-        "a live session runs on"
-    );
-    assert_eq!(
-        pair.sides[0].m.stats().merges + pair.sides[1].m.stats().merges,
-        5
-    );
+    let [a, b] = &mesh.links[0];
+    assert!(a.end.is_none() && b.end.is_none(), "a live session runs on");
+    assert_eq!(a.m.stats().merges + b.m.stats().merges, 5);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    /// Live sessions along a line of nodes (each node a machine per
+    /// neighbour over one store): every commit anywhere reaches every
+    /// node, relayed by the merges in between.
+    #[test]
+    fn live_sessions_relay_every_commit_along_a_line_of_nodes(
+        n in 2usize..=5,
+        start in proptest::collection::vec(proptest::collection::vec(arb_op(), 0..4), 5),
+        commits in proptest::collection::vec((0usize..5, arb_op()), 0..6),
+        seed in any::<u64>(),
+    ) {
+        let mut net = Net::new(n);
+        for (i, ops) in start.iter().take(n).enumerate() {
+            net.edit(i, ops);
+        }
+        let nodes = net.nodes.into_iter().enumerate().map(|(i, l)| (l, id(i))).collect();
+        let mut mesh = Mesh::new(nodes, seed);
+        for i in 1..n {
+            mesh.link(i - 1, i, live());
+        }
+        mesh.run(MAX_STEPS);
+        let r = roots(&mesh);
+        prop_assert!(r.iter().all(|x| *x == r[0]), "not converged at the start");
+        for (k, (i, op)) in commits.iter().enumerate() {
+            let l = &mut mesh.nodes[i % n].0;
+            l.root = history(&mut l.nodes, l.root, std::slice::from_ref(op), id(i % n), 9_000 + k as i64);
+            fill_chunks(l);
+            mesh.run(MAX_STEPS);
+            let r = roots(&mesh);
+            prop_assert!(r.iter().all(|x| *x == r[0]), "not converged after commit {k}");
+        }
+        for (link, sides) in mesh.links.iter().enumerate() {
+            prop_assert!(sides.iter().all(|s| s.end.is_none()), "link {link} ended");
+        }
+        let net = Net { nodes: mesh.nodes.into_iter().map(|c| c.0).collect(), clock: 0 };
+        net.assert_whole();
+    }
 }

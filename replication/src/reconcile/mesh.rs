@@ -1,6 +1,6 @@
 //! A deterministic test harness for [`Reconcile`], after quinn-proto's
-//! test `Pair`: two state machines over in-memory stores, joined by two
-//! in-memory byte streams, stepped by hand. No threads, no runtime, no
+//! test `Pair`: state machines over in-memory stores, each pair joined by
+//! two in-memory byte streams, stepped by hand. No threads, no runtime, no
 //! clock: a seed picks which side acts next, so every interleaving a test
 //! meets is reproduced by its seed.
 //!
@@ -78,7 +78,8 @@ impl Local for Checked {
     }
 }
 
-/// What goes wrong on the wire, once.
+/// What goes wrong on the wire of one link, once (`from`: which end's
+/// frames, 0 or 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fault {
     /// The connection is cut before frame `n` of side `from`.
@@ -102,10 +103,13 @@ impl Fault {
     }
 }
 
-/// One end: a state machine, its store, and the stream it reads.
+/// One end of a link: a state machine of one node, and the stream it reads.
 pub(crate) struct Side {
+    /// The node (index into [`Mesh::nodes`]) this machine syncs.
+    pub(crate) node: usize,
     pub(crate) m: Reconcile,
-    pub(crate) local: Checked,
+    /// The node's root this machine was last told of.
+    told: Hash,
     /// Bytes the peer wrote and this side has not read.
     inbox: VecDeque<u8>,
     /// The peer closed its writing half: after `inbox`, the end.
@@ -118,11 +122,17 @@ pub(crate) struct Side {
     pub(crate) end: Option<Result<()>>,
 }
 
-/// Two sides joined by a reliable byte stream each way.
-pub(crate) struct Pair {
-    pub(crate) sides: [Side; 2],
+/// Nodes in memory joined by links, each a session: two state machines
+/// and a reliable byte stream each way. A node with several links runs a
+/// machine per link over its one store; a root one machine merges is
+/// announced to the node's other machines, as the node's root watch does.
+pub(crate) struct Mesh {
+    pub(crate) nodes: Vec<Checked>,
+    ids: Vec<NodeId>,
+    pub(crate) links: Vec<[Side; 2]>,
     rng: Rng,
-    fault: Option<Fault>,
+    /// A fault on the wire of one link.
+    fault: Option<(usize, Fault)>,
     /// Steps taken.
     pub(crate) steps: u64,
 }
@@ -132,86 +142,110 @@ pub(crate) fn hello(id: NodeId) -> Hello {
     Hello::new(id, chunk::params_fingerprint())
 }
 
-impl Pair {
-    /// A session between `a` (node `ids.0`) and `b` (node `ids.1`).
-    pub(crate) fn new(
-        a: MemLocal,
-        b: MemLocal,
-        ids: (NodeId, NodeId),
-        cfg: Config,
-        seed: u64,
-    ) -> Pair {
-        let side = |local: MemLocal, id| Side {
-            m: Reconcile::new(hello(id), local.root, cfg),
-            local: Checked(local),
-            inbox: VecDeque::new(),
-            eof: false,
-            frames: 0,
-            closed: false,
-            end: None,
-        };
-        Pair {
-            sides: [side(a, ids.0), side(b, ids.1)],
+impl Mesh {
+    /// Nodes holding `nodes` (each with its id), not linked yet.
+    pub(crate) fn new(nodes: Vec<(MemLocal, NodeId)>, seed: u64) -> Mesh {
+        let (nodes, ids) = nodes.into_iter().map(|(l, id)| (Checked(l), id)).unzip();
+        Mesh {
+            nodes,
+            ids,
+            links: Vec::new(),
             rng: Rng::new(seed),
             fault: None,
             steps: 0,
         }
     }
 
-    /// The same, with `fault` on the wire.
-    pub(crate) fn with_fault(mut self, fault: Fault) -> Pair {
-        self.fault = Some(fault);
+    /// A session between nodes `a` and `b`; returns the link's index.
+    pub(crate) fn link(&mut self, a: usize, b: usize, cfg: Config) -> usize {
+        let side = |node: usize, mesh: &Mesh| {
+            let root = mesh.nodes[node].0.root;
+            Side {
+                node,
+                m: Reconcile::new(hello(mesh.ids[node]), root, cfg),
+                told: root,
+                inbox: VecDeque::new(),
+                eof: false,
+                frames: 0,
+                closed: false,
+                end: None,
+            }
+        };
+        let link = [side(a, self), side(b, self)];
+        self.links.push(link);
+        self.links.len() - 1
+    }
+
+    /// Puts `fault` on the wire of `link`.
+    pub(crate) fn with_fault(mut self, link: usize, fault: Fault) -> Mesh {
+        self.fault = Some((link, fault));
         self
     }
 
-    /// Steps until neither side can do anything more; panics after
-    /// `max_steps` (a session that never settles is a bug).
+    /// Steps every side, in an order the seed picks, until none can do
+    /// anything more; panics after `max_steps` (a session that never
+    /// settles is a bug).
     pub(crate) fn run(&mut self, max_steps: u64) {
+        let sides = 2 * self.links.len();
         let mut idle = 0;
         while idle < 2 {
             assert!(self.steps < max_steps, "no end after {max_steps} steps");
-            let s = self.rng.below(2) as usize;
-            let busy = self.step(s) | self.step(1 - s);
+            let start = self.rng.below(sides as u64) as usize;
+            let mut busy = false;
+            for k in 0..sides {
+                let i = (start + k) % sides;
+                busy |= self.step(i / 2, i % 2);
+            }
             idle = if busy { 0 } else { idle + 1 };
         }
     }
 
-    /// Both sides' results, once [`Pair::run`] returned. A live session
-    /// (or one cut short) that is still waiting counts as closed.
-    pub(crate) fn results(&mut self) -> [Result<()>; 2] {
+    /// The results of `link`'s two sides, once [`Mesh::run`] returned. A
+    /// live session (or one cut short) that is still waiting counts as
+    /// closed.
+    pub(crate) fn results(&mut self, link: usize) -> [Result<()>; 2] {
         let end = |s: &mut Side| s.end.take().unwrap_or(Err(Error::Closed));
-        let [a, b] = &mut self.sides;
+        let [a, b] = &mut self.links[link];
         [end(a), end(b)]
     }
 
-    /// One step of side `s`; whether it did anything.
-    pub(crate) fn step(&mut self, s: usize) -> bool {
+    /// One step of side `s` of `link`; whether it did anything.
+    fn step(&mut self, link: usize, s: usize) -> bool {
         self.steps += 1;
-        if self.sides[s].end.is_some() {
+        if self.links[link][s].end.is_some() {
             return false;
         }
-        match self.drive(s) {
+        match self.drive(link, s) {
             Ok(busy) => busy,
             Err(e) => {
                 if let Some(reason) = e.abort_reason() {
-                    self.write(s, &Message::Abort(reason));
+                    self.write(link, s, &Message::Abort(reason));
                 }
-                self.close(s);
-                self.sides[s].end = Some(Err(e));
+                self.close(link, s);
+                self.links[link][s].end = Some(Err(e));
                 true
             }
         }
     }
 
     /// What the session's driver does for one side, once.
-    fn drive(&mut self, s: usize) -> Result<bool> {
+    fn drive(&mut self, link: usize, s: usize) -> Result<bool> {
         let mut busy = false;
+        let side = &mut self.links[link][s];
+        let local = &mut self.nodes[side.node];
+        if side.told != local.0.root {
+            // The node's root moved (another link's merge, or a commit).
+            side.told = local.0.root;
+            side.m.handle_local_root(side.told, local)?;
+            busy = true;
+        }
         loop {
-            let side = &mut self.sides[s];
-            if let Some(msg) = side.m.poll_transmit(&side.local)? {
+            let side = &mut self.links[link][s];
+            let local = &mut self.nodes[side.node];
+            if let Some(msg) = side.m.poll_transmit(local)? {
                 busy = true;
-                self.write(s, &msg);
-                if self.sides[s].end.is_some() {
+                self.write(link, s, &msg);
+                if self.links[link][s].end.is_some() {
                     return Ok(true); // a fault ended it
                 }
                 continue;
@@ -220,21 +254,23 @@ impl Pair {
             let Some(remote) = side.m.poll_merge() else {
                 break;
             };
-            let merged = side.local.merge(remote)?;
-            side.m.handle_merged(merged, &mut side.local)?;
+            let merged = local.merge(remote)?;
+            side.told = merged.root;
+            side.m.handle_merged(merged, local)?;
             busy = true;
         }
-        let side = &mut self.sides[s];
+        let side = &mut self.links[link][s];
         if side.m.is_finished() {
-            self.close(s);
-            self.sides[s].end = Some(Ok(()));
+            self.close(link, s);
+            self.links[link][s].end = Some(Ok(()));
             return Ok(true);
         }
-        let side = &mut self.sides[s];
+        let side = &mut self.links[link][s];
+        let local = &mut self.nodes[side.node];
         match proto::decode_frame(side.inbox.make_contiguous())? {
             Some((msg, len)) => {
                 side.inbox.drain(..len);
-                side.m.handle_message(msg, &mut side.local)?;
+                side.m.handle_message(msg, local)?;
                 Ok(true)
             }
             None if side.eof && side.inbox.is_empty() => Err(Error::Closed),
@@ -243,46 +279,50 @@ impl Pair {
         }
     }
 
-    /// Side `s` writes `msg` to its peer, through the fault if it is due.
-    fn write(&mut self, s: usize, msg: &Message) {
-        if self.sides[s].closed {
+    /// Side `s` of `link` writes `msg` to its peer, through the fault if
+    /// it is due.
+    fn write(&mut self, link: usize, s: usize, msg: &Message) {
+        if self.links[link][s].closed {
             return;
         }
         let frame = proto::encode(msg).expect("our messages encode");
-        let n = self.sides[s].frames;
-        self.sides[s].frames += 1;
-        let fault = self.fault.filter(|f| f.at() == (s, n));
-        let peer = &mut self.sides[1 - s];
+        let n = self.links[link][s].frames;
+        self.links[link][s].frames += 1;
+        let fault = self
+            .fault
+            .filter(|(l, f)| *l == link && f.at() == (s, n))
+            .map(|(_, f)| f);
+        let peer = &mut self.links[link][1 - s];
         match fault {
             None => peer.inbox.extend(&frame),
-            Some(Fault::Cut { .. }) => self.cut(),
+            Some(Fault::Cut { .. }) => self.cut(link),
             Some(Fault::Truncate { .. }) => {
                 peer.inbox.extend(&frame[..frame.len() / 2]);
-                self.cut();
+                self.cut(link);
             }
             Some(Fault::Garbage { .. }) => {
-                let junk = (0..frame.len()).map(|_| self.rng.next() as u8);
-                self.sides[1 - s].inbox.extend(junk);
+                let junk: Vec<u8> = (0..frame.len()).map(|_| self.rng.next() as u8).collect();
+                self.links[link][1 - s].inbox.extend(junk);
             }
             Some(Fault::Abort { .. }) => {
                 let abort = proto::encode(&Message::Abort(AbortReason::Shutdown));
                 peer.inbox.extend(abort.expect("our messages encode"));
-                self.close(s);
-                self.sides[s].end = Some(Ok(()));
+                self.close(link, s);
+                self.links[link][s].end = Some(Ok(()));
             }
         }
     }
 
-    /// Side `s` closes its writing half.
-    fn close(&mut self, s: usize) {
-        self.sides[s].closed = true;
-        self.sides[1 - s].eof = true;
+    /// Side `s` of `link` closes its writing half.
+    fn close(&mut self, link: usize, s: usize) {
+        self.links[link][s].closed = true;
+        self.links[link][1 - s].eof = true;
     }
 
-    /// The connection is gone both ways: what was written arrives, nothing
-    /// more.
-    fn cut(&mut self) {
-        self.close(0);
-        self.close(1);
+    /// The connection of `link` is gone both ways: what was written
+    /// arrives, nothing more.
+    fn cut(&mut self, link: usize) {
+        self.close(link, 0);
+        self.close(link, 1);
     }
 }
