@@ -154,6 +154,11 @@ pub(crate) fn arb_op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Up to `max` random edits.
+pub(crate) fn arb_ops(max: usize) -> impl Strategy<Value = Vec<Op>> {
+    proptest::collection::vec(arb_op(), 0..max)
+}
+
 pub(crate) fn history(
     nodes: &mut MemNodes,
     mut root: Hash,
@@ -239,9 +244,9 @@ proptest! {
 
     #[test]
     fn merge_is_commutative_idempotent_and_loses_nothing(
-        base_ops in proptest::collection::vec(arb_op(), 0..8),
-        a_ops in proptest::collection::vec(arb_op(), 0..8),
-        b_ops in proptest::collection::vec(arb_op(), 0..8),
+        base_ops in arb_ops(8),
+        a_ops in arb_ops(8),
+        b_ops in arb_ops(8),
     ) {
         let mut nodes = MemNodes::new();
         let empty = dir::empty(&mut nodes).unwrap();
@@ -265,9 +270,9 @@ proptest! {
 
     #[test]
     fn three_way_merges_converge_in_any_order(
-        a_ops in proptest::collection::vec(arb_op(), 0..6),
-        b_ops in proptest::collection::vec(arb_op(), 0..6),
-        c_ops in proptest::collection::vec(arb_op(), 0..6),
+        a_ops in arb_ops(6),
+        b_ops in arb_ops(6),
+        c_ops in arb_ops(6),
     ) {
         let mut nodes = MemNodes::new();
         let empty = dir::empty(&mut nodes).unwrap();

@@ -8,7 +8,7 @@
 use super::mesh::{Fault, Mesh};
 use super::*;
 use crate::local::MemLocal;
-use crate::merge::tests::{arb_op, fill_chunks, history, node, Op};
+use crate::merge::tests::{arb_op, arb_ops, fill_chunks, history, node, Op};
 use crate::proto::{AbortReason, FrameError};
 use backer_fs::gc::check_whole;
 use backer_fs::tree::dir;
@@ -115,7 +115,7 @@ impl Net {
 type Step = (usize, Vec<Op>, usize, usize);
 
 fn arb_plan() -> impl Strategy<Value = Vec<Step>> {
-    let ops = proptest::collection::vec(arb_op(), 0..4);
+    let ops = arb_ops(4);
     proptest::collection::vec((0usize..5, ops, 0usize..5, 0usize..5), 1..7)
 }
 
@@ -155,8 +155,8 @@ proptest! {
 
     #[test]
     fn a_fault_on_the_wire_ends_the_session_and_a_clean_one_converges(
-        a_ops in proptest::collection::vec(arb_op(), 0..8),
-        b_ops in proptest::collection::vec(arb_op(), 0..8),
+        a_ops in arb_ops(8),
+        b_ops in arb_ops(8),
         fault in arb_fault(),
         seed in any::<u64>(),
     ) {
@@ -277,7 +277,7 @@ proptest! {
     #[test]
     fn live_sessions_relay_every_commit_along_a_line_of_nodes(
         n in 2usize..=5,
-        start in proptest::collection::vec(proptest::collection::vec(arb_op(), 0..4), 5),
+        start in proptest::collection::vec(arb_ops(4), 5),
         commits in proptest::collection::vec((0usize..5, arb_op()), 0..6),
         seed in any::<u64>(),
     ) {

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::local::MemLocal;
-use crate::merge::tests::{arb_op, fill_chunks, history, node};
+use crate::merge::tests::{arb_ops, fill_chunks, history, node};
 use backer_fs::gc::{check_whole, Marks};
 use backer_fs::tree::{dir, MemNodes};
 use proptest::prelude::*;
@@ -77,9 +77,9 @@ proptest! {
 
     #[test]
     fn a_pull_fetches_everything_the_merge_references(
-        base_ops in proptest::collection::vec(arb_op(), 0..8),
-        a_ops in proptest::collection::vec(arb_op(), 0..8),
-        b_ops in proptest::collection::vec(arb_op(), 0..8),
+        base_ops in arb_ops(8),
+        a_ops in arb_ops(8),
+        b_ops in arb_ops(8),
         items in 1usize..20,
     ) {
         let mut nodes = MemNodes::new();
