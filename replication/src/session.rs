@@ -9,9 +9,11 @@
 //! whole trees) runs on tokio's blocking pool, so the runtime never waits
 //! on the disk. Around that loop, two small tasks move bytes:
 //!
-//! - a reader task decodes frames and forwards them; it never waits on
-//!   the state machine, so two peers writing to each other cannot
-//!   deadlock (the protocol's windows bound what can be in flight);
+//! - a reader task decodes frames into a small queue. The loop takes
+//!   inputs even while its frames wait for the writer, so two peers
+//!   writing to each other cannot deadlock (the protocol's windows bound
+//!   what can be in flight), and a peer that asks without reading meets
+//!   the machine's limit on outstanding requests;
 //! - a writer task writes frames, flushing when it runs out of them.
 //!
 //! In live mode ([`Config::once`] false) the session runs until the stream

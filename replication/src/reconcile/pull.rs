@@ -3,11 +3,12 @@
 //! The descent compares the peer's directory tree with ours at the same
 //! path, node by node: a node whose hash is one of ours at the same height
 //! over the same names is skipped whole. Entries that differ lead to the
-//! subdirectories and file contents that must change, and those to the
-//! chunks this node does not hold. Nodes already in the store (from an
-//! earlier, cut-off pull, or a rename) are read locally, not fetched, but
-//! still descended: only subtrees equal to our committed tree are known to
-//! be complete.
+//! subdirectories and file contents the merge's result may reference (as
+//! `merge::class::need` decides, from the merge's own classification),
+//! and those to the chunks this node does not hold. Nodes already in the
+//! store (from an earlier, cut-off pull, or a rename) are read locally,
+//! not fetched, but still descended: only subtrees equal to our committed
+//! tree are known to be complete.
 //!
 //! Work runs locally until it needs a node the store lacks; those are
 //! asked for in batches, many at once, within a window of items and bytes.
