@@ -9,4 +9,6 @@ mod gc;
 mod live;
 mod peers;
 mod quic;
+mod quic_flood;
+mod raw_quic;
 mod util;
