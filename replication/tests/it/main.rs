@@ -7,6 +7,7 @@ mod efficiency;
 mod faults;
 mod gc;
 mod live;
+mod peer_abuse;
 mod peers;
 mod quic;
 mod quic_flood;
