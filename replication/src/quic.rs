@@ -298,7 +298,9 @@ impl Endpoint {
     /// mapped addresses), else IPv4 only. A peer on any interface is then
     /// reachable without a restart (a socket bound to 127.0.0.1 can only
     /// reach loopback: every other send fails with EINVAL). It has no
-    /// server configuration, so quinn refuses every incoming handshake.
+    /// server configuration, so quinn begins no incoming handshake: an
+    /// Initial gets at most a stateless reset, a short-header packet that
+    /// begins nothing and is rate-limited (tests/it/quic_flood.rs checks).
     ///
     /// Must be called within a Tokio runtime.
     pub fn dial_only(key: &NodeKey, trust: Trust) -> Result<Endpoint> {

@@ -168,74 +168,61 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The slot of an attempt from `from` that must be taken on.
+    #[track_caller]
+    fn slot(a: &Admission, from: &str, validated: bool) -> Slot {
+        match a.judge(ip(from), validated) {
+            Verdict::Accept(s) => s,
+            v => panic!("{from}: {v:?}"),
+        }
+    }
+
+    fn retried(a: &Admission, from: &str) -> bool {
+        matches!(a.judge(ip(from), false), Verdict::Retry)
+    }
+
     #[test]
     fn one_address_gets_a_few_unproven_handshakes_then_retries() {
         let a = Admission::default();
-        let home = ip("192.0.2.1");
+        let home = "192.0.2.1";
         let held: Vec<Slot> = (0..UNVALIDATED_PER_ADDRESS)
-            .map(|_| match a.judge(home, false) {
-                Verdict::Accept(s) => s,
-                v => panic!("{v:?}"),
-            })
+            .map(|_| slot(&a, home, false))
             .collect();
-        assert!(matches!(a.judge(home, false), Verdict::Retry));
+        assert!(retried(&a, home));
         // The same address mapped into IPv6 is the same source.
-        assert!(matches!(
-            a.judge(ip("::ffff:192.0.2.1"), false),
-            Verdict::Retry
-        ));
+        assert!(retried(&a, "::ffff:192.0.2.1"));
         // A proven address is never held to the per-address cap...
-        let proven = a.judge(home, true);
-        assert!(matches!(proven, Verdict::Accept(_)));
+        let _proven = slot(&a, home, true);
         // ...and another address is not held up.
-        assert!(matches!(
-            a.judge(ip("192.0.2.2"), false),
-            Verdict::Accept(_)
-        ));
+        drop(slot(&a, "192.0.2.2", false));
         drop(held);
-        assert_eq!(a.in_progress(home), (1, 0), "slots are freed on drop");
-        assert!(matches!(a.judge(home, false), Verdict::Accept(_)));
+        assert_eq!(a.in_progress(ip(home)), (1, 0), "slots are freed on drop");
+        slot(&a, home, false);
     }
 
     #[test]
     fn an_ipv6_host_is_counted_by_its_64() {
         let a = Admission::default();
-        let _held: Vec<Verdict> = (0..UNVALIDATED_PER_ADDRESS)
-            .map(|i| a.judge(ip(&format!("2001:db8:1:2::{:x}", i + 1)), false))
+        let _held: Vec<Slot> = (0..UNVALIDATED_PER_ADDRESS)
+            .map(|i| slot(&a, &format!("2001:db8:1:2::{:x}", i + 1), false))
             .collect();
-        assert!(matches!(
-            a.judge(ip("2001:db8:1:2:ffff::9"), false),
-            Verdict::Retry
-        ));
-        assert!(matches!(
-            a.judge(ip("2001:db8:1:3::1"), false),
-            Verdict::Accept(_)
-        ));
+        assert!(retried(&a, "2001:db8:1:2:ffff::9"));
+        slot(&a, "2001:db8:1:3::1", false);
     }
 
     #[test]
     fn past_the_threshold_only_proven_addresses_start_and_the_cap_holds() {
         let a = Admission::default();
-        let mut held = Vec::new();
-        for i in 0..RETRY_ABOVE {
-            match a.judge(ip(&format!("198.51.100.{}", i + 1)), false) {
-                Verdict::Accept(s) => held.push(s),
-                v => panic!("{v:?}"),
-            }
-        }
-        assert!(matches!(a.judge(ip("203.0.113.1"), false), Verdict::Retry));
+        let mut held: Vec<Slot> = (0..RETRY_ABOVE)
+            .map(|i| slot(&a, &format!("198.51.100.{}", i + 1), false))
+            .collect();
+        assert!(retried(&a, "203.0.113.1"));
         while held.len() < MAX_HANDSHAKES {
-            match a.judge(ip("203.0.113.1"), true) {
-                Verdict::Accept(s) => held.push(s),
-                v => panic!("{v:?}"),
-            }
+            held.push(slot(&a, "203.0.113.1", true));
         }
         assert!(matches!(a.judge(ip("203.0.113.2"), true), Verdict::Refuse));
         held.pop();
-        assert!(matches!(
-            a.judge(ip("203.0.113.2"), true),
-            Verdict::Accept(_)
-        ));
+        slot(&a, "203.0.113.2", true);
     }
 
     #[test]

@@ -73,11 +73,19 @@ impl Setup {
         self.rogue.connect(addr, self.node_id()).await.unwrap()
     }
 
-    fn rogue_connected(&self) -> bool {
-        self.peers
+    /// The rogue, whose hello lied (`role`: it dialled or was dialled), was
+    /// told why its connection closed (`why`), and never showed connected.
+    #[track_caller]
+    fn assert_liar_cut_off(&self, role: &str, why: Option<String>) {
+        println!("the node closed the {role} liar's connection: {why:?}");
+        let why = why.unwrap_or_else(|| panic!("the node kept a {role} peer whose hello lied"));
+        assert!(why.contains("hello names another node"), "{why}");
+        let rogue = self.rogue_key.node_id();
+        assert!(!self
+            .peers
             .status()
             .iter()
-            .any(|p| p.id == self.rogue_key.node_id() && p.connected)
+            .any(|p| p.id == rogue && p.connected));
     }
 }
 
@@ -109,10 +117,7 @@ fn a_hello_naming_another_node_than_the_tls_key_closes_the_connection() {
         stream.write_all(&hello_frame(impostor)).await.unwrap();
         closed_within(&conn, Duration::from_secs(10)).await
     });
-    println!("the node closed the dialling liar's connection: {why:?}");
-    let why = why.expect("the node kept a peer whose hello names another node");
-    assert!(why.contains("hello names another node"), "{why}");
-    assert!(!s.rogue_connected());
+    s.assert_liar_cut_off("dialling", why);
 
     // The node dials, and the rogue lies in its answer.
     let s = Setup::new(false);
@@ -126,10 +131,7 @@ fn a_hello_naming_another_node_than_the_tls_key_closes_the_connection() {
         stream.write_all(&hello_frame(impostor)).await.unwrap();
         closed_within(&conn, Duration::from_secs(10)).await
     });
-    println!("the node closed the dialled liar's connection: {why:?}");
-    let why = why.expect("the node kept a dialled peer whose hello names another node");
-    assert!(why.contains("hello names another node"), "{why}");
-    assert!(!s.rogue_connected());
+    s.assert_liar_cut_off("dialled", why);
 }
 
 #[test]

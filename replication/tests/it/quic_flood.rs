@@ -82,6 +82,21 @@ fn probe(server: SocketAddr, ips: &[Ipv4Addr]) -> Vec<Option<Packet>> {
         .collect()
 }
 
+/// The first `n` replies begin a handshake (a server Initial), and every
+/// later one asks the client to prove its address first (a Retry).
+#[track_caller]
+fn assert_first_start(got: &[Option<Packet>], n: usize) {
+    let (started, retried) = got.split_at(n);
+    assert!(
+        started.iter().all(|p| *p == Some(Packet::Initial)),
+        "the first {n} start a handshake: {got:?}"
+    );
+    assert!(
+        retried.iter().all(|p| *p == Some(Packet::Retry)),
+        "the rest must prove their address first: {got:?}"
+    );
+}
+
 #[test]
 fn unvalidated_handshakes_from_one_address_past_a_few_must_validate() {
     let rt = runtime();
@@ -89,15 +104,7 @@ fn unvalidated_handshakes_from_one_address_past_a_few_must_validate() {
     let n = UNVALIDATED_PER_ADDRESS + 3;
     let got = probe(addr, &vec![HOME; n]);
     println!("{n} Initials from {HOME}, one port each: {got:?}");
-    let (taken, retried) = got.split_at(UNVALIDATED_PER_ADDRESS);
-    assert!(
-        taken.iter().all(|p| *p == Some(Packet::Initial)),
-        "the first {UNVALIDATED_PER_ADDRESS} start a handshake: {got:?}"
-    );
-    assert!(
-        retried.iter().all(|p| *p == Some(Packet::Retry)),
-        "the rest must prove their address first: {got:?}"
-    );
+    assert_first_start(&got, UNVALIDATED_PER_ADDRESS);
     // Another address is not held up by this one.
     let other = probe(addr, &[Ipv4Addr::new(127, 0, 0, 2)]);
     assert_eq!(other, [Some(Packet::Initial)]);
@@ -118,15 +125,7 @@ fn past_a_threshold_of_handshakes_every_new_one_must_validate() {
         ips.len(),
         ips.len()
     );
-    let (taken, retried) = got.split_at(RETRY_ABOVE);
-    assert!(
-        taken.iter().all(|p| *p == Some(Packet::Initial)),
-        "below the threshold handshakes start at once: {got:?}"
-    );
-    assert!(
-        retried.iter().all(|p| *p == Some(Packet::Retry)),
-        "past it they must prove their address: {got:?}"
-    );
+    assert_first_start(&got, RETRY_ABOVE);
 }
 
 #[test]
