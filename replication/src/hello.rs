@@ -15,7 +15,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub struct Hello {
     /// The sender's [`PROTOCOL_VERSION`].
     pub protocol_version: u32,
-    /// The sender's node id (already proven by the TLS handshake).
+    /// The sender's node id: the one its TLS key proves, or the
+    /// connection is closed ([`Hello::check_sender`]).
     #[serde(with = "wire::node_id")]
     pub node: NodeId,
     /// Bytes that identify the sender's chunker parameters. Chunk
@@ -44,6 +45,17 @@ pub enum Incompatible {
     SameNode,
 }
 
+/// A hello that names another node than the one whose key the peer proved
+/// in the transport's handshake ([`Hello::check_sender`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the hello names node {claimed}, but the handshake proved node {proven}")]
+pub struct NotTheSender {
+    /// The node the hello names.
+    pub claimed: NodeId,
+    /// The node whose key the peer holds.
+    pub proven: NodeId,
+}
+
 impl Hello {
     /// Our hello for a node `node` whose chunker parameters hash to
     /// `chunker_fingerprint`.
@@ -53,6 +65,20 @@ impl Hello {
             node,
             chunker_fingerprint: chunker_fingerprint.into(),
         }
+    }
+
+    /// Checks that this hello, received from a peer whose key the
+    /// transport proved to be `proven`'s, names that node: a peer may only
+    /// speak for itself. [`check`](Hello::check) compares versions; this
+    /// runs first, on the connection ([`crate::peers`] does it).
+    pub fn check_sender(&self, proven: NodeId) -> Result<(), NotTheSender> {
+        if self.node != proven {
+            return Err(NotTheSender {
+                claimed: self.node,
+                proven,
+            });
+        }
+        Ok(())
     }
 
     /// Decides whether we (`self`) can sync with the peer that sent
@@ -112,6 +138,19 @@ mod tests {
         let b = hello(2, b"fastcdc-v2020 8k/32k/128k");
         assert_eq!(a.check(&b), Err(Incompatible::Chunker));
         assert_eq!(b.check(&a), Err(Incompatible::Chunker));
+    }
+
+    #[test]
+    fn a_hello_must_name_the_node_the_handshake_proved() {
+        let a = hello(1, b"x");
+        assert_eq!(a.check_sender(NodeId([1; 32])), Ok(()));
+        assert_eq!(
+            a.check_sender(NodeId([2; 32])),
+            Err(NotTheSender {
+                claimed: NodeId([1; 32]),
+                proven: NodeId([2; 32]),
+            })
+        );
     }
 
     #[test]

@@ -14,10 +14,15 @@
 //!   instead of after the idle timeout.
 //! - A node told no listen address dials out from a wildcard socket and
 //!   accepts nothing ([`Endpoint::dial_only`]).
+//! - A peer is held to what it needs: a stream within
+//!   [`FIRST_STREAM_TIMEOUT`], at most [`MAX_CONNECTIONS_PER_PEER`]
+//!   incoming connections, and a hello that names the node its TLS key
+//!   proved (else the connection is closed, with a logged reason).
 //!
 //! The manager owns a small tokio runtime, so that its callers (the
 //! `backer` binary's threads, tests) stay synchronous.
 
+mod first_hello;
 mod link;
 
 use std::collections::HashMap;
@@ -38,6 +43,17 @@ use crate::Progress;
 /// How long [`Peers::shutdown`] waits for sessions to say goodbye, and
 /// then for the endpoint to tell the peers it closed (each at most).
 const GOODBYE: Duration = Duration::from_millis(500);
+
+/// How long a new connection may go without its session's stream: the
+/// dialler opens it and writes its hello right after the handshake, so a
+/// connection still without one is stuck or hostile, and is closed.
+pub const FIRST_STREAM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Incoming connections one peer may hold at once. A peer needs one; a
+/// reconnect replaces the old session as soon as its own starts, so only
+/// connections without a session yet (at most [`FIRST_STREAM_TIMEOUT`]
+/// old) add up. Past this, new ones are closed at once.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
 
 /// A peer this node trusts, and where to dial it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,6 +147,8 @@ struct Shared {
     roots: watch::Sender<Hash>,
     peers: Mutex<HashMap<NodeId, PeerState>>,
     next_session: Mutex<u64>,
+    /// Live incoming connections per peer (see [`MAX_CONNECTIONS_PER_PEER`]).
+    incoming: Mutex<HashMap<NodeId, usize>>,
     /// Set by [`Peers::shutdown`]: no new session starts.
     closing: AtomicBool,
 }
@@ -193,6 +211,7 @@ impl Peers {
             roots,
             peers: Mutex::new(HashMap::new()),
             next_session: Mutex::new(0),
+            incoming: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
         });
         let peers = Peers {

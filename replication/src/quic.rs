@@ -8,6 +8,14 @@
 //! in its [`Trust`] list (and, when dialling, is the node it meant to reach).
 //! An unknown key never gets past the handshake; [`tls`] has the details.
 //!
+//! A listening endpoint takes on a bounded number of handshakes, each for
+//! [`HANDSHAKE_TIMEOUT`] at most, and asks for address validation (a
+//! Retry round trip) past a few handshakes in progress and past a few
+//! unproven ones from one address ([`admit`] has the rules): a flood of
+//! forged or never-finished Initials cannot keep a trusted peer out. A
+//! dial-only endpoint has no server configuration: it begins no
+//! handshake, and answers an Initial with a stateless reset at most.
+//!
 //! A [`Connection`] knows its peer's id and carries bidirectional streams
 //! ([`Stream`]: tokio `AsyncRead + AsyncWrite`), which is all
 //! [`session::run`](crate::session::run) needs.
@@ -30,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admit;
 pub mod tls;
 mod trust;
 
@@ -46,8 +55,9 @@ use std::time::Duration;
 use backer_fs::identity::{NodeId, NodeKey};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{mpsc, Mutex, Semaphore};
+use tokio::sync::{mpsc, Mutex};
 
+pub use admit::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES, RETRY_ABOVE, UNVALIDATED_PER_ADDRESS};
 pub use tls::{Identity, ALPN};
 pub use trust::Trust;
 
@@ -58,12 +68,14 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// How long a connection may hear nothing before it is dropped.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Handshakes of incoming connections in progress at once; past this, new
-/// attempts are refused (a stalled handshake must not hold up others).
-const MAX_HANDSHAKES: usize = 64;
-
 /// Finished handshakes waiting for [`Endpoint::accept`].
 const ACCEPT_QUEUE: usize = 16;
+
+/// Incoming attempts quinn queues before [`accept_loop`] sees them (it
+/// judges each at once), and the bytes they may buffer meanwhile: bounds
+/// what a flood costs in memory.
+const MAX_INCOMING: usize = 1024;
+const INCOMING_BYTES: u64 = 16 << 20;
 
 /// The QUIC error code of a normal close.
 const CLOSE_NORMAL: u32 = 0;
@@ -271,7 +283,10 @@ impl Endpoint {
         let crypto = QuicServerConfig::try_from(tls::server_config(&identity, trust.clone())?)
             .map_err(Error::Config)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server.transport_config(transport.clone());
+        server
+            .transport_config(transport.clone())
+            .max_incoming(MAX_INCOMING)
+            .incoming_buffer_size_total(INCOMING_BYTES);
         let socket =
             std::net::UdpSocket::bind(addr).map_err(|source| Error::Bind { addr, source })?;
         Endpoint::over(socket, Some(server), identity, trust, transport)
@@ -283,7 +298,9 @@ impl Endpoint {
     /// mapped addresses), else IPv4 only. A peer on any interface is then
     /// reachable without a restart (a socket bound to 127.0.0.1 can only
     /// reach loopback: every other send fails with EINVAL). It has no
-    /// server configuration, so quinn refuses every incoming handshake.
+    /// server configuration, so quinn begins no incoming handshake: an
+    /// Initial gets at most a stateless reset, a short-header packet that
+    /// begins nothing and is rate-limited (tests/it/quic_flood.rs checks).
     ///
     /// Must be called within a Tokio runtime.
     pub fn dial_only(key: &NodeKey, trust: Trust) -> Result<Endpoint> {
@@ -385,8 +402,9 @@ impl Endpoint {
             .inner
             .connect_with(config, addr, tls::SERVER_NAME)
             .map_err(|source| Error::Dial { addr, source })?;
-        let conn = connecting
+        let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
             .await
+            .unwrap_or(Err(quinn::ConnectionError::TimedOut))
             .map_err(|source| Error::Handshake { addr, source })?;
         let conn = Connection::new(conn)?;
         if conn.peer != expected {
@@ -430,43 +448,67 @@ impl Drop for Endpoint {
     }
 }
 
-/// Accepts incoming connections and runs each handshake in its own task,
-/// sending results to `tx`, until the endpoint closes or nobody listens.
+/// Accepts incoming connections, runs each handshake it takes on in its
+/// own task ([`admit`] decides which: a Retry, a refusal or a slot) and
+/// sends the results to `tx`, until the endpoint closes or nobody listens.
 async fn accept_loop(ep: quinn::Endpoint, tx: mpsc::Sender<Result<Connection>>) {
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let admission = admit::Admission::default();
     while let Some(incoming) = ep.accept().await {
         if tx.is_closed() {
             break;
         }
         let addr = incoming.remote_address();
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            tracing::warn!(%addr, "refusing a connection: too many handshakes in progress");
-            incoming.refuse();
-            continue;
+        let slot = match admission.judge(addr.ip(), incoming.remote_address_validated()) {
+            admit::Verdict::Accept(slot) => slot,
+            admit::Verdict::Retry => {
+                tracing::trace!(%addr, "asking a client to prove its address (Retry)");
+                // Only an attempt that already bears a Retry token cannot
+                // be retried, and those are validated: never here.
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
+                }
+                continue;
+            }
+            admit::Verdict::Refuse => {
+                if let Some(n) = admission.refused() {
+                    tracing::warn!(
+                        %addr,
+                        refused = n,
+                        "refusing connections: {MAX_HANDSHAKES} handshakes in progress"
+                    );
+                }
+                incoming.refuse();
+                continue;
+            }
         };
         let tx = tx.clone();
         tokio::spawn(async move {
             let result = handshake(incoming).await;
-            match &result {
-                Ok(conn) => tracing::debug!(node = %conn.peer, %addr, "accepted"),
-                Err(e) => tracing::info!(%addr, "incoming connection failed: {e}"),
+            // The slot is free once the handshake has ended, however.
+            drop(slot);
+            if let Err(e) = &result {
+                tracing::debug!(%addr, "incoming handshake failed: {e}");
             }
             // A connection nobody takes is dropped, which closes it.
             let _ = tx.send(result).await;
-            drop(permit);
         });
     }
 }
 
-/// Runs the server side of one handshake.
+/// Runs the server side of one handshake, for [`HANDSHAKE_TIMEOUT`] at
+/// most (dropping a handshake that times out abandons it).
 async fn handshake(incoming: quinn::Incoming) -> Result<Connection> {
     let addr = incoming.remote_address();
-    let conn = incoming
+    let connecting = incoming
         .accept()
-        .map_err(|source| Error::Handshake { addr, source })?
-        .await
         .map_err(|source| Error::Handshake { addr, source })?;
-    Connection::new(conn)
+    let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
+        .await
+        .unwrap_or(Err(quinn::ConnectionError::TimedOut))
+        .map_err(|source| Error::Handshake { addr, source })?;
+    let conn = Connection::new(conn)?;
+    tracing::debug!(node = %conn.peer, %addr, "accepted");
+    Ok(conn)
 }
 
 /// A connection to a trusted peer whose key was proven in the handshake.

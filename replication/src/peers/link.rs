@@ -1,15 +1,18 @@
-//! The peer manager's tasks: accepting, dialling with backoff, and one
-//! sync session per peer, with the dial dedupe rule.
+//! The peer manager's tasks: accepting (a few connections per peer, each
+//! with its stream in time), dialling with backoff, and one sync session
+//! per peer, with the dial dedupe rule and the hello checked against the
+//! TLS-proven id.
 
 use std::net::ToSocketAddrs;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backer_fs::{chunk, NodeId};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Active, Shared};
+use super::first_hello::CheckedHello;
+use super::{Active, Shared, FIRST_STREAM_TIMEOUT, MAX_CONNECTIONS_PER_PEER};
 use crate::quic::{self, Connection, Endpoint};
 use crate::{Channels, Config, Event, Hello, VfsLocal};
 
@@ -25,18 +28,95 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, endpoint: Arc<Endpoint>) {
     while let Some(incoming) = endpoint.accept().await {
         match incoming {
             Ok(conn) => {
+                let peer = conn.peer();
+                let Some(held) = Held::take(&shared, peer) else {
+                    tracing::debug!(
+                        peer = %peer.short(),
+                        "closing a connection: {MAX_CONNECTIONS_PER_PEER} from this peer already"
+                    );
+                    conn.close("too many connections from this node");
+                    continue;
+                };
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    let peer = conn.peer();
-                    match conn.accept_stream().await {
-                        Ok(stream) => {
+                    match first_stream(&conn, conn.accept_stream()).await {
+                        Some(stream) => {
                             run_session(shared, conn, stream, peer, peer).await;
                         }
-                        Err(e) => tracing::debug!(peer = %peer.short(), error = %e, "no stream"),
+                        None => conn.close("no stream"),
                     }
+                    drop(held);
                 });
             }
-            Err(e) => tracing::warn!(error = %e, "incoming connection refused"),
+            // Why matters at the source (the TLS verifier warns about
+            // untrusted keys); timeouts of floods are noise.
+            Err(e) => tracing::debug!(error = %e, "incoming connection failed"),
+        }
+    }
+}
+
+/// The session's stream on `conn` (`open` or accept it), or `None`
+/// (logged) if it failed or took over [`FIRST_STREAM_TIMEOUT`].
+async fn first_stream(
+    conn: &Connection,
+    open: impl std::future::Future<Output = quic::Result<quic::Stream>>,
+) -> Option<quic::Stream> {
+    let peer = conn.peer().short();
+    match tokio::time::timeout(FIRST_STREAM_TIMEOUT, open).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "no stream");
+            None
+        }
+        Err(_) => {
+            tracing::info!(
+                %peer,
+                addr = %conn.remote_addr(),
+                "closing a connection: no stream within {FIRST_STREAM_TIMEOUT:?}"
+            );
+            None
+        }
+    }
+}
+
+/// One of a peer's live incoming connections, counted against
+/// [`MAX_CONNECTIONS_PER_PEER`] until dropped.
+struct Held {
+    shared: Arc<Shared>,
+    peer: NodeId,
+}
+
+impl Held {
+    /// Counts a new connection from `peer`, unless it has the most already.
+    fn take(shared: &Arc<Shared>, peer: NodeId) -> Option<Held> {
+        let mut counts = shared
+            .incoming
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let n = counts.entry(peer).or_default();
+        if *n >= MAX_CONNECTIONS_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(Held {
+            shared: shared.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut counts = self
+            .shared
+            .incoming
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = counts.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.peer);
+            }
         }
     }
 }
@@ -66,14 +146,14 @@ pub(super) async fn dial_loop(
             continue;
         }
         match dial(&endpoint, addr.as_deref(), peer).await {
-            Ok(conn) => match conn.open_stream().await {
-                Ok(stream) => {
+            Ok(conn) => match first_stream(&conn, conn.open_stream()).await {
+                Some(stream) => {
                     if run_session(shared.clone(), conn, stream, peer, shared.me).await {
                         // It worked and then ended: try again soon.
                         backoff = MIN_BACKOFF;
                     }
                 }
-                Err(e) => tracing::debug!(peer = %peer.short(), error = %e, "no stream"),
+                None => conn.close("no stream"),
             },
             Err(e) => tracing::debug!(peer = %peer.short(), ?addr, error = %e, "dial failed"),
         }
@@ -120,6 +200,8 @@ async fn run_session(
         events: Some(ev_tx),
         stop: Some(stop_rx),
     };
+    // The peer's hello must name the node its key proved.
+    let stream = CheckedHello::new(stream, conn.clone(), peer);
     let session = tokio::spawn(crate::run(
         stream,
         local,
