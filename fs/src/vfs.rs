@@ -23,6 +23,7 @@
 
 mod commit;
 mod committer;
+mod door;
 mod file;
 mod gc;
 mod handles;
@@ -40,6 +41,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 pub use commit::{read_log, Commit};
 pub use committer::Committer;
+pub use door::{Caller, Door, OpenMode};
 pub use gc::Pins;
 pub use install::Installed;
 pub use names::NewNode;

@@ -83,8 +83,7 @@ pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, opts: &MountOptions) -> io::Resul
     }
     cfg.n_threads = Some(opts.threads.max(1));
     let fs = BackerFs {
-        vfs: vfs.clone(),
-        writeback: !opts.read_only,
+        door: crate::vfs::Door::new(vfs.clone(), !opts.read_only),
     };
     Ok(Mounted {
         session: fuser::Session::new(fs, mountpoint, &cfg)?,

@@ -13,7 +13,8 @@
 //! made in the same millisecond only the newest is shown.
 //!
 //! Every write under `.backer` is refused with [`Error::ReadOnly`]
-//! (`EROFS`): the FUSE adapter asks [`Vfs::view_writable`] first.
+//! (`EROFS`) by the mount's door (`vfs/door.rs`), which also routes each
+//! request to the view or the live namespace.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -169,16 +170,6 @@ impl Vfs {
     /// ([`Vfs::view_lookup`] answers it) rather than the live namespace.
     pub fn in_view(&self, parent: Ino, name: &[u8]) -> bool {
         is_view(parent) || (parent == ROOT && name == RESERVED_NAME)
-    }
-
-    /// [`Error::ReadOnly`] if `ino` is in the history view, where nothing
-    /// can be written; Ok otherwise.
-    pub fn view_writable(&self, ino: Ino) -> Result<()> {
-        if is_view(ino) {
-            Err(Error::ReadOnly)
-        } else {
-            Ok(())
-        }
     }
 
     /// Looks `name` up in the view folder `parent` (or `.backer` in the

@@ -3,6 +3,7 @@
 mod copy;
 mod crash;
 mod defer;
+mod door;
 mod gc;
 mod install;
 mod kv_suite;
