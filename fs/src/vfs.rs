@@ -29,6 +29,7 @@ mod gc;
 mod handles;
 mod install;
 mod names;
+mod publish;
 mod records;
 mod restore;
 mod snapshots;
@@ -45,6 +46,7 @@ pub use door::{Caller, Door, OpenMode};
 pub use gc::Pins;
 pub use install::Installed;
 pub use names::NewNode;
+pub use publish::{Durable, Hold, RootObserver};
 pub use restore::entry_at;
 pub use snapshots::{is_view, snapshot_name, VIEW_BIT};
 pub use types::*;
@@ -139,19 +141,14 @@ struct Inner {
     handles: HashMap<Fh, Handle>,
     next_fh: Fh,
     head: Head,
-    /// Told of every new committed root (see [`Vfs::observe_roots`]).
-    on_root: Option<RootObserver>,
+    /// The newest commit this process made (for [`Vfs::make_durable`]).
+    latest: Option<CommitInfo>,
     /// This node's edit clock: every version-vector bump takes the next
     /// tick ([`crate::tree::VersionVector::bump_to`]); kept in the store.
     clock: u64,
 }
 
-/// Called with every new committed root, under the vfs lock.
-pub type RootObserver = Arc<dyn Fn(&CommitInfo) + Send + Sync>;
-
 impl Inner {
-    /// The head moved to the commit `info` (applied): remember it and tell
-    /// the observer.
     /// Remembers that the open file `ino`, named `name` in `parent`, lost
     /// its name to a peer's version (called by the install).
     fn displace(&mut self, ino: Ino, parent: Ino, name: &[u8], hash: Hash) {
@@ -211,14 +208,14 @@ impl Inner {
         Ok(())
     }
 
+    /// The head moved to the commit `info` (applied): remember it (it is
+    /// published once durable, see `vfs/publish.rs`).
     fn moved_head(&mut self, info: &CommitInfo) {
         self.head = commit::Head {
             seq: info.seq,
             root: Some(info.root),
         };
-        if let Some(f) = &self.on_root {
-            f(info);
-        }
+        self.latest = Some(info.clone());
     }
 }
 
@@ -243,6 +240,8 @@ pub struct Vfs {
     /// Signalled when a fold without the lock ends (writers that ran too
     /// far ahead of one wait for it).
     stream_folded: (Mutex<()>, Condvar),
+    /// Telling the root observer of durable roots (`vfs/publish.rs`).
+    announce: publish::Announcer,
 }
 
 impl Vfs {
@@ -274,7 +273,7 @@ impl Vfs {
                 handles: HashMap::new(),
                 next_fh: 1,
                 head,
-                on_root: None,
+                latest: None,
                 clock,
             }),
             clock: opts.clock,
@@ -287,6 +286,7 @@ impl Vfs {
             last_change: AtomicU64::new(0),
             view: snapshots::View::default(),
             gc: gc::GcState::default(),
+            announce: publish::Announcer::default(),
         })
     }
 
@@ -298,14 +298,6 @@ impl Vfs {
 
     fn now(&self) -> Timestamp {
         (self.clock)()
-    }
-
-    /// Calls `f` with every new committed root from now on, whoever made
-    /// it (the committer, an fsync, an installed merge). `f` runs with the
-    /// vfs lock held: it must be quick and must not call into the vfs
-    /// (send on a channel). Replaces any earlier observer.
-    pub fn observe_roots(&self, f: impl Fn(&CommitInfo) + Send + Sync + 'static) {
-        self.lock().on_root = Some(Arc::new(f));
     }
 
     /// The store underneath.
@@ -448,7 +440,7 @@ impl Vfs {
         // Other requests need not wait for the disk: what they change
         // after this point is made durable too, or by the next sync.
         drop(inner);
-        store.flush_durable()
+        self.flush_and_publish()
     }
 
     /// Folds everything dirty into a new root and appends it to the commit
@@ -464,7 +456,7 @@ impl Vfs {
     /// down, not only at the next fsync.
     pub fn commit_durable(&self) -> Result<Option<CommitInfo>> {
         let info = self.commit()?;
-        self.store().flush_durable()?;
+        self.flush_and_publish()?;
         Ok(info)
     }
 
@@ -479,7 +471,7 @@ impl Vfs {
     pub fn commit_background(&self, defer: Defer) -> Result<(Option<CommitInfo>, bool)> {
         let now = self.now();
         let out = self.lock().commit_deferring(now, Some(defer))?;
-        self.store().flush_durable()?;
+        self.flush_and_publish()?;
         Ok(out)
     }
 

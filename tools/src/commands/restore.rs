@@ -114,9 +114,10 @@ pub(crate) fn restore_json(
                 Error::NotFound => anyhow!("{shown}: no such file or folder in that version"),
                 other => anyhow!("cannot restore {shown}: {other}"),
             })?;
-            // Durable before it is reported done, like an fsync.
-            store
-                .flush_durable()
+            // Durable before it is reported done, like an fsync; peers
+            // hear of it after the kernel was told (`Vfs::publish`).
+            let durable = vfs
+                .make_durable()
                 .map_err(|e| anyhow!("cannot save the restore: {e}"))?;
             if let (Some(i), Some(h)) = (&installed, hook) {
                 h(i);
@@ -126,6 +127,7 @@ pub(crate) fn restore_json(
                 out["new_commit"] = json!(i.commit.id.to_hex());
                 out["root"] = json!(i.commit.root.to_hex());
             }
+            vfs.publish(durable);
         }
     }
     Ok(out)
