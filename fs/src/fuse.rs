@@ -56,7 +56,8 @@ use fuser::{
 use crate::error::Error;
 use crate::tree::Kind;
 use crate::vfs::{
-    Attr, Caller, Door, NewNode, OpenMode, RenameMode, SetAttr, SetTime, XattrReply, XattrSet,
+    Attr, Caller, Door, Fh, Ino, NewNode, OpenMode, RenameMode, SetAttr, SetTime, XattrReply,
+    XattrSet,
 };
 use attr::{file_attr, kind_of_mode, timestamp};
 pub use mount::{clear_dead_mount, mount, MountOptions, Mounted, Unmounter};
@@ -135,9 +136,9 @@ fn xattr_reply(reply: ReplyXattr, r: crate::Result<XattrReply>, op: &'static str
     }
 }
 
-fn open_reply(reply: ReplyOpen, r: crate::Result<u64>, op: &'static str) {
+fn open_reply(reply: ReplyOpen, r: crate::Result<Fh>, op: &'static str) {
     match r {
-        Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+        Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
         Err(e) => reply.error(refuse(op, &e)),
     }
 }
@@ -172,15 +173,19 @@ impl Filesystem for BackerFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        entry(reply, self.door.lookup(parent.0, name.as_bytes()), "lookup")
+        entry(
+            reply,
+            self.door.lookup(Ino(parent.0), name.as_bytes()),
+            "lookup",
+        )
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.door.forget(ino.0, nlookup)
+        self.door.forget(Ino(ino.0), nlookup)
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        attr_reply(reply, self.door.getattr(ino.0), "getattr")
+        attr_reply(reply, self.door.getattr(Ino(ino.0)), "getattr")
     }
 
     fn setattr(
@@ -213,12 +218,12 @@ impl Filesystem for BackerFs {
             ctime: ctime.map(timestamp),
             ..SetAttr::default()
         };
-        let r = self.door.setattr(&caller(req), ino.0, &set);
+        let r = self.door.setattr(&caller(req), Ino(ino.0), &set);
         attr_reply(reply, r, "setattr")
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.door.readlink(ino.0) {
+        match self.door.readlink(Ino(ino.0)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(refuse("readlink", &e)),
         }
@@ -235,8 +240,14 @@ impl Filesystem for BackerFs {
         reply: ReplyEntry,
     ) {
         let r = new_node(mode, rdev).and_then(|node| {
-            self.door
-                .mknod(&caller(req), parent.0, name.as_bytes(), node, mode, umask)
+            self.door.mknod(
+                &caller(req),
+                Ino(parent.0),
+                name.as_bytes(),
+                node,
+                mode,
+                umask,
+            )
         });
         entry(reply, r, "mknod")
     }
@@ -252,7 +263,7 @@ impl Filesystem for BackerFs {
     ) {
         let r = self.door.mknod(
             &caller(req),
-            parent.0,
+            Ino(parent.0),
             name.as_bytes(),
             NewNode::Dir,
             mode,
@@ -262,11 +273,19 @@ impl Filesystem for BackerFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.door.unlink(parent.0, name.as_bytes()), "unlink")
+        empty(
+            reply,
+            self.door.unlink(Ino(parent.0), name.as_bytes()),
+            "unlink",
+        )
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.door.rmdir(parent.0, name.as_bytes()), "rmdir")
+        empty(
+            reply,
+            self.door.rmdir(Ino(parent.0), name.as_bytes()),
+            "rmdir",
+        )
     }
 
     fn symlink(
@@ -279,7 +298,7 @@ impl Filesystem for BackerFs {
     ) {
         let r = self.door.symlink(
             &caller(req),
-            parent.0,
+            Ino(parent.0),
             link_name.as_bytes(),
             target.as_os_str().as_bytes(),
         );
@@ -307,9 +326,9 @@ impl Filesystem for BackerFs {
         };
         let r = mode.and_then(|mode| {
             self.door.rename(
-                parent.0,
+                Ino(parent.0),
                 name.as_bytes(),
-                newparent.0,
+                Ino(newparent.0),
                 newname.as_bytes(),
                 mode,
             )
@@ -325,12 +344,18 @@ impl Filesystem for BackerFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let r = self.door.link(ino.0, newparent.0, newname.as_bytes());
+        let r = self
+            .door
+            .link(Ino(ino.0), Ino(newparent.0), newname.as_bytes());
         entry(reply, r, "link")
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        open_reply(reply, self.door.open(ino.0, open_mode(flags.0)), "open")
+        open_reply(
+            reply,
+            self.door.open(Ino(ino.0), open_mode(flags.0)),
+            "open",
+        )
     }
 
     fn read(
@@ -349,7 +374,10 @@ impl Filesystem for BackerFs {
             static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         READ_BUF.with_borrow_mut(|buf| {
-            match self.door.read(ino.0, fh.0, offset, size.min(MAX_IO), buf) {
+            match self
+                .door
+                .read(Ino(ino.0), Fh(fh.0), offset, size.min(MAX_IO), buf)
+            {
                 Ok(n) => reply.data(&buf[..n]),
                 Err(e) => reply.error(refuse("read", &e)),
             }
@@ -374,7 +402,7 @@ impl Filesystem for BackerFs {
             may_keep_setid: !wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID),
             ..caller(req)
         };
-        match self.door.write(&who, ino.0, fh.0, offset, data) {
+        match self.door.write(&who, Ino(ino.0), Fh(fh.0), offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(refuse("write", &e)),
         }
@@ -402,8 +430,8 @@ impl Filesystem for BackerFs {
         let len = len.min(u64::from(u32::MAX));
         let r = self.door.copy_file_range(
             &caller(req),
-            (ino_in.0, fh_in.0, offset_in),
-            (ino_out.0, fh_out.0, offset_out),
+            (Ino(ino_in.0), Fh(fh_in.0), offset_in),
+            (Ino(ino_out.0), Fh(fh_out.0), offset_out),
             len,
         );
         match r {
@@ -421,7 +449,7 @@ impl Filesystem for BackerFs {
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.door.flush(ino.0, fh.0), "flush")
+        empty(reply, self.door.flush(Ino(ino.0), Fh(fh.0)), "flush")
     }
 
     fn release(
@@ -434,7 +462,7 @@ impl Filesystem for BackerFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let r = self.door.release(ino.0, fh.0);
+        let r = self.door.release(Ino(ino.0), Fh(fh.0));
         if let Err(e) = &r {
             // The fold of a closed file runs here (see `Vfs::flush`), and
             // the kernel drops a RELEASE's error: say it where it is seen.
@@ -451,11 +479,15 @@ impl Filesystem for BackerFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.door.fsync(ino.0, fh.0), "fsync")
+        empty(reply, self.door.fsync(Ino(ino.0), Fh(fh.0)), "fsync")
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        open_reply(reply, self.door.opendir(ino.0).map(|()| 0), "opendir")
+        open_reply(
+            reply,
+            self.door.opendir(Ino(ino.0)).map(|()| Fh(0)),
+            "opendir",
+        )
     }
 
     fn readdir(
@@ -466,11 +498,11 @@ impl Filesystem for BackerFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.door.readdir(ino.0, offset, 512) {
+        match self.door.readdir(Ino(ino.0), offset, 512) {
             Ok(entries) => {
                 for e in entries {
                     if reply.add(
-                        INodeNo(e.ino),
+                        INodeNo(e.ino.0),
                         e.cookie,
                         attr::file_type(e.kind),
                         OsStr::from_bytes(&e.name),
@@ -492,9 +524,9 @@ impl Filesystem for BackerFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let r = self.door.readdirplus(ino.0, offset, 256, |e, a| {
+        let r = self.door.readdirplus(Ino(ino.0), offset, 256, |e, a| {
             reply.add(
-                INodeNo(e.ino),
+                INodeNo(e.ino.0),
                 e.cookie,
                 OsStr::from_bytes(&e.name),
                 &TTL,
@@ -545,26 +577,28 @@ impl Filesystem for BackerFs {
             (libc::XATTR_REPLACE, _) => Ok(XattrSet::Replace),
             _ => Err(Error::InvalidArgument("setxattr flags")),
         };
-        let r = mode.and_then(|mode| self.door.setxattr(ino.0, name.as_bytes(), value, mode));
+        let r = mode.and_then(|mode| self.door.setxattr(Ino(ino.0), name.as_bytes(), value, mode));
         empty(reply, r, "setxattr")
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let r = self.door.getxattr(ino.0, name.as_bytes(), size);
+        let r = self.door.getxattr(Ino(ino.0), name.as_bytes(), size);
         xattr_reply(reply, r, "getxattr")
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        xattr_reply(reply, self.door.listxattr(ino.0, size), "listxattr")
+        xattr_reply(reply, self.door.listxattr(Ino(ino.0), size), "listxattr")
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.door.removexattr(ino.0, name.as_bytes());
+        let r = self.door.removexattr(Ino(ino.0), name.as_bytes());
         empty(reply, r, "removexattr")
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        let r = self.door.access(&caller(req), ino.0, mask.bits() as u32);
+        let r = self
+            .door
+            .access(&caller(req), Ino(ino.0), mask.bits() as u32);
         empty(reply, r, "access")
     }
 
@@ -583,7 +617,7 @@ impl Filesystem for BackerFs {
         } else {
             self.door.create(
                 &caller(req),
-                parent.0,
+                Ino(parent.0),
                 name.as_bytes(),
                 mode,
                 umask,
@@ -595,7 +629,7 @@ impl Filesystem for BackerFs {
                 &TTL,
                 &file_attr(&a),
                 Generation(0),
-                FileHandle(fh),
+                FileHandle(fh.0),
                 FopenFlags::empty(),
             ),
             Err(e) => reply.error(refuse("create", &e)),
@@ -612,6 +646,6 @@ impl Filesystem for BackerFs {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.door.fallocate(ino.0), "fallocate")
+        empty(reply, self.door.fallocate(Ino(ino.0)), "fallocate")
     }
 }

@@ -256,8 +256,8 @@ impl Vfs {
                 names::init_root(&mut txn, opts.owner, now)?;
             }
             for (k, _) in txn.scan(Space::Orphans, &[], None, usize::MAX)? {
-                let ino = records::u64_at(&k, 0)?;
-                tracing::info!(ino, "reclaiming an inode unlinked while open");
+                let ino = records::ino_at(&k, 0)?;
+                tracing::info!(ino = ino.0, "reclaiming an inode unlinked while open");
                 txn.remove_inode(ino)?;
             }
             let head = commit::load_head(&txn)?;
@@ -271,7 +271,7 @@ impl Vfs {
                 open: HashMap::new(),
                 displaced: HashMap::new(),
                 handles: HashMap::new(),
-                next_fh: 1,
+                next_fh: Fh(1),
                 head,
                 latest: None,
                 clock,
@@ -564,7 +564,7 @@ impl Inner {
         let of = self.open.get_mut(&ino).ok_or(Error::BadHandle)?;
         of.opens += 1;
         let fh = self.next_fh;
-        self.next_fh += 1;
+        self.next_fh.0 += 1;
         self.handles.insert(fh, Handle { ino, append });
         Ok(fh)
     }

@@ -30,13 +30,13 @@ use crate::tree::{dir, Entry, Kind, Timestamp};
 
 /// Set in every inode number of the history view (the live namespace's
 /// numbers never reach it).
-pub const VIEW_BIT: Ino = 1 << 63;
+pub const VIEW_BIT: u64 = 1 << 63;
 /// `.backer`, in the root.
-const BACKER: Ino = VIEW_BIT | 1;
+const BACKER: Ino = Ino(VIEW_BIT | 1);
 /// `.backer/snapshots`.
-const SNAPSHOTS: Ino = VIEW_BIT | 2;
+const SNAPSHOTS: Ino = Ino(VIEW_BIT | 2);
 /// The first number handed out to snapshots and what they hold.
-const FIRST_DYNAMIC: Ino = VIEW_BIT | 16;
+const FIRST_DYNAMIC: Ino = Ino(VIEW_BIT | 16);
 /// The name of the folder of snapshots in `.backer`.
 const SNAPSHOTS_NAME: &[u8] = b"snapshots";
 /// Permission bits of the view's own folders.
@@ -44,7 +44,7 @@ const DIR_PERM: u32 = 0o555;
 
 /// Whether `ino` belongs to the history view.
 pub fn is_view(ino: Ino) -> bool {
-    ino & VIEW_BIT != 0
+    ino.0 & VIEW_BIT != 0
 }
 
 /// A snapshot's name: its commit time, UTC, to the millisecond
@@ -141,7 +141,7 @@ impl Table {
             return ino;
         }
         let ino = self.next;
-        self.next += 1;
+        self.next.0 += 1;
         self.by_name.insert(key, ino);
         self.nodes.insert(ino, Node::Item { parent, entry });
         ino
@@ -370,7 +370,7 @@ impl Vfs {
     pub fn view_open(&self, ino: Ino, write: bool) -> Result<Fh> {
         match self.view.lock().node(ino)? {
             _ if write => Err(Error::ReadOnly),
-            Node::Item { entry, .. } if entry.kind == Kind::File => Ok(ino),
+            Node::Item { entry, .. } if entry.kind == Kind::File => Ok(Fh(ino.0)),
             Node::Item { entry, .. } if entry.kind != Kind::Dir => Err(Error::NotSupported),
             _ => Err(Error::IsDir),
         }

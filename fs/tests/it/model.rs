@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use backer_fs::vfs::{RenameMode, SetAttr};
+use backer_fs::vfs::{Ino, RenameMode, SetAttr};
 use proptest::prelude::*;
 
 use crate::util::{TestFs, ME};
@@ -195,7 +195,7 @@ impl Model {
 }
 
 /// The vfs side: resolves paths by lookups, as the kernel would.
-fn split(fs: &TestFs, p: &str) -> Result<(u64, Vec<u8>), i32> {
+fn split(fs: &TestFs, p: &str) -> Result<(Ino, Vec<u8>), i32> {
     let (d, name) = p.rsplit_once('/').unwrap_or(("", p));
     let dir = fs.path(d).map_err(|e| e.errno())?;
     // The kernel walks into the parent: it must be a directory.
