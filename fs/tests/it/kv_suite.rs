@@ -173,8 +173,9 @@ fn overlay_merges_pending_writes_and_hands_them_over_at_flush_and_drop() {
     );
 }
 
-/// An engine the test can look into while an overlay sits on it.
-struct Shared(std::sync::Arc<MemKv>);
+/// An engine the test can look into while an overlay sits on it (what
+/// the overlay handed down is what a crash would leave).
+pub(crate) struct Shared(pub(crate) std::sync::Arc<MemKv>);
 
 impl Kv for Shared {
     fn get(&self, space: Space, key: &[u8]) -> backer_fs::Result<Option<Vec<u8>>> {

@@ -4,91 +4,50 @@
 //! after the install was let go (on a mount: after the kernel was told).
 
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backer_fs::store::kv::KeyValue;
 use backer_fs::store::mem_kv::MemKv;
-use backer_fs::store::{Batch, Kv, Space, Store};
+use backer_fs::store::overlay_kv::OverlayKv;
+use backer_fs::store::Store;
 use backer_fs::vfs::{read_log, CommitInfo, Vfs, VfsOptions, ROOT};
 
+use crate::kv_suite::Shared;
 use crate::util::ME;
-
-/// An engine whose writes reach its "disk" (a second engine) only at a
-/// flush: what a crash would leave is what `disk` holds.
-#[derive(Default)]
-struct DiskKv {
-    live: MemKv,
-    disk: MemKv,
-    pending: Mutex<Vec<Batch>>,
-}
-
-impl Kv for DiskKv {
-    fn get(&self, space: Space, key: &[u8]) -> backer_fs::Result<Option<Vec<u8>>> {
-        self.live.get(space, key)
-    }
-
-    fn scan(
-        &self,
-        space: Space,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> backer_fs::Result<Vec<KeyValue>> {
-        self.live.scan(space, prefix, after, limit)
-    }
-
-    fn last(&self, space: Space, prefix: &[u8]) -> backer_fs::Result<Option<KeyValue>> {
-        self.live.last(space, prefix)
-    }
-
-    fn apply(&self, batch: Batch) -> backer_fs::Result<()> {
-        self.pending.lock().unwrap().push(batch.clone());
-        self.live.apply(batch)
-    }
-
-    fn flush(&self) -> backer_fs::Result<()> {
-        for b in self.pending.lock().unwrap().drain(..) {
-            self.disk.apply(b)?;
-        }
-        Ok(())
-    }
-
-    fn size_on_disk(&self) -> backer_fs::Result<u64> {
-        Ok(0)
-    }
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    kv: Arc<DiskKv>,
+    /// The engine under a write-back overlay: what reached it is what a
+    /// crash would leave (the overlay hands writes down at a flush).
+    disk: Arc<MemKv>,
     vfs: Arc<Vfs>,
     /// What the observer saw: the commit, and the newest commit on disk
     /// then (its sequence number).
     seen: mpsc::Receiver<(CommitInfo, u64)>,
 }
 
-/// A vfs over a [`DiskKv`] whose observer records what it is told, after
+/// A vfs over an overlay on `disk`, whose observer records what it is told, after
 /// calling back into the vfs (which deadlocks if the vfs lock is held).
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let kv = Arc::new(DiskKv::default());
-    let store = Store::with_engine(dir.path(), kv.clone(), Default::default()).unwrap();
+    let disk = Arc::new(MemKv::new());
+    let kv = Arc::new(OverlayKv::new(Shared(disk.clone())));
+    let store = Store::with_engine(dir.path(), kv, Default::default()).unwrap();
     let vfs = Arc::new(Vfs::new(Arc::new(store), VfsOptions::default()).unwrap());
     let (tx, seen) = mpsc::channel();
-    let (weak, disk): (Weak<Vfs>, Arc<DiskKv>) = (Arc::downgrade(&vfs), kv.clone());
+    let (weak, on_disk) = (Arc::downgrade(&vfs), disk.clone());
     let tx = Mutex::new(tx);
     vfs.observe_roots(move |c| {
         let v = weak.upgrade().expect("the vfs lives");
         assert_eq!(v.root_hash().unwrap(), c.root, "the vfs answers");
         v.getattr(ROOT).unwrap();
-        let on_disk = read_log(&disk.disk, 1).unwrap();
-        let seq = on_disk.first().map_or(0, |c| c.seq);
+        let log = read_log(&*on_disk, 1).unwrap();
+        let seq = log.first().map_or(0, |c| c.seq);
         let _ = tx.lock().unwrap().send((c.clone(), seq));
     });
     Fixture {
         _dir: dir,
-        kv,
+        disk,
         vfs,
         seen,
     }
@@ -119,7 +78,7 @@ fn a_root_is_published_once_durable_and_without_the_vfs_lock() {
     put(&vfs, b"a");
     let first = vfs.commit().unwrap().unwrap();
     assert!(f.seen.try_recv().is_err(), "not durable, not told");
-    assert!(read_log(&f.kv.disk, 1).unwrap().is_empty());
+    assert!(read_log(&*f.disk, 1).unwrap().is_empty());
 
     // Every durable commit path tells it, and the disk holds it by then.
     let v = vfs.clone();
