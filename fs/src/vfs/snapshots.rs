@@ -168,14 +168,14 @@ fn snapshot_entry(s: &Snapshot) -> Entry {
 impl Vfs {
     /// Whether a lookup of `name` in `parent` belongs to the history view
     /// ([`Vfs::view_lookup`] answers it) rather than the live namespace.
-    pub fn in_view(&self, parent: Ino, name: &[u8]) -> bool {
+    pub(super) fn in_view(&self, parent: Ino, name: &[u8]) -> bool {
         is_view(parent) || (parent == ROOT && name == RESERVED_NAME)
     }
 
     /// Looks `name` up in the view folder `parent` (or `.backer` in the
     /// root). Each success counts as one kernel reference to the inode
     /// (FUSE's lookup count), given back by [`Vfs::view_forget`].
-    pub fn view_lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
+    pub(super) fn view_lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
         let attr = self.view_lookup_uncounted(parent, name)?;
         self.view_ref(attr.ino);
         Ok(attr)
@@ -183,14 +183,14 @@ impl Vfs {
 
     /// Counts one more kernel reference to the view inode `ino` (a
     /// readdirplus entry the kernel was given).
-    pub fn view_ref(&self, ino: Ino) {
+    pub(super) fn view_ref(&self, ino: Ino) {
         *self.view.lock().refs.entry(ino).or_default() += 1;
     }
 
     /// The kernel dropped `n` references to the view inode `ino`: at zero
     /// the inode is forgotten (a later lookup makes a new one), so memory
     /// follows what the kernel holds, not all that was ever browsed.
-    pub fn view_forget(&self, ino: Ino, n: u64) {
+    pub(super) fn view_forget(&self, ino: Ino, n: u64) {
         let mut t = self.view.lock();
         let left = match t.refs.get_mut(&ino) {
             Some(r) => {
@@ -254,7 +254,7 @@ impl Vfs {
     }
 
     /// Attributes of the view's inode `ino`.
-    pub fn view_getattr(&self, ino: Ino) -> Result<Attr> {
+    pub(super) fn view_getattr(&self, ino: Ino) -> Result<Attr> {
         let node = self.view.lock().node(ino)?;
         let owner = self.owner();
         let mut attr = Attr {
@@ -298,7 +298,12 @@ impl Vfs {
 
     /// Lists the view folder `ino` from `cookie` (as [`Vfs::readdir`]:
     /// "." and ".." first; the cookie of an entry continues after it).
-    pub fn view_readdir(&self, ino: Ino, cookie: u64, limit: usize) -> Result<Vec<DirEntry>> {
+    pub(super) fn view_readdir(
+        &self,
+        ino: Ino,
+        cookie: u64,
+        limit: usize,
+    ) -> Result<Vec<DirEntry>> {
         let node = self.view.lock().node(ino)?;
         let mut all = vec![
             DirEntry {
@@ -358,7 +363,7 @@ impl Vfs {
     }
 
     /// The target of a symlink in a snapshot.
-    pub fn view_readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+    pub(super) fn view_readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         match self.view.lock().node(ino)? {
             Node::Item { entry, .. } if entry.kind == Kind::Symlink => Ok(entry.target),
             _ => Err(Error::NotSymlink),
@@ -367,7 +372,7 @@ impl Vfs {
 
     /// Opens a file in a snapshot for reading; `write` (any write access
     /// or O_TRUNC) is refused. The handle is the inode number itself.
-    pub fn view_open(&self, ino: Ino, write: bool) -> Result<Fh> {
+    pub(super) fn view_open(&self, ino: Ino, write: bool) -> Result<Fh> {
         match self.view.lock().node(ino)? {
             _ if write => Err(Error::ReadOnly),
             Node::Item { entry, .. } if entry.kind == Kind::File => Ok(Fh(ino.0)),
@@ -377,7 +382,7 @@ impl Vfs {
     }
 
     /// Reads up to `size` bytes at `offset` of the snapshot file `ino`.
-    pub fn view_read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>> {
+    pub(super) fn view_read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>> {
         let entry = match self.view.lock().node(ino)? {
             Node::Item { entry, .. } if entry.kind == Kind::File => entry,
             _ => return Err(Error::BadHandle),
@@ -392,7 +397,7 @@ impl Vfs {
 
     /// Checks `mask` (R_OK=4, W_OK=2, X_OK=1) on a view inode: writes are
     /// refused with [`Error::ReadOnly`], the rest follow the mode bits.
-    pub fn view_access(&self, ctx: Ctx, ino: Ino, mask: u32) -> Result<()> {
+    pub(super) fn view_access(&self, ctx: Ctx, ino: Ino, mask: u32) -> Result<()> {
         let attr = self.view_getattr(ino)?;
         if mask & 2 != 0 {
             return Err(Error::ReadOnly);
