@@ -311,6 +311,8 @@ impl Vfs {
     }
 
     /// Runs `f` with a transaction and applies it; marks the vfs changed.
+    /// If `f` fails or the transaction does not apply, the handles `f`
+    /// opened are dropped again (see [`Inner::drop_handles_from`]).
     fn write_op<T>(
         &self,
         f: impl FnOnce(&mut Inner, &mut Txn<'_>, Timestamp) -> Result<T>,
@@ -319,9 +321,19 @@ impl Vfs {
         let mut inner = self.lock();
         let store = inner.store.clone();
         let mut txn = Txn::new(store.kv());
-        let out = f(&mut inner, &mut txn, now)?;
-        let changed = !txn.is_empty();
-        txn.commit()?;
+        let first_fh = inner.next_fh;
+        let out = f(&mut inner, &mut txn, now).and_then(|out| {
+            let changed = !txn.is_empty();
+            txn.commit()?;
+            Ok((out, changed))
+        });
+        let (out, changed) = match out {
+            Ok(done) => done,
+            Err(e) => {
+                inner.drop_handles_from(first_fh);
+                return Err(e);
+            }
+        };
         drop(inner);
         if changed {
             self.note_change();
@@ -502,6 +514,31 @@ impl Vfs {
 }
 
 impl Inner {
+    /// Undoes the opens of an operation that failed (its transaction was
+    /// not applied): handles from `first` on, and the open files only
+    /// they held. The caller never learns those handle numbers, and such
+    /// an open file would answer sizes and bytes (an O_TRUNC's empty
+    /// file) that the store does not hold.
+    fn drop_handles_from(&mut self, first: Fh) {
+        let made: Vec<Fh> = self
+            .handles
+            .keys()
+            .filter(|fh| **fh >= first)
+            .copied()
+            .collect();
+        for fh in made {
+            let Some(h) = self.handles.remove(&fh) else {
+                continue;
+            };
+            if let Some(of) = self.open.get_mut(&h.ino) {
+                of.opens = of.opens.saturating_sub(1);
+                if of.opens == 0 {
+                    self.open.remove(&h.ino);
+                }
+            }
+        }
+    }
+
     fn handle(&self, fh: Fh) -> Result<Handle> {
         self.handles.get(&fh).copied().ok_or(Error::BadHandle)
     }

@@ -31,7 +31,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let disk = Arc::new(MemKv::new());
-    let kv = Arc::new(OverlayKv::new(Shared(disk.clone())));
+    let kv = Arc::new(OverlayKv::new(Shared::new(disk.clone())));
     let store = Store::with_engine(dir.path(), kv, Default::default()).unwrap();
     let vfs = Arc::new(Vfs::new(Arc::new(store), VfsOptions::default()).unwrap());
     let (tx, seen) = mpsc::channel();
