@@ -436,7 +436,8 @@ impl Filesystem for BackerFs {
         );
         match r {
             Ok(Some(n)) => reply.written(n as u32),
-            Ok(None) => reply.error(refuse("copy_file_range", &Error::NotSupported)),
+            // Not a refusal: the kernel copies through READ and WRITE.
+            Ok(None) => reply.error(Errno::from_i32(Error::NotSupported.errno())),
             Err(e) => reply.error(refuse("copy_file_range", &e)),
         }
     }

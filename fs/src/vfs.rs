@@ -20,6 +20,12 @@
 //!
 //! One lock serialises operations; the kernel's requests are short, and
 //! one writer means no conflicting transactions.
+//!
+//! A mount comes in through [`Door`] (`vfs/door.rs`), which holds the rules
+//! that are the file system's rather than the kernel protocol's (the
+//! read-only history view, set-id dropping, O_APPEND under the writeback
+//! cache). New roots reach peers through one event, published once durable
+//! (`vfs/publish.rs`).
 
 mod commit;
 mod committer;
