@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs backer on a Debian machine and sets up this node.
 #
-# What it does today: installs the build and run-time packages, Rust if
-# cargo is missing, builds backer, puts it in /usr/local/bin, and creates
-# this node's store (or, if there is one, shows its id). It does not mount
-# anything: `backer mount` does not exist yet in this build.
+# What it does: installs the build and run-time packages, Rust if cargo is
+# missing, builds backer, puts it in /usr/local/bin (and the mount(8)
+# helper in /sbin), creates this node's store (or, if there is one, shows
+# its id), listens on UDP 22000 when that port is free, and mounts the
+# folder ($BACKER_DIR, else ~/Backer) in the background.
 #
 # Safe to run again: it installs only what is missing and never replaces an
 # existing store. Run it as root, or as a user who may use sudo (the store
@@ -24,8 +25,9 @@ else
 fi
 
 # 1. Debian packages (fuse3 brings fusermount3, which mounts will need).
-# fuse3 for the mount; git and sqlite3 are programs the test suite runs in a mount.
-packages=(build-essential pkg-config fuse3 curl git sqlite3)
+# fuse3 for the mount; git and sqlite3 are programs the test suite runs in a
+# mount, iproute2 makes the network namespaces of its two-host test.
+packages=(build-essential pkg-config fuse3 curl git sqlite3 iproute2)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||

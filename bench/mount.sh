@@ -67,15 +67,12 @@ TREE_MIN_FILES=${BENCH_TREE_FILES:-2000}
 TMPROOT=${BENCH_TMPDIR:-/var/tmp}
 FLOOR_ARGS=(--writeback --max-write 1048576 --threads 2 --ttl 1)
 
-say() { printf '%s\n' "$*" >&2; }
-die() { say "mount.sh: $*"; exit 1; }
+BENCH_NAME=mount.sh
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 
-for v in MB RUNS NFILES TREE_MIN_FILES; do
-    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-done
-for c in fusermount3 dd tar find python3 diff awk; do
-    command -v "$c" >/dev/null || die "needs '$c' on PATH"
-done
+positive_ints MB RUNS NFILES TREE_MIN_FILES
+need_cmds fusermount3 dd tar find python3 diff awk
 [[ -d $TMPROOT ]] || die "BENCH_TMPDIR $TMPROOT is not a folder"
 
 # ------------------------------------------------------------------ cleanup
@@ -85,20 +82,6 @@ SHM=""        # sources (random bytes, tarball) on tmpfs, when there is room
 FLOOR_PID=""
 BACKER_STORE=""
 MOUNTS=()     # mount points we may have mounted
-
-is_mounted() { awk -v m="$1" '$2 == m { f = 1 } END { exit !f }' /proc/self/mounts; }
-
-unmount() { # unmount $1 if mounted, lazily if it is busy
-    local m=$1
-    is_mounted "$m" || return 0
-    fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-}
-
-wait_gone() { # wait_gone PID SECONDS: wait for a process to exit
-    local pid=$1 n=$(($2 * 20))
-    while kill -0 "$pid" 2>/dev/null && ((n-- > 0)); do sleep 0.05; done
-    ! kill -0 "$pid" 2>/dev/null
-}
 
 stop_backer_node() { # the node of $BACKER_STORE, if still running after unmount
     local s=$BACKER_STORE pid
@@ -122,16 +105,7 @@ cleanup() {
         wait "$FLOOR_PID" 2>/dev/null
     fi
     stop_backer_node
-    for m in "${MOUNTS[@]}"; do
-        is_mounted "$m" && say "warning: $m is still mounted; leaving it and its parent folder"
-    done
-    for d in "$W" "$SHM"; do
-        [[ -n $d && -d $d ]] || continue
-        # --one-file-system: never recurse into a mount that would not go away
-        rm -rf --one-file-system "$d" 2>/dev/null || say "warning: could not remove all of $d"
-    done
-    if ((rc != 0)); then say "mount.sh: failed (exit $rc); cleaned up"; fi
-    exit "$rc"
+    finish_cleanup "$rc" "$W" "$SHM"
 }
 trap cleanup EXIT
 trap 'exit 130' INT

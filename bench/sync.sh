@@ -109,8 +109,9 @@ TMPROOT=${BENCH_TMPDIR:-/var/tmp}
 TIMEOUT=${BENCH_TIMEOUT:-900}
 CHANGED=1048576 # the overwrite, bytes
 
-say() { printf '%s\n' "$*" >&2; }
-die() { say "sync.sh: $*"; exit 1; }
+BENCH_NAME=sync.sh
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 
 INSTALL=0
 for a in "$@"; do
@@ -121,9 +122,7 @@ for a in "$@"; do
     esac
 done
 
-for v in TREE_MB BIG_MB WRITES ST_DELAY PORT TIMEOUT; do
-    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-done
+positive_ints TREE_MB BIG_MB WRITES ST_DELAY PORT TIMEOUT
 ((BIG_MB >= 4)) || die "BENCH_BIG_MB must be at least 4"
 ((PORT + 7 < 65536)) || die "BENCH_PORT too high"
 
@@ -144,9 +143,7 @@ if ((${#need_pkgs[@]})); then
         die "missing ${need_pkgs[*]}: run as root with --install, or apt-get install ${need_pkgs[*]}"
     fi
 fi
-for c in fusermount3 python3 syncthing rsync jq curl dd diff cmp awk pgrep; do
-    command -v "$c" >/dev/null || die "needs '$c' on PATH"
-done
+need_cmds fusermount3 python3 syncthing rsync jq curl dd diff cmp awk pgrep
 [[ -d $TMPROOT ]] || die "BENCH_TMPDIR $TMPROOT is not a folder"
 
 # ports: backer A, B (latency), A, replica (bulk); Syncthing 1, 2 (listen), 1, 2 (GUI)
@@ -167,13 +164,6 @@ DAEMONS=()      # pids of backer mount daemons (they exit after the unmount)
 PIDS=()         # pids we started directly (replicas, Syncthing)
 CHAIN=""        # our iptables chain
 
-is_mounted() { awk -v m="$1" '$2 == m { f = 1 } END { exit !f }' /proc/self/mounts; }
-alive() { kill -0 "$1" 2>/dev/null; }
-wait_gone() { # wait_gone PID SECONDS
-    local pid=$1 n=$(($2 * 20))
-    while alive "$pid" && ((n-- > 0)); do sleep 0.05; done
-    ! alive "$pid"
-}
 stop_pid() { # SIGTERM, then SIGKILL after 30 s
     local pid=$1
     alive "$pid" || return 0
@@ -193,28 +183,18 @@ cleanup() {
     local rc=$? m p
     set +e
     trap - EXIT INT TERM
-    for m in "${MOUNTS[@]}"; do
-        is_mounted "$m" && { fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; }
-    done
+    for m in "${MOUNTS[@]}"; do unmount "$m"; done
     for p in "${PIDS[@]}"; do stop_pid "$p"; done
     for p in "${DAEMONS[@]}"; do
         alive "$p" || continue
         wait_gone "$p" 60 || { kill "$p" 2>/dev/null; wait_gone "$p" 30 || kill -9 "$p" 2>/dev/null; }
     done
     chain_remove
-    for m in "${MOUNTS[@]}"; do
-        is_mounted "$m" && say "warning: $m is still mounted; leaving it and its parent folder"
-    done
     if [[ ${BENCH_KEEP:-0} == 1 && -n $W ]]; then
         say "BENCH_KEEP=1: keeping $W (logs, stores)"
         W=""
     fi
-    for d in "$W" "$SHM"; do
-        [[ -n $d && -d $d ]] || continue
-        rm -rf --one-file-system "$d" 2>/dev/null || say "warning: could not remove all of $d"
-    done
-    if ((rc != 0)); then say "sync.sh: failed (exit $rc); cleaned up"; fi
-    exit "$rc"
+    finish_cleanup "$rc" "$W" "$SHM"
 }
 trap cleanup EXIT
 trap 'exit 130' INT

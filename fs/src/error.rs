@@ -85,6 +85,11 @@ pub enum Error {
     /// A directory nested deeper than a path can name (`ENAMETOOLONG`).
     #[error("directory tree too deep")]
     TooDeep,
+    /// A history request that names nothing it could act on: a path with
+    /// `..`, a time or commit id of no version, a path absent then
+    /// (`EINVAL`). The message is what the user sees, whole.
+    #[error("{0}")]
+    Request(String),
     /// The operation is not supported here (`EOPNOTSUPP`).
     #[error("operation not supported")]
     NotSupported,
@@ -140,6 +145,7 @@ impl Error {
             Error::TooDeep => libc::ENAMETOOLONG,
             Error::NotSupported => libc::EOPNOTSUPP,
             Error::Format { .. } => libc::EIO,
+            Error::Request(_) => libc::EINVAL,
             Error::Corrupt(_) => libc::EIO,
             Error::Engine(_) => libc::EIO,
             Error::Io { source, .. } => match source.raw_os_error() {

@@ -1,6 +1,7 @@
 //! backer-fs: everything one backer node needs to hold a folder, with no
 //! network: the content-addressed [`store`], the [`chunk`]er, the merkle
-//! [`tree`] and the POSIX-like [`vfs`] over the live namespace.
+//! [`tree`], the POSIX-like [`vfs`] over the live namespace and the
+//! typed [`history`] (log, restore, export, du) the command line prints.
 //!
 //! Data flows one way: the vfs changes the live namespace and marks what it
 //! touched dirty; a commit folds dirty entries into new immutable tree nodes
@@ -12,6 +13,7 @@ pub mod error;
 pub mod fuse;
 pub mod gc;
 pub mod hash;
+pub mod history;
 pub mod identity;
 pub mod store;
 pub mod tree;

@@ -33,6 +33,10 @@ pub enum Error {
     /// The stream closed before the session was finished.
     #[error("the connection closed")]
     Closed,
+    /// The session's driver could not go on (its runtime is shutting
+    /// down).
+    #[error("the session driver stopped: {0}")]
+    Stopped(String),
 }
 
 impl Error {
@@ -46,6 +50,7 @@ impl Error {
             Error::BadData(_) => Some(AbortReason::BadData),
             Error::Local(_) => Some(AbortReason::Internal),
             Error::PeerAborted(_) | Error::Closed => None,
+            Error::Stopped(_) => Some(AbortReason::Shutdown),
         }
     }
 }

@@ -14,7 +14,9 @@ use crate::merge::{merge_roots, Merged};
 
 /// This node's store, as a sync sees it. Reads are answers to the peer's
 /// requests and the local half of the merkle descent; writes are verified
-/// items from the peer (the caller has checked every hash) and the merge.
+/// items from the peer (the caller has checked every hash). The merge is
+/// run by the session's driver when the state machine hands it out
+/// ([`crate::Reconcile::poll_merge`]).
 pub trait Local {
     /// The committed root.
     fn root(&self) -> Result<Hash>;

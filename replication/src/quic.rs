@@ -1,7 +1,8 @@
 //! QUIC between nodes: one quinn endpoint per node, node identity, pinned
 //! mutual TLS (DESIGN.md, "Replication" step 1).
 //!
-//! An [`Endpoint`] listens and dials on one UDP socket. Both ends of every
+//! An [`Endpoint`] listens and dials on one UDP socket (a node that does
+//! not listen gets a dial-only one, [`Endpoint::dial_only`]). Both ends of every
 //! connection prove their node key: each presents a self-signed certificate
 //! of its Ed25519 node key, and each accepts only a peer whose [`NodeId`] is
 //! in its [`Trust`] list (and, when dialling, is the node it meant to reach).
@@ -11,9 +12,9 @@
 //! ([`Stream`]: tokio `AsyncRead + AsyncWrite`), which is all
 //! [`session::run`](crate::session::run) needs.
 //!
-//! Left to the caller: when two nodes dial each other at once, both keep
-//! the same connection (e.g. the one dialled by the lower id), and the other
-//! is closed.
+//! Left to the caller ([`crate::peers`] does it): when two nodes dial each
+//! other at once, both keep the same connection (the one dialled by the
+//! lower id), and the other is closed.
 //!
 //! ```no_run
 //! # async fn demo(key: backer_fs::identity::NodeKey, peer: backer_fs::NodeId)
@@ -148,6 +149,53 @@ fn transport_config() -> quinn::TransportConfig {
     t
 }
 
+/// A UDP socket bound to `[::]:0` with `IPV6_V6ONLY` off, so that it
+/// reaches IPv4 peers too (as `::ffff:a.b.c.d`, which quinn maps to and
+/// from). Fails where the system has no IPv6.
+fn dual_stack_socket() -> io::Result<std::net::UdpSocket> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    #[cfg(target_os = "linux")]
+    let kind = libc::SOCK_DGRAM | libc::SOCK_CLOEXEC;
+    #[cfg(not(target_os = "linux"))]
+    let kind = libc::SOCK_DGRAM;
+    // SAFETY: socket(2) with constant arguments; the fd is checked below.
+    let fd = unsafe { libc::socket(libc::AF_INET6, kind, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new socket that nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let off: libc::c_int = 0;
+    // SAFETY: a valid socket fd and a c_int option value of the right size.
+    let set = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&off as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: all-zero is a valid sockaddr_in6 (`::`, port 0).
+    let mut any: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    any.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    // SAFETY: `any` is a sockaddr_in6 and the length says so.
+    let bound = unsafe {
+        libc::bind(
+            fd,
+            (&any as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        )
+    };
+    if bound != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(std::net::UdpSocket::from(owned))
+}
+
 /// The socket buffer size asked for: a 32 MiB pull window arrives in
 /// bursts, and the kernel's default (about 200 KiB) dropped datagrams at
 /// the receiver, which QUIC then sent again (bench/sync.sh: up to 2x the
@@ -185,7 +233,8 @@ fn grow_buffers(socket: &std::net::UdpSocket) {
 }
 
 /// A node's QUIC endpoint: one UDP socket that both accepts connections
-/// from trusted peers and dials them.
+/// from trusted peers and dials them (or, made by
+/// [`dial_only`](Endpoint::dial_only), only dials).
 ///
 /// Incoming handshakes run concurrently in the background; [`accept`]
 /// hands out their results in the order they finish. Dropping the endpoint
@@ -204,8 +253,9 @@ pub struct Endpoint {
     transport: Arc<quinn::TransportConfig>,
     /// Results of incoming handshakes.
     incoming: Mutex<mpsc::Receiver<Result<Connection>>>,
-    /// The background task that accepts and handshakes.
-    acceptor: tokio::task::AbortHandle,
+    /// The background task that accepts and handshakes (none when the
+    /// endpoint only dials).
+    acceptor: Option<tokio::task::AbortHandle>,
 }
 
 impl Endpoint {
@@ -224,22 +274,61 @@ impl Endpoint {
         server.transport_config(transport.clone());
         let socket =
             std::net::UdpSocket::bind(addr).map_err(|source| Error::Bind { addr, source })?;
+        Endpoint::over(socket, Some(server), identity, trust, transport)
+    }
+
+    /// An endpoint that only dials out, for a node that was not told to
+    /// listen: one wildcard socket on a port of the system's choice,
+    /// dual-stack where IPv6 is available (IPv4 peers reached through
+    /// mapped addresses), else IPv4 only. A peer on any interface is then
+    /// reachable without a restart (a socket bound to 127.0.0.1 can only
+    /// reach loopback: every other send fails with EINVAL). It has no
+    /// server configuration, so quinn refuses every incoming handshake.
+    ///
+    /// Must be called within a Tokio runtime.
+    pub fn dial_only(key: &NodeKey, trust: Trust) -> Result<Endpoint> {
+        let identity = Identity::new(key)?;
+        let transport = Arc::new(transport_config());
+        let socket = match dual_stack_socket() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "no dual-stack socket; dialling over IPv4 only");
+                let addr = SocketAddr::from(([0, 0, 0, 0], 0));
+                std::net::UdpSocket::bind(addr).map_err(|source| Error::Bind { addr, source })?
+            }
+        };
+        Endpoint::over(socket, None, identity, trust, transport)
+    }
+
+    /// The endpoint over a bound `socket`; accepting peers only with a
+    /// `server` configuration.
+    fn over(
+        socket: std::net::UdpSocket,
+        server: Option<quinn::ServerConfig>,
+        identity: Identity,
+        trust: Trust,
+        transport: Arc<quinn::TransportConfig>,
+    ) -> Result<Endpoint> {
+        let addr = socket.local_addr()?;
         grow_buffers(&socket);
         socket
             .set_nonblocking(true)
             .map_err(|source| Error::Bind { addr, source })?;
+        let listens = server.is_some();
         let inner = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
-            Some(server),
+            server,
             socket,
             Arc::new(quinn::TokioRuntime),
         )
         .map_err(|source| Error::Bind { addr, source })?;
+        // A dial-only endpoint's sender is dropped at once: `accept` ends.
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-        let acceptor = tokio::spawn(accept_loop(inner.clone(), tx)).abort_handle();
+        let acceptor = listens.then(|| tokio::spawn(accept_loop(inner.clone(), tx)).abort_handle());
         tracing::debug!(
             node = %identity.id(),
             addr = ?inner.local_addr().ok(),
+            listens,
             "QUIC endpoint bound"
         );
         Ok(Endpoint {
@@ -250,6 +339,12 @@ impl Endpoint {
             incoming: Mutex::new(rx),
             acceptor,
         })
+    }
+
+    /// Whether this endpoint accepts incoming connections (it was made by
+    /// [`bind`](Endpoint::bind), not [`dial_only`](Endpoint::dial_only)).
+    pub fn listens(&self) -> bool {
+        self.acceptor.is_some()
     }
 
     /// The address the socket is bound to (with the real port when bound
@@ -317,7 +412,9 @@ impl Endpoint {
     /// Closes every connection and the socket, and waits (briefly) until
     /// the peers have been told.
     pub async fn close(&self) {
-        self.acceptor.abort();
+        if let Some(a) = &self.acceptor {
+            a.abort();
+        }
         self.inner.close(CLOSE_NORMAL.into(), b"endpoint closed");
         self.inner.wait_idle().await;
     }
@@ -327,7 +424,9 @@ impl Drop for Endpoint {
     fn drop(&mut self) {
         // The accept task holds a handle to the quinn endpoint: without
         // this, the socket would outlive us.
-        self.acceptor.abort();
+        if let Some(a) = &self.acceptor {
+            a.abort();
+        }
     }
 }
 

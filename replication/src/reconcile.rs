@@ -6,19 +6,29 @@
 //! - **inputs**: [`Reconcile::handle_message`] (a message from the peer)
 //!   and [`Reconcile::handle_local_root`] (our committed root changed);
 //! - **outputs**: [`Reconcile::poll_transmit`] (the next message to send:
-//!   call until `None` after every input) and [`Reconcile::poll_event`]
-//!   (progress, merges, convergence);
+//!   call until `None` after every input), [`Reconcile::poll_event`]
+//!   (progress, merges, convergence) and [`Reconcile::poll_merge`] (a
+//!   pulled root to merge: the driver runs [`Local::merge`] where it may
+//!   block, and hands the result back to [`Reconcile::handle_merged`]);
 //! - **getters**: [`Reconcile::is_finished`], [`Reconcile::stats`],
 //!   [`Reconcile::peer`];
 //! - the local store is passed in to every input and output call, as a
-//!   [`Local`]: reads answer the peer, writes store verified items and the
-//!   merge.
+//!   [`Local`]: reads answer the peer and walk our tree, writes store
+//!   verified items. The merge, the one step that walks whole trees and
+//!   commits, is an output instead.
+//!
+//! After every input: poll transmits until `None`, then events, then the
+//! merge (whose result is an input again).
 //!
 //! Both directions run at once: each side serves the other's requests and
 //! pulls what it lacks ([`pull`]). An error from any input ends the
 //! session: send [`Error::abort_reason`] if any, then close.
 
+#[cfg(test)]
+mod mesh;
 pub mod pull;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 
@@ -127,6 +137,8 @@ pub struct Reconcile {
     /// The last remote root merged (or given up on): not pulled again.
     merged_remote: Option<Hash>,
     pull: Option<Pull>,
+    /// A finished pull waiting for its merge: `(remote, handed out)`.
+    merge: Option<(Hash, bool)>,
     sent_done: Option<Hash>,
     recv_done: Option<Hash>,
     in_sync_reported: Option<Hash>,
@@ -151,6 +163,7 @@ impl Reconcile {
             remote_root: None,
             merged_remote: None,
             pull: None,
+            merge: None,
             sent_done: None,
             recv_done: None,
             in_sync_reported: None,
@@ -178,6 +191,32 @@ impl Reconcile {
             && self.control.is_empty()
             && self.serve.is_empty()
             && self.pull.is_none()
+            && self.merge.is_none()
+    }
+
+    /// The remote root of a finished pull, to merge into the committed
+    /// tree with [`Local::merge`] (everything it needs is held), once per
+    /// pull. Hand the result to [`Reconcile::handle_merged`]; until then
+    /// no new pull starts.
+    pub fn poll_merge(&mut self) -> Option<Hash> {
+        match &mut self.merge {
+            Some((remote, handed @ false)) => {
+                *handed = true;
+                Some(*remote)
+            }
+            _ => None,
+        }
+    }
+
+    /// The merge handed out by [`Reconcile::poll_merge`] committed `merged`.
+    pub fn handle_merged(&mut self, merged: Merged, local: &mut dyn Local) -> Result<()> {
+        let Some((remote, true)) = self.merge.take() else {
+            return Err(Error::Protocol("a merge result nobody asked for".into()));
+        };
+        self.stats.merges += 1;
+        self.set_local_root(merged.root);
+        self.events.push_back(Event::Merged { remote, merged });
+        self.advance(local)
     }
 
     /// The next event, if any.
@@ -317,16 +356,14 @@ impl Reconcile {
                         });
                     }
                     None => {
-                        let merged = local.merge(pull.target)?;
-                        self.stats.merges += 1;
-                        self.set_local_root(merged.root);
-                        self.events.push_back(Event::Merged {
-                            remote: pull.target,
-                            merged,
-                        });
+                        self.merge = Some((pull.target, false));
+                        return Ok(());
                     }
                 }
                 continue;
+            }
+            if self.merge.is_some() {
+                return Ok(()); // the driver is merging
             }
             let Some(remote) = self.remote_root else {
                 return Ok(());

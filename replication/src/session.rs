@@ -1,28 +1,33 @@
 //! Drives a [`Reconcile`] over any duplex byte stream (QUIC stream, TCP,
 //! `tokio::io::duplex` in tests).
 //!
-//! Three loops, joined by channels:
+//! One async loop drives the state machine: it takes one input (a frame
+//! from the peer, a new local root, a stop), hands it to the machine, and
+//! performs the machine's outputs: frames to write, events to send, and
+//! merges to run. Every step that touches the store (the machine reads
+//! and writes it as it answers and pulls; the merge walks and commits
+//! whole trees) runs on tokio's blocking pool, so the runtime never waits
+//! on the disk. Around that loop, two small tasks move bytes:
 //!
-//! - a reader task decodes frames and forwards them; it never waits on
-//!   the state machine, so two peers writing to each other cannot
-//!   deadlock (the protocol's windows bound what can be in flight);
-//! - a writer task writes frames, flushing when it runs out of them;
-//! - the state machine runs on its own thread, because everything it does
-//!   is local disk I/O (store reads, writes, the merge) that must not
-//!   block the async runtime.
+//! - a reader task decodes frames into a small queue. The loop takes
+//!   inputs even while its frames wait for the writer, so two peers
+//!   writing to each other cannot deadlock (the protocol's windows bound
+//!   what can be in flight), and a peer that asks without reading meets
+//!   the machine's limit on outstanding requests;
+//! - a writer task writes frames, flushing when it runs out of them.
 //!
 //! In live mode ([`Config::once`] false) the session runs until the stream
 //! closes or fails; new local roots come in through a `watch` channel.
 
+use std::collections::VecDeque;
 use std::io;
 
 use backer_fs::{Hash, NodeId};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
 use crate::hello::Hello;
@@ -96,20 +101,10 @@ enum Input {
     Failed(FrameError),
     Eof,
     Stop,
-    TooMany,
 }
 
-/// What the reader and the writer share to enforce
-/// [`proto::MAX_OUTSTANDING`] even while the state machine is blocked on a
-/// peer that does not read our answers.
-#[derive(Default)]
-struct Flow {
-    /// Answers handed to the writer.
-    answered: AtomicU64,
-    /// The peer asked for too much: the writer gives up the stream.
-    violated: AtomicBool,
-    stop_writer: Notify,
-}
+/// Inputs waiting for the driver: a slow driver slows the reader.
+const INPUTS: usize = 64;
 
 /// Runs one session over `stream` until it ends: for a one-shot session
 /// ([`Config::once`]) when both sides hold the same root; for a live one
@@ -121,16 +116,15 @@ where
     L: Local + Send + 'static,
 {
     let (rd, wr) = tokio::io::split(stream);
-    let (in_tx, in_rx) = mpsc::unbounded_channel();
-    let (out_tx, out_rx) = mpsc::channel::<(Vec<u8>, u64)>(64);
-    let flow = Arc::new(Flow::default());
-    let reader = tokio::spawn(read_loop(rd, in_tx.clone(), flow.clone()));
+    let (in_tx, in_rx) = mpsc::channel(INPUTS);
+    let (out_tx, out_rx) = mpsc::channel::<Outgoing>(64);
+    let reader = tokio::spawn(read_loop(rd, in_tx.clone()));
     let watcher = ch.roots.map(|mut roots| {
         let tx = in_tx.clone();
         tokio::spawn(async move {
             while roots.changed().await.is_ok() {
                 let root = *roots.borrow_and_update();
-                if tx.send(Input::LocalRoot(root)).is_err() {
+                if tx.send(Input::LocalRoot(root)).await.is_err() {
                     break;
                 }
             }
@@ -140,35 +134,28 @@ where
         let tx = in_tx.clone();
         tokio::spawn(async move {
             let _ = stop.await;
-            let _ = tx.send(Input::Stop);
+            let _ = tx.send(Input::Stop).await;
         })
     });
     drop(in_tx);
-    let writer = tokio::spawn(write_loop(wr, out_rx, flow.clone()));
-    let (done_tx, done_rx) = oneshot::channel();
-    let flow_m = flow.clone();
-    let events = ch.events;
-    let spawned = std::thread::Builder::new()
-        .name("backer-sync".into())
-        .stack_size(64 << 20)
-        .spawn(move || {
-            let out = machine(local, hello, cfg, in_rx, out_tx, events, &flow_m);
-            let _ = done_tx.send(out);
-        });
-    let (result, report, local) = match spawned {
-        Ok(_) => match done_rx.await {
-            Ok(out) => out,
-            Err(_) => panic!("the sync thread ended without a result"),
-        },
-        Err(e) => panic!("cannot start the sync thread: {e}"),
-    };
-    let (mut result, mut report, local) = (result, report, local);
-    if flow.violated.load(Ordering::SeqCst) {
-        result = Err(Error::Protocol(format!(
-            "the peer asked for more than {} items without reading the answers",
-            proto::MAX_OUTSTANDING
-        )));
+    let writer = tokio::spawn(write_loop(wr, out_rx));
+    let state = Arc::new(Mutex::new(Some(State { local, m: None })));
+    let mut report = Report::default();
+    let result = drive(&state, hello, cfg, in_rx, &out_tx, ch.events, &mut report).await;
+    // Every step has returned: nothing else takes the state.
+    let taken = state.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let State { local, m } = taken.expect("the state is taken once");
+    if let Some(m) = &m {
+        report.peer = m.peer();
+        report.stats = m.stats();
     }
+    if let Some(reason) = result.as_ref().err().and_then(Error::abort_reason) {
+        // Best effort: a full queue means the peer is not reading.
+        if let Ok(frame) = Outgoing::new(&Message::Abort(reason)) {
+            let _ = out_tx.try_send(frame);
+        }
+    }
+    drop(out_tx);
     // A peer that does not read cannot hold us: after an error, the abort
     // gets a moment to go out; a clean end gets longer to flush.
     let grace = if result.is_ok() {
@@ -202,110 +189,205 @@ where
     }
 }
 
-/// The state machine's thread: inputs in, frames out.
-fn machine<L: Local>(
-    mut local: L,
-    hello: Hello,
-    cfg: Config,
-    mut input: mpsc::UnboundedReceiver<Input>,
-    out: mpsc::Sender<(Vec<u8>, u64)>,
-    events: Option<mpsc::UnboundedSender<Event>>,
-    flow: &Flow,
-) -> (Result<()>, Report, L) {
-    let mut report = Report::default();
-    let mut m = None;
-    let result = (|| -> Result<()> {
-        let m = m.insert(Reconcile::new(hello, local.root()?, cfg));
-        loop {
-            while let Some(msg) = m.poll_transmit(&local)? {
-                let frame = proto::encode(&msg)?;
-                let chunk_bytes = match &msg {
-                    Message::Chunk(b) => b.len() as u64 + 1,
-                    _ => 0,
-                };
-                let answer = matches!(
-                    msg,
-                    Message::DirNode(_)
-                        | Message::ContentNode(_)
-                        | Message::Chunk(_)
-                        | Message::Missing
-                );
-                if out.blocking_send((frame, chunk_bytes)).is_err() {
-                    return Err(Error::Closed);
-                }
-                if answer {
-                    flow.answered.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-            while let Some(ev) = m.poll_event() {
-                if let Some(tx) = &events {
-                    let _ = tx.send(ev);
-                }
-            }
-            if m.is_finished() {
-                return Ok(());
-            }
-            match input.blocking_recv() {
-                Some(Input::Peer(msg, len)) => {
-                    report.received.count(&msg, len);
-                    m.handle_message(msg, &mut local)?;
-                }
-                Some(Input::LocalRoot(root)) => m.handle_local_root(root, &mut local)?,
-                Some(Input::Failed(e)) => return Err(e.into()),
-                Some(Input::Eof) | None => return Err(Error::Closed),
-                Some(Input::TooMany) => return Err(Error::Closed), // replaced by run()
-                Some(Input::Stop) => {
-                    let frame = proto::encode(&Message::Abort(AbortReason::Shutdown))?;
-                    let _ = out.blocking_send((frame, 0));
-                    return Ok(());
-                }
-            }
-        }
-    })();
-    if let Some(m) = &m {
-        report.peer = m.peer();
-        report.stats = m.stats();
-    }
-    if let Err(e) = &result {
-        if let Some(reason) = e.abort_reason() {
-            if let Ok(frame) = proto::encode(&Message::Abort(reason)) {
-                let _ = out.blocking_send((frame, 0));
-            }
-        }
-    }
-    (result, report, local)
+/// The state machine and the store it runs against, shared with the
+/// blocking step that is using them (one at a time).
+struct State<L> {
+    local: L,
+    /// Made by the first step (reading our root touches the store).
+    m: Option<Reconcile>,
 }
 
-async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
-    rd: R,
-    tx: mpsc::UnboundedSender<Input>,
-    flow: Arc<Flow>,
-) {
+/// The state, shared with the blocking step using it; taken at the end.
+type Shared<L> = Arc<Mutex<Option<State<L>>>>;
+
+/// Frames one blocking step produces at most: a peer's many requests must
+/// not make us build every answer in memory before any is written (the
+/// writer's channel holds 64 more).
+const FRAMES_PER_STEP: usize = 64;
+
+/// What one blocking step hands back to the loop.
+#[derive(Default)]
+struct Outputs {
+    frames: Vec<Outgoing>,
+    events: Vec<Event>,
+    /// More frames are waiting: step again before taking an input.
+    more: bool,
+    finished: bool,
+}
+
+/// An input the loop hands to the machine.
+enum Todo {
+    Start(Hello, Config),
+    Peer(Message),
+    LocalRoot(Hash),
+    Nothing,
+}
+
+impl<L: Local> State<L> {
+    /// Hands `todo` to the machine, then collects its outputs: its events
+    /// and, if `transmit`, up to [`FRAMES_PER_STEP`] frames and any merge
+    /// it hands out (run here, once it has nothing left to send).
+    fn step(&mut self, todo: Todo, transmit: bool) -> Result<Outputs> {
+        let State { local, m } = self;
+        let m = match (todo, m) {
+            (Todo::Start(hello, cfg), m) => m.insert(Reconcile::new(hello, local.root()?, cfg)),
+            (_, None) => return Err(Error::Stopped("the state machine was never made".into())),
+            (Todo::Peer(msg), Some(m)) => {
+                m.handle_message(msg, local)?;
+                m
+            }
+            (Todo::LocalRoot(root), Some(m)) => {
+                m.handle_local_root(root, local)?;
+                m
+            }
+            (Todo::Nothing, Some(m)) => m,
+        };
+        let mut out = Outputs::default();
+        if !transmit {
+            out.events.extend(std::iter::from_fn(|| m.poll_event()));
+            out.more = true; // what it has to send is asked for later
+            return Ok(out);
+        }
+        loop {
+            while let Some(msg) = m.poll_transmit(local)? {
+                out.frames.push(Outgoing::new(&msg)?);
+                if out.frames.len() >= FRAMES_PER_STEP {
+                    out.more = true;
+                    break;
+                }
+            }
+            out.events.extend(std::iter::from_fn(|| m.poll_event()));
+            if out.more {
+                return Ok(out);
+            }
+            let Some(remote) = m.poll_merge() else {
+                break;
+            };
+            let merged = local.merge(remote)?;
+            m.handle_merged(merged, local)?;
+        }
+        out.finished = m.is_finished();
+        Ok(out)
+    }
+}
+
+/// Runs one [`State::step`] on tokio's blocking pool.
+async fn step<L: Local + Send + 'static>(
+    state: &Shared<L>,
+    todo: Todo,
+    transmit: bool,
+) -> Result<Outputs> {
+    let state = state.clone();
+    let job = tokio::task::spawn_blocking(move || {
+        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+        match s.as_mut() {
+            Some(s) => s.step(todo, transmit),
+            None => Err(Error::Stopped("the session has ended".into())),
+        }
+    });
+    match job.await {
+        Ok(out) => out,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(Error::Stopped(e.to_string())),
+    }
+}
+
+/// The driver loop: inputs in, the machine's outputs performed. While
+/// frames wait for the writer, inputs are still taken (without asking for
+/// more frames), so a peer that asks and does not read meets the
+/// machine's limit on outstanding requests instead of stalling us.
+async fn drive<L: Local + Send + 'static>(
+    state: &Shared<L>,
+    hello: Hello,
+    cfg: Config,
+    mut input: mpsc::Receiver<Input>,
+    out: &mpsc::Sender<Outgoing>,
+    events: Option<mpsc::UnboundedSender<Event>>,
+    report: &mut Report,
+) -> Result<()> {
+    let mut pending: VecDeque<Outgoing> = VecDeque::new();
+    let mut todo = Todo::Start(hello, cfg);
+    loop {
+        let step = step(state, todo, pending.is_empty()).await?;
+        for ev in step.events {
+            if let Some(tx) = &events {
+                let _ = tx.send(ev);
+            }
+        }
+        pending.extend(step.frames);
+        todo = loop {
+            let next = if !pending.is_empty() {
+                tokio::select! {
+                    permit = out.reserve() => {
+                        let permit = permit.map_err(|_| Error::Closed)?;
+                        if let Some(frame) = pending.pop_front() {
+                            permit.send(frame);
+                        }
+                        continue;
+                    }
+                    next = input.recv() => next,
+                }
+            } else if step.more {
+                break Todo::Nothing;
+            } else if step.finished {
+                return Ok(());
+            } else {
+                input.recv().await
+            };
+            break match next {
+                Some(Input::Peer(msg, len)) => {
+                    report.received.count(&msg, len);
+                    Todo::Peer(msg)
+                }
+                Some(Input::LocalRoot(root)) => Todo::LocalRoot(root),
+                Some(Input::Failed(e)) => return Err(e.into()),
+                Some(Input::Eof) | None => return Err(Error::Closed),
+                Some(Input::Stop) => {
+                    send_abort(out, AbortReason::Shutdown).await;
+                    return Ok(());
+                }
+            };
+        };
+    }
+}
+
+/// Queues an abort for the peer, giving up after a moment if the writer
+/// is stuck on a peer that does not read.
+async fn send_abort(out: &mpsc::Sender<Outgoing>, reason: AbortReason) {
+    if let Ok(frame) = Outgoing::new(&Message::Abort(reason)) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), out.send(frame)).await;
+    }
+}
+
+/// One frame for the writer.
+struct Outgoing {
+    frame: Vec<u8>,
+    /// The chunk bytes it carries, if it is a `Chunk`.
+    chunk: Option<u64>,
+}
+
+impl Outgoing {
+    fn new(msg: &Message) -> Result<Outgoing> {
+        Ok(Outgoing {
+            frame: proto::encode(msg)?,
+            chunk: match msg {
+                Message::Chunk(b) => Some(b.len() as u64),
+                _ => None,
+            },
+        })
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(rd: R, tx: mpsc::Sender<Input>) {
     let mut rd = BufReader::with_capacity(256 << 10, rd);
-    let mut requested = 0u64;
     loop {
         let input = match read_frame(&mut rd).await {
-            Ok(Some((msg, len))) => {
-                if let Message::GetDirNodes(h)
-                | Message::GetContentNodes(h)
-                | Message::GetChunks(h) = &msg
-                {
-                    requested += h.len() as u64;
-                    let answered = flow.answered.load(Ordering::SeqCst);
-                    if requested.saturating_sub(answered) > proto::MAX_OUTSTANDING as u64 {
-                        flow.violated.store(true, Ordering::SeqCst);
-                        flow.stop_writer.notify_one();
-                        let _ = tx.send(Input::TooMany);
-                        return;
-                    }
-                }
-                Input::Peer(msg, len)
-            }
+            Ok(Some((msg, len))) => Input::Peer(msg, len),
             Ok(None) => Input::Eof,
             Err(e) => Input::Failed(e),
         };
         let last = !matches!(input, Input::Peer(..));
-        if tx.send(input).is_err() || last {
+        if tx.send(input).await.is_err() || last {
             return;
         }
     }
@@ -336,23 +418,13 @@ fn truncated(e: io::Error) -> FrameError {
 
 async fn write_loop<W: AsyncWrite + Unpin + Send + 'static>(
     wr: W,
-    mut rx: mpsc::Receiver<(Vec<u8>, u64)>,
-    flow: Arc<Flow>,
+    mut rx: mpsc::Receiver<Outgoing>,
 ) -> Traffic {
     let mut wr = BufWriter::with_capacity(256 << 10, wr);
     let mut sent = Traffic::default();
     let result: io::Result<()> = async {
-        loop {
-            tokio::select! {
-                biased;
-                _ = flow.stop_writer.notified() => return Ok(()),
-                more = write_some(&mut wr, &mut rx, &mut sent) => {
-                    if !more? {
-                        return wr.shutdown().await;
-                    }
-                }
-            }
-        }
+        while write_some(&mut wr, &mut rx, &mut sent).await? {}
+        wr.shutdown().await
     }
     .await;
     if let Err(e) = result {
@@ -365,34 +437,32 @@ async fn write_loop<W: AsyncWrite + Unpin + Send + 'static>(
 /// `false` once the channel is closed.
 async fn write_some<W: AsyncWrite + Unpin>(
     wr: &mut W,
-    rx: &mut mpsc::Receiver<(Vec<u8>, u64)>,
+    rx: &mut mpsc::Receiver<Outgoing>,
     sent: &mut Traffic,
 ) -> io::Result<bool> {
-    let Some((frame, chunk)) = rx.recv().await else {
+    let Some(frame) = rx.recv().await else {
         return Ok(false);
     };
-    write_counted(wr, &frame, chunk, sent).await?;
-    while let Ok((frame, chunk)) = rx.try_recv() {
-        write_counted(wr, &frame, chunk, sent).await?;
+    write_counted(wr, &frame, sent).await?;
+    while let Ok(frame) = rx.try_recv() {
+        write_counted(wr, &frame, sent).await?;
     }
     wr.flush().await?;
     Ok(true)
 }
 
-/// Writes one frame; `chunk` is 1 + the chunk bytes it carries (0 for
-/// any other message).
+/// Writes one frame and counts it.
 async fn write_counted<W: AsyncWrite + Unpin>(
     wr: &mut W,
-    frame: &[u8],
-    chunk: u64,
+    out: &Outgoing,
     sent: &mut Traffic,
 ) -> io::Result<()> {
-    wr.write_all(frame).await?;
+    wr.write_all(&out.frame).await?;
     sent.messages += 1;
-    sent.bytes += frame.len() as u64;
-    if chunk > 0 {
+    sent.bytes += out.frame.len() as u64;
+    if let Some(len) = out.chunk {
         sent.chunks += 1;
-        sent.chunk_bytes += chunk - 1;
+        sent.chunk_bytes += len;
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 /// backer: a folder mirrored between all your machines.
 #[derive(Debug, Parser)]
-#[command(name = "backer", version, about)]
+#[command(name = "backer", version)]
 pub(crate) struct Cli {
     /// The store folder [default: $BACKER_STORE, else $XDG_DATA_HOME/backer,
     /// else ~/.local/share/backer].
@@ -69,7 +69,8 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: PeerCommand,
     },
-    /// Write the current tree of the store to a plain folder.
+    /// Write the current tree of the store to a plain folder (a running
+    /// node writes it from its newest commit).
     Export {
         /// Where to write it (created if missing; must be empty if not).
         dir: PathBuf,
@@ -112,7 +113,7 @@ pub(crate) enum Command {
     },
     /// Prune history by the retention policy in config.toml, and free what
     /// only the dropped versions held (a running node also does this
-    /// every hour).
+    /// every `retention.gc_every`, 1h by default).
     Gc {
         /// Print one JSON object.
         #[arg(long)]

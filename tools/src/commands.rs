@@ -1,16 +1,19 @@
-//! One module per subcommand; [`run`] dispatches.
+//! One module per subcommand; [`run`] dispatches. Commands that need the
+//! store run against a [`backend::Backend`]: the running node, or the
+//! store opened here.
 
-pub(crate) mod du;
+mod backend;
+mod du;
 mod export;
-pub(crate) mod gc;
-pub(crate) mod history;
+mod gc;
+mod history;
 mod id;
 mod init;
 #[cfg(feature = "fuse")]
 pub(crate) mod mount;
 mod peer;
 mod replica;
-pub(crate) mod restore;
+mod restore;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -79,7 +82,7 @@ pub(crate) fn require_store(dir: &Path) -> Result<PathBuf> {
 
 /// Fails if a node runs on the store at `dir` (it answers on the socket).
 pub(crate) fn require_no_node(dir: &Path) -> Result<()> {
-    if crate::control::ask(dir, "status")?.is_some() {
+    if backend::Remote::find(dir)?.is_some() {
         bail!(
             "the store at {} is already in use by a running node",
             dir.display()
@@ -103,17 +106,5 @@ pub(crate) fn open_store_error(dir: &Path, err: Error) -> anyhow::Error {
     match err {
         Error::NotFound => anyhow!("no store at {} (run 'backer init')", dir.display()),
         other => anyhow!("cannot open the store at {}: {other}", dir.display()),
-    }
-}
-
-/// The user running this process, who owns what a restore creates when
-/// no node runs.
-pub(crate) fn current_user() -> backer_fs::vfs::Ctx {
-    // SAFETY: getuid/getgid cannot fail.
-    unsafe {
-        backer_fs::vfs::Ctx {
-            uid: libc::getuid(),
-            gid: libc::getgid(),
-        }
     }
 }

@@ -1,169 +1,138 @@
-//! The control socket: a running node serves `STORE/backer.sock`, and
-//! `status` (later `peer`, `log`...) asks it instead of opening the store,
-//! which the node holds locked. One request line, one JSON reply line.
+//! The control protocol of `STORE/backer.sock`: a running node serves it,
+//! and every command that needs the store asks it instead of opening the
+//! store, which the node holds locked.
+//!
+//! One request per connection: one JSON object on one line, tagged by
+//! `"req"` (`{"req":"status"}`, `{"req":"log","path":"a/b"}`), answered by
+//! one JSON line, a [`Response`]. There is no other syntax.
+//!
+//! Modules depend one way: commands use a backend, which is either the
+//! [`client`] of a running node or a [`Local`] store opened by the
+//! command; the node's [`server`] answers with a [`Local`] of its own.
+//! [`Local`] does the work through the typed API of backer-fs
+//! ([`backer_fs::history`]) and never calls a command.
+//!
 //! A socket left by a killed node refuses connections: it is removed, not
 //! trusted.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+pub(crate) mod client;
+mod local;
+mod server;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{Context, Result};
-use backer_fs::vfs::Vfs;
+use backer_fs::gc::Report;
+use backer_fs::history::{Du, Exported, LogEntry, RestoreRequest, Restored};
+use serde::{Deserialize, Serialize};
 
-use crate::net::Net;
+pub(crate) use local::Local;
+pub(crate) use server::serve;
 
 /// Where a store's node listens.
 pub(crate) fn socket_path(store: &Path) -> PathBuf {
     store.join("backer.sock")
 }
 
-/// What a node reports about itself: with `net`, the live peers; else
-/// the peers of `config.toml`, none connected.
-pub(crate) fn status_json(
-    vfs: &Vfs,
-    mount: Option<&Path>,
-    net: Option<&Net>,
-) -> Result<serde_json::Value> {
-    let store = vfs.store();
-    let log = backer_fs::vfs::read_log(store.kv(), 1)?;
-    let peers = match net {
-        Some(n) => n.status(),
-        None => {
-            let cfg = crate::config::Config::load(store.dir()).unwrap_or_default();
-            serde_json::Value::Array(
-                cfg.peers
-                    .iter()
-                    .map(|p| {
-                        serde_json::json!({
-                            "id": p.id, "addr": p.addr, "connected": false, "last_sync": null,
-                        })
-                    })
-                    .collect(),
-            )
+/// What a command asks a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "req", rename_all = "snake_case")]
+pub(crate) enum Request {
+    /// Who and where the node is, and its peers.
+    Status,
+    /// Re-read config.toml (its peers changed).
+    Reload,
+    /// The log, of everything or of one path.
+    Log {
+        /// Only changes at or under this path.
+        path: Option<String>,
+    },
+    /// How much the live tree and its history take.
+    Du,
+    /// Collect history by the config's retention policy.
+    Gc,
+    /// Bring a path back as it was.
+    Restore(RestoreRequest),
+    /// Write the newest committed tree to a plain folder.
+    Export {
+        /// The folder, absolute.
+        to: PathBuf,
+    },
+}
+
+/// A node's answer: the reply to the request, or why it failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Response {
+    /// To [`Request::Status`].
+    Status(Status),
+    /// To [`Request::Reload`].
+    Reloaded,
+    /// To [`Request::Log`], newest first.
+    Log(Vec<LogEntry>),
+    /// To [`Request::Du`].
+    Du(Du),
+    /// To [`Request::Gc`].
+    Gc(Report),
+    /// To [`Request::Restore`].
+    Restored(Restored),
+    /// To [`Request::Export`].
+    Exported(Exported),
+    /// The request failed: one line for the user.
+    Error(String),
+}
+
+/// What a node reports about itself, as `status --json` prints it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Status {
+    /// The root hash of the live tree, in hex.
+    pub(crate) root: String,
+    /// The node's id.
+    pub(crate) node: String,
+    /// The peers: id, address, connected, last sync...
+    pub(crate) peers: serde_json::Value,
+    /// Where it accepts peers.
+    pub(crate) listen: Option<String>,
+    /// Where it is mounted.
+    pub(crate) mount: Option<String>,
+    /// The number of the newest commit (0: none).
+    pub(crate) commits: u64,
+    /// The running node's process (`None`: no node runs).
+    pub(crate) pid: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_one_line_form() {
+        let restore = Request::Restore(RestoreRequest {
+            path: "a/b".into(),
+            at: "2026-11-26".into(),
+            to: None,
+        });
+        assert_eq!(
+            serde_json::to_string(&restore).unwrap(),
+            r#"{"req":"restore","path":"a/b","at":"2026-11-26","to":null}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"req":"status"}"#
+        );
+        for req in [
+            Request::Status,
+            Request::Reload,
+            Request::Log {
+                path: Some("x".into()),
+            },
+            Request::Du,
+            Request::Gc,
+            restore,
+            Request::Export { to: "/out".into() },
+        ] {
+            let line = serde_json::to_string(&req).unwrap();
+            assert!(!line.contains('\n'));
+            assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
         }
-    };
-    Ok(serde_json::json!({
-        "root": vfs.root_hash()?.to_hex(),
-        "node": store.node_id().to_string(),
-        "peers": peers,
-        "listen": net.and_then(Net::local_addr).map(|a| a.to_string()),
-        "mount": mount.map(|m| m.display().to_string()),
-        "commits": log.first().map_or(0, |c| c.seq),
-        "pid": std::process::id(),
-    }))
-}
-
-/// Serves the socket on a thread until the process exits.
-#[cfg_attr(not(feature = "fuse"), allow(dead_code))]
-pub(crate) fn serve(
-    store: &Path,
-    vfs: Arc<Vfs>,
-    mount: Option<PathBuf>,
-    net: Option<Arc<Net>>,
-) -> Result<()> {
-    let path = socket_path(store);
-    let _ = std::fs::remove_file(&path); // stale: we hold the store lock
-    let listener = UnixListener::bind(&path)
-        .with_context(|| format!("cannot listen on {}", path.display()))?;
-    std::thread::Builder::new()
-        .name("backer-control".into())
-        .spawn(move || {
-            for conn in listener.incoming().flatten() {
-                // One thread per request: a long one (gc, a big restore)
-                // must not hold up `status`.
-                let (vfs, mount, net) = (vfs.clone(), mount.clone(), net.clone());
-                let spawned = std::thread::Builder::new()
-                    .name("backer-control-req".into())
-                    .spawn(move || {
-                        if let Err(e) = answer(conn, &vfs, mount.as_deref(), net.as_deref()) {
-                            tracing::warn!(error = %e, "control request failed");
-                        }
-                    });
-                if let Err(e) = spawned {
-                    tracing::warn!(error = %e, "cannot answer a control request");
-                }
-            }
-        })?;
-    Ok(())
-}
-
-#[cfg_attr(not(feature = "fuse"), allow(dead_code))]
-fn answer(conn: UnixStream, vfs: &Vfs, mount: Option<&Path>, net: Option<&Net>) -> Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut line = String::new();
-    BufReader::new(&conn).take(4096).read_line(&mut line)?;
-    let line = line.trim();
-    let reply = match line {
-        "status" => status_json(vfs, mount, net)?,
-        l if l.starts_with('{') => history_request(l, vfs, net),
-        "reload" => match net.map(Net::reload).transpose() {
-            Ok(_) => serde_json::json!({ "ok": true }),
-            Err(e) => serde_json::json!({ "error": e.to_string() }),
-        },
-        other => serde_json::json!({ "error": format!("unknown request {other:?}") }),
-    };
-    let mut w = &conn;
-    writeln!(w, "{reply}")?;
-    Ok(())
-}
-
-/// Answers a JSON request of `log`, `restore` or `du` (`{"req": ...}`)
-/// with `{"result": ...}` or `{"error": "one line"}`.
-#[cfg_attr(not(feature = "fuse"), allow(dead_code))]
-fn history_request(line: &str, vfs: &Vfs, net: Option<&Net>) -> serde_json::Value {
-    use crate::commands::{du, history, restore};
-    let run = || -> Result<serde_json::Value> {
-        let req: serde_json::Value = serde_json::from_str(line).context("a bad request")?;
-        let store = vfs.store();
-        match req["req"].as_str() {
-            Some("log") => history::log_json(&store, req["path"].as_str()),
-            Some("du") => du::du_json(&store),
-            Some("gc") => crate::commands::gc::gc_json(vfs),
-            Some("restore") => {
-                let r = restore::Request::from_json(&req)?;
-                let hook = net.and_then(Net::install_hook);
-                let hook_ref = hook.as_ref().map(|h| &**h as &dyn Fn(&_));
-                restore::restore_json(&store, Some(vfs), hook_ref, &r)
-            }
-            other => anyhow::bail!("unknown request {other:?}"),
-        }
-    };
-    match run() {
-        Ok(v) => serde_json::json!({ "result": v }),
-        Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
     }
-}
-
-/// Asks a running node; `None` if no node answers (a stale socket is
-/// removed).
-pub(crate) fn ask(store: &Path, request: &str) -> Result<Option<serde_json::Value>> {
-    ask_timeout(store, request, Duration::from_secs(10))
-}
-
-/// [`ask`], waiting up to `timeout` for the reply.
-pub(crate) fn ask_timeout(
-    store: &Path,
-    request: &str,
-    timeout: Duration,
-) -> Result<Option<serde_json::Value>> {
-    let path = socket_path(store);
-    let conn = match UnixStream::connect(&path) {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            let _ = std::fs::remove_file(&path);
-            return Ok(None);
-        }
-        Err(_) => return Ok(None),
-    };
-    conn.set_read_timeout(Some(timeout))?;
-    let mut w = &conn;
-    writeln!(w, "{request}")?;
-    let mut line = String::new();
-    BufReader::new(&conn).read_line(&mut line)?;
-    Ok(Some(
-        serde_json::from_str(&line).context("the node's reply is not JSON")?,
-    ))
 }

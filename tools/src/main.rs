@@ -8,15 +8,11 @@ mod cli;
 mod commands;
 mod config;
 mod control;
-// The node (mount today, replica with the replication issues) and its
-// logging; without FUSE nothing runs a node yet.
-#[cfg_attr(not(feature = "fuse"), allow(dead_code))]
 mod logging;
 #[cfg(feature = "fuse")]
 mod mount_helper;
 #[cfg(feature = "fuse")]
 mod mountinfo;
-#[cfg_attr(not(feature = "fuse"), allow(dead_code))]
 mod net;
 mod node;
 mod store_dir;

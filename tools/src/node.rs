@@ -121,9 +121,9 @@ pub(crate) fn run(
             Ok(())
         }
     };
-    if let Ok(net) = Arc::try_unwrap(net) {
-        net.stop();
-    }
+    // Peers hear at once that we stop (the control thread's clone of
+    // `net` cannot hold this up).
+    net.shutdown();
     drop(committer); // a last commit, made durable
     vfs.sync().context("final sync")?;
     let _ = std::fs::remove_file(&pid_path);

@@ -26,6 +26,7 @@ fn help_lists_the_commands_of_this_build() {
     for word in ["init", "id", "--store"] {
         assert!(help.contains(word), "{word} missing from:\n{help}");
     }
+    assert!(!help.contains("to come"), "a stale promise in:\n{help}");
 }
 
 #[test]

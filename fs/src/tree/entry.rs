@@ -163,6 +163,19 @@ impl Entry {
         Ok(())
     }
 
+    /// Whether `self` and `other` hold the same data (live or deleted,
+    /// kind, bytes, target, device), whatever their mode, mtime and
+    /// history: the one test of "the same entry" the merge and the pull
+    /// share.
+    pub fn same_content(&self, other: &Entry) -> bool {
+        self.deleted == other.deleted
+            && self.kind == other.kind
+            && self.size == other.size
+            && self.hash == other.hash
+            && self.target == other.target
+            && self.rdev == other.rdev
+    }
+
     /// The tombstone that deletes this entry, made by node `by` at `now`.
     ///
     /// It keeps the name, kind and mode, bumps `by` in the version vector,

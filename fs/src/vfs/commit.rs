@@ -258,14 +258,7 @@ fn collect_entries(
 
 /// The hashed fields of an entry, without its version.
 pub(super) fn same_version(a: &Entry, b: &Entry) -> bool {
-    a.kind == b.kind
-        && a.mode == b.mode
-        && a.mtime == b.mtime
-        && a.size == b.size
-        && a.hash == b.hash
-        && a.target == b.target
-        && a.rdev == b.rdev
-        && a.deleted == b.deleted
+    a.same_content(b) && a.mode == b.mode && a.mtime == b.mtime
 }
 
 impl Inner {

@@ -84,7 +84,8 @@ impl Vfs {
         {
             // The empty directory and the empty file are always kept:
             // every new directory and file starts as one of them, and
-            // tools diff the oldest root against the empty tree.
+            // the log (`history::log`) diffs the oldest root against the
+            // empty tree.
             let mut empty = MemNodes::new();
             marks.nodes.insert(dir::empty(&mut empty)?);
             marks.nodes.insert(content::build(&mut empty, &[])?.0);

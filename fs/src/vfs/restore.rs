@@ -48,6 +48,23 @@ struct Restorer<'a> {
     now: Timestamp,
 }
 
+/// A directory being restored: its entry so far, the current tree it is
+/// merged into, the names still to visit (last first) and the new
+/// entries of those visited.
+struct Pending {
+    name: Vec<u8>,
+    e: Entry,
+    base: Hash,
+    todo: Vec<(Option<Entry>, Option<Entry>)>,
+    changes: BTreeMap<Vec<u8>, Option<Entry>>,
+}
+
+/// The first look at a name: settled, or a directory to go through.
+enum Step {
+    Done(Option<Entry>),
+    Dir(Pending),
+}
+
 impl Restorer<'_> {
     fn tick(&mut self) -> u64 {
         self.inner.clock += 1;
@@ -56,53 +73,108 @@ impl Restorer<'_> {
 
     /// What a name whose current entry is `cur` becomes when restored to
     /// `old` (either may be absent or a tombstone); `None`: it stays.
+    /// Directories are walked from a heap stack: a peer's tree may be
+    /// deeper than a control thread's stack allows.
     fn entry(
         &mut self,
         nodes: &mut TxnNodes<'_, '_>,
         old: Option<Entry>,
         cur: Option<Entry>,
     ) -> Result<Option<Entry>> {
+        let mut stack = match self.start(nodes, Vec::new(), old, cur)? {
+            Step::Done(e) => return Ok(e),
+            Step::Dir(p) => vec![p],
+        };
+        while let Some(top) = stack.last_mut() {
+            let Some((c, n)) = top.todo.pop() else {
+                let Some(done) = stack.pop() else { break };
+                let (name, e) = self.finish(nodes, done)?;
+                match stack.last_mut() {
+                    Some(parent) => parent.settle(name, Some(e)),
+                    None => return Ok(Some(e)),
+                }
+                continue;
+            };
+            let Some(name) = n.as_ref().or(c.as_ref()).map(|x| x.name.clone()) else {
+                continue;
+            };
+            match self.start(nodes, name.clone(), n, c)? {
+                Step::Done(e) => top.settle(name, e),
+                Step::Dir(p) => stack.push(p),
+            }
+        }
+        Err(Error::corrupt("restore: a directory walk ended early"))
+    }
+
+    /// Settles `old` over `cur` unless it is a directory to walk.
+    fn start(
+        &mut self,
+        nodes: &mut TxnNodes<'_, '_>,
+        name: Vec<u8>,
+        old: Option<Entry>,
+        cur: Option<Entry>,
+    ) -> Result<Step> {
         let cur_live = cur.as_ref().filter(|c| !c.deleted);
         let Some(o) = old.filter(|o| !o.deleted) else {
             // It did not exist then: delete it now, if it exists.
-            return Ok(match cur_live {
+            return Ok(Step::Done(match cur_live {
                 Some(c) => {
                     let tick = self.tick();
                     Some(c.tombstone_at(self.me, self.now, tick))
                 }
                 None => None,
-            });
+            }));
         };
         if let Some(c) = cur_live {
             if commit::same_version(&o, c) {
-                return Ok(None);
+                return Ok(Step::Done(None));
             }
         }
         let mut e = o.clone();
         if let Some(c) = &cur {
             e.vv.join_from(&c.vv);
         }
-        if o.kind == Kind::Dir {
-            let base = match cur_live {
-                Some(c) if c.kind == Kind::Dir => c.hash,
-                _ => dir::empty(nodes)?,
-            };
-            let mut changes = BTreeMap::new();
-            for (c, n) in dir::diff(&*nodes, base, o.hash)? {
-                let Some(name) = n.as_ref().or(c.as_ref()).map(|x| x.name.clone()) else {
-                    continue;
-                };
-                if let Some(new) = self.entry(nodes, n, c)? {
-                    e.vv.join_from(&new.vv);
-                    changes.insert(name, Some(new));
-                }
-            }
-            e.hash = dir::update(nodes, base, &changes)?;
+        if o.kind != Kind::Dir {
+            return Ok(Step::Done(Some(self.stamp(e))));
         }
+        let base = match cur_live {
+            Some(c) if c.kind == Kind::Dir => c.hash,
+            _ => dir::empty(nodes)?,
+        };
+        let mut todo = dir::diff(&*nodes, base, o.hash)?;
+        todo.reverse();
+        Ok(Step::Dir(Pending {
+            name,
+            e,
+            base,
+            todo,
+            changes: BTreeMap::new(),
+        }))
+    }
+
+    /// A directory whose names are all settled: its new tree and entry.
+    fn finish(&mut self, nodes: &mut TxnNodes<'_, '_>, p: Pending) -> Result<(Vec<u8>, Entry)> {
+        let mut e = p.e;
+        e.hash = dir::update(nodes, p.base, &p.changes)?;
+        Ok((p.name, self.stamp(e)))
+    }
+
+    /// A restored entry dominates what it replaces: a bump of this node.
+    fn stamp(&mut self, mut e: Entry) -> Entry {
         let tick = self.tick();
         e.vv.bump_to(self.me, tick);
         e.modified_by = self.me;
-        Ok(Some(e))
+        e
+    }
+}
+
+impl Pending {
+    /// Records what the name `name` under this directory becomes.
+    fn settle(&mut self, name: Vec<u8>, new: Option<Entry>) {
+        if let Some(new) = new {
+            self.e.vv.join_from(&new.vv);
+            self.changes.insert(name, Some(new));
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod defer;
 mod door;
 mod failed_txn;
 mod gc;
+mod history;
 mod install;
 mod kv_suite;
 mod large_dir;

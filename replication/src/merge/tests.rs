@@ -3,22 +3,60 @@
 //! bumps; a directory joins its entries; a delete leaves a tombstone).
 
 use super::*;
-use backer_fs::tree::{MemNodes, Timestamp, VersionVector};
+use backer_fs::tree::content::{self, Extent};
+use backer_fs::tree::{Causality, MemNodes, Timestamp, VersionVector};
 use backer_fs::NodeId;
 use proptest::prelude::*;
 
-fn node(n: u8) -> NodeId {
+pub(crate) fn node(n: u8) -> NodeId {
     NodeId([n; 32])
 }
 
-fn file(name: &str, data: u64, vv: VersionVector, by: NodeId, t: i64) -> Entry {
+/// The one chunk of a test file written with `data`.
+pub(crate) fn chunk_of(data: u64) -> Vec<u8> {
+    format!("the content written as {data}").into_bytes()
+}
+
+/// Gives `l` every chunk its tree reaches (each test file's one chunk).
+pub(crate) fn fill_chunks(l: &mut crate::local::MemLocal) {
+    let mut m = backer_fs::gc::Marks::default();
+    m.dir_tree(&l.nodes, l.root).unwrap();
+    for d in 0..6 {
+        let c = chunk_of(d);
+        let h = Hash::of(&c);
+        if m.chunks.contains(&h) {
+            l.chunks.insert(h, c);
+        }
+    }
+}
+
+/// The content list of [`chunk_of`] `data`, stored in `nodes`, and its length.
+fn content_of(nodes: &mut MemNodes, data: u64) -> (Hash, u64) {
+    let chunk = chunk_of(data);
+    let extent = Extent::Data {
+        hash: Hash::of(&chunk),
+        len: chunk.len() as u32,
+    };
+    content::build(nodes, &[extent]).unwrap()
+}
+
+/// A file holding [`chunk_of`] `data`, its content list stored in `nodes`.
+fn file(
+    nodes: &mut MemNodes,
+    name: &str,
+    data: u64,
+    vv: VersionVector,
+    by: NodeId,
+    t: i64,
+) -> Entry {
+    let (hash, size) = content_of(nodes, data);
     Entry {
         name: name.as_bytes().to_vec(),
         kind: Kind::File,
         mode: 0o644,
         mtime: Timestamp { secs: t, nanos: 0 },
-        size: data,
-        hash: Hash::of(&data.to_be_bytes()),
+        size,
+        hash,
         target: vec![],
         rdev: 0,
         vv,
@@ -29,7 +67,7 @@ fn file(name: &str, data: u64, vv: VersionVector, by: NodeId, t: i64) -> Entry {
 
 /// One edit of a path (names from a small set, so edits collide).
 #[derive(Clone, Debug)]
-enum Op {
+pub(crate) enum Op {
     Write(Vec<u8>, u64),
     Delete(Vec<u8>),
 }
@@ -64,7 +102,7 @@ fn edit(
             (Some(d), _) => {
                 let mut vv = old.as_ref().map(|o| o.vv.clone()).unwrap_or_default();
                 vv.bump_to(me, t as u64);
-                file(&path[0], d, vv, me, t)
+                file(nodes, &path[0], d, vv, me, t)
             }
             (None, Some(o)) if !o.deleted => {
                 let mut tomb = o.tombstone_at(me, Timestamp { secs: t, nanos: 0 }, t as u64);
@@ -108,7 +146,7 @@ fn edit(
     Some((dir::update(nodes, dir_root, &changes).unwrap(), vv))
 }
 
-fn arb_op() -> impl Strategy<Value = Op> {
+pub(crate) fn arb_op() -> impl Strategy<Value = Op> {
     let path = proptest::collection::vec(0u8..4, 1..4);
     prop_oneof![
         3 => (path.clone(), 0u64..6).prop_map(|(p, d)| Op::Write(p, d)),
@@ -116,7 +154,18 @@ fn arb_op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn history(nodes: &mut MemNodes, mut root: Hash, ops: &[Op], me: NodeId, t0: i64) -> Hash {
+/// Up to `max` random edits.
+pub(crate) fn arb_ops(max: usize) -> impl Strategy<Value = Vec<Op>> {
+    proptest::collection::vec(arb_op(), 0..max)
+}
+
+pub(crate) fn history(
+    nodes: &mut MemNodes,
+    mut root: Hash,
+    ops: &[Op],
+    me: NodeId,
+    t0: i64,
+) -> Hash {
     for (i, op) in ops.iter().enumerate() {
         root = apply(nodes, root, op, me, t0 + i as i64);
     }
@@ -173,10 +222,10 @@ fn accounted(
             accounted(nodes, e.hash, sub(&theirs), target, their_tomb);
             continue;
         }
-        let here = ours_now.as_ref().is_some_and(|m| same_content(m, &e));
+        let here = ours_now.as_ref().is_some_and(|m| m.same_content(&e));
         let copied = merged.is_some_and(|m| {
             dir::entries(nodes, m).unwrap().iter().any(|c| {
-                same_content(c, &e)
+                c.same_content(&e)
                     && c.name.starts_with(&e.name[..e.name.len().min(2)])
                     && c.name.windows(15).any(|w| w == b".sync-conflict-")
             })
@@ -195,9 +244,9 @@ proptest! {
 
     #[test]
     fn merge_is_commutative_idempotent_and_loses_nothing(
-        base_ops in proptest::collection::vec(arb_op(), 0..8),
-        a_ops in proptest::collection::vec(arb_op(), 0..8),
-        b_ops in proptest::collection::vec(arb_op(), 0..8),
+        base_ops in arb_ops(8),
+        a_ops in arb_ops(8),
+        b_ops in arb_ops(8),
     ) {
         let mut nodes = MemNodes::new();
         let empty = dir::empty(&mut nodes).unwrap();
@@ -221,9 +270,9 @@ proptest! {
 
     #[test]
     fn three_way_merges_converge_in_any_order(
-        a_ops in proptest::collection::vec(arb_op(), 0..6),
-        b_ops in proptest::collection::vec(arb_op(), 0..6),
-        c_ops in proptest::collection::vec(arb_op(), 0..6),
+        a_ops in arb_ops(6),
+        b_ops in arb_ops(6),
+        c_ops in arb_ops(6),
     ) {
         let mut nodes = MemNodes::new();
         let empty = dir::empty(&mut nodes).unwrap();
@@ -261,7 +310,7 @@ fn concurrent_edits_keep_both_with_a_deterministic_name() {
     let copy = format!("n0.sync-conflict-19700101-000320-{}", node(1).short());
     assert_eq!(names, vec!["n0".to_string(), copy]);
     let kept = dir::get(&nodes, m.root, b"n0").unwrap().unwrap();
-    assert_eq!(kept.size, 3);
+    assert_eq!(kept.hash, content_of(&mut nodes, 3).0);
 }
 
 #[test]
@@ -297,4 +346,72 @@ fn a_dominated_delete_is_not_resurrected() {
     let m = merge_roots(&mut nodes, base, a).unwrap();
     assert_eq!(m.root, a);
     assert_eq!(merge_roots(&mut nodes, a, base).unwrap().root, a);
+}
+
+/// A chain of `n` nested directories "d" (the deepest at nesting `n`)
+/// with the file "f" (written as
+/// `data` by `me` at `t`) at the bottom; returns the top directory's tree.
+fn chain(nodes: &mut MemNodes, n: u32, data: u64, me: NodeId, t: i64) -> Hash {
+    let mut vv = VersionVector::new();
+    vv.bump_to(me, t as u64);
+    let f = file(nodes, "f", data, vv.clone(), me, t);
+    let mut h = dir::build(nodes, &[f]).unwrap();
+    for _ in 0..n {
+        let d = Entry {
+            name: b"d".to_vec(),
+            kind: Kind::Dir,
+            mode: 0o755,
+            mtime: Timestamp { secs: t, nanos: 0 },
+            size: 0,
+            hash: h,
+            target: vec![],
+            rdev: 0,
+            vv: vv.clone(),
+            modified_by: me,
+            deleted: false,
+        };
+        h = dir::build(nodes, &[d]).unwrap();
+    }
+    h
+}
+
+/// Runs `f` on a thread with a 256 KiB stack, far below the 2 MiB default.
+fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn trees_nested_as_deep_as_allowed_merge_on_a_small_stack() {
+    on_small_stack(|| {
+        let mut nodes = MemNodes::new();
+        let empty = dir::empty(&mut nodes).unwrap();
+        // Directories down to depth MAX_DEPTH, the deepest allowed.
+        let a = chain(&mut nodes, MAX_DEPTH, 1, node(1), 10);
+        let b = chain(&mut nodes, MAX_DEPTH, 2, node(2), 20);
+        // Taken whole, merged name by name all the way down, and pruned
+        // under a concurrent delete of the top directory.
+        assert_eq!(merge_roots(&mut nodes, empty, b).unwrap().root, b);
+        let ab = merge_roots(&mut nodes, a, b).unwrap();
+        assert_eq!(ab.conflicts, 1, "the two files at the bottom conflict");
+        assert_eq!(ab.root, merge_roots(&mut nodes, b, a).unwrap().root);
+        let top = dir::get(&nodes, a, b"d").unwrap().unwrap();
+        let mut tomb = top.tombstone_at(node(3), Timestamp { secs: 5, nanos: 0 }, 5);
+        tomb.vv = VersionVector::new();
+        tomb.vv.bump_to(node(3), 5);
+        let gone = dir::update(&mut nodes, a, &[(b"d".to_vec(), Some(tomb))].into()).unwrap();
+        let kept = merge_roots(&mut nodes, gone, b).unwrap();
+        assert!(!dir::get(&nodes, kept.root, b"d").unwrap().unwrap().deleted);
+        // One more level is refused, not overflowed.
+        let c = chain(&mut nodes, MAX_DEPTH + 1, 3, node(3), 30);
+        assert!(matches!(
+            merge_roots(&mut nodes, empty, c),
+            Err(Error::TooDeep)
+        ));
+        assert!(matches!(merge_roots(&mut nodes, a, c), Err(Error::TooDeep)));
+    });
 }

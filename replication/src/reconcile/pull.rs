@@ -3,27 +3,32 @@
 //! The descent compares the peer's directory tree with ours at the same
 //! path, node by node: a node whose hash is one of ours at the same height
 //! over the same names is skipped whole. Entries that differ lead to the
-//! subdirectories and file contents that must change, and those to the
-//! chunks this node does not hold. Nodes already in the store (from an
-//! earlier, cut-off pull, or a rename) are read locally, not fetched, but
-//! still descended: only subtrees equal to our committed tree are known to
-//! be complete.
+//! subdirectories and file contents the merge's result may reference (as
+//! `merge::class::need` decides, from the merge's own classification),
+//! and those to the chunks this node does not hold. Nodes already in the
+//! store (from an earlier, cut-off pull, or a rename) are read locally,
+//! not fetched, but still descended: only subtrees equal to our committed
+//! tree are known to be complete.
 //!
 //! Work runs locally until it needs a node the store lacks; those are
 //! asked for in batches, many at once, within a window of items and bytes.
 //! Answers arrive in the order asked ([`crate::proto`]).
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use backer_fs::tree::content::{self, ContentNode, Extent};
 use backer_fs::tree::dir::{self, DirNode};
-use backer_fs::tree::{Causality, Entry, Kind, VersionVector};
+use backer_fs::tree::{Entry, VersionVector};
 use backer_fs::vfs::{MAX_DEPTH, RESERVED_NAME};
 use backer_fs::Hash;
 
 use crate::error::{Error, Result};
 use crate::local::Local;
+use crate::merge::{self, class::Mode, class::Need};
 use crate::proto::{Message, MAX_BATCH};
 
 /// What an answer carries.
@@ -80,18 +85,13 @@ enum What {
         /// Our tree of the same directory, if we have one.
         local: Option<Hash>,
         /// The node covers names above this one (exclusive).
-        lo: Option<Rc<[u8]>>,
+        lo: Option<Arc<[u8]>>,
         /// Nesting of the directory (0: the root directory).
         depth: u32,
         /// The height the parent node says this node has.
         height: Option<u8>,
-        /// A directory tombstone of ours above this path: entries it has
-        /// seen will be pruned by the merge and need no content.
-        tomb: Option<Rc<VersionVector>>,
-        /// Their directory above dominates ours: the merge takes it whole,
-        /// so nothing may be skipped for its version (only for content we
-        /// hold).
-        adopt: bool,
+        /// How the merge treats this directory ([`merge::class::Mode`]).
+        mode: Walk,
     },
     /// A node of a file's content list.
     Content {
@@ -102,15 +102,44 @@ enum What {
     },
 }
 
+/// An owned [`Mode`], kept in the pull's work items.
+#[derive(Clone, Debug)]
+enum Walk {
+    Merge,
+    Adopt,
+    Prune(Arc<VersionVector>),
+}
+
+impl Walk {
+    fn mode(&self) -> Mode<'_> {
+        match self {
+            Walk::Merge => Mode::Merge,
+            Walk::Adopt => Mode::Adopt,
+            Walk::Prune(t) => Mode::Prune(t),
+        }
+    }
+
+    /// `mode` owned; `parent` is the walk it came from (whose tombstone
+    /// is shared rather than copied).
+    fn of(mode: Mode<'_>, parent: &Walk) -> Walk {
+        match (mode, parent) {
+            (Mode::Merge, _) => Walk::Merge,
+            (Mode::Adopt, _) => Walk::Adopt,
+            (Mode::Prune(t), Walk::Prune(p)) if std::ptr::eq(t, &**p) => Walk::Prune(p.clone()),
+            (Mode::Prune(t), _) => Walk::Prune(Arc::new(t.clone())),
+        }
+    }
+}
+
 /// A pull of one remote root.
 pub(crate) struct Pull {
     /// The peer's root being pulled.
     pub(crate) target: Hash,
     work: Vec<Work>,
-    /// Items to ask for: (kind, hash, bytes expected, round, file).
-    want: VecDeque<(Item, Hash, u64, u32, Option<u32>)>,
-    /// Items asked for, in order: (kind, hash, bytes expected, file).
-    expected: VecDeque<(Item, Hash, u64, Option<u32>)>,
+    /// Items to ask for.
+    want: VecDeque<Want>,
+    /// Items asked for, in order.
+    expected: VecDeque<Want>,
     /// Work waiting for a node that was asked for.
     waiting: HashMap<Hash, Vec<Work>>,
     /// Content nodes met, with the length they were checked to hold.
@@ -118,7 +147,7 @@ pub(crate) struct Pull {
     /// Chunks already scheduled or checked.
     chunks: HashSet<Hash>,
     /// Our directory nodes, decoded once.
-    ours: HashMap<Hash, Rc<DirNode>>,
+    ours: HashMap<Hash, Arc<DirNode>>,
     in_flight_bytes: u64,
     /// Per file: pieces of work and chunks still pending.
     files: Vec<u32>,
@@ -128,6 +157,19 @@ pub(crate) struct Pull {
     /// Set when the peer lacked something: the pull drains its answers
     /// and then gives up.
     pub(crate) failed: Option<String>,
+}
+
+/// One item to ask for, then asked for.
+#[derive(Clone, Copy, Debug)]
+struct Want {
+    item: Item,
+    hash: Hash,
+    /// What it costs the byte window: a chunk's length, or [`NODE_BYTES`].
+    bytes: u64,
+    /// The round trips it took to discover.
+    round: u32,
+    /// The file (index into `Pull::files`) it is for, if any.
+    file: Option<u32>,
 }
 
 /// Window limits for one pull.
@@ -166,8 +208,7 @@ impl Pull {
                     lo: None,
                     depth: 0,
                     height: None,
-                    tomb: None,
-                    adopt: false,
+                    mode: Walk::Merge,
                 },
                 round: 0,
                 file: None,
@@ -202,8 +243,13 @@ impl Pull {
                     };
                     let waiters = self.waiting.entry(node).or_default();
                     if waiters.is_empty() {
-                        self.want
-                            .push_back((kind, node, NODE_BYTES, w.round + 1, w.file));
+                        self.want.push_back(Want {
+                            item: kind,
+                            hash: node,
+                            bytes: NODE_BYTES,
+                            round: w.round + 1,
+                            file: w.file,
+                        });
                         if let Some(f) = w.file {
                             self.files[f as usize] += 1;
                         }
@@ -222,19 +268,19 @@ impl Pull {
 
     /// The next request to send, within the window.
     pub(crate) fn next_request(&mut self, window: Window) -> Option<Message> {
-        let kind = self.want.front()?.0;
+        let kind = self.want.front()?.item;
         let mut hashes = Vec::new();
-        while let Some(&(k, h, bytes, round, file)) = self.want.front() {
+        while let Some(&w) = self.want.front() {
             let full = self.expected.len() >= window.items
-                || (self.in_flight_bytes > 0 && self.in_flight_bytes + bytes > window.bytes);
-            if k != kind || hashes.len() >= MAX_BATCH || full {
+                || (self.in_flight_bytes > 0 && self.in_flight_bytes + w.bytes > window.bytes);
+            if w.item != kind || hashes.len() >= MAX_BATCH || full {
                 break;
             }
             self.want.pop_front();
-            self.in_flight_bytes += bytes;
-            self.rounds = self.rounds.max(round);
-            self.expected.push_back((k, h, bytes, file));
-            hashes.push(h);
+            self.in_flight_bytes += w.bytes;
+            self.rounds = self.rounds.max(w.round);
+            self.expected.push_back(w);
+            hashes.push(w.hash);
         }
         if hashes.is_empty() {
             return None;
@@ -255,7 +301,13 @@ impl Pull {
         kind: Item,
         bytes: Option<Vec<u8>>,
     ) -> Result<()> {
-        let (want_kind, hash, cost, file) = self
+        let Want {
+            item: want_kind,
+            hash,
+            bytes: cost,
+            file,
+            ..
+        } = self
             .expected
             .pop_front()
             .ok_or_else(|| Error::Protocol("an answer nobody asked for".into()))?;
@@ -325,8 +377,7 @@ impl Pull {
                 lo,
                 depth,
                 height,
-                tomb,
-                adopt,
+                mode,
                 ..
             } => {
                 let node = dir::decode_node(bytes).map_err(|e| Error::BadData(e.to_string()))?;
@@ -338,8 +389,7 @@ impl Pull {
                 let ctx = DirCtx {
                     ours,
                     depth,
-                    tomb,
-                    adopt,
+                    mode,
                     round: w.round,
                 };
                 match node {
@@ -376,13 +426,13 @@ impl Pull {
                                     if let Some(f) = w.file {
                                         self.files[f as usize] += 1;
                                     }
-                                    self.want.push_back((
-                                        Item::Chunk,
+                                    self.want.push_back(Want {
+                                        item: Item::Chunk,
                                         hash,
-                                        len,
-                                        w.round + 1,
-                                        w.file,
-                                    ));
+                                        bytes: len,
+                                        round: w.round + 1,
+                                        file: w.file,
+                                    });
                                 }
                             }
                         }
@@ -433,7 +483,7 @@ impl Pull {
         &mut self,
         local: &dyn Local,
         ctx: &DirCtx,
-        lo: Option<Rc<[u8]>>,
+        lo: Option<Arc<[u8]>>,
         height: u8,
         children: Vec<(Vec<u8>, Hash)>,
     ) -> Result<()> {
@@ -455,7 +505,7 @@ impl Pull {
                 }
                 None => false,
             };
-            let last: Rc<[u8]> = last.into();
+            let last: Arc<[u8]> = last.into();
             if !skip {
                 self.work.push(Work {
                     what: What::Dir {
@@ -464,8 +514,7 @@ impl Pull {
                         lo: prev.clone(),
                         depth: ctx.depth,
                         height: Some(height - 1),
-                        tomb: ctx.tomb.clone(),
-                        adopt: ctx.adopt,
+                        mode: ctx.mode.clone(),
                     },
                     round: ctx.round,
                     file: None,
@@ -480,7 +529,7 @@ impl Pull {
         &mut self,
         local: &dyn Local,
         ctx: &DirCtx,
-        lo: Option<Rc<[u8]>>,
+        lo: Option<Arc<[u8]>>,
         entries: Vec<Entry>,
     ) -> Result<()> {
         let Some(last) = entries.last().map(|e| e.name.clone()) else {
@@ -510,49 +559,26 @@ impl Pull {
                     "the peer sent the reserved name .backer".into(),
                 ));
             }
-            let ours = theirs_here.get(&e.name);
-            if ours == Some(&e) || e.deleted {
-                continue;
-            }
-            match e.kind {
-                Kind::Dir => {
+            match merge::class::need(ctx.mode.mode(), theirs_here.get(&e.name), &e) {
+                Need::Nothing => {}
+                Need::Dir { mode, ours } => {
                     if ctx.depth + 1 > MAX_DEPTH {
                         return Err(Error::BadData("directories nested too deep".into()));
                     }
-                    let ours_live_dir = ours
-                        .filter(|o| o.kind == Kind::Dir && !o.deleted)
-                        .map(|o| o.hash);
-                    let relation = ours.map(|o| e.vv.compare(&o.vv));
-                    let (local_dir, tomb, adopt) = match (ours, relation) {
-                        // Our directory has seen all of theirs: the merge
-                        // keeps ours whole, so there is nothing to fetch.
-                        (Some(_), Some(Causality::DominatedBy)) if !ctx.adopt => continue,
-                        // Theirs has seen all of ours: the merge takes it
-                        // whole; fetch all of it we lack.
-                        (Some(_), Some(Causality::Dominates)) => (ours_live_dir, None, true),
-                        (Some(o), _) if o.kind == Kind::Dir && !o.deleted => {
-                            (Some(o.hash), ctx.tomb.clone(), ctx.adopt)
-                        }
-                        (Some(o), _) if o.kind == Kind::Dir && !ctx.adopt => {
-                            (None, Some(Rc::new(o.vv.clone())), false)
-                        }
-                        _ => (None, ctx.tomb.clone(), ctx.adopt),
-                    };
                     self.work.push(Work {
                         what: What::Dir {
                             node: e.hash,
-                            local: local_dir,
+                            local: ours,
                             lo: None,
                             depth: ctx.depth + 1,
                             height: None,
-                            tomb,
-                            adopt,
+                            mode: Walk::of(mode, &ctx.mode),
                         },
                         round: ctx.round,
                         file: None,
                     });
                 }
-                Kind::File if needs_content(&e, ours, ctx.tomb.as_deref(), ctx.adopt) => {
+                Need::Content => {
                     let file = self.files.len() as u32;
                     self.files.push(0);
                     self.progress.files_total += 1;
@@ -561,21 +587,20 @@ impl Pull {
                         self.progress.files_done += 1; // already complete
                     }
                 }
-                _ => {}
             }
         }
         Ok(())
     }
 
     /// Our node `hash`, decoded once per pull.
-    fn our_node(&mut self, local: &dyn Local, hash: Hash) -> Result<Rc<DirNode>> {
+    fn our_node(&mut self, local: &dyn Local, hash: Hash) -> Result<Arc<DirNode>> {
         if let Some(n) = self.ours.get(&hash) {
             return Ok(n.clone());
         }
         let bytes = local.node(&hash)?.ok_or_else(|| {
             backer_fs::Error::corrupt(format!("our directory node {hash} is missing"))
         })?;
-        let n = Rc::new(dir::decode_node(&bytes)?);
+        let n = Arc::new(dir::decode_node(&bytes)?);
         self.ours.insert(hash, n.clone());
         Ok(n)
     }
@@ -623,35 +648,6 @@ impl Pull {
 struct DirCtx {
     ours: Option<Hash>,
     depth: u32,
-    tomb: Option<Rc<VersionVector>>,
-    adopt: bool,
+    mode: Walk,
     round: u32,
-}
-
-/// Whether the merge may keep the peer's file `e` (so its content must be
-/// here): not when we hold the same content at the name, when our version
-/// there has seen theirs, or when a delete of ours above has seen it.
-fn needs_content(
-    e: &Entry,
-    ours: Option<&Entry>,
-    tomb: Option<&VersionVector>,
-    adopt: bool,
-) -> bool {
-    if let Some(o) = ours {
-        if !o.deleted && o.kind == Kind::File && o.hash == e.hash {
-            return false;
-        }
-        if adopt {
-            return true;
-        }
-        if e.vv.compare(&o.vv) == Causality::DominatedBy {
-            return false;
-        }
-    }
-    if let Some(t) = tomb {
-        if matches!(e.vv.compare(t), Causality::DominatedBy | Causality::Equal) {
-            return false;
-        }
-    }
-    true
 }

@@ -7,5 +7,6 @@ mod efficiency;
 mod faults;
 mod gc;
 mod live;
+mod peers;
 mod quic;
 mod util;

@@ -369,14 +369,30 @@ impl Mount {
     /// Unmounts with `program args... DIR` (e.g. `fusermount3 -u`,
     /// `umount`), asserts that it worked, that the node exits and removes
     /// its pid file.
+    ///
+    /// "Device or resource busy" is retried for a few seconds: a program
+    /// that another test thread spawns holds a copy of every descriptor
+    /// open in this process from its fork until its exec, so a file this
+    /// test closed can keep the mount busy for that long on a loaded
+    /// machine.
     pub(crate) fn unmount_with(&mut self, program: &str, args: &[&str]) {
         let pid = self.pid();
-        let run = Run::of(
-            Command::new(program)
-                .args(args)
-                .arg(&self.dir)
-                .stdin(Stdio::null()),
-        );
+        let attempt = || {
+            Run::of(
+                Command::new(program)
+                    .args(args)
+                    .arg(&self.dir)
+                    .stdin(Stdio::null()),
+            )
+        };
+        let mut run = attempt();
+        for _ in 0..50 {
+            if run.code == Some(0) || !run.stderr.contains("busy") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            run = attempt();
+        }
         assert_eq!(run.code, Some(0), "{program} {args:?} failed: {run:#?}");
         self.wait_stopped(pid);
         self.pid = None;

@@ -2,16 +2,15 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
+
+use super::backend::Remote;
 
 /// Prints the node id of the store at `dir`: asks the running node (which
 /// holds the store locked) if there is one, else opens the store.
 pub(crate) fn run(dir: &Path) -> Result<()> {
-    if let Some(status) = crate::control::ask(dir, "status")? {
-        let id = status["node"]
-            .as_str()
-            .ok_or_else(|| anyhow!("the running node did not say its id"))?;
-        println!("{id}");
+    if let Some((_, status)) = Remote::find(dir)? {
+        println!("{}", status.node);
         return Ok(());
     }
     let store = super::open_store(dir)?;

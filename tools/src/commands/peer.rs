@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail, Result};
 use backer_fs::NodeId;
 use serde_json::Value;
 
+use super::backend::Remote;
 use crate::config::{self, Config, Peer};
 
 /// Trusts `id`, dialled at `addr` (none: it dials us); a known id gets the
@@ -72,8 +73,8 @@ pub(crate) fn list(store: &Path) -> Result<()> {
     let store = super::require_store(store)?;
     let cfg = Config::load(&store)?;
     // A node that does not answer in time should not hide the list.
-    let live = crate::control::ask(&store, "status").unwrap_or(None);
-    let live_peers = live.as_ref().and_then(|s| s["peers"].as_array());
+    let live = Remote::find(&store).unwrap_or(None);
+    let live_peers = live.as_ref().and_then(|(_, s)| s.peers.as_array());
     let width = cfg
         .peers
         .iter()
@@ -175,10 +176,8 @@ fn check_addr(s: &str) -> Result<String> {
 
 /// This node's id: the running node's, else the store's.
 fn own_id(store: &Path) -> Result<NodeId> {
-    if let Some(status) = crate::control::ask(store, "status")? {
-        if let Some(id) = status["node"].as_str() {
-            return parse_id(id);
-        }
+    if let Some((_, status)) = Remote::find(store)? {
+        return parse_id(&status.node);
     }
     Ok(super::open_store(store)?.node_id())
 }
@@ -186,12 +185,8 @@ fn own_id(store: &Path) -> Result<NodeId> {
 /// Asks a running node to re-read config.toml; warns (without failing:
 /// the file is written) if one runs and does not take it.
 fn reload(store: &Path) {
-    let why = match crate::control::ask(store, "reload") {
-        Ok(None) => return,
-        Ok(Some(reply)) => match reply.get("error") {
-            None | Some(Value::Null) => return,
-            Some(e) => e.as_str().map_or_else(|| e.to_string(), str::to_string),
-        },
+    let why = match Remote::find(store).and_then(|node| node.map(|(n, _)| n.reload()).transpose()) {
+        Ok(_) => return,
         Err(e) => format!("{e:#}"),
     };
     eprintln!("backer: warning: the running node did not reload config.toml ({why}); restart it");

@@ -1,24 +1,16 @@
 //! `backer status [--json]`: root hash, node id, peers (id, address,
-//! connected, last sync), and whether a node runs. Asks the running node over its socket, else opens the store.
+//! connected, last sync), and whether a node runs. Asks the running node
+//! over its socket, else opens the store.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Result;
-use backer_fs::vfs::{Vfs, VfsOptions};
+
+use super::backend::Backend;
 
 /// Prints the status, as one JSON object with `json`.
 pub(crate) fn run(store_dir: &Path, json: bool) -> Result<()> {
-    let status = match crate::control::ask(store_dir, "status")? {
-        Some(s) => s,
-        None => {
-            let store = super::open_store(store_dir)?;
-            let vfs = Vfs::new(Arc::new(store), VfsOptions::default())?;
-            let mut s = crate::control::status_json(&vfs, None, None)?;
-            s["pid"] = serde_json::Value::Null;
-            s
-        }
-    };
+    let status = serde_json::to_value(Backend::connect(store_dir)?.status()?)?;
     if json {
         println!("{status}");
         return Ok(());

@@ -1,0 +1,345 @@
+//! The peer manager: a node's QUIC endpoint, one live sync session per
+//! connected peer, dialling with backoff, and what `status` shows of it.
+//!
+//! - Trust and addresses come from the caller as a typed list
+//!   ([`PeerSpec`]); [`Peers::reload`] applies a changed list at once: new
+//!   peers are trusted and dialled, removed ones disconnected and refused.
+//!   Reading the node's config file is the caller's business.
+//! - Every new local root reaches each session through one `watch`
+//!   channel ([`RootFeed`]), and each session announces it.
+//! - Two peers dialling each other keep one connection: the one dialled
+//!   by the lower node id (DESIGN.md, "Traps"); [`link`] has the rule.
+//! - [`Peers::shutdown`] tells every connected peer (`Abort(Shutdown)`,
+//!   then a QUIC close), so they show this node disconnected at once
+//!   instead of after the idle timeout.
+//! - A node told no listen address dials out from a wildcard socket and
+//!   accepts nothing ([`Endpoint::dial_only`]).
+//!
+//! The manager owns a small tokio runtime, so that its callers (the
+//! `backer` binary's threads, tests) stay synchronous.
+
+mod link;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use backer_fs::vfs::Vfs;
+use backer_fs::{Hash, NodeId};
+use serde::{Serialize, Serializer};
+use tokio::sync::{oneshot, watch, Notify};
+
+use crate::local::InstallHook;
+use crate::quic::{self, Endpoint, Trust};
+use crate::Progress;
+
+/// How long [`Peers::shutdown`] waits for sessions to say goodbye, and
+/// then for the endpoint to tell the peers it closed (each at most).
+const GOODBYE: Duration = Duration::from_millis(500);
+
+/// A peer this node trusts, and where to dial it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// Its node id.
+    pub id: NodeId,
+    /// `host:port` to dial (resolved at each dial); none: it dials us.
+    pub addr: Option<String>,
+}
+
+/// What the peer manager starts with.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Where to accept peers; none: the node only dials out.
+    pub listen: Option<SocketAddr>,
+    /// The trusted peers.
+    pub peers: Vec<PeerSpec>,
+    /// Called after every merge a session installs (a mount tells the
+    /// kernel what changed).
+    pub install_hook: Option<InstallHook>,
+}
+
+/// One peer as `status` shows it (`status --json` prints these fields as
+/// they are named here).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerStatus {
+    /// Its node id (in the displayed form).
+    #[serde(serialize_with = "display")]
+    pub id: NodeId,
+    /// Where we dial it, if anywhere.
+    pub addr: Option<String>,
+    /// Whether a session runs and both sides accepted each other.
+    pub connected: bool,
+    /// When both sides last held the same root (Unix seconds).
+    pub last_sync: Option<u64>,
+    /// Files the current pull still has to fetch.
+    pub files_to_go: u64,
+    /// Chunk bytes the current pull still has to fetch.
+    pub bytes_to_go: u64,
+}
+
+fn display<S: Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+/// Where new local roots enter the peer manager: whoever learns of a new
+/// committed root (today the vfs's root observer) calls
+/// [`publish`](RootFeed::publish), and every live session announces it.
+#[derive(Clone, Debug)]
+pub struct RootFeed(watch::Sender<Hash>);
+
+impl RootFeed {
+    /// Tells every session that `root` is our root now.
+    pub fn publish(&self, root: Hash) {
+        self.0.send_replace(root);
+    }
+}
+
+/// What the node knows of one peer.
+#[derive(Debug, Default)]
+struct PeerState {
+    addr: Option<String>,
+    connected: bool,
+    last_sync: Option<u64>,
+    files_to_go: u64,
+    bytes_to_go: u64,
+    /// Where the last pull got to (files and chunk bytes fetched).
+    pulled: Progress,
+    /// The live session: who dialled, and how to stop it.
+    session: Option<Active>,
+    /// Wakes the dialler (a new address, a dropped session).
+    wake: Arc<Notify>,
+    /// Bumped when the peer is removed: its dialler stops.
+    generation: u64,
+}
+
+/// A running session.
+#[derive(Debug)]
+struct Active {
+    id: u64,
+    dialled_by: NodeId,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// What the manager's tasks share.
+struct Shared {
+    me: NodeId,
+    vfs: Arc<Vfs>,
+    hook: Option<InstallHook>,
+    trust: Trust,
+    roots: watch::Sender<Hash>,
+    peers: Mutex<HashMap<NodeId, PeerState>>,
+    next_session: Mutex<u64>,
+    /// Set by [`Peers::shutdown`]: no new session starts.
+    closing: AtomicBool,
+}
+
+impl Shared {
+    fn peers(&self) -> MutexGuard<'_, HashMap<NodeId, PeerState>> {
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The running network side of a node. Dropping it stops its tasks at
+/// once (waiting a second at most, outside any tokio runtime); call
+/// [`shutdown`](Peers::shutdown) first to tell the peers.
+pub struct Peers {
+    /// Taken by `Drop`, which stops it.
+    rt: Option<tokio::runtime::Runtime>,
+    shared: Arc<Shared>,
+    endpoint: Arc<Endpoint>,
+    /// Where we accept peers (none: dial-only).
+    listen: Option<SocketAddr>,
+}
+
+impl Peers {
+    /// Starts the endpoint (listening at `opts.listen`, else dial-only),
+    /// a dialler for every peer with an address, and the acceptor. Must
+    /// not be called from inside a tokio runtime.
+    pub fn start(vfs: Arc<Vfs>, opts: Options) -> quic::Result<Peers> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("backer-net")
+            .enable_all()
+            .build()?;
+        let store = vfs.store();
+        let me = store.node_id();
+        let trust = Trust::new();
+        for p in &opts.peers {
+            trust.add(p.id);
+        }
+        let endpoint = {
+            let _guard = rt.enter();
+            Arc::new(match opts.listen {
+                Some(addr) => Endpoint::bind(addr, store.node_key(), trust.clone())?,
+                None => Endpoint::dial_only(store.node_key(), trust.clone())?,
+            })
+        };
+        let listen = match opts.listen {
+            Some(_) => {
+                let addr = endpoint.local_addr()?;
+                tracing::info!(%addr, "listening for peers");
+                Some(addr)
+            }
+            None => None,
+        };
+        let (roots, _) = watch::channel(Hash::ZERO);
+        let shared = Arc::new(Shared {
+            me,
+            vfs,
+            hook: opts.install_hook,
+            trust,
+            roots,
+            peers: Mutex::new(HashMap::new()),
+            next_session: Mutex::new(0),
+            closing: AtomicBool::new(false),
+        });
+        let peers = Peers {
+            rt: Some(rt),
+            shared,
+            endpoint,
+            listen,
+        };
+        peers.reload(opts.peers);
+        if peers.endpoint.listens() {
+            let (shared, endpoint) = (peers.shared.clone(), peers.endpoint.clone());
+            peers.spawn(link::accept_loop(shared, endpoint));
+        }
+        Ok(peers)
+    }
+
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
+        if let Some(rt) = &self.rt {
+            rt.spawn(f);
+        }
+    }
+
+    /// Where new local roots enter (see [`RootFeed`]).
+    pub fn root_feed(&self) -> RootFeed {
+        RootFeed(self.shared.roots.clone())
+    }
+
+    /// Makes `list` the trusted peers: new ones are trusted (and dialled if
+    /// they have an address), changed addresses dialled, removed peers
+    /// refused and disconnected.
+    pub fn reload(&self, list: Vec<PeerSpec>) {
+        let wanted: HashMap<NodeId, Option<String>> =
+            list.into_iter().map(|p| (p.id, p.addr)).collect();
+        let mut peers = self.shared.peers();
+        let gone: Vec<NodeId> = peers
+            .keys()
+            .filter(|id| !wanted.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.shared.trust.remove(&id);
+            if let Some(mut st) = peers.remove(&id) {
+                st.generation += 1;
+                st.wake.notify_one();
+                if let Some(stop) = st.session.as_mut().and_then(|s| s.stop.take()) {
+                    let _ = stop.send(());
+                }
+                tracing::info!(peer = %id.short(), "peer removed");
+            }
+        }
+        if self.shared.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        for (id, addr) in wanted {
+            self.shared.trust.add(id);
+            let st = peers.entry(id).or_default();
+            let new_addr = st.addr != addr;
+            st.addr = addr;
+            if new_addr && st.addr.is_some() {
+                if st.generation == 0 {
+                    // First address: start a dialler.
+                    st.generation = 1;
+                    let (shared, endpoint) = (self.shared.clone(), self.endpoint.clone());
+                    self.spawn(link::dial_loop(shared, endpoint, id, 1));
+                } else {
+                    st.wake.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Every trusted peer, sorted by id.
+    pub fn status(&self) -> Vec<PeerStatus> {
+        let peers = self.shared.peers();
+        let mut list: Vec<PeerStatus> = peers
+            .iter()
+            .map(|(id, st)| PeerStatus {
+                id: *id,
+                addr: st.addr.clone(),
+                connected: st.connected,
+                last_sync: st.last_sync,
+                files_to_go: st.files_to_go,
+                bytes_to_go: st.bytes_to_go,
+            })
+            .collect();
+        list.sort_by_key(|p| p.id.to_string());
+        list
+    }
+
+    /// Where this node accepts peers; `None` when it only dials out.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen
+    }
+
+    /// The address of the endpoint's socket, listening or not (a
+    /// dial-only node's is a wildcard with an ephemeral port).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.local_addr().ok()
+    }
+
+    /// What a session calls after installing a merge, if anything.
+    pub fn install_hook(&self) -> Option<InstallHook> {
+        self.shared.hook.clone()
+    }
+
+    /// Stops every session, telling each peer we shut down
+    /// (`Abort(Shutdown)`), then closes the endpoint, which tells every
+    /// connection; waits about a second at most. Takes `&self`, so a
+    /// clone of an `Arc<Peers>` held elsewhere (a control thread) cannot
+    /// prevent it. Later calls do nothing; afterwards no session starts.
+    /// Must not be called from inside a tokio runtime.
+    pub fn shutdown(&self) {
+        if self.shared.closing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        {
+            let mut peers = self.shared.peers();
+            for st in peers.values_mut() {
+                st.generation += 1;
+                st.wake.notify_one();
+                if let Some(stop) = st.session.as_mut().and_then(|s| s.stop.take()) {
+                    let _ = stop.send(());
+                }
+            }
+        }
+        let Some(rt) = &self.rt else { return };
+        let (endpoint, shared) = (self.endpoint.clone(), self.shared.clone());
+        rt.block_on(async move {
+            let start = Instant::now();
+            while start.elapsed() < GOODBYE {
+                if !shared.peers().values().any(|st| st.session.is_some()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // Whatever is left hears the close; a peer that does not
+            // acknowledge it must not hold us.
+            let _ = tokio::time::timeout(GOODBYE, endpoint.close()).await;
+        });
+        tracing::info!("network stopped");
+    }
+}
+
+impl Drop for Peers {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}

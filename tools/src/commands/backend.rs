@@ -1,0 +1,166 @@
+//! What commands run against: the node running on the store (asked over
+//! its socket) or, when none runs, the store opened by the command. Each
+//! command is written once, against [`Backend`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use backer_fs::gc::Report;
+use backer_fs::history::{Du, Exported, LogEntry, RestoreRequest, Restored};
+use backer_fs::store::Store;
+use backer_fs::Error;
+
+use crate::control::{client, Local, Request, Response, Status};
+
+/// How long a quick request (status, reload) may take.
+const QUICK: Duration = Duration::from_secs(10);
+
+/// How long a history request (log, restore, export, gc) may take.
+const LONG: Duration = Duration::from_secs(3600);
+
+/// The node running on a store.
+pub(crate) struct Remote {
+    store: PathBuf,
+}
+
+impl Remote {
+    /// The node running on the store at `store`, with its status; `None`
+    /// if none runs.
+    pub(crate) fn find(store: &Path) -> Result<Option<(Remote, Status)>> {
+        let remote = Remote {
+            store: store.to_path_buf(),
+        };
+        match client::ask(store, &Request::Status, QUICK)? {
+            None => Ok(None),
+            Some(Response::Status(s)) => Ok(Some((remote, s))),
+            Some(other) => Err(unexpected(other)),
+        }
+    }
+
+    /// Asks the node to re-read config.toml.
+    pub(crate) fn reload(&self) -> Result<()> {
+        match self.call(Request::Reload, QUICK)? {
+            Response::Reloaded => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends `req`; the node's error becomes ours.
+    fn call(&self, req: Request, timeout: Duration) -> Result<Response> {
+        match client::ask(&self.store, &req, timeout)? {
+            None => bail!(
+                "the node on the store at {} stopped before it answered",
+                self.store.display()
+            ),
+            Some(Response::Error(e)) => bail!("{e}"),
+            Some(r) => Ok(r),
+        }
+    }
+}
+
+fn unexpected(r: Response) -> anyhow::Error {
+    anyhow!("the node answered out of turn: {r:?}")
+}
+
+/// Runs `$local` on the store opened here, or sends `$req` to the node
+/// and takes the answer out of its `$reply` variant.
+macro_rules! either {
+    ($backend:expr, $local:expr, $req:expr, $timeout:expr, $reply:path) => {
+        match $backend {
+            Backend::Local(l) => $local(l),
+            Backend::Remote(r) => match r.call($req, $timeout)? {
+                $reply(v) => Ok(v),
+                other => Err(unexpected(other)),
+            },
+        }
+    };
+}
+
+/// The running node, or the store opened here.
+pub(crate) enum Backend {
+    /// A node runs: it holds the store.
+    Remote(Remote),
+    /// No node runs: the store is opened by this command.
+    Local(Local),
+}
+
+impl Backend {
+    /// The node running on the store at `store_dir`, else the store opened
+    /// here (waiting a moment for a node that is starting).
+    pub(crate) fn connect(store_dir: &Path) -> Result<Backend> {
+        let store_dir = super::require_store(store_dir)?;
+        for attempt in 0..50 {
+            if let Some((remote, _)) = Remote::find(&store_dir)? {
+                return Ok(Backend::Remote(remote));
+            }
+            match Store::open(&store_dir) {
+                Ok(store) => return Ok(Backend::Local(Local::open(store)?)),
+                // A node is starting: its socket comes up in a moment.
+                Err(Error::Locked) if attempt < 49 => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(super::open_store_error(&store_dir, e)),
+            }
+        }
+        bail!("the store at {} is locked", store_dir.display())
+    }
+
+    /// Who and where the node is.
+    pub(crate) fn status(&self) -> Result<Status> {
+        either!(
+            self,
+            Local::status,
+            Request::Status,
+            QUICK,
+            Response::Status
+        )
+    }
+
+    /// The log, of everything or of `path`.
+    pub(crate) fn log(&self, path: Option<&str>) -> Result<Vec<LogEntry>> {
+        let req = Request::Log {
+            path: path.map(str::to_string),
+        };
+        either!(self, |l: &Local| l.log(path), req, LONG, Response::Log)
+    }
+
+    /// The sizes of the live tree and of its history.
+    pub(crate) fn du(&self) -> Result<Du> {
+        either!(self, Local::du, Request::Du, LONG, Response::Du)
+    }
+
+    /// Collects history by the config's retention policy.
+    pub(crate) fn gc(&self) -> Result<Report> {
+        either!(self, Local::gc, Request::Gc, LONG, Response::Gc)
+    }
+
+    /// Restores as `req` says (its folder, if any, absolute).
+    pub(crate) fn restore(&self, req: RestoreRequest) -> Result<Restored> {
+        let local = |l: &Local| l.restore(&req);
+        either!(
+            self,
+            local,
+            Request::Restore(req.clone()),
+            LONG,
+            Response::Restored
+        )
+    }
+
+    /// Exports the newest committed tree into `to` (absolute); `progress`
+    /// hears (bytes written, bytes in all) when the work is done here.
+    pub(crate) fn export(
+        &self,
+        to: PathBuf,
+        progress: Option<&dyn Fn(u64, u64)>,
+    ) -> Result<Exported> {
+        let local = |l: &Local| l.export(&to, progress);
+        either!(
+            self,
+            local,
+            Request::Export { to: to.clone() },
+            LONG,
+            Response::Exported
+        )
+    }
+}
