@@ -1,12 +1,10 @@
-//! The FUSE edge: a thin fuser 0.18 adapter over [`Vfs`]. Every request is
-//! converted, handed to the vfs, and answered exactly once; every error's
-//! errno comes from [`crate::Error::errno`]. No request can panic the
-//! process: bad offsets and stale inodes are vfs errors.
-//!
-//! The read-only history view (`.backer/snapshots/<time>/`, see
-//! `vfs/snapshots.rs`) has its own inode numbers (`vfs::is_view`): requests
-//! on them go to the vfs's `view_*` calls, and every write that names
-//! something in it is answered `EROFS` here.
+//! The FUSE edge: a thin fuser 0.18 adapter over the vfs's [`Door`]. Each
+//! request is decoded, handed to one door method with who asks
+//! ([`Caller`]), and answered exactly once; every error's errno comes from
+//! [`crate::Error::errno`]. The rules (the read-only history view,
+//! set-id dropping, O_APPEND under the writeback cache) are the door's,
+//! tested without a mount. No request can panic the process: bad offsets
+//! and stale inodes are vfs errors.
 //!
 //! Kernel cache settings, chosen for speed (each FUSE request costs ~50 µs
 //! on our kind of machine, so the number of requests is what matters):
@@ -24,7 +22,7 @@
 //!   and the work of an async RELEASE (storing a closed file's bytes)
 //!   overlaps the program's next requests.
 //! - FUSE_HANDLE_KILLPRIV_V2: the file system drops setuid/setgid on
-//!   chown, truncate and unprivileged writes (see [`SetAttr::clear_setid`])
+//!   chown, truncate and unprivileged writes (see [`Door::setattr`])
 //!   instead of the kernel. In return the kernel marks inodes S_NOSEC once
 //!   checked, so it stops asking GETXATTR(security.capability) before every
 //!   write(2), and a chown no longer costs a GETATTR first (it needed fresh
@@ -46,7 +44,6 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{
@@ -56,8 +53,12 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::error::Error;
 use crate::tree::Kind;
-use crate::vfs::{is_view, Ctx, NewNode, RenameMode, SetAttr, SetTime, Vfs, XattrReply, XattrSet};
+use crate::vfs::{
+    Attr, Caller, Door, Fh, Ino, NewNode, OpenMode, RenameMode, SetAttr, SetTime, XattrReply,
+    XattrSet,
+};
 use attr::{file_attr, kind_of_mode, timestamp};
 pub use mount::{clear_dead_mount, mount, MountOptions, Mounted, Unmounter};
 
@@ -65,30 +66,29 @@ pub use mount::{clear_dead_mount, mount, MountOptions, Mounted, Unmounter};
 pub const TTL: Duration = Duration::from_secs(1);
 const MAX_IO: u32 = 1 << 20;
 
-/// The fuser filesystem: a handle on the vfs.
+/// The fuser filesystem: the vfs's door.
 pub struct BackerFs {
-    vfs: Arc<Vfs>,
-    writeback: bool,
-}
-
-fn errno(e: &crate::Error) -> Errno {
-    Errno::from_i32(e.errno())
+    door: Door,
 }
 
 /// Logs a refused request at a level that fits (EIO is a failure of
 /// ours, the rest are the caller's), and gives the errno to reply with.
-fn refuse(op: &'static str, e: &crate::Error) -> Errno {
+fn refuse(op: &'static str, e: &Error) -> Errno {
     match e.errno() {
         libc::EIO => tracing::error!(op, error = %e, "request failed"),
         _ => tracing::debug!(op, error = %e, "request refused"),
     }
-    errno(e)
+    Errno::from_i32(e.errno())
 }
 
-fn ctx(req: &Request) -> Ctx {
-    Ctx {
+/// Who asks. The kernel tells us nothing of capabilities: root is taken
+/// to hold CAP_FSETID (a write says it better, see [`BackerFs::write`]).
+fn caller(req: &Request) -> Caller {
+    Caller {
         uid: req.uid(),
         gid: req.gid(),
+        pid: req.pid(),
+        may_keep_setid: req.uid() == 0,
     }
 }
 
@@ -99,45 +99,70 @@ fn set_time(t: TimeOrNow) -> SetTime {
     }
 }
 
-impl BackerFs {
-    fn entry(&self, reply: ReplyEntry, r: crate::Result<crate::vfs::Attr>, op: &'static str) {
-        match r {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
-            Err(e) => reply.error(refuse(op, &e)),
-        }
+fn open_mode(flags: i32) -> OpenMode {
+    OpenMode {
+        write: flags & libc::O_ACCMODE != libc::O_RDONLY,
+        truncate: flags & libc::O_TRUNC != 0,
+        append: flags & libc::O_APPEND != 0,
     }
+}
 
-    /// Attributes from the live namespace or the history view.
-    fn attr_of(&self, ino: u64) -> crate::Result<crate::vfs::Attr> {
-        if is_view(ino) {
-            self.vfs.view_getattr(ino)
-        } else {
-            self.vfs.getattr(ino)
-        }
+fn entry(reply: ReplyEntry, r: crate::Result<Attr>, op: &'static str) {
+    match r {
+        Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+        Err(e) => reply.error(refuse(op, &e)),
     }
+}
 
-    /// Whether a write naming `name` in `parent` touches the history view
-    /// (`.backer` or anything under it), which is read-only.
-    fn view_name(&self, parent: INodeNo, name: &OsStr) -> bool {
-        self.vfs.in_view(parent.0, name.as_bytes())
+fn empty(reply: ReplyEmpty, r: crate::Result<()>, op: &'static str) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(refuse(op, &e)),
     }
+}
 
-    fn empty(&self, reply: ReplyEmpty, r: crate::Result<()>, op: &'static str) {
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(refuse(op, &e)),
+fn attr_reply(reply: ReplyAttr, r: crate::Result<Attr>, op: &'static str) {
+    match r {
+        Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+        Err(e) => reply.error(refuse(op, &e)),
+    }
+}
+
+fn xattr_reply(reply: ReplyXattr, r: crate::Result<XattrReply>, op: &'static str) {
+    match r {
+        Ok(XattrReply::Size(n)) => reply.size(n),
+        Ok(XattrReply::Data(d)) => reply.data(&d),
+        Err(e) => reply.error(refuse(op, &e)),
+    }
+}
+
+fn open_reply(reply: ReplyOpen, r: crate::Result<Fh>, op: &'static str) {
+    match r {
+        Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
+        Err(e) => reply.error(refuse(op, &e)),
+    }
+}
+
+/// The node a mknod's mode asks for (symlinks come by SYMLINK).
+fn new_node(mode: u32, rdev: u32) -> crate::Result<NewNode> {
+    match kind_of_mode(mode) {
+        Some(Kind::File) => Ok(NewNode::File),
+        Some(Kind::Dir) => Ok(NewNode::Dir),
+        Some(k @ (Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev)) => {
+            Ok(NewNode::Special(k, u64::from(rdev)))
         }
+        Some(Kind::Symlink) | None => Err(Error::InvalidArgument("mknod of no known type")),
     }
 }
 
 impl Filesystem for BackerFs {
     fn init(&mut self, _req: &Request, cfg: &mut KernelConfig) -> io::Result<()> {
-        if self.writeback
+        if self.door.writeback()
             && cfg
                 .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
                 .is_err()
         {
-            self.writeback = false;
+            self.door.set_writeback(false);
         }
         let _ = cfg.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         // See the module doc; without it the kernel drops the bits itself.
@@ -148,26 +173,19 @@ impl Filesystem for BackerFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let r = if self.vfs.in_view(parent.0, name.as_bytes()) {
-            self.vfs.view_lookup(parent.0, name.as_bytes())
-        } else {
-            self.vfs.lookup(parent.0, name.as_bytes())
-        };
-        self.entry(reply, r, "lookup")
+        entry(
+            reply,
+            self.door.lookup(Ino(parent.0), name.as_bytes()),
+            "lookup",
+        )
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        // The live namespace keeps no per-lookup state; the view does.
-        if is_view(ino.0) {
-            self.vfs.view_forget(ino.0, nlookup);
-        }
+        self.door.forget(Ino(ino.0), nlookup)
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.attr_of(ino.0) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => reply.error(refuse("getattr", &e)),
-        }
+        attr_reply(reply, self.door.getattr(Ino(ino.0)), "getattr")
     }
 
     fn setattr(
@@ -188,9 +206,8 @@ impl Filesystem for BackerFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        if is_view(ino.0) {
-            return reply.error(Errno::EROFS);
-        }
+        // fuser 0.18 does not pass on the kernel's FATTR_KILL_SUIDGID:
+        // the door decides from who asks.
         let set = SetAttr {
             mode,
             uid,
@@ -199,25 +216,14 @@ impl Filesystem for BackerFs {
             atime: atime.map(set_time),
             mtime: mtime.map(set_time),
             ctime: ctime.map(timestamp),
-            // FUSE_HANDLE_KILLPRIV_V2 leaves this to us, and fuser 0.18
-            // does not pass on the kernel's FATTR_KILL_SUIDGID: a chown
-            // always drops them (as Linux does), a truncate when not by
-            // root (Linux: by someone without CAP_FSETID).
-            clear_setid: uid.is_some() || gid.is_some() || (size.is_some() && req.uid() != 0),
+            ..SetAttr::default()
         };
-        match self.vfs.setattr(ino.0, &set) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => reply.error(refuse("setattr", &e)),
-        }
+        let r = self.door.setattr(&caller(req), Ino(ino.0), &set);
+        attr_reply(reply, r, "setattr")
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let r = if is_view(ino.0) {
-            self.vfs.view_readlink(ino.0)
-        } else {
-            self.vfs.readlink(ino.0)
-        };
-        match r {
+        match self.door.readlink(Ino(ino.0)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(refuse("readlink", &e)),
         }
@@ -233,25 +239,17 @@ impl Filesystem for BackerFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        if self.view_name(parent, name) {
-            return reply.error(Errno::EROFS);
-        }
-        let node = match kind_of_mode(mode) {
-            Some(Kind::File) => NewNode::File,
-            Some(Kind::Dir) => NewNode::Dir,
-            Some(k @ (Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev)) => {
-                NewNode::Special(k, u64::from(rdev))
-            }
-            Some(Kind::Symlink) | None => return reply.error(Errno::EINVAL),
-        };
-        let r = self.vfs.mknod(
-            ctx(req),
-            parent.0,
-            name.as_bytes(),
-            node,
-            mode & !umask & 0o7777,
-        );
-        self.entry(reply, r, "mknod")
+        let r = new_node(mode, rdev).and_then(|node| {
+            self.door.mknod(
+                &caller(req),
+                Ino(parent.0),
+                name.as_bytes(),
+                node,
+                mode,
+                umask,
+            )
+        });
+        entry(reply, r, "mknod")
     }
 
     fn mkdir(
@@ -263,27 +261,31 @@ impl Filesystem for BackerFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        if self.view_name(parent, name) {
-            return reply.error(Errno::EROFS);
-        }
-        let r = self
-            .vfs
-            .mkdir(ctx(req), parent.0, name.as_bytes(), mode & !umask & 0o7777);
-        self.entry(reply, r, "mkdir")
+        let r = self.door.mknod(
+            &caller(req),
+            Ino(parent.0),
+            name.as_bytes(),
+            NewNode::Dir,
+            mode,
+            umask,
+        );
+        entry(reply, r, "mkdir")
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if self.view_name(parent, name) {
-            return reply.error(Errno::EROFS);
-        }
-        self.empty(reply, self.vfs.unlink(parent.0, name.as_bytes()), "unlink")
+        empty(
+            reply,
+            self.door.unlink(Ino(parent.0), name.as_bytes()),
+            "unlink",
+        )
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if self.view_name(parent, name) {
-            return reply.error(Errno::EROFS);
-        }
-        self.empty(reply, self.vfs.rmdir(parent.0, name.as_bytes()), "rmdir")
+        empty(
+            reply,
+            self.door.rmdir(Ino(parent.0), name.as_bytes()),
+            "rmdir",
+        )
     }
 
     fn symlink(
@@ -294,16 +296,13 @@ impl Filesystem for BackerFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        if self.view_name(parent, link_name) {
-            return reply.error(Errno::EROFS);
-        }
-        let r = self.vfs.symlink(
-            ctx(req),
-            parent.0,
+        let r = self.door.symlink(
+            &caller(req),
+            Ino(parent.0),
             link_name.as_bytes(),
             target.as_os_str().as_bytes(),
         );
-        self.entry(reply, r, "symlink")
+        entry(reply, r, "symlink")
     }
 
     fn rename(
@@ -316,26 +315,25 @@ impl Filesystem for BackerFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if self.view_name(parent, name) || self.view_name(newparent, newname) {
-            return reply.error(Errno::EROFS);
-        }
         let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
-            RenameMode::Exchange
+            Ok(RenameMode::Exchange)
         } else if flags.contains(RenameFlags::RENAME_NOREPLACE) {
-            RenameMode::NoReplace
+            Ok(RenameMode::NoReplace)
         } else if flags.is_empty() {
-            RenameMode::Replace
+            Ok(RenameMode::Replace)
         } else {
-            return reply.error(Errno::EINVAL); // RENAME_WHITEOUT: overlayfs only
+            Err(Error::InvalidArgument("RENAME_WHITEOUT is overlayfs's"))
         };
-        let r = self.vfs.rename(
-            parent.0,
-            name.as_bytes(),
-            newparent.0,
-            newname.as_bytes(),
-            mode,
-        );
-        self.empty(reply, r, "rename")
+        let r = mode.and_then(|mode| {
+            self.door.rename(
+                Ino(parent.0),
+                name.as_bytes(),
+                Ino(newparent.0),
+                newname.as_bytes(),
+                mode,
+            )
+        });
+        empty(reply, r, "rename")
     }
 
     fn link(
@@ -346,31 +344,18 @@ impl Filesystem for BackerFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        if is_view(ino.0) || self.view_name(newparent, newname) {
-            return reply.error(Errno::EROFS);
-        }
-        self.entry(
-            reply,
-            self.vfs.link(ino.0, newparent.0, newname.as_bytes()),
-            "link",
-        )
+        let r = self
+            .door
+            .link(Ino(ino.0), Ino(newparent.0), newname.as_bytes());
+        entry(reply, r, "link")
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let truncate = flags.0 & libc::O_TRUNC != 0;
-        if is_view(ino.0) {
-            let write = truncate || flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
-            return match self.vfs.view_open(ino.0, write) {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(refuse("open", &e)),
-            };
-        }
-        // With writeback caching the kernel computes append offsets itself.
-        let append = !self.writeback && flags.0 & libc::O_APPEND != 0;
-        match self.vfs.open(ino.0, truncate, append) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(refuse("open", &e)),
-        }
+        open_reply(
+            reply,
+            self.door.open(Ino(ino.0), open_mode(flags.0)),
+            "open",
+        )
     }
 
     fn read(
@@ -384,18 +369,15 @@ impl Filesystem for BackerFs {
         _lo: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        if is_view(ino.0) {
-            return match self.vfs.view_read(ino.0, offset, size.min(MAX_IO)) {
-                Ok(d) => reply.data(&d),
-                Err(e) => reply.error(refuse("read", &e)),
-            };
-        }
         thread_local! {
             /// This FUSE thread's read buffer (up to [`MAX_IO`] bytes).
             static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         READ_BUF.with_borrow_mut(|buf| {
-            match self.vfs.read_into(fh.0, offset, size.min(MAX_IO), buf) {
+            match self
+                .door
+                .read(Ino(ino.0), Fh(fh.0), offset, size.min(MAX_IO), buf)
+            {
                 Ok(n) => reply.data(&buf[..n]),
                 Err(e) => reply.error(refuse("read", &e)),
             }
@@ -404,7 +386,7 @@ impl Filesystem for BackerFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -414,16 +396,13 @@ impl Filesystem for BackerFs {
         _lo: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        if is_view(ino.0) {
-            return reply.error(Errno::EROFS);
-        }
-        // Sent (FUSE_HANDLE_KILLPRIV_V2) for a writer without CAP_FSETID.
-        if wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
-            if let Err(e) = self.vfs.clear_setid(ino.0) {
-                return reply.error(refuse("write", &e));
-            }
-        }
-        match self.vfs.write(fh.0, offset, data) {
+        // The kernel says whether the writer lacks CAP_FSETID
+        // (FUSE_WRITE_KILL_SUIDGID, sent with FUSE_HANDLE_KILLPRIV_V2).
+        let who = Caller {
+            may_keep_setid: !wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID),
+            ..caller(req)
+        };
+        match self.door.write(&who, Ino(ino.0), Fh(fh.0), offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(refuse("write", &e)),
         }
@@ -447,26 +426,18 @@ impl Filesystem for BackerFs {
         _flags: fuser::CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        if is_view(ino_out.0) {
-            return reply.error(Errno::EROFS);
-        }
-        if is_view(ino_in.0) {
-            return reply.error(Errno::EOPNOTSUPP);
-        }
         // The reply counts in 32 bits: a larger file is not copied whole.
         let len = len.min(u64::from(u32::MAX));
-        let r = self
-            .vfs
-            .copy_whole_file(fh_in.0, offset_in, fh_out.0, offset_out, len);
-        // As for a write (the kernel leaves it to us, HANDLE_KILLPRIV_V2):
-        // a copier other than root drops the destination's setuid/setgid.
-        let r = match r {
-            Ok(Some(n)) if req.uid() != 0 => self.vfs.clear_setid(ino_out.0).map(|()| Some(n)),
-            r => r,
-        };
+        let r = self.door.copy_file_range(
+            &caller(req),
+            (Ino(ino_in.0), Fh(fh_in.0), offset_in),
+            (Ino(ino_out.0), Fh(fh_out.0), offset_out),
+            len,
+        );
         match r {
             Ok(Some(n)) => reply.written(n as u32),
-            Ok(None) => reply.error(Errno::EOPNOTSUPP),
+            // Not a refusal: the kernel copies through READ and WRITE.
+            Ok(None) => reply.error(Errno::from_i32(Error::NotSupported.errno())),
             Err(e) => reply.error(refuse("copy_file_range", &e)),
         }
     }
@@ -479,10 +450,7 @@ impl Filesystem for BackerFs {
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
-        if is_view(ino.0) {
-            return reply.ok();
-        }
-        self.empty(reply, self.vfs.flush(fh.0), "flush")
+        empty(reply, self.door.flush(Ino(ino.0), Fh(fh.0)), "flush")
     }
 
     fn release(
@@ -495,16 +463,13 @@ impl Filesystem for BackerFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if is_view(ino.0) {
-            return reply.ok();
-        }
-        let r = self.vfs.release(fh.0);
+        let r = self.door.release(Ino(ino.0), Fh(fh.0));
         if let Err(e) = &r {
             // The fold of a closed file runs here (see `Vfs::flush`), and
             // the kernel drops a RELEASE's error: say it where it is seen.
             tracing::error!(ino = ino.0, error = %e, "a closed file's last bytes could not be stored");
         }
-        self.empty(reply, r, "release")
+        empty(reply, r, "release")
     }
 
     fn fsync(
@@ -515,18 +480,15 @@ impl Filesystem for BackerFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        if is_view(ino.0) {
-            return reply.ok();
-        }
-        self.empty(reply, self.vfs.fsync(fh.0), "fsync")
+        empty(reply, self.door.fsync(Ino(ino.0), Fh(fh.0)), "fsync")
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.attr_of(ino.0) {
-            Ok(a) if a.kind == Kind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Ok(_) => reply.error(Errno::ENOTDIR),
-            Err(e) => reply.error(refuse("opendir", &e)),
-        }
+        open_reply(
+            reply,
+            self.door.opendir(Ino(ino.0)).map(|()| Fh(0)),
+            "opendir",
+        )
     }
 
     fn readdir(
@@ -537,16 +499,11 @@ impl Filesystem for BackerFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = if is_view(ino.0) {
-            self.vfs.view_readdir(ino.0, offset, 512)
-        } else {
-            self.vfs.readdir(ino.0, offset, 512)
-        };
-        match r {
+        match self.door.readdir(Ino(ino.0), offset, 512) {
             Ok(entries) => {
                 for e in entries {
                     if reply.add(
-                        INodeNo(e.ino),
+                        INodeNo(e.ino.0),
                         e.cookie,
                         attr::file_type(e.kind),
                         OsStr::from_bytes(&e.name),
@@ -568,35 +525,18 @@ impl Filesystem for BackerFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let r = if is_view(ino.0) {
-            self.vfs.view_readdir(ino.0, offset, 256)
-        } else {
-            self.vfs.readdir(ino.0, offset, 256)
-        };
+        let r = self.door.readdirplus(Ino(ino.0), offset, 256, |e, a| {
+            reply.add(
+                INodeNo(e.ino.0),
+                e.cookie,
+                OsStr::from_bytes(&e.name),
+                &TTL,
+                &file_attr(a),
+                Generation(0),
+            )
+        });
         match r {
-            Ok(entries) => {
-                for e in entries {
-                    // "." and ".." are listed too (the kernel emits them and
-                    // takes no lookup reference for them).
-                    let Ok(attr) = self.attr_of(e.ino) else {
-                        continue; // removed meanwhile
-                    };
-                    if reply.add(
-                        INodeNo(e.ino),
-                        e.cookie,
-                        OsStr::from_bytes(&e.name),
-                        &TTL,
-                        &file_attr(&attr),
-                        Generation(0),
-                    ) {
-                        break;
-                    }
-                    if is_view(e.ino) && e.name != b"." && e.name != b".." {
-                        self.vfs.view_ref(e.ino);
-                    }
-                }
-                reply.ok()
-            }
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(refuse("readdirplus", &e)),
         }
     }
@@ -609,11 +549,11 @@ impl Filesystem for BackerFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.empty(reply, self.vfs.sync(), "fsyncdir")
+        empty(reply, self.door.fsyncdir(), "fsyncdir")
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.vfs.statfs() {
+        match self.door.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
             ),
@@ -631,70 +571,36 @@ impl Filesystem for BackerFs {
         position: u32,
         reply: ReplyEmpty,
     ) {
-        if is_view(ino.0) {
-            return reply.error(Errno::EROFS);
-        }
-        if position != 0 {
-            return reply.error(Errno::EINVAL); // macOS resource forks only
-        }
-        let mode = match flags {
-            0 => XattrSet::Any,
-            libc::XATTR_CREATE => XattrSet::Create,
-            libc::XATTR_REPLACE => XattrSet::Replace,
-            _ => return reply.error(Errno::EINVAL),
+        let mode = match (flags, position) {
+            (_, 1..) => Err(Error::InvalidArgument("xattr position: macOS only")),
+            (0, _) => Ok(XattrSet::Any),
+            (libc::XATTR_CREATE, _) => Ok(XattrSet::Create),
+            (libc::XATTR_REPLACE, _) => Ok(XattrSet::Replace),
+            _ => Err(Error::InvalidArgument("setxattr flags")),
         };
-        self.empty(
-            reply,
-            self.vfs.setxattr(ino.0, name.as_bytes(), value, mode),
-            "setxattr",
-        )
+        let r = mode.and_then(|mode| self.door.setxattr(Ino(ino.0), name.as_bytes(), value, mode));
+        empty(reply, r, "setxattr")
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        if is_view(ino.0) {
-            // Snapshots keep no extended attributes.
-            return reply.error(Errno::from_i32(libc::ENODATA));
-        }
-        match self.vfs.getxattr(ino.0, name.as_bytes(), size) {
-            Ok(XattrReply::Size(n)) => reply.size(n),
-            Ok(XattrReply::Data(d)) => reply.data(&d),
-            Err(e) => reply.error(refuse("getxattr", &e)),
-        }
+        let r = self.door.getxattr(Ino(ino.0), name.as_bytes(), size);
+        xattr_reply(reply, r, "getxattr")
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if is_view(ino.0) {
-            return if size == 0 {
-                reply.size(0)
-            } else {
-                reply.data(&[])
-            };
-        }
-        match self.vfs.listxattr(ino.0, size) {
-            Ok(XattrReply::Size(n)) => reply.size(n),
-            Ok(XattrReply::Data(d)) => reply.data(&d),
-            Err(e) => reply.error(refuse("listxattr", &e)),
-        }
+        xattr_reply(reply, self.door.listxattr(Ino(ino.0), size), "listxattr")
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if is_view(ino.0) {
-            return reply.error(Errno::EROFS);
-        }
-        self.empty(
-            reply,
-            self.vfs.removexattr(ino.0, name.as_bytes()),
-            "removexattr",
-        )
+        let r = self.door.removexattr(Ino(ino.0), name.as_bytes());
+        empty(reply, r, "removexattr")
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        let r = if is_view(ino.0) {
-            self.vfs.view_access(ctx(req), ino.0, mask.bits() as u32)
-        } else {
-            self.vfs.access(ctx(req), ino.0, mask.bits() as u32)
-        };
-        self.empty(reply, r, "access")
+        let r = self
+            .door
+            .access(&caller(req), Ino(ino.0), mask.bits() as u32);
+        empty(reply, r, "access")
     }
 
     fn create(
@@ -707,25 +613,24 @@ impl Filesystem for BackerFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        if self.view_name(parent, name) {
-            return reply.error(Errno::EROFS);
-        }
-        if kind_of_mode(mode).is_some_and(|k| k != Kind::File) {
-            return reply.error(Errno::EINVAL);
-        }
-        let append = !self.writeback && flags & libc::O_APPEND != 0;
-        match self.vfs.create(
-            ctx(req),
-            parent.0,
-            name.as_bytes(),
-            mode & !umask & 0o7777,
-            append,
-        ) {
+        let r = if kind_of_mode(mode).is_some_and(|k| k != Kind::File) {
+            Err(Error::InvalidArgument("create of a non-file"))
+        } else {
+            self.door.create(
+                &caller(req),
+                Ino(parent.0),
+                name.as_bytes(),
+                mode,
+                umask,
+                open_mode(flags),
+            )
+        };
+        match r {
             Ok((a, fh)) => reply.created(
                 &TTL,
                 &file_attr(&a),
                 Generation(0),
-                FileHandle(fh),
+                FileHandle(fh.0),
                 FopenFlags::empty(),
             ),
             Err(e) => reply.error(refuse("create", &e)),
@@ -742,10 +647,6 @@ impl Filesystem for BackerFs {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
-        if is_view(ino.0) {
-            return reply.error(Errno::EROFS);
-        }
-        // Preallocation means nothing to a content-addressed store.
-        reply.error(Errno::from_i32(libc::EOPNOTSUPP))
+        empty(reply, self.door.fallocate(Ino(ino.0)), "fallocate")
     }
 }

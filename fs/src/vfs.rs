@@ -20,14 +20,22 @@
 //!
 //! One lock serialises operations; the kernel's requests are short, and
 //! one writer means no conflicting transactions.
+//!
+//! A mount comes in through [`Door`] (`vfs/door.rs`), which holds the rules
+//! that are the file system's rather than the kernel protocol's (the
+//! read-only history view, set-id dropping, O_APPEND under the writeback
+//! cache). New roots reach peers through one event, published once durable
+//! (`vfs/publish.rs`).
 
 mod commit;
 mod committer;
+mod door;
 mod file;
 mod gc;
 mod handles;
 mod install;
 mod names;
+mod publish;
 mod records;
 mod restore;
 mod snapshots;
@@ -40,9 +48,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 pub use commit::{read_log, Commit};
 pub use committer::Committer;
+pub use door::{Caller, Door, OpenMode};
 pub use gc::Pins;
 pub use install::Installed;
 pub use names::NewNode;
+pub use publish::{Durable, Hold, RootObserver};
 pub use restore::entry_at;
 pub use snapshots::{is_view, snapshot_name, VIEW_BIT};
 pub use types::*;
@@ -137,19 +147,14 @@ struct Inner {
     handles: HashMap<Fh, Handle>,
     next_fh: Fh,
     head: Head,
-    /// Told of every new committed root (see [`Vfs::observe_roots`]).
-    on_root: Option<RootObserver>,
+    /// The newest commit this process made (for [`Vfs::make_durable`]).
+    latest: Option<CommitInfo>,
     /// This node's edit clock: every version-vector bump takes the next
     /// tick ([`crate::tree::VersionVector::bump_to`]); kept in the store.
     clock: u64,
 }
 
-/// Called with every new committed root, under the vfs lock.
-pub type RootObserver = Arc<dyn Fn(&CommitInfo) + Send + Sync>;
-
 impl Inner {
-    /// The head moved to the commit `info` (applied): remember it and tell
-    /// the observer.
     /// Remembers that the open file `ino`, named `name` in `parent`, lost
     /// its name to a peer's version (called by the install).
     fn displace(&mut self, ino: Ino, parent: Ino, name: &[u8], hash: Hash) {
@@ -209,14 +214,14 @@ impl Inner {
         Ok(())
     }
 
+    /// The head moved to the commit `info` (applied): remember it (it is
+    /// published once durable, see `vfs/publish.rs`).
     fn moved_head(&mut self, info: &CommitInfo) {
         self.head = commit::Head {
             seq: info.seq,
             root: Some(info.root),
         };
-        if let Some(f) = &self.on_root {
-            f(info);
-        }
+        self.latest = Some(info.clone());
     }
 }
 
@@ -241,6 +246,8 @@ pub struct Vfs {
     /// Signalled when a fold without the lock ends (writers that ran too
     /// far ahead of one wait for it).
     stream_folded: (Mutex<()>, Condvar),
+    /// Telling the root observer of durable roots (`vfs/publish.rs`).
+    announce: publish::Announcer,
 }
 
 impl Vfs {
@@ -255,8 +262,8 @@ impl Vfs {
                 names::init_root(&mut txn, opts.owner, now)?;
             }
             for (k, _) in txn.scan(Space::Orphans, &[], None, usize::MAX)? {
-                let ino = records::u64_at(&k, 0)?;
-                tracing::info!(ino, "reclaiming an inode unlinked while open");
+                let ino = records::ino_at(&k, 0)?;
+                tracing::info!(ino = ino.0, "reclaiming an inode unlinked while open");
                 txn.remove_inode(ino)?;
             }
             let head = commit::load_head(&txn)?;
@@ -270,9 +277,9 @@ impl Vfs {
                 open: HashMap::new(),
                 displaced: HashMap::new(),
                 handles: HashMap::new(),
-                next_fh: 1,
+                next_fh: Fh(1),
                 head,
-                on_root: None,
+                latest: None,
                 clock,
             }),
             clock: opts.clock,
@@ -285,6 +292,7 @@ impl Vfs {
             last_change: AtomicU64::new(0),
             view: snapshots::View::default(),
             gc: gc::GcState::default(),
+            announce: publish::Announcer::default(),
         })
     }
 
@@ -298,14 +306,6 @@ impl Vfs {
         (self.clock)()
     }
 
-    /// Calls `f` with every new committed root from now on, whoever made
-    /// it (the committer, an fsync, an installed merge). `f` runs with the
-    /// vfs lock held: it must be quick and must not call into the vfs
-    /// (send on a channel). Replaces any earlier observer.
-    pub fn observe_roots(&self, f: impl Fn(&CommitInfo) + Send + Sync + 'static) {
-        self.lock().on_root = Some(Arc::new(f));
-    }
-
     /// The store underneath.
     pub fn store(&self) -> Arc<Store> {
         self.lock().store.clone()
@@ -317,6 +317,8 @@ impl Vfs {
     }
 
     /// Runs `f` with a transaction and applies it; marks the vfs changed.
+    /// If `f` fails or the transaction does not apply, the handles `f`
+    /// opened are dropped again (see [`Inner::drop_handles_from`]).
     fn write_op<T>(
         &self,
         f: impl FnOnce(&mut Inner, &mut Txn<'_>, Timestamp) -> Result<T>,
@@ -325,9 +327,19 @@ impl Vfs {
         let mut inner = self.lock();
         let store = inner.store.clone();
         let mut txn = Txn::new(store.kv());
-        let out = f(&mut inner, &mut txn, now)?;
-        let changed = !txn.is_empty();
-        txn.commit()?;
+        let first_fh = inner.next_fh;
+        let out = f(&mut inner, &mut txn, now).and_then(|out| {
+            let changed = !txn.is_empty();
+            txn.commit()?;
+            Ok((out, changed))
+        });
+        let (out, changed) = match out {
+            Ok(done) => done,
+            Err(e) => {
+                inner.drop_handles_from(first_fh);
+                return Err(e);
+            }
+        };
         drop(inner);
         if changed {
             self.note_change();
@@ -446,7 +458,7 @@ impl Vfs {
         // Other requests need not wait for the disk: what they change
         // after this point is made durable too, or by the next sync.
         drop(inner);
-        store.flush_durable()
+        self.flush_and_publish()
     }
 
     /// Folds everything dirty into a new root and appends it to the commit
@@ -462,7 +474,7 @@ impl Vfs {
     /// down, not only at the next fsync.
     pub fn commit_durable(&self) -> Result<Option<CommitInfo>> {
         let info = self.commit()?;
-        self.store().flush_durable()?;
+        self.flush_and_publish()?;
         Ok(info)
     }
 
@@ -477,7 +489,7 @@ impl Vfs {
     pub fn commit_background(&self, defer: Defer) -> Result<(Option<CommitInfo>, bool)> {
         let now = self.now();
         let out = self.lock().commit_deferring(now, Some(defer))?;
-        self.store().flush_durable()?;
+        self.flush_and_publish()?;
         Ok(out)
     }
 
@@ -508,6 +520,31 @@ impl Vfs {
 }
 
 impl Inner {
+    /// Undoes the opens of an operation that failed (its transaction was
+    /// not applied): handles from `first` on, and the open files only
+    /// they held. The caller never learns those handle numbers, and such
+    /// an open file would answer sizes and bytes (an O_TRUNC's empty
+    /// file) that the store does not hold.
+    fn drop_handles_from(&mut self, first: Fh) {
+        let made: Vec<Fh> = self
+            .handles
+            .keys()
+            .filter(|fh| **fh >= first)
+            .copied()
+            .collect();
+        for fh in made {
+            let Some(h) = self.handles.remove(&fh) else {
+                continue;
+            };
+            if let Some(of) = self.open.get_mut(&h.ino) {
+                of.opens = of.opens.saturating_sub(1);
+                if of.opens == 0 {
+                    self.open.remove(&h.ino);
+                }
+            }
+        }
+    }
+
     fn handle(&self, fh: Fh) -> Result<Handle> {
         self.handles.get(&fh).copied().ok_or(Error::BadHandle)
     }
@@ -570,7 +607,7 @@ impl Inner {
         let of = self.open.get_mut(&ino).ok_or(Error::BadHandle)?;
         of.opens += 1;
         let fh = self.next_fh;
-        self.next_fh += 1;
+        self.next_fh.0 += 1;
         self.handles.insert(fh, Handle { ino, append });
         Ok(fh)
     }

@@ -262,11 +262,14 @@ impl Local for VfsLocal {
                 conflicts: 0,
             },
         };
-        if let Some(installed) = &installed {
-            self.vfs.store().flush_durable()?;
+        if let Some(installed) = installed {
+            // Durable, then the kernel told, then peers (`Vfs::publish`).
+            let durable = self.vfs.make_durable()?;
             if let Some(hook) = &self.on_install {
-                hook(installed);
+                hook(&installed);
             }
+            drop(installed);
+            self.vfs.publish(durable);
         }
         Ok(merged)
     }

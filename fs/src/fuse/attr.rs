@@ -63,7 +63,7 @@ pub(super) fn timestamp(t: SystemTime) -> Timestamp {
 
 pub(super) fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
-        ino: INodeNo(a.ino),
+        ino: INodeNo(a.ino.0),
         size: a.size,
         blocks: a.blocks,
         atime: system_time(a.atime),

@@ -83,8 +83,7 @@ pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, opts: &MountOptions) -> io::Resul
     }
     cfg.n_threads = Some(opts.threads.max(1));
     let fs = BackerFs {
-        vfs: vfs.clone(),
-        writeback: !opts.read_only,
+        door: crate::vfs::Door::new(vfs.clone(), !opts.read_only),
     };
     Ok(Mounted {
         session: fuser::Session::new(fs, mountpoint, &cfg)?,
@@ -115,10 +114,10 @@ impl Mounted {
             for (parent, name) in &installed.names {
                 let name = std::ffi::OsStr::from_bytes(name);
                 // ENOENT: the kernel did not cache it; nothing to do.
-                let _ = notifier.inval_entry(INodeNo(*parent), name);
+                let _ = notifier.inval_entry(INodeNo(parent.0), name);
             }
             for ino in &installed.inodes {
-                let _ = notifier.inval_inode(INodeNo(*ino), 0, 0);
+                let _ = notifier.inval_inode(INodeNo(ino.0), 0, 0);
             }
         }
     }

@@ -121,14 +121,15 @@ pub fn restore(
                 Error::NotFound => no(format!("{shown}: no such file or folder in that version")),
                 other => no(format!("cannot restore {shown}: {other}")),
             })?;
-            // Durable before it is reported done, like an fsync.
-            store.flush_durable()?;
+            // Durable before it is reported done, like an fsync; peers
+            // hear of it after the kernel was told (`Vfs::publish`).
+            let durable = vfs.make_durable()?;
             if let (Some(i), Some(h)) = (&installed, hook) {
                 h(i);
             }
-            Outcome::Installed {
-                new_commit: installed.map(|i| i.commit.id.to_hex()),
-            }
+            let new_commit = installed.map(|i| i.commit.id.to_hex());
+            vfs.publish(durable);
+            Outcome::Installed { new_commit }
         }
     };
     Ok(Restored {

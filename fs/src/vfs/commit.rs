@@ -323,7 +323,7 @@ impl Inner {
         let mut depths: BTreeMap<Ino, u32> = BTreeMap::new();
         let mut left_out = false;
         for (k, _) in &marks {
-            let dir = u64_at(k, 0)?;
+            let dir = super::records::ino_at(k, 0)?;
             if !held.is_empty() {
                 if let Some(d) = txn.dirent(dir, &k[8..])? {
                     if held.contains(&d.ino) {

@@ -54,6 +54,10 @@ pub struct Installed {
     /// Inodes whose attributes changed in place (directories whose names
     /// changed included), or that were removed or lost a link; sorted.
     pub inodes: Vec<Ino>,
+    /// Keeps this root (and later ones) from being published while this
+    /// or a clone lives: drop it once the kernel's caches were told
+    /// (`vfs/publish.rs`).
+    pub hold: super::Hold,
 }
 
 impl Vfs {
@@ -170,6 +174,7 @@ impl Vfs {
             commit: info,
             names,
             inodes,
+            hold: self.announce.hold(),
         })
     }
 }

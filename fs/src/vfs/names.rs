@@ -21,7 +21,7 @@ pub(super) fn init_root(txn: &mut Txn<'_>, owner: Ctx, now: Timestamp) -> Result
     txn.put(
         Space::Meta,
         META_NEXT_INO,
-        (ROOT + 1).to_be_bytes().to_vec(),
+        (ROOT.0 + 1).to_be_bytes().to_vec(),
     );
     Ok(())
 }
@@ -30,14 +30,14 @@ pub(super) fn init_root(txn: &mut Txn<'_>, owner: Ctx, now: Timestamp) -> Result
 pub(super) fn alloc_ino(txn: &mut Txn<'_>) -> Result<Ino> {
     let next = match txn.get(Space::Meta, META_NEXT_INO)? {
         Some(b) => u64_at(&b, 0)?,
-        None => ROOT + 1,
+        None => ROOT.0 + 1,
     };
     txn.put(
         Space::Meta,
         META_NEXT_INO,
         (next + 1).to_be_bytes().to_vec(),
     );
-    Ok(next)
+    Ok(Ino(next))
 }
 
 /// A directory's record, or ENOTDIR.
@@ -277,7 +277,7 @@ impl Vfs {
                     return Err(Error::corrupt("readdir cookie record"));
                 }
                 out.push(DirEntry {
-                    ino: u64_at(&v, 0)?,
+                    ino: super::records::ino_at(&v, 0)?,
                     kind: kind_from_u8(v[8])?,
                     name: v[9..].to_vec(),
                     cookie: u64_at(&k, 8)?,

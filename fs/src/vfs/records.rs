@@ -109,7 +109,7 @@ impl InodeRecord {
             atime: ts_pair(now),
             mtime: ts_pair(now),
             ctime: ts_pair(now),
-            parent: 0,
+            parent: Ino(0),
             name: vec![],
             next_cookie: FIRST_COOKIE,
             entries: 0,
@@ -167,6 +167,11 @@ pub(crate) fn link_key(ino: Ino, parent: Ino, name: &[u8]) -> Vec<u8> {
     k
 }
 
+/// The inode number at `at` in a key or value.
+pub(crate) fn ino_at(b: &[u8], at: usize) -> Result<Ino> {
+    u64_at(b, at).map(Ino)
+}
+
 pub(crate) fn u64_at(b: &[u8], at: usize) -> Result<u64> {
     b.get(at..at + 8)
         .and_then(|s| s.try_into().ok())
@@ -196,7 +201,7 @@ impl Dirent {
             return Err(Error::corrupt("directory entry of wrong length"));
         }
         Ok(Dirent {
-            ino: u64_at(b, 0)?,
+            ino: ino_at(b, 0)?,
             cookie: u64_at(b, 8)?,
             kind: kind_from_u8(b[16])?,
         })
@@ -310,7 +315,7 @@ impl NamespaceTxn for Txn<'_> {
 
     fn drop_name(&mut self, ino: Ino, rec: &mut InodeRecord, parent: Ino, name: &[u8]) {
         if rec.parent == parent && rec.name == name {
-            rec.parent = 0;
+            rec.parent = Ino(0);
             rec.name.clear();
         } else {
             self.remove(Space::Links, link_key(ino, parent, name));
@@ -326,7 +331,7 @@ impl NamespaceTxn for Txn<'_> {
             }
         }
         for (k, _) in self.scan(Space::Links, &ino_key(ino), None, usize::MAX)? {
-            names.push((u64_at(&k, 8)?, k[16..].to_vec()));
+            names.push((ino_at(&k, 8)?, k[16..].to_vec()));
         }
         Ok(names)
     }

@@ -13,7 +13,8 @@
 //! made in the same millisecond only the newest is shown.
 //!
 //! Every write under `.backer` is refused with [`Error::ReadOnly`]
-//! (`EROFS`): the FUSE adapter asks [`Vfs::view_writable`] first.
+//! (`EROFS`) by the mount's door (`vfs/door.rs`), which also routes each
+//! request to the view or the live namespace.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,13 +30,13 @@ use crate::tree::{dir, Entry, Kind, Timestamp};
 
 /// Set in every inode number of the history view (the live namespace's
 /// numbers never reach it).
-pub const VIEW_BIT: Ino = 1 << 63;
+pub const VIEW_BIT: u64 = 1 << 63;
 /// `.backer`, in the root.
-const BACKER: Ino = VIEW_BIT | 1;
+const BACKER: Ino = Ino(VIEW_BIT | 1);
 /// `.backer/snapshots`.
-const SNAPSHOTS: Ino = VIEW_BIT | 2;
+const SNAPSHOTS: Ino = Ino(VIEW_BIT | 2);
 /// The first number handed out to snapshots and what they hold.
-const FIRST_DYNAMIC: Ino = VIEW_BIT | 16;
+const FIRST_DYNAMIC: Ino = Ino(VIEW_BIT | 16);
 /// The name of the folder of snapshots in `.backer`.
 const SNAPSHOTS_NAME: &[u8] = b"snapshots";
 /// Permission bits of the view's own folders.
@@ -43,7 +44,7 @@ const DIR_PERM: u32 = 0o555;
 
 /// Whether `ino` belongs to the history view.
 pub fn is_view(ino: Ino) -> bool {
-    ino & VIEW_BIT != 0
+    ino.0 & VIEW_BIT != 0
 }
 
 /// A snapshot's name: its commit time, UTC, to the millisecond
@@ -140,7 +141,7 @@ impl Table {
             return ino;
         }
         let ino = self.next;
-        self.next += 1;
+        self.next.0 += 1;
         self.by_name.insert(key, ino);
         self.nodes.insert(ino, Node::Item { parent, entry });
         ino
@@ -167,24 +168,14 @@ fn snapshot_entry(s: &Snapshot) -> Entry {
 impl Vfs {
     /// Whether a lookup of `name` in `parent` belongs to the history view
     /// ([`Vfs::view_lookup`] answers it) rather than the live namespace.
-    pub fn in_view(&self, parent: Ino, name: &[u8]) -> bool {
+    pub(super) fn in_view(&self, parent: Ino, name: &[u8]) -> bool {
         is_view(parent) || (parent == ROOT && name == RESERVED_NAME)
-    }
-
-    /// [`Error::ReadOnly`] if `ino` is in the history view, where nothing
-    /// can be written; Ok otherwise.
-    pub fn view_writable(&self, ino: Ino) -> Result<()> {
-        if is_view(ino) {
-            Err(Error::ReadOnly)
-        } else {
-            Ok(())
-        }
     }
 
     /// Looks `name` up in the view folder `parent` (or `.backer` in the
     /// root). Each success counts as one kernel reference to the inode
     /// (FUSE's lookup count), given back by [`Vfs::view_forget`].
-    pub fn view_lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
+    pub(super) fn view_lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
         let attr = self.view_lookup_uncounted(parent, name)?;
         self.view_ref(attr.ino);
         Ok(attr)
@@ -192,14 +183,14 @@ impl Vfs {
 
     /// Counts one more kernel reference to the view inode `ino` (a
     /// readdirplus entry the kernel was given).
-    pub fn view_ref(&self, ino: Ino) {
+    pub(super) fn view_ref(&self, ino: Ino) {
         *self.view.lock().refs.entry(ino).or_default() += 1;
     }
 
     /// The kernel dropped `n` references to the view inode `ino`: at zero
     /// the inode is forgotten (a later lookup makes a new one), so memory
     /// follows what the kernel holds, not all that was ever browsed.
-    pub fn view_forget(&self, ino: Ino, n: u64) {
+    pub(super) fn view_forget(&self, ino: Ino, n: u64) {
         let mut t = self.view.lock();
         let left = match t.refs.get_mut(&ino) {
             Some(r) => {
@@ -263,7 +254,7 @@ impl Vfs {
     }
 
     /// Attributes of the view's inode `ino`.
-    pub fn view_getattr(&self, ino: Ino) -> Result<Attr> {
+    pub(super) fn view_getattr(&self, ino: Ino) -> Result<Attr> {
         let node = self.view.lock().node(ino)?;
         let owner = self.owner();
         let mut attr = Attr {
@@ -307,7 +298,12 @@ impl Vfs {
 
     /// Lists the view folder `ino` from `cookie` (as [`Vfs::readdir`]:
     /// "." and ".." first; the cookie of an entry continues after it).
-    pub fn view_readdir(&self, ino: Ino, cookie: u64, limit: usize) -> Result<Vec<DirEntry>> {
+    pub(super) fn view_readdir(
+        &self,
+        ino: Ino,
+        cookie: u64,
+        limit: usize,
+    ) -> Result<Vec<DirEntry>> {
         let node = self.view.lock().node(ino)?;
         let mut all = vec![
             DirEntry {
@@ -367,7 +363,7 @@ impl Vfs {
     }
 
     /// The target of a symlink in a snapshot.
-    pub fn view_readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+    pub(super) fn view_readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         match self.view.lock().node(ino)? {
             Node::Item { entry, .. } if entry.kind == Kind::Symlink => Ok(entry.target),
             _ => Err(Error::NotSymlink),
@@ -376,17 +372,17 @@ impl Vfs {
 
     /// Opens a file in a snapshot for reading; `write` (any write access
     /// or O_TRUNC) is refused. The handle is the inode number itself.
-    pub fn view_open(&self, ino: Ino, write: bool) -> Result<Fh> {
+    pub(super) fn view_open(&self, ino: Ino, write: bool) -> Result<Fh> {
         match self.view.lock().node(ino)? {
             _ if write => Err(Error::ReadOnly),
-            Node::Item { entry, .. } if entry.kind == Kind::File => Ok(ino),
+            Node::Item { entry, .. } if entry.kind == Kind::File => Ok(Fh(ino.0)),
             Node::Item { entry, .. } if entry.kind != Kind::Dir => Err(Error::NotSupported),
             _ => Err(Error::IsDir),
         }
     }
 
     /// Reads up to `size` bytes at `offset` of the snapshot file `ino`.
-    pub fn view_read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>> {
+    pub(super) fn view_read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>> {
         let entry = match self.view.lock().node(ino)? {
             Node::Item { entry, .. } if entry.kind == Kind::File => entry,
             _ => return Err(Error::BadHandle),
@@ -401,7 +397,7 @@ impl Vfs {
 
     /// Checks `mask` (R_OK=4, W_OK=2, X_OK=1) on a view inode: writes are
     /// refused with [`Error::ReadOnly`], the rest follow the mode bits.
-    pub fn view_access(&self, ctx: Ctx, ino: Ino, mask: u32) -> Result<()> {
+    pub(super) fn view_access(&self, ctx: Ctx, ino: Ino, mask: u32) -> Result<()> {
         let attr = self.view_getattr(ino)?;
         if mask & 2 != 0 {
             return Err(Error::ReadOnly);

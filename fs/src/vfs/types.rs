@@ -3,12 +3,37 @@
 
 use crate::tree::{Kind, Timestamp};
 
-/// An inode number. The root directory is [`ROOT`].
-pub type Ino = u64;
-/// A file handle returned by open/create.
-pub type Fh = u64;
+use serde::{Deserialize, Serialize};
+
+/// An inode number (the live namespace's, or the history view's with
+/// [`crate::vfs::VIEW_BIT`]). The root directory is [`ROOT`]. The FUSE
+/// adapter converts from and to fuser's `INodeNo` at its edge.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Ino(pub u64);
+
+impl Ino {
+    /// Big-endian bytes: store keys sort by inode number.
+    pub fn to_be_bytes(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
+}
+
+/// A file handle returned by open/create (fuser's `FileHandle` at the
+/// FUSE edge).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fh(pub u64);
+
+impl std::fmt::Display for Ino {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// The root directory's inode number (FUSE's `FUSE_ROOT_ID`).
-pub const ROOT: Ino = 1;
+pub const ROOT: Ino = Ino(1);
 
 /// The longest name (bytes), as on Linux.
 pub const NAME_MAX: usize = 255;

@@ -173,12 +173,27 @@ fn overlay_merges_pending_writes_and_hands_them_over_at_flush_and_drop() {
     );
 }
 
-/// An engine the test can look into while an overlay sits on it.
-struct Shared(std::sync::Arc<MemKv>);
+/// An engine the test can look into while an overlay sits on it (what
+/// the overlay handed down is what a crash would leave), and can make
+/// fail.
+pub(crate) struct Shared {
+    engine: std::sync::Arc<MemKv>,
+    /// While set, every apply fails, as an engine on a failing disk would.
+    pub(crate) refuse: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Shared {
+    pub(crate) fn new(engine: std::sync::Arc<MemKv>) -> Shared {
+        Shared {
+            engine,
+            refuse: Default::default(),
+        }
+    }
+}
 
 impl Kv for Shared {
     fn get(&self, space: Space, key: &[u8]) -> backer_fs::Result<Option<Vec<u8>>> {
-        self.0.get(space, key)
+        self.engine.get(space, key)
     }
     fn scan(
         &self,
@@ -187,23 +202,27 @@ impl Kv for Shared {
         after: Option<&[u8]>,
         limit: usize,
     ) -> backer_fs::Result<Vec<backer_fs::store::kv::KeyValue>> {
-        self.0.scan(space, prefix, after, limit)
+        self.engine.scan(space, prefix, after, limit)
     }
     fn last(
         &self,
         space: Space,
         prefix: &[u8],
     ) -> backer_fs::Result<Option<backer_fs::store::kv::KeyValue>> {
-        self.0.last(space, prefix)
+        self.engine.last(space, prefix)
     }
     fn apply(&self, batch: Batch) -> backer_fs::Result<()> {
-        self.0.apply(batch)
+        if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            let e = std::io::Error::other("the engine refuses writes");
+            return Err(backer_fs::Error::io("apply", e));
+        }
+        self.engine.apply(batch)
     }
     fn flush(&self) -> backer_fs::Result<()> {
-        self.0.flush()
+        self.engine.flush()
     }
     fn size_on_disk(&self) -> backer_fs::Result<u64> {
-        self.0.size_on_disk()
+        self.engine.size_on_disk()
     }
 }
 
@@ -216,7 +235,7 @@ fn overlay_runs_its_hook_before_the_engine_gets_the_writes() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     let engine = Arc::new(MemKv::new());
-    let kv = OverlayKv::new(Shared(engine.clone()));
+    let kv = OverlayKv::new(Shared::new(engine.clone()));
     let runs = Arc::new(AtomicUsize::new(0));
     let (seen, counted) = (engine.clone(), runs.clone());
     kv.before_handing_down(Box::new(move || {
@@ -250,7 +269,7 @@ fn overlay_runs_its_hook_before_the_engine_gets_the_writes() {
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     assert!(engine.get(Space::Chunks, b"last").unwrap().is_some());
     // A failing hook hands nothing down and keeps the writes.
-    let kv = OverlayKv::new(Shared(Arc::new(MemKv::new())));
+    let kv = OverlayKv::new(Shared::new(Arc::new(MemKv::new())));
     kv.before_handing_down(Box::new(|| Err(backer_fs::Error::NoSpace)));
     let mut b = Batch::default();
     b.put(Space::Chunks, b"k".to_vec(), b"v".to_vec());

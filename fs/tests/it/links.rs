@@ -7,7 +7,7 @@
 
 use backer_fs::store::{Kv, Space};
 use backer_fs::tree::{dir, Kind, NodeStore};
-use backer_fs::vfs::{RenameMode, SetAttr, ROOT};
+use backer_fs::vfs::{Ino, RenameMode, SetAttr, ROOT};
 use backer_fs::{Error, Hash};
 use proptest::prelude::*;
 
@@ -57,7 +57,7 @@ impl NodeStore for KvNodes<'_> {
 }
 
 /// (parent inode, name) of one of [`NAMES`].
-fn split(fs: &TestFs, i: usize) -> (u64, &'static [u8]) {
+fn split(fs: &TestFs, i: usize) -> (Ino, &'static [u8]) {
     match NAMES[i].split_once('/') {
         Some((d, n)) => (fs.path(d).unwrap(), n.as_bytes()),
         None => (ROOT, NAMES[i].as_bytes()),

@@ -3,6 +3,8 @@
 mod copy;
 mod crash;
 mod defer;
+mod door;
+mod failed_txn;
 mod gc;
 mod history;
 mod install;
@@ -11,6 +13,7 @@ mod large_dir;
 mod links;
 mod model;
 mod posix;
+mod publish;
 mod setid;
 mod snapshots;
 mod util;

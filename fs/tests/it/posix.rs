@@ -519,8 +519,8 @@ fn bad_names_and_offsets_are_errors_not_panics() {
         )),
         libc::EFBIG
     );
-    assert_eq!(errno(v.read(fh + 100, 0, 1)), libc::EBADF);
-    assert_eq!(errno(v.getattr(999_999)), libc::ENOENT);
+    assert_eq!(errno(v.read(Fh(fh.0 + 100), 0, 1)), libc::EBADF);
+    assert_eq!(errno(v.getattr(Ino(999_999))), libc::ENOENT);
     assert_eq!(errno(v.readdir(a.ino, 0, 10)), libc::ENOTDIR);
     assert_eq!(
         errno(v.setattr(
@@ -774,7 +774,7 @@ fn close_reports_enospc_when_the_disk_is_tight() {
         let e = backer_fs::tree::dir::get(&*store, vfs.root_hash().unwrap(), b"tight")
             .unwrap()
             .expect("stored at the close: in the next commit");
-        assert_eq!((e.size, a.ino > 0), (100_000, true));
+        assert_eq!((e.size, a.ino.0 > 0), (100_000, true));
         vfs.release(fh).unwrap();
     }
     // No room at all: close(2) gets ENOSPC, and the release too.

@@ -1,6 +1,7 @@
 //! Setuid and setgid dropping (`SetAttr::clear_setid`, `Vfs::clear_setid`):
-//! what the FUSE edge asks for on chowns, truncates and unprivileged
-//! writes, since the mount takes that work from the kernel.
+//! what the mount's door (`vfs::Door`, tests in door.rs) asks for on
+//! chowns, truncates and unprivileged writes, since the mount takes that
+//! work from the kernel.
 
 use backer_fs::vfs::*;
 

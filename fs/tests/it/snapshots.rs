@@ -1,12 +1,12 @@
-//! The read-only history view `.backer/snapshots/<time>/` over the Vfs
-//! API: one snapshot per commit, named by its UTC time, each reading back
+//! The read-only history view `.backer/snapshots/<time>/` through the
+//! mount's door (`vfs::Door`, its only way in): one snapshot per commit, named by its UTC time, each reading back
 //! its own version; hidden from the root's listing; refusing writes.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use backer_fs::tree::Kind;
-use backer_fs::vfs::{is_view, Ino, Vfs, RESERVED_NAME, ROOT};
+use backer_fs::vfs::{Caller, Door, Ino, OpenMode, Vfs, RESERVED_NAME, ROOT};
 use backer_fs::Error;
 
 use crate::util::{vfs_with_clock, write_all, ME};
@@ -20,16 +20,19 @@ fn put(v: &Vfs, parent: Ino, name: &str, data: &[u8]) {
     v.release(fh).unwrap();
 }
 
-fn names(v: &Vfs, ino: Ino) -> Vec<String> {
+const ME_CALLING: Caller = Caller {
+    uid: ME.uid,
+    gid: ME.gid,
+    pid: 1,
+    may_keep_setid: false,
+};
+
+fn names(d: &Door, ino: Ino) -> Vec<String> {
     let mut out = Vec::new();
     let mut cookie = 0;
     loop {
         // Small pages: continuation by cookie must work.
-        let page = if is_view(ino) {
-            v.view_readdir(ino, cookie, 2).unwrap()
-        } else {
-            v.readdir(ino, cookie, 2).unwrap()
-        };
+        let page = d.readdir(ino, cookie, 2).unwrap();
         let Some(last) = page.last() else { break };
         cookie = last.cookie;
         out.extend(
@@ -40,16 +43,18 @@ fn names(v: &Vfs, ino: Ino) -> Vec<String> {
     out
 }
 
-fn read_all(v: &Vfs, ino: Ino) -> Vec<u8> {
-    let fh = v.view_open(ino, false).unwrap();
-    let size = v.view_getattr(ino).unwrap().size;
+fn read_all(d: &Door, ino: Ino) -> Vec<u8> {
+    let fh = d.open(ino, OpenMode::default()).unwrap();
+    let size = d.getattr(ino).unwrap().size;
     let mut out = Vec::new();
+    let mut buf = Vec::new();
     while (out.len() as u64) < size {
-        let piece = v.view_read(fh, out.len() as u64, 1000).unwrap();
-        assert!(!piece.is_empty());
-        out.extend_from_slice(&piece);
+        let n = d.read(ino, fh, out.len() as u64, 1000, &mut buf).unwrap();
+        assert!(n > 0);
+        out.extend_from_slice(&buf[..n]);
     }
-    assert!(v.view_read(fh, size, 10).unwrap().is_empty());
+    assert_eq!(d.read(ino, fh, size, 10, &mut buf).unwrap(), 0);
+    d.release(ino, fh).unwrap();
     out
 }
 
@@ -57,7 +62,8 @@ fn read_all(v: &Vfs, ino: Ino) -> Vec<u8> {
 fn snapshots_show_every_committed_version_read_only() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(AtomicI64::new(1_700_000_000_000));
-    let v = vfs_with_clock(dir.path(), clock.clone());
+    let v = Arc::new(vfs_with_clock(dir.path(), clock.clone()));
+    let d = Door::new(v.clone(), true);
     v.mkdir(ME, ROOT, b"sub", 0o755).unwrap();
     let sub = v.lookup(ROOT, b"sub").unwrap().ino;
     let versions: Vec<Vec<u8>> = vec![
@@ -75,16 +81,20 @@ fn snapshots_show_every_committed_version_read_only() {
     v.commit().unwrap().expect("a commit");
 
     // `.backer` is found by name but not listed.
-    assert!(v.in_view(ROOT, RESERVED_NAME));
-    assert!(!v.in_view(ROOT, b"sub"));
-    let backer = v.view_lookup(ROOT, RESERVED_NAME).unwrap();
+    assert!(backer_fs::vfs::is_view(
+        d.lookup(ROOT, RESERVED_NAME).unwrap().ino
+    ));
+    assert!(!backer_fs::vfs::is_view(
+        d.lookup(ROOT, b"sub").unwrap().ino
+    ));
+    let backer = d.lookup(ROOT, RESERVED_NAME).unwrap();
     assert_eq!(backer.kind, Kind::Dir);
     assert_eq!(backer.perm & 0o222, 0);
-    assert!(!names(&v, ROOT).contains(&".backer".to_string()));
-    assert_eq!(names(&v, backer.ino), [".", "..", "snapshots"]);
+    assert!(!names(&d, ROOT).contains(&".backer".to_string()));
+    assert_eq!(names(&d, backer.ino), [".", "..", "snapshots"]);
 
-    let snaps = v.view_lookup(backer.ino, b"snapshots").unwrap();
-    let listed = names(&v, snaps.ino);
+    let snaps = d.lookup(backer.ino, b"snapshots").unwrap();
+    let listed = names(&d, snaps.ino);
     assert_eq!(
         listed,
         [
@@ -96,26 +106,26 @@ fn snapshots_show_every_committed_version_read_only() {
         ]
     );
     for (name, want) in listed[2..].iter().zip(&versions) {
-        let root = v.view_lookup(snaps.ino, name.as_bytes()).unwrap();
+        let root = d.lookup(snaps.ino, name.as_bytes()).unwrap();
         assert_eq!(root.kind, Kind::Dir);
-        let s = v.view_lookup(root.ino, b"sub").unwrap();
-        assert_eq!(names(&v, s.ino), [".", "..", "f.txt"]);
-        let f = v.view_lookup(s.ino, b"f.txt").unwrap();
+        let s = d.lookup(root.ino, b"sub").unwrap();
+        assert_eq!(names(&d, s.ino), [".", "..", "f.txt"]);
+        let f = d.lookup(s.ino, b"f.txt").unwrap();
         assert_eq!(f.kind, Kind::File);
         assert_eq!(f.size, want.len() as u64);
         assert_eq!(f.perm, 0o444);
-        assert_eq!(&read_all(&v, f.ino), want);
+        assert_eq!(&read_all(&d, f.ino), want);
         // Lookups are stable.
-        assert_eq!(v.view_lookup(s.ino, b"f.txt").unwrap().ino, f.ino);
-        assert_eq!(v.view_lookup(s.ino, b"..").unwrap().ino, root.ino);
+        assert_eq!(d.lookup(s.ino, b"f.txt").unwrap().ino, f.ino);
+        assert_eq!(d.lookup(s.ino, b"..").unwrap().ino, root.ino);
     }
     // The newest snapshot of the last millisecond holds the symlink.
-    let last = v.view_lookup(snaps.ino, listed[4].as_bytes()).unwrap();
-    let link = v.view_lookup(last.ino, b"link").unwrap();
+    let last = d.lookup(snaps.ino, listed[4].as_bytes()).unwrap();
+    let link = d.lookup(last.ino, b"link").unwrap();
     assert_eq!(link.kind, Kind::Symlink);
-    assert_eq!(v.view_readlink(link.ino).unwrap(), b"sub/f.txt");
+    assert_eq!(d.readlink(link.ino).unwrap(), b"sub/f.txt");
     assert!(matches!(
-        v.view_lookup(snaps.ino, b"2000-01-01T00:00:00.000Z"),
+        d.lookup(snaps.ino, b"2000-01-01T00:00:00.000Z"),
         Err(Error::NotFound)
     ));
 
@@ -123,22 +133,36 @@ fn snapshots_show_every_committed_version_read_only() {
     clock.store(1_700_000_100_000, Ordering::SeqCst);
     put(&v, ROOT, "new", b"x");
     v.commit().unwrap().expect("a commit");
-    assert!(names(&v, snaps.ino).contains(&"2023-11-14T22:15:00.000Z".to_string()));
+    assert!(names(&d, snaps.ino).contains(&"2023-11-14T22:15:00.000Z".to_string()));
 
-    // Nothing there can be written.
+    // Nothing there can be written (the door refuses every write that
+    // names the view: fs/tests/it/door.rs).
     let f = {
-        let r = v.view_lookup(snaps.ino, listed[2].as_bytes()).unwrap();
-        let s = v.view_lookup(r.ino, b"sub").unwrap();
-        v.view_lookup(s.ino, b"f.txt").unwrap()
+        let r = d.lookup(snaps.ino, listed[2].as_bytes()).unwrap();
+        let s = d.lookup(r.ino, b"sub").unwrap();
+        d.lookup(s.ino, b"f.txt").unwrap()
     };
     for ino in [backer.ino, snaps.ino, f.ino] {
-        assert!(matches!(v.view_writable(ino), Err(Error::ReadOnly)));
-        assert!(matches!(v.view_access(ME, ino, 2), Err(Error::ReadOnly)));
-        v.view_access(ME, ino, 4).unwrap();
+        assert!(matches!(
+            d.access(&ME_CALLING, ino, 2),
+            Err(Error::ReadOnly)
+        ));
+        d.access(&ME_CALLING, ino, 4).unwrap();
     }
-    v.view_writable(ROOT).unwrap();
-    assert!(matches!(v.view_open(f.ino, true), Err(Error::ReadOnly)));
-    assert!(matches!(v.view_open(snaps.ino, false), Err(Error::IsDir)));
+    assert!(matches!(
+        d.open(
+            f.ino,
+            OpenMode {
+                write: true,
+                ..OpenMode::default()
+            }
+        ),
+        Err(Error::ReadOnly)
+    ));
+    assert!(matches!(
+        d.open(snaps.ino, OpenMode::default()),
+        Err(Error::IsDir)
+    ));
     // The live namespace still has no `.backer` and refuses to make one.
     assert!(matches!(
         v.lookup(ROOT, RESERVED_NAME),
@@ -153,12 +177,13 @@ fn snapshots_show_every_committed_version_read_only() {
 #[test]
 fn a_store_without_commits_has_an_empty_snapshot_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let v = vfs_with_clock(dir.path(), Arc::new(AtomicI64::new(0)));
-    let backer = v.view_lookup(ROOT, RESERVED_NAME).unwrap();
-    let snaps = v.view_lookup(backer.ino, b"snapshots").unwrap();
-    assert_eq!(names(&v, snaps.ino), [".", ".."]);
+    let v = Arc::new(vfs_with_clock(dir.path(), Arc::new(AtomicI64::new(0))));
+    let d = Door::new(v.clone(), true);
+    let backer = d.lookup(ROOT, RESERVED_NAME).unwrap();
+    let snaps = d.lookup(backer.ino, b"snapshots").unwrap();
+    assert_eq!(names(&d, snaps.ino), [".", ".."]);
     assert!(matches!(
-        v.view_lookup(backer.ino, b"other"),
+        d.lookup(backer.ino, b"other"),
         Err(Error::NotFound)
     ));
 }
@@ -167,27 +192,25 @@ fn a_store_without_commits_has_an_empty_snapshot_folder() {
 fn forgotten_view_inodes_are_dropped_and_found_again() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(AtomicI64::new(1_000));
-    let v = vfs_with_clock(dir.path(), clock);
+    let v = Arc::new(vfs_with_clock(dir.path(), clock));
+    let d = Door::new(v.clone(), true);
     put(&v, ROOT, "a", b"bytes");
     v.commit().unwrap().expect("a commit");
-    let backer = v.view_lookup(ROOT, RESERVED_NAME).unwrap().ino;
-    let snaps = v.view_lookup(backer, b"snapshots").unwrap().ino;
-    let snap = v
-        .view_lookup(snaps, b"1970-01-01T00:00:01.000Z")
-        .unwrap()
-        .ino;
-    let a = v.view_lookup(snap, b"a").unwrap().ino;
-    assert_eq!(v.view_lookup(snap, b"a").unwrap().ino, a);
+    let backer = d.lookup(ROOT, RESERVED_NAME).unwrap().ino;
+    let snaps = d.lookup(backer, b"snapshots").unwrap().ino;
+    let snap = d.lookup(snaps, b"1970-01-01T00:00:01.000Z").unwrap().ino;
+    let a = d.lookup(snap, b"a").unwrap().ino;
+    assert_eq!(d.lookup(snap, b"a").unwrap().ino, a);
     // Two lookups: one forget leaves it, the second drops it.
-    v.view_forget(a, 1);
-    assert_eq!(v.view_getattr(a).unwrap().size, 5);
-    v.view_forget(a, 1);
-    assert!(matches!(v.view_getattr(a), Err(Error::NotFound)));
-    let again = v.view_lookup(snap, b"a").unwrap().ino;
-    assert_eq!(read_all(&v, again), b"bytes");
+    d.forget(a, 1);
+    assert_eq!(d.getattr(a).unwrap().size, 5);
+    d.forget(a, 1);
+    assert!(matches!(d.getattr(a), Err(Error::NotFound)));
+    let again = d.lookup(snap, b"a").unwrap().ino;
+    assert_eq!(read_all(&d, again), b"bytes");
     // The fixed folders are never dropped.
-    v.view_forget(snaps, 10);
-    v.view_forget(backer, 10);
-    assert_eq!(v.view_getattr(snaps).unwrap().kind, Kind::Dir);
-    assert_eq!(v.view_getattr(backer).unwrap().kind, Kind::Dir);
+    d.forget(snaps, 10);
+    d.forget(backer, 10);
+    assert_eq!(d.getattr(snaps).unwrap().kind, Kind::Dir);
+    assert_eq!(d.getattr(backer).unwrap().kind, Kind::Dir);
 }

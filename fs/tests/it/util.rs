@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use backer_fs::store::Store;
-use backer_fs::vfs::{Ctx, Fh, Ino, Vfs, VfsOptions, ROOT};
+use backer_fs::vfs::{Ctx, Door, Fh, Ino, Vfs, VfsOptions, ROOT};
 
 /// A vfs over a fresh sled store in a temp dir (kept alive by the guard).
 pub(crate) struct TestFs {
     pub dir: tempfile::TempDir,
-    pub vfs: Option<Vfs>,
+    pub vfs: Option<Arc<Vfs>>,
 }
 
 pub(crate) const ME: Ctx = Ctx {
@@ -23,19 +23,24 @@ impl TestFs {
         let vfs = Vfs::new(store, VfsOptions::default()).unwrap();
         TestFs {
             dir,
-            vfs: Some(vfs),
+            vfs: Some(Arc::new(vfs)),
         }
     }
 
     pub(crate) fn vfs(&self) -> &Vfs {
-        self.vfs.as_ref().unwrap()
+        self.vfs.as_deref().unwrap()
+    }
+
+    /// The door a mount with the writeback cache would use.
+    pub(crate) fn door(&self) -> Door {
+        Door::new(self.vfs.clone().unwrap(), true)
     }
 
     /// Drops the vfs and the store, then opens both again.
     pub(crate) fn reopen(&mut self) {
         self.vfs = None;
         let store = Arc::new(Store::open(&self.dir.path().join("store")).unwrap());
-        self.vfs = Some(Vfs::new(store, VfsOptions::default()).unwrap());
+        self.vfs = Some(Arc::new(Vfs::new(store, VfsOptions::default()).unwrap()));
     }
 
     /// Creates (or truncates) a file at `name` in `parent` with `data`.

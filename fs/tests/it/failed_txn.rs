@@ -1,0 +1,48 @@
+//! An operation whose transaction does not apply (the engine fails)
+//! leaves the vfs's memory as it was: no handle, no open file claiming a
+//! size or bytes the store does not hold.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use backer_fs::store::mem_kv::MemKv;
+use backer_fs::store::{Space, Store};
+use backer_fs::vfs::{Vfs, VfsOptions, ROOT};
+
+use crate::kv_suite::Shared;
+use crate::util::ME;
+
+#[test]
+fn failed_opens_and_creates_leave_no_handle_or_open_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = Arc::new(Shared::new(Arc::new(MemKv::new())));
+    let refuse = kv.refuse.clone();
+    let store = Arc::new(Store::with_engine(dir.path(), kv, Default::default()).unwrap());
+    let vfs = Vfs::new(store.clone(), VfsOptions::default()).unwrap();
+    let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
+    vfs.write(fh, 0, b"hello").unwrap();
+    vfs.release(fh).unwrap();
+
+    refuse.store(true, Ordering::SeqCst);
+    assert!(
+        vfs.open(f.ino, true, false).is_err(),
+        "O_TRUNC: not applied"
+    );
+    assert_eq!(vfs.getattr(f.ino).unwrap().size, 5, "nor claimed");
+    assert!(vfs.create(ME, ROOT, b"g", 0o644, false).is_err());
+    refuse.store(false, Ordering::SeqCst);
+
+    let fh = vfs.open(f.ino, false, false).unwrap();
+    assert_eq!(vfs.read(fh, 0, 100).unwrap(), b"hello");
+    vfs.release(fh).unwrap();
+    // The failed create's inode number is handed out again: nothing of
+    // the failed open of it is left, so once closed and unlinked it is
+    // gone, not kept as an open orphan.
+    let (g, fh) = vfs.create(ME, ROOT, b"g", 0o644, false).unwrap();
+    vfs.write(fh, 0, b"abc").unwrap();
+    vfs.release(fh).unwrap();
+    vfs.unlink(ROOT, b"g").unwrap();
+    let orphans = store.kv().scan(Space::Orphans, &[], None, 10).unwrap();
+    assert!(orphans.is_empty(), "{g:?} is no orphan: {orphans:?}");
+    assert!(vfs.getattr(g.ino).is_err());
+}
