@@ -5,6 +5,7 @@
 //! non-zero exit.
 
 use std::fs;
+use std::io::Write;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -23,11 +24,21 @@ fn backer(store: &TempStore, args: &[&str]) -> Run {
 }
 
 /// Writes `data` to `path` and fsyncs it: one version, committed.
+/// Writes `data` over the file and fsyncs it, with no O_TRUNC first: an
+/// emptied file that stays open more than the committer's quiet time
+/// (easily, on a loaded machine) is committed empty, one root more than
+/// the versions these tests count.
 fn write_synced(path: &Path, data: &[u8]) {
-    fs::write(path, data).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .unwrap_or_else(|e| panic!("fsync {}: {e}", path.display()));
+    let fail = |e: std::io::Error| -> ! { panic!("write {}: {e}", path.display()) };
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap_or_else(|e| fail(e));
+    f.write_all(data).unwrap_or_else(|e| fail(e));
+    f.set_len(data.len() as u64).unwrap_or_else(|e| fail(e));
+    f.sync_all().unwrap_or_else(|e| fail(e));
 }
 
 /// `log [PATH] --json`, parsed.
