@@ -15,11 +15,13 @@ mod du;
 mod export;
 mod log;
 mod restore;
+mod write;
 
 pub use du::{du, Du};
-pub use export::{check_target, export, Exported};
+pub use export::{check_target, export, export_tree, Exported};
 pub use log::{kind_name::name as kind_name, log, Change, ChangeKind, LogEntry};
-pub use restore::{restore, Outcome, RestoreRequest, Restored};
+pub use restore::{restore, restore_to, version_at, Outcome, RestoreRequest, Restored, Version};
+pub use write::{Source, WriteOptions};
 
 use crate::error::{Error, Result};
 use crate::store::Store;
