@@ -21,7 +21,7 @@ pub use du::{du, Du};
 pub use export::{check_target, export, export_tree, Exported};
 pub use log::{kind_name::name as kind_name, log, Change, ChangeKind, LogEntry};
 pub use restore::{restore, restore_to, version_at, Outcome, RestoreRequest, Restored, Version};
-pub use write::{Source, WriteOptions};
+pub use write::{LiveTree, Source, WriteOptions};
 
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -67,7 +67,8 @@ pub fn split_path(path: &str) -> Result<Vec<Vec<u8>>> {
 /// or fake a line. Everything that prints a name goes through here.
 pub fn printable(name: &str) -> std::borrow::Cow<'_, str> {
     let unsafe_char = |c: char| {
-        c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
     };
     if !name.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(name);

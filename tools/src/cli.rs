@@ -78,6 +78,10 @@ pub(crate) enum Command {
         /// Keep setuid/setgid bits and make device nodes (root only).
         #[arg(long)]
         keep_setid: bool,
+        /// Give each file the owner the live tree gives its path (root
+        /// only; else everything written is yours).
+        #[arg(long)]
+        keep_owners: bool,
     },
     /// Show the root hash, node id, peers and whether a node runs.
     Status {
@@ -112,6 +116,10 @@ pub(crate) enum Command {
         /// only).
         #[arg(long, requires = "to")]
         keep_setid: bool,
+        /// With --to: give each file the owner the live tree gives its
+        /// path (root only).
+        #[arg(long, requires = "to")]
+        keep_owners: bool,
     },
     /// Live size, history size and what deduplication saves.
     Du {
@@ -240,7 +248,7 @@ mod tests {
         let cli = Cli::try_parse_from(["backer", "export", "/out", "--store", "/s"]).unwrap();
         assert_eq!(cli.store, Some(PathBuf::from("/s")));
         assert!(
-            matches!(cli.command, Command::Export { dir, keep_setid: false } if dir == Path::new("/out"))
+            matches!(cli.command, Command::Export { dir, keep_setid: false, keep_owners: false } if dir == Path::new("/out"))
         );
     }
 
@@ -288,6 +296,7 @@ mod tests {
                 at,
                 to,
                 keep_setid: false,
+                keep_owners: false,
             } => {
                 assert_eq!((path.as_str(), at.as_str()), ("a", "2026-11-26T04:30"));
                 assert_eq!(to.as_deref(), Some(Path::new("/o")));
@@ -308,9 +317,17 @@ mod tests {
                 ..
             }
         ));
+        assert!(matches!(
+            parse(&["restore", "a", "--at", "x", "--to", "/o", "--keep-owners"]),
+            Command::Restore {
+                keep_owners: true,
+                keep_setid: false,
+                ..
+            }
+        ));
         // --keep-setid means nothing for a restore into the tree.
-        let err =
-            Cli::try_parse_from(["backer", "restore", "a", "--at", "x", "--keep-setid"]).unwrap_err();
+        let err = Cli::try_parse_from(["backer", "restore", "a", "--at", "x", "--keep-setid"])
+            .unwrap_err();
         assert_eq!(err.exit_code(), 2);
         let err = Cli::try_parse_from(["backer", "restore", "a"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);

@@ -65,7 +65,15 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Export {
             dir: out,
             keep_setid,
-        } => export::run(&dir, &out, WriteOptions { keep_setid }),
+            keep_owners,
+        } => export::run(
+            &dir,
+            &out,
+            WriteOptions {
+                keep_setid,
+                keep_owners,
+            },
+        ),
         Command::Status { json } => status::run(&dir, json),
         Command::Log { path, json } => history::run(&dir, path.as_deref(), json),
         Command::Restore {
@@ -73,7 +81,17 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             at,
             to,
             keep_setid,
-        } => restore::run(&dir, &path, &at, to.as_deref(), WriteOptions { keep_setid }),
+            keep_owners,
+        } => restore::run(
+            &dir,
+            &path,
+            &at,
+            to.as_deref(),
+            WriteOptions {
+                keep_setid,
+                keep_owners,
+            },
+        ),
         Command::Du { json } => du::run(&dir, json),
         Command::Gc { json } => gc::run(&dir, json),
     }

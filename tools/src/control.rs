@@ -98,6 +98,12 @@ pub(crate) enum Request {
         /// The node's hash.
         hash: String,
     },
+    /// The (uid, gid) the live tree gives a path (for root's
+    /// `--keep-owners`).
+    Owner {
+        /// The path's names joined by `/`, in hex (names are bytes).
+        path: String,
+    },
     /// A chunk's bytes by hash (hex).
     Chunk {
         /// The chunk's hash.
@@ -125,6 +131,8 @@ pub(crate) enum Response {
     Version(Option<Version>),
     /// To [`Request::Node`] and [`Request::Chunk`]: the bytes, in hex.
     Bytes(String),
+    /// To [`Request::Owner`] (`None`: the live tree lacks the path).
+    Owner(Option<(u32, u32)>),
     /// The request failed: one line for the user.
     Error(String),
 }

@@ -104,7 +104,7 @@ pub fn export_tree(
         Some(to) => Some((to, tree_bytes(src, root)?)),
         None => None,
     };
-    write_entries(src, out, live_entries(src, root)?, opts, tell)
+    write_entries(src, out, Vec::new(), live_entries(src, root)?, opts, tell)
 }
 
 /// The bytes of every live file under the folder tree `root`.

@@ -131,7 +131,11 @@ pub fn restore_to(
         )));
     }
     let dir = entry.kind == Kind::Dir;
-    let stats = write_entries(src, folder, vec![entry], opts, None)?;
+    let base = names
+        .split_last()
+        .map(|(_, up)| up.to_vec())
+        .unwrap_or_default();
+    let stats = write_entries(src, folder, base, vec![entry], opts, None)?;
     Ok(Restored {
         path: shown,
         commit: v.commit.clone(),

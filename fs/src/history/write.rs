@@ -15,7 +15,10 @@
 //!
 //! No privilege comes from a copy: setuid and setgid bits are dropped
 //! from files, and device nodes are skipped, unless the caller is root and
-//! asks for them ([`WriteOptions::keep_setid`]).
+//! asks for them ([`WriteOptions::keep_setid`]). Everything written
+//! belongs to the caller, unless root asks for the owners
+//! ([`WriteOptions::keep_owners`]): the tree records none per commit, so
+//! they are the live tree's owners of the same paths ([`Source::owner`]).
 
 use std::ffi::{CString, OsStr};
 use std::fs::{File, OpenOptions};
@@ -30,6 +33,7 @@ use crate::store::Store;
 use crate::tree::content::{self, Extent};
 use crate::tree::entry::validate_name;
 use crate::tree::{dir, Entry, Kind, NodeStore, Timestamp};
+use crate::vfs::{Vfs, ROOT};
 use crate::Hash;
 
 /// How much of a file's content list is read at a time: bounds the memory
@@ -45,11 +49,66 @@ const SETID: u32 = 0o6000;
 pub trait Source: NodeStore {
     /// The bytes of the chunk `hash`, checked against it.
     fn chunk(&self, hash: &Hash) -> Result<Vec<u8>>;
+
+    /// The (uid, gid) the live tree gives the path `names`, if it has it
+    /// (for [`WriteOptions::keep_owners`]); none by default.
+    fn owner(&self, names: &[Vec<u8>]) -> Result<Option<(u32, u32)>> {
+        let _ = names;
+        Ok(None)
+    }
 }
 
 impl Source for Store {
     fn chunk(&self, hash: &Hash) -> Result<Vec<u8>> {
         self.read_chunk(hash)
+    }
+}
+
+/// The store of a live tree, with the live tree's owners.
+pub struct LiveTree<'a> {
+    vfs: &'a Vfs,
+    store: std::sync::Arc<Store>,
+}
+
+impl<'a> LiveTree<'a> {
+    /// The store and owners of `vfs`.
+    pub fn new(vfs: &'a Vfs) -> LiveTree<'a> {
+        LiveTree {
+            vfs,
+            store: vfs.store(),
+        }
+    }
+}
+
+impl NodeStore for LiveTree<'_> {
+    fn get_node(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        self.store.get_node(hash)
+    }
+
+    fn put_node(&mut self, _: Hash, _: Vec<u8>) -> Result<()> {
+        Err(Error::ReadOnly)
+    }
+}
+
+impl Source for LiveTree<'_> {
+    fn chunk(&self, hash: &Hash) -> Result<Vec<u8>> {
+        self.store.read_chunk(hash)
+    }
+
+    fn owner(&self, names: &[Vec<u8>]) -> Result<Option<(u32, u32)>> {
+        let mut at = ROOT;
+        let mut ids = None;
+        for name in names {
+            match self.vfs.lookup(at, name) {
+                Ok(a) => {
+                    at = a.ino;
+                    ids = Some((a.uid, a.gid));
+                }
+                Err(Error::NotFound | Error::NotDir) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ids)
     }
 }
 
@@ -59,6 +118,9 @@ pub struct WriteOptions {
     /// Keep setuid and setgid bits and create device nodes: root only
     /// (refused otherwise), for a full restore of a system folder.
     pub keep_setid: bool,
+    /// Give each name the owner the live tree gives its path (root only;
+    /// else, and for paths the live tree lacks, the caller owns it).
+    pub keep_owners: bool,
 }
 
 impl WriteOptions {
@@ -67,9 +129,15 @@ impl WriteOptions {
     /// Errors: [`Error::Request`] for `keep_setid` when not root.
     pub fn check(&self) -> Result<()> {
         // SAFETY: geteuid cannot fail.
-        if self.keep_setid && unsafe { libc::geteuid() } != 0 {
+        let root = unsafe { libc::geteuid() } == 0;
+        if self.keep_setid && !root {
             return Err(Error::Request(
                 "--keep-setid is for root only: a copy made by another user never carries setuid, setgid or devices".into(),
+            ));
+        }
+        if self.keep_owners && !root {
+            return Err(Error::Request(
+                "--keep-owners is for root only: what you write is yours".into(),
             ));
         }
         Ok(())
@@ -87,17 +155,20 @@ impl WriteOptions {
     }
 }
 
-/// Writes the entries `todo` (in order) into the folder `dir`, nodes and
-/// chunks from `src`; `progress` hears (bytes written, `total`).
+/// Writes the entries `todo` (in order, in the tree's folder `base`) into
+/// the folder `dir`, nodes and chunks from `src`; `progress` hears (bytes
+/// written, `total`).
 pub(crate) fn write_entries(
     src: &impl Source,
     dir: &Path,
+    base: Vec<Vec<u8>>,
     entries: Vec<Entry>,
     opts: WriteOptions,
     progress: Option<(&dyn Fn(u64, u64), u64)>,
 ) -> Result<Exported> {
     opts.check()?;
     let mut w = Writer::new(src, dir, opts, progress)?;
+    w.names = base;
     let todo = entries.into_iter().rev().map(Work::Entry).collect();
     w.run(todo)?;
     Ok(w.stats)
@@ -115,9 +186,9 @@ pub(crate) fn live_entries(nodes: &impl NodeStore, hash: Hash) -> Result<Vec<Ent
 enum Work {
     /// Write the entry into the current folder.
     Entry(Entry),
-    /// The current folder's children are written: set its mode and mtime
-    /// and go back up to its parent.
-    Leave(u32, Timestamp),
+    /// The current folder's children are written: set its owner, mode
+    /// and mtime and go back up to its parent.
+    Leave(Option<(u32, u32)>, u32, Timestamp),
 }
 
 /// Who hears of the progress, the bytes in all and the bytes written so
@@ -141,6 +212,8 @@ struct Writer<'a, S> {
     /// The (device, inode) of each folder above `cur`: the way back up
     /// must lead to them.
     up: Vec<(u64, u64)>,
+    /// The names of `cur` in the tree, from its root.
+    names: Vec<Vec<u8>>,
 }
 
 impl<'a, S: Source> Writer<'a, S> {
@@ -164,6 +237,7 @@ impl<'a, S: Source> Writer<'a, S> {
             cur: cur.into(),
             path: dir.to_path_buf(),
             up: Vec::new(),
+            names: Vec::new(),
         })
     }
 
@@ -171,8 +245,11 @@ impl<'a, S: Source> Writer<'a, S> {
         while let Some(work) = todo.pop() {
             match work {
                 Work::Entry(e) => self.entry(e, &mut todo)?,
-                Work::Leave(mode, mtime) => {
+                Work::Leave(owner, mode, mtime) => {
                     let p = self.path.clone();
+                    if let Some(ids) = owner {
+                        fchown(&self.cur, ids, &p)?;
+                    }
                     fchmod(&self.cur, self.opts.mode(Kind::Dir, mode), &p)?;
                     futimens(&self.cur, mtime, &p)?;
                     let parent = open_dir_at(&self.cur, &cname(b"..")?, &p)?;
@@ -185,6 +262,7 @@ impl<'a, S: Source> Writer<'a, S> {
                     }
                     self.cur = parent;
                     self.path.pop();
+                    self.names.pop();
                     self.stats.dirs += 1;
                 }
             }
@@ -205,6 +283,14 @@ impl<'a, S: Source> Writer<'a, S> {
         }
         let c = cname(&e.name)?;
         let p = self.path.join(OsStr::from_bytes(&e.name));
+        let owner = if self.opts.keep_owners {
+            self.names.push(e.name.clone());
+            let ids = self.src.owner(&self.names);
+            self.names.pop();
+            ids?
+        } else {
+            None
+        };
         match e.kind {
             Kind::Dir => {
                 // SAFETY: mkdirat on an open folder and a NUL-terminated name.
@@ -213,16 +299,20 @@ impl<'a, S: Source> Writer<'a, S> {
                 }
                 let inner = open_dir_at(&self.cur, &c, &p)?;
                 let here = dev_ino(&self.cur, &self.path)?;
-                todo.push(Work::Leave(e.mode, e.mtime));
+                todo.push(Work::Leave(owner, e.mode, e.mtime));
                 for child in live_entries(self.src, e.hash)?.into_iter().rev() {
                     todo.push(Work::Entry(child));
                 }
                 self.up.push(here);
+                self.names.push(e.name);
                 self.cur = inner;
                 self.path = p;
             }
             Kind::File => {
                 let f = self.file(&e, &c, &p)?;
+                if let Some(ids) = owner {
+                    fchown(&f, ids, &p)?;
+                }
                 fchmod(&f, self.opts.mode(Kind::File, e.mode), &p)?;
                 futimens(&f, e.mtime, &p)?;
                 self.stats.files += 1;
@@ -237,6 +327,9 @@ impl<'a, S: Source> Writer<'a, S> {
                         "cannot create the symlink {}",
                         p.display()
                     )));
+                }
+                if let Some(ids) = owner {
+                    chown_at(&self.cur, &c, ids, &p)?;
                 }
                 set_mtime_at(&self.cur, &c, e.mtime, &p)?;
                 self.stats.symlinks += 1;
@@ -257,6 +350,9 @@ impl<'a, S: Source> Writer<'a, S> {
                         "{} was replaced while it was written: stopped",
                         p.display()
                     )));
+                }
+                if let Some(ids) = owner {
+                    fchown(&f, ids, &p)?;
                 }
                 fchmod(&f, self.opts.mode(Kind::Fifo, e.mode), &p)?;
                 futimens(&f, e.mtime, &p)?;
@@ -280,6 +376,9 @@ impl<'a, S: Source> Writer<'a, S> {
                 };
                 if made != 0 {
                     return Err(last_error(format!("cannot create {}", p.display())));
+                }
+                if let Some(ids) = owner {
+                    chown_at(&self.cur, &c, ids, &p)?;
                 }
                 set_mode_at(&self.cur, &c, self.opts.mode(e.kind, e.mode), &p)?;
                 set_mtime_at(&self.cur, &c, e.mtime, &p)?;
@@ -403,6 +502,40 @@ fn fchmod(fd: &impl AsRawFd, mode: u32, p: &Path) -> Result<()> {
     if unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) } != 0 {
         return Err(last_error(format!(
             "cannot set the mode of {}",
+            p.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Gives an open file the owner `ids` (before its mode: a chown drops
+/// set-id bits).
+fn fchown(fd: &impl AsRawFd, ids: (u32, u32), p: &Path) -> Result<()> {
+    // SAFETY: an open descriptor.
+    if unsafe { libc::fchown(fd.as_raw_fd(), ids.0, ids.1) } != 0 {
+        return Err(last_error(format!(
+            "cannot set the owner of {}",
+            p.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Gives `name` in `dir` itself (a symlink's own) the owner `ids`.
+fn chown_at(dir: &OwnedFd, name: &CString, ids: (u32, u32), p: &Path) -> Result<()> {
+    // SAFETY: fchownat on an open folder and a NUL-terminated name.
+    let r = unsafe {
+        libc::fchownat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            ids.0,
+            ids.1,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r != 0 {
+        return Err(last_error(format!(
+            "cannot set the owner of {}",
             p.display()
         )));
     }

@@ -15,7 +15,8 @@ use crate::mount_util::Mount;
 use crate::posix_meta::as_nobody;
 
 /// Sends each of `lines` to the socket `sock` (one connection) and prints
-/// every line the node answers until it closes, as `user` (`None`: the
+/// every line the node answers until it closes (a refused connection may
+/// end in a reset: the node did not read what was sent), as `user` (`None`: the
 /// test's own user, root).
 fn socket_talk(sock: &Path, lines: &[&str], user: Option<&str>) -> Run {
     let script = "import socket, sys\n\
@@ -26,7 +27,16 @@ fn socket_talk(sock: &Path, lines: &[&str], user: Option<&str>) -> Run {
         \x20   s.shutdown(socket.SHUT_WR)\n\
         except OSError:\n\
         \x20   pass\n\
-        sys.stdout.write(s.makefile().read())\n";
+        out = b''\n\
+        try:\n\
+        \x20   while True:\n\
+        \x20       d = s.recv(65536)\n\
+        \x20       if not d:\n\
+        \x20           break\n\
+        \x20       out += d\n\
+        except OSError:\n\
+        \x20   pass\n\
+        sys.stdout.write(out.decode())\n";
     let sock = sock.to_str().expect("a UTF-8 socket path");
     let mut args = vec!["/usr/bin/python3", "-c", script, sock];
     args.extend_from_slice(lines);
@@ -34,6 +44,14 @@ fn socket_talk(sock: &Path, lines: &[&str], user: Option<&str>) -> Run {
         Some("nobody") => as_nobody(&args),
         _ => Run::of(std::process::Command::new(args[0]).args(&args[1..])),
     }
+}
+
+/// Writes `data` to `p` and fsyncs it: a file still open is not
+/// committed yet, and the kernel closes a FUSE file after `close` returns.
+fn write_synced(p: &Path, data: &[u8]) {
+    let mut f = fs::File::create(p).expect("create");
+    std::io::Write::write_all(&mut f, data).expect("write");
+    f.sync_all().expect("fsync");
 }
 
 fn chmod(p: &Path, mode: u32) {
@@ -65,7 +83,11 @@ fn a_loosened_socket_still_refuses_other_users() {
     chmod(&m.store().dir(), 0o755);
     chmod(&sock, 0o777);
     let before = backer(&m, &["status", "--json"]);
-    let run = socket_talk(&sock, &[r#"{"req":"gc"}"#, r#"{"req":"status"}"#], Some("nobody"));
+    let run = socket_talk(
+        &sock,
+        &[r#"{"req":"gc"}"#, r#"{"req":"status"}"#],
+        Some("nobody"),
+    );
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines.len(), 1, "one refusal line, then closed: {run:#?}");
     let reply: Value = serde_json::from_str(lines[0]).expect("a JSON line");
@@ -74,7 +96,10 @@ fn a_loosened_socket_still_refuses_other_users() {
     // Nothing was done: no collection ran, the node serves its owner.
     assert!(!m.log().contains("history collection"), "{}", m.log());
     let after = backer(&m, &["status", "--json"]);
-    assert_eq!(before.assert_success().stdout, after.assert_success().stdout);
+    assert_eq!(
+        before.assert_success().stdout,
+        after.assert_success().stdout
+    );
     // Root is served.
     let run = socket_talk(&sock, &[r#"{"req":"status"}"#], None);
     assert!(run.stdout.contains(r#""status""#), "{run:#?}");
@@ -83,7 +108,7 @@ fn a_loosened_socket_still_refuses_other_users() {
 #[test]
 fn the_node_writes_no_folder_for_whoever_asks() {
     let m = Mount::new();
-    fs::write(m.path("f"), b"data").expect("write");
+    write_synced(&m.path("f"), b"data");
     backer(&m, &["export", &m.root().join("first").to_string_lossy()]).assert_success();
     let at = newest_commit(&m);
     let to = m.root().join("asked");
@@ -96,7 +121,11 @@ fn the_node_writes_no_folder_for_whoever_asks() {
     assert!(run.stdout.contains(r#""error""#), "{run:#?}");
     assert!(!to.exists(), "the node wrote {}", to.display());
     // The command writes it itself.
-    backer(&m, &["restore", "f", "--at", &at, "--to", &to.to_string_lossy()]).assert_success();
+    backer(
+        &m,
+        &["restore", "f", "--at", &at, "--to", &to.to_string_lossy()],
+    )
+    .assert_success();
     assert_eq!(fs::read(to.join("f")).expect("read"), b"data");
 }
 
@@ -106,7 +135,7 @@ fn copies_carry_no_setid_unless_root_asks() {
     fs::create_dir(m.path("bin")).expect("mkdir");
     for (name, bits) in [("suid", 0o4755), ("sgid", 0o2755), ("plain", 0o750)] {
         let p = m.path(&format!("bin/{name}"));
-        fs::write(&p, b"#!/bin/sh\nid\n").expect("write");
+        write_synced(&p, b"#!/bin/sh\nid\n");
         chmod(&p, bits);
     }
     let out = |name: &str| m.root().join(name);
@@ -147,7 +176,18 @@ fn copies_carry_no_setid_unless_root_asks() {
     let target = target.to_str().expect("utf-8");
     let flagged = [
         vec![bin, "--store", store, "export", target, "--keep-setid"],
-        vec![bin, "--store", store, "restore", "bin", "--at", &at, "--to", target, "--keep-setid"],
+        vec![
+            bin,
+            "--store",
+            store,
+            "restore",
+            "bin",
+            "--at",
+            &at,
+            "--to",
+            target,
+            "--keep-setid",
+        ],
     ];
     for args in &flagged {
         let run = as_nobody(args);
@@ -157,7 +197,9 @@ fn copies_carry_no_setid_unless_root_asks() {
     chmod(&m.store().dir(), 0o755);
     for args in [
         vec![bin, "--store", store, "export", target],
-        vec![bin, "--store", store, "restore", "bin", "--at", &at, "--to", target],
+        vec![
+            bin, "--store", store, "restore", "bin", "--at", &at, "--to", target,
+        ],
     ] {
         // Refused at the socket, or by the store's own permissions.
         as_nobody(&args).assert_one_line_failure();
@@ -169,7 +211,7 @@ fn copies_carry_no_setid_unless_root_asks() {
 #[test]
 fn a_symlink_in_the_target_folder_is_not_followed() {
     let m = Mount::new();
-    fs::write(m.path("f"), b"from history").expect("write");
+    write_synced(&m.path("f"), b"from history");
     backer(&m, &["export", &m.root().join("first").to_string_lossy()]).assert_success();
     let at = newest_commit(&m);
     let outside = m.root().join("outside");
@@ -179,7 +221,10 @@ fn a_symlink_in_the_target_folder_is_not_followed() {
     let to = m.root().join("to");
     fs::create_dir(&to).expect("mkdir");
     std::os::unix::fs::symlink(&outside, to.join("f")).expect("symlink");
-    let run = backer(&m, &["restore", "f", "--at", &at, "--to", &to.to_string_lossy()]);
+    let run = backer(
+        &m,
+        &["restore", "f", "--at", &at, "--to", &to.to_string_lossy()],
+    );
     run.assert_one_line_failure();
     let after = fs::metadata(&outside).expect("stat");
     assert_eq!(fs::read(&outside).expect("read"), b"untouched");
@@ -194,7 +239,7 @@ fn a_symlink_in_the_target_folder_is_not_followed() {
 fn names_with_escape_sequences_print_escaped() {
     let m = Mount::new();
     let evil = "evil\x1b[2J\x1b]0;pwned\x07name";
-    fs::write(m.path(evil), b"x").expect("write");
+    write_synced(&m.path(evil), b"x");
     let first = m.root().join("first");
     let run = backer(&m, &["export", &first.to_string_lossy()]);
     run.assert_success();
@@ -203,11 +248,77 @@ fn names_with_escape_sequences_print_escaped() {
     run.assert_success();
     assert!(!run.stdout.contains('\x1b'), "{:?}", run.stdout);
     assert!(!run.stdout.contains('\x07'), "{:?}", run.stdout);
-    assert!(run.stdout.contains(r"evil\x1b[2J\x1b]0;pwned\x07name"), "{:?}", run.stdout);
+    assert!(
+        run.stdout.contains(r"evil\x1b[2J\x1b]0;pwned\x07name"),
+        "{:?}",
+        run.stdout
+    );
     let at = newest_commit(&m);
     let to = m.root().join("to");
-    let run = backer(&m, &["restore", evil, "--at", &at, "--to", &to.to_string_lossy()]);
+    let run = backer(
+        &m,
+        &["restore", evil, "--at", &at, "--to", &to.to_string_lossy()],
+    );
     run.assert_success();
     assert!(!run.stdout.contains('\x1b'), "{:?}", run.stdout);
     assert_eq!(fs::read(to.join(evil)).expect("read"), b"x");
+}
+
+#[test]
+fn copies_belong_to_the_caller_unless_root_keeps_owners() {
+    let m = Mount::new();
+    fs::create_dir(m.path("home")).expect("mkdir");
+    write_synced(&m.path("home/notes"), b"mine");
+    write_synced(&m.path("home/roots"), b"root's");
+    chmod(&m.path("home/notes"), 0o4755);
+    for p in ["home", "home/notes"] {
+        std::os::unix::fs::chown(m.path(p), Some(65534), Some(65534)).expect("chown");
+    }
+    let out = |name: &str| m.root().join(name);
+    let shown = |name: &str| out(name).to_string_lossy().into_owned();
+    let owner = |p: &Path| {
+        let md = fs::symlink_metadata(p).expect("stat");
+        (md.uid(), md.gid())
+    };
+    backer(&m, &["export", &shown("plain")]).assert_success();
+    assert_eq!(owner(&out("plain/home")), (0, 0));
+    assert_eq!(owner(&out("plain/home/notes")), (0, 0));
+    let at = newest_commit(&m);
+
+    backer(&m, &["export", &shown("owned"), "--keep-owners"]).assert_success();
+    assert_eq!(owner(&out("owned/home")), (65534, 65534));
+    assert_eq!(owner(&out("owned/home/notes")), (65534, 65534));
+    assert_eq!(owner(&out("owned/home/roots")), (0, 0));
+    // The chown drops no bit the mode then sets, and sets none it lacks.
+    assert_eq!(mode(&out("owned/home/notes")), 0o755);
+
+    let to = shown("restored");
+    let args = [
+        "restore",
+        "home/notes",
+        "--at",
+        &at,
+        "--to",
+        &to,
+        "--keep-owners",
+    ];
+    backer(&m, &args).assert_success();
+    assert_eq!(owner(&out("restored/notes")), (65534, 65534));
+
+    chmod(&m.root(), 0o755);
+    let bin = backer_tests::backer_bin();
+    let store = m.store().dir();
+    let run = as_nobody(&[
+        bin.to_str().expect("utf-8"),
+        "--store",
+        store.to_str().expect("utf-8"),
+        "export",
+        "/tmp/never-written",
+        "--keep-owners",
+    ]);
+    assert!(
+        run.assert_one_line_failure().contains("root only"),
+        "{run:#?}"
+    );
+    assert!(!Path::new("/tmp/never-written").exists());
 }

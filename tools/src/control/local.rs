@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Result};
 use backer_fs::gc::Report;
 use backer_fs::history::{
-    self, Du, Exported, LogEntry, RestoreRequest, Restored, Source, Version, WriteOptions,
+    self, Du, Exported, LiveTree, LogEntry, RestoreRequest, Restored, Source, Version, WriteOptions,
 };
 use backer_fs::store::Store;
 use backer_fs::tree::NodeStore;
@@ -99,6 +99,7 @@ impl Local {
             Request::Restore(r) => self.restore(&r).map(Response::Restored),
             Request::Version { at } => self.version(at.as_deref()).map(Response::Version),
             Request::Node { hash } => self.tree_node(&hash).map(|b| Response::Bytes(to_hex(&b))),
+            Request::Owner { path } => self.owner(&path).map(Response::Owner),
             Request::Chunk { hash } => self.chunk(&hash).map(|b| Response::Bytes(to_hex(&b))),
         };
         reply.unwrap_or_else(|e| Response::Error(format!("{e:#}").replace('\n', " ")))
@@ -210,6 +211,16 @@ impl Local {
         }
     }
 
+    /// The live tree's (uid, gid) of the path `hex` (names joined by `/`,
+    /// in hex).
+    fn owner(&self, hex: &str) -> Result<Option<(u32, u32)>> {
+        let path = super::from_hex(hex).ok_or_else(|| anyhow!("{hex:?} is not hex"))?;
+        let names: Vec<Vec<u8>> = path.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
+        LiveTree::new(&self.vfs)
+            .owner(&names)
+            .map_err(explain("cannot read the live tree"))
+    }
+
     /// The chunk `hash` (hex) names.
     fn chunk(&self, hash: &str) -> Result<Vec<u8>> {
         let h = parse_hash(hash)?;
@@ -227,7 +238,11 @@ impl Local {
         opts: WriteOptions,
         progress: Option<&dyn Fn(u64, u64)>,
     ) -> Result<Exported> {
-        history::export(&self.vfs.store(), to, opts, progress).map_err(explain("cannot export"))
+        let src = LiveTree::new(&self.vfs);
+        let head =
+            history::head(&self.vfs.store()).map_err(explain("cannot read the commit log"))?;
+        let root = head.map(|c| Hash(c.root));
+        history::export_tree(&src, root, to, opts, progress).map_err(explain("cannot export"))
     }
 
     /// Writes `path` as of `at` into the folder `to`, in this process.
@@ -240,7 +255,8 @@ impl Local {
     ) -> Result<Restored> {
         let store = self.vfs.store();
         let v = history::version_at(&store, at).map_err(explain("cannot restore"))?;
-        history::restore_to(&*store, &v, path, to, opts).map_err(explain("cannot restore"))
+        history::restore_to(&LiveTree::new(&self.vfs), &v, path, to, opts)
+            .map_err(explain("cannot restore"))
     }
 
     /// A command's own opening leaves the store synced (a node syncs as

@@ -168,7 +168,10 @@ mod tests {
         writeln!(w, r#"{{"req":"version","at":null}}"#).unwrap();
         client.shutdown(std::net::Shutdown::Write).unwrap();
         answer(server, &local).unwrap();
-        let lines: Vec<String> = BufReader::new(&client).lines().map(Result::unwrap).collect();
+        let lines: Vec<String> = BufReader::new(&client)
+            .lines()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert_eq!(
             serde_json::from_str::<Response>(&lines[1]).unwrap(),

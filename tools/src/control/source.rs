@@ -68,4 +68,17 @@ impl Source for RemoteSource {
         }
         Ok(bytes)
     }
+
+    fn owner(&self, names: &[Vec<u8>]) -> backer_fs::Result<Option<(u32, u32)>> {
+        let req = Request::Owner {
+            path: super::to_hex(&names.join(&b'/')),
+        };
+        let fail = |why: String| Error::Engine(why.into());
+        match self.session.borrow_mut().call(&req) {
+            Ok(Response::Owner(ids)) => Ok(ids),
+            Ok(Response::Error(e)) => Err(fail(e)),
+            Ok(other) => Err(fail(format!("the node answered out of turn: {other:?}"))),
+            Err(e) => Err(fail(format!("{e:#}"))),
+        }
+    }
 }

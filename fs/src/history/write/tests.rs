@@ -71,7 +71,10 @@ mod swaps {
         // SAFETY: geteuid cannot fail.
         if unsafe { libc::geteuid() } == 0 {
             let kept = dir.path().join("kept");
-            let opts = WriteOptions { keep_setid: true };
+            let opts = WriteOptions {
+                keep_setid: true,
+                ..WriteOptions::default()
+            };
             export(&store, &kept, opts, None).unwrap();
             assert_eq!(mode(&kept.join("d/s")), 0o4755);
             assert_eq!(mode(&kept.join("d/g")), 0o2755);
@@ -142,7 +145,8 @@ mod swaps {
         let entries = live_entries(&*store, root).unwrap();
         // The file's swap makes `d.real/f` a link to `outside` (a folder
         // here, so a write through it would fail loudly too).
-        let _ = write_entries(&src, &out, entries, WriteOptions::default(), None);
+        let opts = WriteOptions::default();
+        let _ = write_entries(&src, &out, Vec::new(), entries, opts, None);
         assert!(src.swapped_dir.get() && src.swapped_file.get());
         let now = std::fs::metadata(&outside).unwrap();
         assert_eq!(now.mode() & 0o7777, 0o700, "the outside folder's mode");
