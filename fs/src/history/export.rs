@@ -15,7 +15,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::head;
-use super::write::{live_entries, write_entries, Source, WriteOptions};
+use super::write::{live_entries, write_entries, Source, Tell, WriteOptions};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::tree::Kind;
@@ -101,7 +101,7 @@ pub fn export_tree(
         return Ok(Exported::default());
     };
     let tell = match progress {
-        Some(to) => Some((to, tree_bytes(src, root)?)),
+        Some(to) => Some(Tell::new(to, tree_bytes(src, root)?)),
         None => None,
     };
     write_entries(src, out, Vec::new(), live_entries(src, root)?, opts, tell)

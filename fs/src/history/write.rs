@@ -164,7 +164,7 @@ pub(crate) fn write_entries(
     base: Vec<Vec<u8>>,
     entries: Vec<Entry>,
     opts: WriteOptions,
-    progress: Option<(&dyn Fn(u64, u64), u64)>,
+    progress: Option<Tell<'_>>,
 ) -> Result<Exported> {
     opts.check()?;
     let mut w = Writer::new(src, dir, opts, progress)?;
@@ -193,10 +193,17 @@ enum Work {
 
 /// Who hears of the progress, the bytes in all and the bytes written so
 /// far.
-struct Tell<'a> {
+pub(crate) struct Tell<'a> {
     to: &'a dyn Fn(u64, u64),
     total: u64,
     done: u64,
+}
+
+impl<'a> Tell<'a> {
+    /// `to` hears (bytes written, `total`).
+    pub(crate) fn new(to: &'a dyn Fn(u64, u64), total: u64) -> Tell<'a> {
+        Tell { to, total, done: 0 }
+    }
 }
 
 /// Writes entries relative to an open folder, one level at a time.
@@ -222,7 +229,7 @@ impl<'a, S: Source> Writer<'a, S> {
         src: &'a S,
         dir: &Path,
         opts: WriteOptions,
-        progress: Option<(&'a dyn Fn(u64, u64), u64)>,
+        progress: Option<Tell<'a>>,
     ) -> Result<Writer<'a, S>> {
         let cur = OpenOptions::new()
             .read(true)
@@ -232,7 +239,7 @@ impl<'a, S: Source> Writer<'a, S> {
         Ok(Writer {
             src,
             opts,
-            progress: progress.map(|(to, total)| Tell { to, total, done: 0 }),
+            progress,
             stats: Exported::default(),
             cur: cur.into(),
             path: dir.to_path_buf(),
