@@ -73,6 +73,16 @@ fn newest_commit(m: &Mount) -> String {
     log[0]["commit"].as_str().expect("a commit").to_string()
 }
 
+/// A mount holding the file `name` with `data`, committed (by an export
+/// to `first`), and that commit's id.
+fn committed_file(name: &str, data: &[u8]) -> (Mount, String) {
+    let m = Mount::new();
+    write_synced(&m.path(name), data);
+    backer(&m, &["export", &m.root().join("first").to_string_lossy()]).assert_success();
+    let at = newest_commit(&m);
+    (m, at)
+}
+
 #[test]
 fn a_loosened_socket_still_refuses_other_users() {
     let m = Mount::new();
@@ -107,10 +117,7 @@ fn a_loosened_socket_still_refuses_other_users() {
 
 #[test]
 fn the_node_writes_no_folder_for_whoever_asks() {
-    let m = Mount::new();
-    write_synced(&m.path("f"), b"data");
-    backer(&m, &["export", &m.root().join("first").to_string_lossy()]).assert_success();
-    let at = newest_commit(&m);
+    let (m, at) = committed_file("f", b"data");
     let to = m.root().join("asked");
     let req = format!(
         r#"{{"req":"restore","path":"f","at":"{at}","to":{}}}"#,
@@ -210,10 +217,7 @@ fn copies_carry_no_setid_unless_root_asks() {
 
 #[test]
 fn a_symlink_in_the_target_folder_is_not_followed() {
-    let m = Mount::new();
-    write_synced(&m.path("f"), b"from history");
-    backer(&m, &["export", &m.root().join("first").to_string_lossy()]).assert_success();
-    let at = newest_commit(&m);
+    let (m, at) = committed_file("f", b"from history");
     let outside = m.root().join("outside");
     fs::write(&outside, b"untouched").expect("write");
     chmod(&outside, 0o600);
@@ -237,13 +241,12 @@ fn a_symlink_in_the_target_folder_is_not_followed() {
 
 #[test]
 fn names_with_escape_sequences_print_escaped() {
-    let m = Mount::new();
     let evil = "evil\x1b[2J\x1b]0;pwned\x07name";
-    write_synced(&m.path(evil), b"x");
-    let first = m.root().join("first");
-    let run = backer(&m, &["export", &first.to_string_lossy()]);
-    run.assert_success();
-    assert!(first.join(evil).exists(), "the name itself is kept");
+    let (m, at) = committed_file(evil, b"x");
+    assert!(
+        m.root().join("first").join(evil).exists(),
+        "the name itself is kept"
+    );
     let run = backer(&m, &["log"]);
     run.assert_success();
     assert!(!run.stdout.contains('\x1b'), "{:?}", run.stdout);
@@ -253,7 +256,6 @@ fn names_with_escape_sequences_print_escaped() {
         "{:?}",
         run.stdout
     );
-    let at = newest_commit(&m);
     let to = m.root().join("to");
     let run = backer(
         &m,
