@@ -15,11 +15,13 @@ mod du;
 mod export;
 mod log;
 mod restore;
+mod write;
 
 pub use du::{du, Du};
-pub use export::{check_target, export, Exported};
+pub use export::{check_target, export, export_tree, Exported};
 pub use log::{kind_name::name as kind_name, log, Change, ChangeKind, LogEntry};
-pub use restore::{restore, Outcome, RestoreRequest, Restored};
+pub use restore::{restore, restore_to, version_at, Outcome, RestoreRequest, Restored, Version};
+pub use write::{LiveTree, Source, WriteOptions};
 
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -56,6 +58,30 @@ pub fn split_path(path: &str) -> Result<Vec<Vec<u8>>> {
         }
     }
     Ok(out)
+}
+
+/// `name` safe to print on a terminal: control characters (ESC, CR,
+/// newline, DEL, the C1 set) and the bidirectional overrides that reorder
+/// what a terminal shows are escaped (`\x1b`, `\u{202e}`), so a name
+/// written by a peer or another user cannot drive the reader's terminal
+/// or fake a line. Everything that prints a name goes through here.
+pub fn printable(name: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !name.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        match c {
+            c if !unsafe_char(c) => out.push(c),
+            c if u32::from(c) < 0x100 => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// A commit time in nanoseconds since the epoch.
@@ -142,6 +168,14 @@ mod tests {
         assert_eq!(name, "2026-11-26T04:30:12.345Z");
         let end = parse_time(&name).unwrap();
         assert!(nanos(t) < end && end - nanos(t) <= 1_000_000);
+    }
+
+    #[test]
+    fn names_print_without_control_characters() {
+        assert_eq!(printable("plain/name é.txt"), "plain/name é.txt");
+        assert_eq!(printable("a\x1b[2Jb"), "a\\x1b[2Jb");
+        assert_eq!(printable("l1\nl2\r\x7f\u{9b}"), "l1\\x0al2\\x0d\\x7f\\x9b");
+        assert_eq!(printable("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
     }
 
     #[test]

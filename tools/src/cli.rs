@@ -69,11 +69,19 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: PeerCommand,
     },
-    /// Write the current tree of the store to a plain folder (a running
-    /// node writes it from its newest commit).
+    /// Write the current tree of the store to a plain folder, with your
+    /// own permissions (from a running node's newest commit). Set-id bits
+    /// are dropped and devices skipped unless root asks with --keep-setid.
     Export {
         /// Where to write it (created if missing; must be empty if not).
         dir: PathBuf,
+        /// Keep setuid/setgid bits and make device nodes (root only).
+        #[arg(long)]
+        keep_setid: bool,
+        /// Give each file the owner the live tree gives its path (root
+        /// only; else everything written is yours).
+        #[arg(long)]
+        keep_owners: bool,
     },
     /// Show the root hash, node id, peers and whether a node runs.
     Status {
@@ -101,9 +109,17 @@ pub(crate) enum Command {
         #[arg(long, value_name = "TIME|COMMIT")]
         at: String,
         /// Write it into this plain folder (as DIR/<name>) instead of the
-        /// tree.
+        /// tree, with your own permissions.
         #[arg(long, value_name = "DIR")]
         to: Option<PathBuf>,
+        /// With --to: keep setuid/setgid bits and make device nodes (root
+        /// only).
+        #[arg(long, requires = "to")]
+        keep_setid: bool,
+        /// With --to: give each file the owner the live tree gives its
+        /// path (root only).
+        #[arg(long, requires = "to")]
+        keep_owners: bool,
     },
     /// Live size, history size and what deduplication saves.
     Du {
@@ -231,7 +247,9 @@ mod tests {
     fn store_flag_may_follow_the_command() {
         let cli = Cli::try_parse_from(["backer", "export", "/out", "--store", "/s"]).unwrap();
         assert_eq!(cli.store, Some(PathBuf::from("/s")));
-        assert!(matches!(cli.command, Command::Export { dir } if dir == Path::new("/out")));
+        assert!(
+            matches!(cli.command, Command::Export { dir, keep_setid: false, keep_owners: false } if dir == Path::new("/out"))
+        );
     }
 
     #[cfg(feature = "fuse")]
@@ -273,12 +291,44 @@ mod tests {
             Command::Log { path: Some(p), json: true } if p == "a/b"
         ));
         match parse(&["restore", "a", "--at", "2026-11-26T04:30", "--to", "/o"]) {
-            Command::Restore { path, at, to } => {
+            Command::Restore {
+                path,
+                at,
+                to,
+                keep_setid: false,
+                keep_owners: false,
+            } => {
                 assert_eq!((path.as_str(), at.as_str()), ("a", "2026-11-26T04:30"));
                 assert_eq!(to.as_deref(), Some(Path::new("/o")));
             }
             other => panic!("{other:?}"),
         }
+        assert!(matches!(
+            parse(&["restore", "a", "--at", "x", "--to", "/o", "--keep-setid"]),
+            Command::Restore {
+                keep_setid: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&["export", "/o", "--keep-setid"]),
+            Command::Export {
+                keep_setid: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&["restore", "a", "--at", "x", "--to", "/o", "--keep-owners"]),
+            Command::Restore {
+                keep_owners: true,
+                keep_setid: false,
+                ..
+            }
+        ));
+        // --keep-setid means nothing for a restore into the tree.
+        let err = Cli::try_parse_from(["backer", "restore", "a", "--at", "x", "--keep-setid"])
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
         let err = Cli::try_parse_from(["backer", "restore", "a"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(matches!(

@@ -19,6 +19,7 @@ mod status;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
+use backer_fs::history::WriteOptions;
 use backer_fs::store::Store;
 use backer_fs::Error;
 
@@ -61,10 +62,36 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             PeerCommand::Remove { id } => peer::remove(&dir, &id),
             PeerCommand::List => peer::list(&dir),
         },
-        Command::Export { dir: out } => export::run(&dir, &out),
+        Command::Export {
+            dir: out,
+            keep_setid,
+            keep_owners,
+        } => export::run(
+            &dir,
+            &out,
+            WriteOptions {
+                keep_setid,
+                keep_owners,
+            },
+        ),
         Command::Status { json } => status::run(&dir, json),
         Command::Log { path, json } => history::run(&dir, path.as_deref(), json),
-        Command::Restore { path, at, to } => restore::run(&dir, &path, &at, to.as_deref()),
+        Command::Restore {
+            path,
+            at,
+            to,
+            keep_setid,
+            keep_owners,
+        } => restore::run(
+            &dir,
+            &path,
+            &at,
+            to.as_deref(),
+            WriteOptions {
+                keep_setid,
+                keep_owners,
+            },
+        ),
         Command::Du { json } => du::run(&dir, json),
         Command::Gc { json } => gc::run(&dir, json),
     }

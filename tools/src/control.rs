@@ -2,9 +2,17 @@
 //! and every command that needs the store asks it instead of opening the
 //! store, which the node holds locked.
 //!
-//! One request per connection: one JSON object on one line, tagged by
-//! `"req"` (`{"req":"status"}`, `{"req":"log","path":"a/b"}`), answered by
-//! one JSON line, a [`Response`]. There is no other syntax.
+//! A request is one JSON object on one line, tagged by `"req"`
+//! (`{"req":"status"}`, `{"req":"log","path":"a/b"}`), answered by one
+//! JSON line, a [`Response`]; a connection may send several in turn.
+//! There is no other syntax.
+//!
+//! Only the node's own user and root are served: every connection's peer
+//! credentials are checked, anyone else gets one refusal line. The node
+//! never writes outside its store for a caller: `export` and `restore
+//! --to` are written by the command, in the caller's process and with
+//! its permissions, from the nodes and chunks the node streams ([`Request::Node`],
+//! [`Request::Chunk`]), each checked against its hash there.
 //!
 //! Modules depend one way: commands use a backend, which is either the
 //! [`client`] of a running node or a [`Local`] store opened by the
@@ -16,21 +24,47 @@
 //! trusted.
 
 pub(crate) mod client;
+mod creds;
 mod local;
 mod server;
+mod source;
 
 use std::path::{Path, PathBuf};
 
 use backer_fs::gc::Report;
-use backer_fs::history::{Du, Exported, LogEntry, RestoreRequest, Restored};
+use backer_fs::history::{Du, LogEntry, RestoreRequest, Restored, Version};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use local::Local;
 pub(crate) use server::serve;
+pub(crate) use source::RemoteSource;
 
 /// Where a store's node listens.
 pub(crate) fn socket_path(store: &Path) -> PathBuf {
     store.join("backer.sock")
+}
+
+/// `bytes` in lowercase hex, as [`Response::Bytes`] carries them.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
+
+/// The bytes of the hex `s`; `None` if it is not hex.
+pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
+    let s = s.as_bytes();
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    s.chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
 }
 
 /// What a command asks a node.
@@ -50,12 +84,30 @@ pub(crate) enum Request {
     Du,
     /// Collect history by the config's retention policy.
     Gc,
-    /// Bring a path back as it was.
+    /// Bring a path back as it was, into the live tree (a request with a
+    /// folder `to` is refused: the command writes folders itself).
     Restore(RestoreRequest),
-    /// Write the newest committed tree to a plain folder.
-    Export {
-        /// The folder, absolute.
-        to: PathBuf,
+    /// The commit a time or commit id names; `None`: the newest, after
+    /// committing what is pending (what `export` writes).
+    Version {
+        /// A time or commit id.
+        at: Option<String>,
+    },
+    /// A tree node by hash (hex).
+    Node {
+        /// The node's hash.
+        hash: String,
+    },
+    /// The (uid, gid) the live tree gives a path (for root's
+    /// `--keep-owners`).
+    Owner {
+        /// The path's names joined by `/`, in hex (names are bytes).
+        path: String,
+    },
+    /// A chunk's bytes by hash (hex).
+    Chunk {
+        /// The chunk's hash.
+        hash: String,
     },
 }
 
@@ -75,8 +127,12 @@ pub(crate) enum Response {
     Gc(Report),
     /// To [`Request::Restore`].
     Restored(Restored),
-    /// To [`Request::Export`].
-    Exported(Exported),
+    /// To [`Request::Version`] (`None`: the store has no commits).
+    Version(Option<Version>),
+    /// To [`Request::Node`] and [`Request::Chunk`]: the bytes, in hex.
+    Bytes(String),
+    /// To [`Request::Owner`] (`None`: the live tree lacks the path).
+    Owner(Option<(u32, u32)>),
     /// The request failed: one line for the user.
     Error(String),
 }
@@ -105,6 +161,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hex_round_trips() {
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(from_hex(&to_hex(&all)).unwrap(), all);
+        assert_eq!(to_hex(&[0x0f, 0xa0]), "0fa0");
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
+    }
+
+    #[test]
     fn requests_have_one_line_form() {
         let restore = Request::Restore(RestoreRequest {
             path: "a/b".into(),
@@ -128,7 +193,10 @@ mod tests {
             Request::Du,
             Request::Gc,
             restore,
-            Request::Export { to: "/out".into() },
+            Request::Version { at: None },
+            Request::Node {
+                hash: "00".repeat(32),
+            },
         ] {
             let line = serde_json::to_string(&req).unwrap();
             assert!(!line.contains('\n'));

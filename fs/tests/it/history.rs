@@ -153,7 +153,9 @@ fn export_writes_the_deepest_tree_on_a_small_stack() {
     deep_tree(&t, MAX_DEPTH);
     let store = t.vfs().store();
     let out = t.dir.path().join("out");
-    let done = on_small_stack(|| history::export(&store, &out, None).unwrap());
+    let done = on_small_stack(|| {
+        history::export(&store, &out, history::WriteOptions::default(), None).unwrap()
+    });
     assert_eq!((done.dirs, done.files), (u64::from(MAX_DEPTH), 1));
     assert!(done.warnings.is_empty(), "{:?}", done.warnings);
     // Read it back one level at a time, as it was written.

@@ -7,6 +7,7 @@ mod copy;
 mod durability;
 mod history;
 mod lifecycle;
+mod local_security;
 mod mirror;
 mod mirror_faults;
 mod mirror_util;

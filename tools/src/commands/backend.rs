@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use backer_fs::gc::Report;
-use backer_fs::history::{Du, Exported, LogEntry, RestoreRequest, Restored};
+use backer_fs::history::{self, Du, Exported, LogEntry, RestoreRequest, Restored, WriteOptions};
 use backer_fs::store::Store;
 use backer_fs::Error;
 
-use crate::control::{client, Local, Request, Response, Status};
+use crate::control::client::{self, Session};
+use crate::control::{Local, RemoteSource, Request, Response, Status};
 
 /// How long a quick request (status, reload) may take.
 const QUICK: Duration = Duration::from_secs(10);
@@ -44,6 +45,26 @@ impl Remote {
             Response::Reloaded => Ok(()),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The node's tree as a source for the writer, with the version
+    /// `at` names (`None`: the newest, pending changes committed first).
+    fn source(&self, at: Option<&str>) -> Result<(RemoteSource, Option<history::Version>)> {
+        let Some(mut session) = Session::connect(&self.store, LONG)? else {
+            bail!(
+                "the node on the store at {} stopped before it answered",
+                self.store.display()
+            );
+        };
+        let req = Request::Version {
+            at: at.map(str::to_string),
+        };
+        let version = match session.call(&req)? {
+            Response::Version(v) => v,
+            Response::Error(e) => bail!("{e}"),
+            other => return Err(unexpected(other)),
+        };
+        Ok((RemoteSource::new(session), version))
     }
 
     /// Sends `req`; the node's error becomes ours.
@@ -135,7 +156,7 @@ impl Backend {
         either!(self, Local::gc, Request::Gc, LONG, Response::Gc)
     }
 
-    /// Restores as `req` says (its folder, if any, absolute).
+    /// Restores as `req` says, into the live tree.
     pub(crate) fn restore(&self, req: RestoreRequest) -> Result<Restored> {
         let local = |l: &Local| l.restore(&req);
         either!(
@@ -147,20 +168,49 @@ impl Backend {
         )
     }
 
-    /// Exports the newest committed tree into `to` (absolute); `progress`
-    /// hears (bytes written, bytes in all) when the work is done here.
+    /// Writes `path` as of `at` into the folder `to`, here, with this
+    /// process's permissions (the node only streams the tree).
+    pub(crate) fn restore_to(
+        &self,
+        path: &str,
+        at: &str,
+        to: &Path,
+        opts: WriteOptions,
+    ) -> Result<Restored> {
+        match self {
+            Backend::Local(l) => l.restore_to(path, at, to, opts),
+            Backend::Remote(r) => {
+                let (src, v) = r.source(Some(at))?;
+                let v = v.ok_or_else(|| anyhow!("no version at {at}"))?;
+                history::restore_to(&src, &v, path, to, opts).map_err(fs_error)
+            }
+        }
+    }
+
+    /// Exports the newest committed tree into `to`, here, with this
+    /// process's permissions; `progress` hears (bytes written, bytes in
+    /// all).
     pub(crate) fn export(
         &self,
-        to: PathBuf,
+        to: &Path,
+        opts: WriteOptions,
         progress: Option<&dyn Fn(u64, u64)>,
     ) -> Result<Exported> {
-        let local = |l: &Local| l.export(&to, progress);
-        either!(
-            self,
-            local,
-            Request::Export { to: to.clone() },
-            LONG,
-            Response::Exported
-        )
+        match self {
+            Backend::Local(l) => l.export(to, opts, progress),
+            Backend::Remote(r) => {
+                let (src, v) = r.source(None)?;
+                let root = v.map(|v| v.root_hash()).transpose().map_err(fs_error)?;
+                history::export_tree(&src, root, to, opts, progress).map_err(fs_error)
+            }
+        }
+    }
+}
+
+/// A backer-fs error of the writer: a request error says it all.
+fn fs_error(e: Error) -> anyhow::Error {
+    match e {
+        Error::Request(why) => anyhow!(why),
+        other => anyhow!("{other}"),
     }
 }

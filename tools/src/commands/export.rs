@@ -1,23 +1,23 @@
-//! `backer export DIR`: write the store's newest committed tree to a plain
-//! folder (see [`backer_fs::history::export`]). When a node runs, it
-//! writes the folder from its newest commit while it goes on; else the
-//! store is opened here, with a progress bar on a terminal.
+//! `backer export DIR [--keep-setid]`: write the store's newest committed
+//! tree to a plain folder (see [`backer_fs::history::export_tree`]), in
+//! this process with the caller's permissions: when a node runs, it
+//! streams its newest commit while it goes on; else the store is opened
+//! here. A progress bar shows on a terminal.
 
 use std::io::IsTerminal;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Result};
+use backer_fs::history::{printable, WriteOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::backend::Backend;
 
 /// Exports the committed tree of the store at `store_dir` into `out`.
-pub(crate) fn run(store_dir: &Path, out: &Path) -> Result<()> {
-    // The node may run in another folder: it gets an absolute path.
-    let to = std::path::absolute(out).with_context(|| format!("bad folder {}", out.display()))?;
+pub(crate) fn run(store_dir: &Path, out: &Path, opts: WriteOptions) -> Result<()> {
+    opts.check().map_err(|e| anyhow!("{e}"))?;
     let backend = Backend::connect(store_dir)?;
-    let local = matches!(backend, Backend::Local(_));
-    let bar = (local && std::io::stderr().is_terminal()).then(progress_bar);
+    let bar = std::io::stderr().is_terminal().then(progress_bar);
     let tell = |done: u64, total: u64| {
         if let Some(pb) = &bar {
             pb.set_length(total);
@@ -28,22 +28,26 @@ pub(crate) fn run(store_dir: &Path, out: &Path) -> Result<()> {
         Some(_) => Some(&tell),
         None => None,
     };
-    let result = backend.export(to, progress);
+    let result = backend.export(out, opts, progress);
     if let Some(pb) = &bar {
         pb.finish_and_clear();
     }
-    let s = result?;
+    let s = result.map_err(|e| anyhow!("{}", printable(&format!("{e:#}"))))?;
     for w in &s.warnings {
-        eprintln!("backer: warning: {w}");
+        eprintln!("backer: warning: {}", printable(w));
     }
+    let devices = match s.devices {
+        0 => String::new(),
+        n => format!(", {n} devices"),
+    };
     println!(
-        "Exported {} files ({} bytes), {} folders, {} symlinks, {} fifos to {}{}",
+        "Exported {} files ({} bytes), {} folders, {} symlinks, {} fifos{devices} to {}{}",
         s.files,
         s.bytes,
         s.dirs,
         s.symlinks,
         s.fifos,
-        out.display(),
+        printable(&out.display().to_string()),
         if s.skipped > 0 {
             format!(" ({} skipped)", s.skipped)
         } else {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use backer_fs::history::{kind_name, LogEntry};
+use backer_fs::history::{kind_name, printable, LogEntry};
 use backer_fs::tree::Kind;
 use backer_fs::NodeId;
 
@@ -41,8 +41,8 @@ fn print_commit(c: &LogEntry) {
     );
     for ch in &c.changes {
         let shown = match &ch.from {
-            Some(f) => format!("{f} -> {}", ch.path),
-            None => ch.path.clone(),
+            Some(f) => format!("{} -> {}", printable(f), printable(&ch.path)),
+            None => printable(&ch.path).into_owned(),
         };
         let tail = match ch.kind {
             Kind::Dir => "/".to_string(),

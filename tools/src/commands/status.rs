@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::Result;
+use backer_fs::history::printable;
 
 use super::backend::Backend;
 
@@ -15,7 +16,7 @@ pub(crate) fn run(store_dir: &Path, json: bool) -> Result<()> {
         println!("{status}");
         return Ok(());
     }
-    let field = |k: &str| status[k].as_str().map(str::to_string);
+    let field = |k: &str| status[k].as_str().map(|v| printable(v).into_owned());
     println!("node    {}", field("node").unwrap_or_default());
     println!("root    {}", field("root").unwrap_or_default());
     match (status["pid"].as_u64(), field("mount")) {
@@ -44,8 +45,8 @@ pub(crate) fn run(store_dir: &Path, json: bool) -> Result<()> {
 /// One peer of the status object: id, address, connection, last sync and
 /// what is left to fetch from it.
 fn peer_line(p: &serde_json::Value) -> String {
-    let id = p["id"].as_str().unwrap_or("?");
-    let addr = p["addr"].as_str().unwrap_or("(dials us)");
+    let id = printable(p["id"].as_str().unwrap_or("?"));
+    let addr = printable(p["addr"].as_str().unwrap_or("(dials us)"));
     let mut line = format!("{id}  {addr}  {}", super::peer::live_state(p));
     let files = p["files_to_go"].as_u64().unwrap_or(0);
     let bytes = p["bytes_to_go"].as_u64().unwrap_or(0);

@@ -1,5 +1,5 @@
-//! A command's side of the socket: send one request to the running node,
-//! read its response.
+//! A command's side of the socket: send requests to the running node and
+//! read its responses, one at a time.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -10,24 +10,50 @@ use anyhow::{Context, Result};
 
 use super::{socket_path, Request, Response};
 
+/// A connection to a running node: requests answered in turn.
+pub(crate) struct Session {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Session {
+    /// Connects to the node running on the store at `store`, waiting up
+    /// to `timeout` for each reply; `None` if no node answers (a stale
+    /// socket is removed).
+    pub(crate) fn connect(store: &Path, timeout: Duration) -> Result<Option<Session>> {
+        let path = socket_path(store);
+        let conn = match UnixStream::connect(&path) {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                let _ = std::fs::remove_file(&path);
+                return Ok(None);
+            }
+            Err(_) => return Ok(None),
+        };
+        conn.set_read_timeout(Some(timeout))?;
+        Ok(Some(Session {
+            reader: BufReader::new(conn.try_clone()?),
+            writer: conn,
+        }))
+    }
+
+    /// Sends `request` and reads the response.
+    pub(crate) fn call(&mut self, request: &Request) -> Result<Response> {
+        writeln!(self.writer, "{}", serde_json::to_string(request)?)
+            .context("the node closed the connection")?;
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            anyhow::bail!("the node closed the connection before it answered");
+        }
+        serde_json::from_str(&line).context("the node's reply is not a response")
+    }
+}
+
 /// Asks the node running on the store at `store`, waiting up to `timeout`
 /// for the reply; `None` if no node answers (a stale socket is removed).
 pub(crate) fn ask(store: &Path, request: &Request, timeout: Duration) -> Result<Option<Response>> {
-    let path = socket_path(store);
-    let conn = match UnixStream::connect(&path) {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            let _ = std::fs::remove_file(&path);
-            return Ok(None);
-        }
-        Err(_) => return Ok(None),
-    };
-    conn.set_read_timeout(Some(timeout))?;
-    let mut w = &conn;
-    writeln!(w, "{}", serde_json::to_string(request)?)?;
-    let mut line = String::new();
-    BufReader::new(&conn).read_line(&mut line)?;
-    Ok(Some(
-        serde_json::from_str(&line).context("the node's reply is not a response")?,
-    ))
+    match Session::connect(store, timeout)? {
+        Some(mut s) => s.call(request).map(Some),
+        None => Ok(None),
+    }
 }

@@ -4,14 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use backer_fs::gc::Report;
-use backer_fs::history::{self, Du, Exported, LogEntry, RestoreRequest, Restored};
+use backer_fs::history::{
+    self, Du, Exported, LiveTree, LogEntry, RestoreRequest, Restored, Source, Version, WriteOptions,
+};
 use backer_fs::store::Store;
+use backer_fs::tree::NodeStore;
 use backer_fs::vfs::{Ctx, Vfs, VfsOptions};
-use backer_fs::Error;
+use backer_fs::{Error, Hash};
 
-use super::{Request, Response, Status};
+use super::{to_hex, Request, Response, Status};
 use crate::config::Config;
 use crate::net::Net;
 
@@ -36,6 +39,11 @@ fn current_user() -> Ctx {
             gid: libc::getgid(),
         }
     }
+}
+
+/// A hash in hex, as a request names it.
+fn parse_hash(hex: &str) -> Result<Hash> {
+    Hash::from_hex(hex).ok_or_else(|| anyhow!("{hex:?} is not a hash"))
 }
 
 /// A backer-fs error as the user reads it: a request error says it all,
@@ -85,8 +93,14 @@ impl Local {
             Request::Log { path } => self.log(path.as_deref()).map(Response::Log),
             Request::Du => self.du().map(Response::Du),
             Request::Gc => self.gc().map(Response::Gc),
+            Request::Restore(RestoreRequest { to: Some(_), .. }) => Err(anyhow!(
+                "restore --to is written by the command, not the node: update backer"
+            )),
             Request::Restore(r) => self.restore(&r).map(Response::Restored),
-            Request::Export { to } => self.export(&to, None).map(Response::Exported),
+            Request::Version { at } => self.version(at.as_deref()).map(Response::Version),
+            Request::Node { hash } => self.tree_node(&hash).map(|b| Response::Bytes(to_hex(&b))),
+            Request::Owner { path } => self.owner(&path).map(Response::Owner),
+            Request::Chunk { hash } => self.chunk(&hash).map(|b| Response::Bytes(to_hex(&b))),
         };
         reply.unwrap_or_else(|e| Response::Error(format!("{e:#}").replace('\n', " ")))
     }
@@ -163,20 +177,86 @@ impl Local {
         Ok(out)
     }
 
-    /// Exports the tree into the folder `to`: a node's pending changes
-    /// are committed first, then the newest commit is written (an immutable
-    /// root: the node goes on meanwhile).
+    /// The commit `at` names, or with `None` the newest (a node's pending
+    /// changes committed first: an export writes what is there now).
+    pub(crate) fn version(&self, at: Option<&str>) -> Result<Option<Version>> {
+        let store = self.vfs.store();
+        match at {
+            Some(at) => Ok(Some(
+                history::version_at(&store, at).map_err(explain("cannot read the history"))?,
+            )),
+            None => {
+                if self.pid.is_some() {
+                    self.vfs
+                        .commit()
+                        .map_err(|e| anyhow!("cannot commit the tree: {e}"))?;
+                }
+                let head = history::head(&store).map_err(explain("cannot read the commit log"))?;
+                let Some(c) = head else { return Ok(None) };
+                Ok(Some(Version {
+                    commit: history::commit_id(&c)?,
+                    time: history::time_name(c.time),
+                    root: Hash(c.root).to_hex(),
+                }))
+            }
+        }
+    }
+
+    /// The tree node `hash` (hex) names.
+    fn tree_node(&self, hash: &str) -> Result<Vec<u8>> {
+        let h = parse_hash(hash)?;
+        match self.vfs.store().get_node(&h)? {
+            Some(b) => Ok(b),
+            None => bail!("no tree node {hash}"),
+        }
+    }
+
+    /// The live tree's (uid, gid) of the path `hex` (names joined by `/`,
+    /// in hex).
+    fn owner(&self, hex: &str) -> Result<Option<(u32, u32)>> {
+        let path = super::from_hex(hex).ok_or_else(|| anyhow!("{hex:?} is not hex"))?;
+        let names: Vec<Vec<u8>> = path.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
+        LiveTree::new(&self.vfs)
+            .owner(&names)
+            .map_err(explain("cannot read the live tree"))
+    }
+
+    /// The chunk `hash` (hex) names.
+    fn chunk(&self, hash: &str) -> Result<Vec<u8>> {
+        let h = parse_hash(hash)?;
+        self.vfs
+            .store()
+            .chunk(&h)
+            .map_err(|e| anyhow!("cannot read chunk {hash}: {e}"))
+    }
+
+    /// Exports the newest committed tree into the folder `to`, in this
+    /// process (a command's own opening: no node runs).
     pub(crate) fn export(
         &self,
         to: &Path,
+        opts: WriteOptions,
         progress: Option<&dyn Fn(u64, u64)>,
     ) -> Result<Exported> {
-        if self.pid.is_some() {
-            self.vfs
-                .commit()
-                .map_err(|e| anyhow!("cannot commit the tree: {e}"))?;
-        }
-        history::export(&self.vfs.store(), to, progress).map_err(explain("cannot export"))
+        let src = LiveTree::new(&self.vfs);
+        let head =
+            history::head(&self.vfs.store()).map_err(explain("cannot read the commit log"))?;
+        let root = head.map(|c| Hash(c.root));
+        history::export_tree(&src, root, to, opts, progress).map_err(explain("cannot export"))
+    }
+
+    /// Writes `path` as of `at` into the folder `to`, in this process.
+    pub(crate) fn restore_to(
+        &self,
+        path: &str,
+        at: &str,
+        to: &Path,
+        opts: WriteOptions,
+    ) -> Result<Restored> {
+        let store = self.vfs.store();
+        let v = history::version_at(&store, at).map_err(explain("cannot restore"))?;
+        history::restore_to(&LiveTree::new(&self.vfs), &v, path, to, opts)
+            .map_err(explain("cannot restore"))
     }
 
     /// A command's own opening leaves the store synced (a node syncs as

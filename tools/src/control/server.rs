@@ -1,7 +1,10 @@
-//! The node's side of the socket: one thread per connection, one request
-//! line, one [`Response`] line, answered by the node's [`Local`].
+//! The node's side of the socket: one thread per connection; its peer's
+//! credentials checked, then request lines answered one by one with
+//! [`Response`] lines by the node's [`Local`].
 
+use std::fs::{self, DirBuilder, Permissions};
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,11 +13,39 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use backer_fs::vfs::Vfs;
 
+use super::creds::refusal;
 use super::{socket_path, Local, Request, Response};
 use crate::net::Net;
 
 /// The longest request line read (a restore's paths fit many times).
 const MAX_REQUEST: u64 = 64 << 10;
+
+/// How long a connection may stay silent before it is closed: a command
+/// writing an export asks again as soon as a chunk is written.
+const IDLE: Duration = Duration::from_secs(300);
+
+/// Binds the socket at `path` 0600 whatever the umask: bound inside a
+/// fresh 0700 folder, where no one else can reach it, made 0600, then
+/// renamed into place.
+fn bind_private(path: &Path) -> Result<UnixListener> {
+    let cannot = || format!("cannot listen on {}", path.display());
+    let dir = path.with_extension(format!("new-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir); // a killed node's, with our pid
+    DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(cannot)?;
+    let bound = (|| {
+        let inner = dir.join("s");
+        let listener = UnixListener::bind(&inner)?;
+        fs::set_permissions(&inner, Permissions::from_mode(0o600))?;
+        let _ = fs::remove_file(path); // stale: we hold the store lock
+        fs::rename(&inner, path)?;
+        Ok::<_, std::io::Error>(listener)
+    })();
+    let _ = fs::remove_dir_all(&dir);
+    bound.with_context(cannot)
+}
 
 /// Serves the socket of the node over `vfs` on a thread until the process
 /// exits.
@@ -24,10 +55,7 @@ pub(crate) fn serve(
     mount: Option<PathBuf>,
     net: Option<Arc<Net>>,
 ) -> Result<()> {
-    let path = socket_path(store);
-    let _ = std::fs::remove_file(&path); // stale: we hold the store lock
-    let listener = UnixListener::bind(&path)
-        .with_context(|| format!("cannot listen on {}", path.display()))?;
+    let listener = bind_private(&socket_path(store))?;
     let local = Arc::new(Local::node(vfs, mount, net));
     std::thread::Builder::new()
         .name("backer-control".into())
@@ -51,20 +79,31 @@ pub(crate) fn serve(
     Ok(())
 }
 
-/// Reads one request from `conn` and writes its response.
+/// Answers the requests of `conn` until it closes, if its peer is served;
+/// else writes one refusal line and closes it.
 fn answer(conn: UnixStream, local: &Local) -> Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut line = String::new();
-    BufReader::new(&conn)
-        .take(MAX_REQUEST)
-        .read_line(&mut line)?;
-    let reply = match serde_json::from_str::<Request>(line.trim()) {
-        Ok(req) => local.handle(req),
-        Err(e) => Response::Error(format!("a bad request: {e}")),
-    };
     let mut w = &conn;
-    writeln!(w, "{}", serde_json::to_string(&reply)?)?;
-    Ok(())
+    if let Some(why) = refusal(&conn) {
+        tracing::warn!("control socket: {why}");
+        writeln!(w, "{}", serde_json::to_string(&Response::Error(why))?)?;
+        return Ok(());
+    }
+    conn.set_read_timeout(Some(IDLE))?;
+    let mut reader = BufReader::new(&conn);
+    loop {
+        let mut line = String::new();
+        if (&mut reader).take(MAX_REQUEST).read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let reply = match serde_json::from_str::<Request>(line.trim()) {
+            Ok(req) => local.handle(req),
+            Err(e) => Response::Error(format!("a bad request: {e}")),
+        };
+        writeln!(w, "{}", serde_json::to_string(&reply)?)?;
+        if !line.ends_with('\n') {
+            return Ok(()); // cut at MAX_REQUEST, or the end came
+        }
+    }
 }
 
 #[cfg(test)]
@@ -79,6 +118,7 @@ mod tests {
         let (client, server) = UnixStream::pair().unwrap();
         let mut w = &client;
         writeln!(w, "{line}").unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
         answer(server, &local).unwrap();
         let mut reply = String::new();
         BufReader::new(&client).read_line(&mut reply).unwrap();
@@ -101,5 +141,41 @@ mod tests {
                 other => panic!("{bad}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_socket_is_its_owners_alone_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backer.sock");
+        std::fs::write(&path, b"stale").unwrap();
+        let _listener = bind_private(&path).unwrap();
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let m = std::fs::symlink_metadata(&path).unwrap();
+        assert!(m.file_type().is_socket());
+        assert_eq!(m.mode() & 0o777, 0o600);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "the private folder is gone");
+        UnixStream::connect(&path).unwrap();
+    }
+
+    #[test]
+    fn a_connection_may_ask_several_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Local::open(Store::create(&dir.path().join("s")).unwrap()).unwrap();
+        let (client, server) = UnixStream::pair().unwrap();
+        let mut w = &client;
+        writeln!(w, r#"{{"req":"status"}}"#).unwrap();
+        writeln!(w, r#"{{"req":"version","at":null}}"#).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        answer(server, &local).unwrap();
+        let lines: Vec<String> = BufReader::new(&client)
+            .lines()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(
+            serde_json::from_str::<Response>(&lines[1]).unwrap(),
+            Response::Version(None)
+        );
     }
 }

@@ -1,0 +1,73 @@
+//! Who is on the other end of a connection to the socket: only the node's
+//! own user and root are served. The socket's mode is a first fence (it
+//! is made 0600), this is the one that holds whatever the mode became.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+
+/// The user id of the process that connected `conn`, as the kernel
+/// recorded it at `connect`.
+#[cfg(target_os = "linux")]
+pub(crate) fn peer_uid(conn: &UnixStream) -> io::Result<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: a connected socket, and an out-parameter of the size given.
+    let r = unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
+/// The user id of the process that connected `conn`.
+#[cfg(any(target_os = "macos", target_os = "freebsd", target_os = "openbsd"))]
+pub(crate) fn peer_uid(conn: &UnixStream) -> io::Result<u32> {
+    let mut uid: libc::uid_t = 0;
+    let mut gid: libc::gid_t = 0;
+    // SAFETY: a connected socket and two out-parameters.
+    if unsafe { libc::getpeereid(conn.as_raw_fd(), &mut uid, &mut gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(uid)
+}
+
+/// Elsewhere nobody can be told apart: every connection is refused.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "macos",
+    target_os = "freebsd",
+    target_os = "openbsd"
+)))]
+pub(crate) fn peer_uid(_: &UnixStream) -> io::Result<u32> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "peer credentials are not known on this system",
+    ))
+}
+
+/// Why the peer of `conn` is not served, or `None` if it is: the node's
+/// own user and root are.
+pub(crate) fn refusal(conn: &UnixStream) -> Option<String> {
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    match peer_uid(conn) {
+        Ok(uid) if uid == me || uid == 0 => None,
+        Ok(uid) => Some(format!(
+            "refused: this node serves only its own user (uid {me}) and root, not uid {uid}"
+        )),
+        Err(e) => Some(format!("refused: cannot tell who is asking: {e}")),
+    }
+}
