@@ -187,8 +187,10 @@ impl Local {
             )),
             None => {
                 if self.pid.is_some() {
+                    // Durable and published like any commit, so peers
+                    // and the next start see the root we export.
                     self.vfs
-                        .commit()
+                        .commit_durable()
                         .map_err(|e| anyhow!("cannot commit the tree: {e}"))?;
                 }
                 let head = history::head(&store).map_err(explain("cannot read the commit log"))?;
