@@ -5,6 +5,8 @@ mod crash;
 mod defer;
 mod gc;
 mod history;
+mod ignore;
+mod ignore_syncthing;
 mod install;
 mod kv_suite;
 mod large_dir;
