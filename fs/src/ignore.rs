@@ -62,10 +62,12 @@
 mod glob;
 mod parse;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::Path;
 
+use glob::Key;
 use parse::{Ends, Rule};
 
 /// The name of the pattern file, at the folder root.
@@ -130,6 +132,12 @@ pub struct Patterns {
     /// `skip_ok[i]`: rules `0..=i` all allow skipping an ignored folder.
     skip_ok: Vec<bool>,
     any_fold: bool,
+    /// The first rule whose glob is each plain name, at any depth.
+    by_name: HashMap<Vec<u8>, usize>,
+    /// The first rule whose glob is `*.EXT`, at any depth, by EXT.
+    by_ext: HashMap<Vec<u8>, usize>,
+    /// The indices of the other rules, tried in order.
+    others: Vec<usize>,
 }
 
 impl fmt::Debug for Patterns {
@@ -182,11 +190,38 @@ impl Patterns {
             })
             .collect();
         let any_fold = rules.iter().any(|r| r.fold_case);
+        let (mut by_name, mut by_ext, mut others) = (HashMap::new(), HashMap::new(), Vec::new());
+        for (i, r) in rules.iter().enumerate() {
+            let keys: Option<Vec<Key<'_>>> = if r.fold_case
+                || !r.any_start
+                || r.ends != Ends::ExactOrBelow
+                || !r.globs.iter().all(|g| g.one_name())
+            {
+                None
+            } else {
+                r.globs.iter().map(|g| g.key()).collect()
+            };
+            match keys {
+                // The first rule with a key wins: later ones are shadowed.
+                Some(keys) => {
+                    for k in keys {
+                        match k {
+                            Key::Name(n) => by_name.entry(n.to_vec()).or_insert(i),
+                            Key::Ext(e) => by_ext.entry(e.to_vec()).or_insert(i),
+                        };
+                    }
+                }
+                None => others.push(i),
+            }
+        }
         Patterns {
             rules,
             lines,
             skip_ok,
             any_fold,
+            by_name,
+            by_ext,
+            others,
         }
     }
 
@@ -217,25 +252,44 @@ impl Patterns {
             return Match::NoMatch;
         }
         let plain = View::new(path.into());
+        // The first matching rule: the least index among the hashed rules
+        // that match some name, then the other rules before it, in order.
+        let mut first = usize::MAX;
+        for &(s, e) in &plain.names {
+            let name = &plain.path[s..e];
+            if let Some(&i) = self.by_name.get(name) {
+                first = first.min(i);
+            }
+            if let Some(dot) = name.iter().rposition(|b| *b == b'.') {
+                if let Some(&i) = self.by_ext.get(&name[dot + 1..]) {
+                    first = first.min(i);
+                }
+            }
+        }
         let mut folded: Option<View<'_>> = None;
-        for (i, rule) in self.rules.iter().enumerate() {
+        for &i in &self.others {
+            if i > first {
+                break;
+            }
+            let Some(rule) = self.rules.get(i) else { break };
             let view = if rule.fold_case {
                 folded.get_or_insert_with(|| View::new(lowercase(path)))
             } else {
                 &plain
             };
             if view.matches(rule) {
-                return if rule.include {
-                    Match::Included
-                } else {
-                    Match::Ignored {
-                        deletable: rule.deletable,
-                        can_skip_dir: self.skip_ok.get(i).copied().unwrap_or(false),
-                    }
-                };
+                first = i;
+                break;
             }
         }
-        Match::NoMatch
+        match self.rules.get(first) {
+            None => Match::NoMatch,
+            Some(rule) if rule.include => Match::Included,
+            Some(rule) => Match::Ignored {
+                deletable: rule.deletable,
+                can_skip_dir: self.skip_ok.get(first).copied().unwrap_or(false),
+            },
+        }
     }
 
     /// True when `path` is ignored and a walker need not look below it.
@@ -317,3 +371,6 @@ impl<'de> serde::Deserialize<'de> for Patterns {
         Patterns::from_lines(&lines).map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -72,6 +72,15 @@ enum Shape {
     General,
 }
 
+/// How a simple one-name glob is found by hashing.
+pub(super) enum Key<'a> {
+    /// The name itself.
+    Name(&'a [u8]),
+    /// `*.ext`: what follows the name's last `.` (`*.o` matches a name
+    /// exactly when its last `.` is followed by `o` and nothing more).
+    Ext(&'a [u8]),
+}
+
 /// A compiled glob without alternatives.
 #[derive(Debug, Clone)]
 pub(super) struct Glob {
@@ -79,6 +88,9 @@ pub(super) struct Glob {
     /// True when no token can match `/`: a match is then one name.
     one_name: bool,
     shape: Shape,
+    /// The longest literal: a path without it cannot match (a cheap
+    /// rejection before the general matcher).
+    required: Vec<u8>,
 }
 
 /// Compiles one pattern (prefixes and anchoring already removed) into the
@@ -262,10 +274,33 @@ impl Glob {
                 _ => Shape::General,
             }
         };
+        let required = toks
+            .iter()
+            .filter_map(|t| match t {
+                Tok::Lit(l) => Some(l),
+                _ => None,
+            })
+            .max_by_key(|l| l.len())
+            .cloned()
+            .unwrap_or_default();
         Glob {
             toks,
             one_name,
             shape,
+            required,
+        }
+    }
+
+    /// For a one-name glob that is a plain name or `*.ext` (`ext` without
+    /// a `.`): the key to find it by in a hash map, instead of trying it.
+    pub(super) fn key(&self) -> Option<Key<'_>> {
+        match &self.shape {
+            Shape::Exact(l) => Some(Key::Name(l)),
+            Shape::Suffix(s) => match s.split_first() {
+                Some((b'.', ext)) if !ext.contains(&b'.') => Some(Key::Ext(ext)),
+                _ => None,
+            },
+            _ => None,
         }
     }
 
@@ -297,6 +332,16 @@ impl Glob {
     /// `starts` and an `e` that is the end of `path` or (with `below`) the
     /// position of a `/`.
     pub(super) fn matches_path(&self, path: &[u8], any_start: bool, below: bool) -> bool {
+        // Cheap rejections first: an anchored glob's leading literal, then
+        // the longest literal anywhere.
+        if let (false, Some(Tok::Lit(first))) = (any_start, self.toks.first()) {
+            if !path.starts_with(first) {
+                return false;
+            }
+        }
+        if !contains(path, &self.required) {
+            return false;
+        }
         let mut found = false;
         self.run(path, below, |s| {
             found |= s == 0 || (any_start && path[s - 1] == b'/');
@@ -362,7 +407,26 @@ fn decode(s: &[u8]) -> Option<(char, usize)> {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    let Some(last_start) = hay.len().checked_sub(needle.len()) else {
+        return false;
+    };
+    let mut i = 0;
+    while i <= last_start {
+        match hay[i..=last_start].iter().position(|&b| b == first) {
+            None => return false,
+            Some(off) => {
+                i += off;
+                if hay[i + 1..i + needle.len()] == *rest {
+                    return true;
+                }
+                i += 1;
+            }
+        }
+    }
+    false
 }
 
 #[cfg(test)]
