@@ -432,6 +432,57 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The glob's meaning, spelled out by backtracking (exponential in the
+    /// worst case: fine on the short strings of the proptest below).
+    fn naive(toks: &[Tok], t: &[u8], below: bool) -> bool {
+        let Some((tok, rest)) = toks.split_first() else {
+            return t.is_empty() || (below && t[0] == b'/');
+        };
+        match tok {
+            Tok::Lit(l) => t.starts_with(l) && naive(rest, &t[l.len()..], below),
+            Tok::One => !t.is_empty() && t[0] != b'/' && naive(rest, &t[char_len(t)..], below),
+            Tok::Class { neg, set } => match decode(t) {
+                Some((c, len)) => set.contains(c) != *neg && naive(rest, &t[len..], below),
+                None => !t.is_empty() && *neg && naive(rest, &t[1..], below),
+            },
+            Tok::Star | Tok::Super => {
+                let mut i = 0;
+                loop {
+                    if naive(rest, &t[i..], below) {
+                        return true;
+                    }
+                    if i >= t.len() || (*tok == Tok::Star && t[i] == b'/') {
+                        return false;
+                    }
+                    i += char_len(&t[i..]);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn matcher_agrees_with_backtracking(
+            pattern in "[ab/*?\\[\\]{},!é-]{0,10}",
+            text in "[ab/é]{0,10}",
+            any_start: bool,
+            below: bool,
+        ) {
+            let Ok(globs) = compile(&pattern) else { return Ok(()) };
+            let t = text.as_bytes();
+            for g in globs {
+                let want = (0..=t.len())
+                    .filter(|&s| (s == 0 || (any_start && t[s - 1] == b'/')) && (s < t.len() || t.is_empty()))
+                    .any(|s| naive(&g.toks, &t[s..], below));
+                prop_assert_eq!(g.matches_path(t, any_start, below), want, "{:?} on {:?}", pattern, text);
+                if g.one_name() && !t.contains(&b'/') {
+                    prop_assert_eq!(g.matches_name(t), naive(&g.toks, t, false), "{:?} on {:?}", pattern, text);
+                }
+            }
+        }
+    }
 
     fn m(pattern: &str, path: &str) -> bool {
         compile(pattern)
