@@ -15,6 +15,7 @@ pub mod gc;
 pub mod hash;
 pub mod history;
 pub mod identity;
+pub mod ignore;
 pub mod store;
 pub mod tree;
 pub mod vfs;

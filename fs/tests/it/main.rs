@@ -7,6 +7,8 @@ mod door;
 mod failed_txn;
 mod gc;
 mod history;
+mod ignore;
+mod ignore_syncthing;
 mod install;
 mod kv_suite;
 mod large_dir;
