@@ -11,6 +11,7 @@ mod large_dir;
 mod links;
 mod model;
 mod posix;
+mod private_store;
 mod setid;
 mod snapshots;
 mod util;
