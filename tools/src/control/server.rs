@@ -28,6 +28,7 @@ pub(crate) fn serve(
     let _ = std::fs::remove_file(&path); // stale: we hold the store lock
     let listener = UnixListener::bind(&path)
         .with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let local = Arc::new(Local::node(vfs, mount, net));
     std::thread::Builder::new()
         .name("backer-control".into())
