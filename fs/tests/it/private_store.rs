@@ -50,16 +50,19 @@ fn any_file_holds(dir: &Path, needle: &[u8]) -> bool {
     })
 }
 
-/// A store with one committed file, closed again; returns its id.
-fn store_with_a_file(dir: &Path) -> backer_fs::NodeId {
-    let store = Arc::new(Store::create(dir).unwrap());
+/// A store (`TMP/store`) with one committed file, closed again; returns
+/// its temporary folder, its path and its id.
+fn store_with_a_file() -> (tempfile::TempDir, PathBuf, backer_fs::NodeId) {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("store");
+    let store = Arc::new(Store::create(&dir).unwrap());
     let id = store.node_id();
     let vfs = Vfs::new(store, VfsOptions::default()).unwrap();
     let (_, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
     vfs.write(fh, 0, b"kept across the upgrade").unwrap();
     vfs.release(fh).unwrap();
     vfs.sync().unwrap();
-    id
+    (t, dir, id)
 }
 
 /// Turns a store of this format back into format 2, as an earlier version
@@ -87,9 +90,7 @@ fn root_of(store: &Store) -> Option<[u8; 32]> {
 
 #[test]
 fn a_new_store_is_private_with_its_key_in_node_key() {
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("store");
-    let id = store_with_a_file(&dir);
+    let (_t, dir, id) = store_with_a_file();
     assert_private(&dir);
     let key = NodeKey::from_pkcs8(&fs::read(dir.join("node.key")).unwrap()).unwrap();
     assert_eq!(key.node_id(), id);
@@ -99,9 +100,7 @@ fn a_new_store_is_private_with_its_key_in_node_key() {
 
 #[test]
 fn a_store_with_its_key_in_the_database_is_upgraded_keeping_its_id() {
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("store");
-    let id = store_with_a_file(&dir);
+    let (_t, dir, id) = store_with_a_file();
     let root = root_of(&Store::open(&dir).unwrap());
     let pkcs8 = make_legacy(&dir);
     assert!(
@@ -134,9 +133,7 @@ fn a_store_with_its_key_in_the_database_is_upgraded_keeping_its_id() {
 
 #[test]
 fn a_missing_or_damaged_key_file_is_an_error_not_a_new_node() {
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("store");
-    store_with_a_file(&dir);
+    let (_t, dir, _) = store_with_a_file();
     let key_path = dir.join("node.key");
     let good = fs::read(&key_path).unwrap();
 
@@ -164,9 +161,7 @@ fn a_missing_or_damaged_key_file_is_an_error_not_a_new_node() {
 
 #[test]
 fn an_upgrade_cut_short_between_its_renames_is_finished_on_open() {
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("store");
-    let id = store_with_a_file(&dir);
+    let (_t, dir, id) = store_with_a_file();
     let root = root_of(&Store::open(&dir).unwrap());
     // The new database is complete and the old one moved aside; the
     // second rename did not happen.
