@@ -104,6 +104,11 @@ pub enum Error {
     /// Stored bytes that do not decode or do not match their hash (`EIO`).
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// The node's key file is missing, damaged or disagrees with the
+    /// database (`EIO`): the store refuses to open rather than become a
+    /// new node.
+    #[error("node key: {0}")]
+    NodeKey(String),
     /// The storage engine failed (`EIO`).
     #[error("storage engine: {0}")]
     Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -147,6 +152,7 @@ impl Error {
             Error::Format { .. } => libc::EIO,
             Error::Request(_) => libc::EINVAL,
             Error::Corrupt(_) => libc::EIO,
+            Error::NodeKey(_) => libc::EIO,
             Error::Engine(_) => libc::EIO,
             Error::Io { source, .. } => match source.raw_os_error() {
                 Some(e) => e,

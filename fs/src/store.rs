@@ -1,16 +1,21 @@
 //! The store: one folder holding the key-value engine (tree nodes, chunk
-//! index, live namespace, commit log, node metadata) and the chunk packs.
+//! index, live namespace, commit log, node metadata), the chunk packs and
+//! the node's key. It is private to its owner: folders 0700, files 0600
+//! ([`private`]).
 //!
 //! ```text
 //! STORE/db/        the engine (sled)
 //! STORE/packs/     chunk bytes, append-only
+//! STORE/node.key   the node's private key (PKCS#8 v2 DER)
 //! ```
 
 pub mod codec;
+pub mod keyfile;
 pub mod kv;
 pub mod mem_kv;
 pub mod overlay_kv;
 pub mod packs;
+pub mod private;
 pub mod sled_kv;
 pub mod txn;
 
@@ -27,11 +32,14 @@ use crate::identity::{NodeId, NodeKey};
 
 /// The store format this build writes and reads. 2: no pack extents
 /// keyspace; the chunk index reaches the engine only after the pack bytes
-/// it names are synced (format 1 needed a recovery pass instead).
-pub const FORMAT_VERSION: u32 = 2;
+/// it names are synced (format 1 needed a recovery pass instead). 3: the
+/// node key is in `node.key`, not in the engine.
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The oldest format this build opens, upgrading it in place.
+const OLDEST_FORMAT: u32 = 2;
 
 const META_FORMAT: &[u8] = b"format";
-const META_KEY: &[u8] = b"node_key";
 
 /// How a store is opened.
 #[derive(Clone, Debug)]
@@ -77,9 +85,104 @@ fn db_dir(dir: &Path) -> PathBuf {
     dir.join("db")
 }
 
+/// Where an upgrade writes the new database before swapping it in.
+fn db_new(dir: &Path) -> PathBuf {
+    dir.join("db.new")
+}
+
+/// Where the old database waits, after the swap, to be removed.
+fn db_old(dir: &Path) -> PathBuf {
+    dir.join("db.old")
+}
+
+/// The format version an engine holds, if this build can open it.
+fn format_of(kv: &dyn Kv) -> Result<u32> {
+    let format = kv
+        .get(Space::Meta, META_FORMAT)?
+        .ok_or_else(|| Error::corrupt("store has no format version"))?;
+    let found = u32::from_be_bytes(
+        format
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::corrupt("format version"))?,
+    );
+    if !(OLDEST_FORMAT..=FORMAT_VERSION).contains(&found) {
+        return Err(Error::Format {
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(found)
+}
+
+/// What an upgrade to [`FORMAT_VERSION`] changes in the engine (the key
+/// file is written before: [`keyfile::resolve`]).
+fn upgrade_batch() -> Batch {
+    let mut b = Batch::default();
+    b.put(Space::Meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
+    b.remove(Space::Meta, keyfile::LEGACY_KEY);
+    b
+}
+
+/// Makes the store at `dir` private ([`private::tighten`]), saying so once
+/// if it was not (a store made by an earlier version).
+fn tighten_logged(dir: &Path) -> Result<()> {
+    let changed = private::tighten(dir)?;
+    if changed > 0 {
+        tracing::warn!(
+            store = %dir.display(),
+            changed,
+            "the store was readable by others: made it private (folders 0700, files 0600)"
+        );
+    }
+    Ok(())
+}
+
+/// Finishes an upgrade that stopped between moving the old database
+/// aside and moving the new one in (both are complete by then).
+fn finish_interrupted_swap(dir: &Path) -> Result<()> {
+    let (db, new, old) = (db_dir(dir), db_new(dir), db_old(dir));
+    if !db.exists() && new.is_dir() && old.is_dir() {
+        std::fs::rename(&new, &db)
+            .map_err(|e| Error::io(format!("rename {}", new.display()), e))?;
+        private::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Removes what an interrupted upgrade left (an unfinished copy, an old
+/// database already replaced). Called with the engine's lock held.
+fn remove_upgrade_leftovers(dir: &Path) -> Result<()> {
+    for p in [db_new(dir), db_old(dir)] {
+        if p.exists() {
+            std::fs::remove_dir_all(&p)
+                .map_err(|e| Error::io(format!("remove {}", p.display()), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Upgrades a sled store to [`FORMAT_VERSION`]: a rewritten copy of the
+/// database (without the old key: sled keeps removed values in its log),
+/// swapped in by two renames that [`finish_interrupted_swap`] completes
+/// after a crash; the original is untouched until then.
+fn upgrade_sled(dir: &Path, sled: sled_kv::SledKv, cache_bytes: u64) -> Result<sled_kv::SledKv> {
+    let (db, new, old) = (db_dir(dir), db_new(dir), db_old(dir));
+    private::create_dir(&new)?;
+    sled.copy_to(&new, upgrade_batch(), cache_bytes)?;
+    drop(sled);
+    std::fs::rename(&db, &old).map_err(|e| Error::io(format!("rename {}", db.display()), e))?;
+    std::fs::rename(&new, &db).map_err(|e| Error::io(format!("rename {}", new.display()), e))?;
+    private::sync_dir(dir)?;
+    std::fs::remove_dir_all(&old).map_err(|e| Error::io(format!("remove {}", old.display()), e))?;
+    tracing::info!(store = %dir.display(), format = FORMAT_VERSION, "upgraded the store");
+    sled_kv::SledKv::open(&db, cache_bytes)
+}
+
 impl Store {
     /// Creates a store in `dir` (made if missing) with a new node key.
-    /// `Err(Exists)` if a store is already there.
+    /// `Err(Exists)` if a store is already there. A `node.key` without a
+    /// database (an init that was cut short) is kept, not replaced.
     pub fn create(dir: &Path) -> Result<Store> {
         Self::create_with(dir, Options::default())
     }
@@ -89,20 +192,28 @@ impl Store {
         if db_dir(dir).exists() {
             return Err(Error::Exists);
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        let kv = Arc::new(overlay_kv::OverlayKv::new(sled_kv::SledKv::open(
-            &db_dir(dir),
-            opts.cache_bytes,
-        )?));
-        let key = NodeKey::generate()?;
+        private::create_dir(dir)?;
+        let key = Self::key_for_new_store(dir)?;
+        private::create_dir(&db_dir(dir))?;
+        let kv = sled_kv::SledKv::open(&db_dir(dir), opts.cache_bytes)?;
         let mut b = Batch::default();
         b.put(Space::Meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
-        b.put(Space::Meta, META_KEY, key.pkcs8());
         kv.apply(b)?;
         kv.flush()?;
-        let store = Self::finish_open(dir, kv, opts)?;
-        Ok(store)
+        private::tighten(dir)?;
+        Self::finish_open(dir, Arc::new(overlay_kv::OverlayKv::new(kv)), key, opts)
+    }
+
+    /// The key in `dir/node.key`, made and written if there is none.
+    fn key_for_new_store(dir: &Path) -> Result<NodeKey> {
+        match keyfile::read(dir)? {
+            Some(key) => Ok(key),
+            None => {
+                let key = NodeKey::generate()?;
+                keyfile::write(dir, &key)?;
+                Ok(key)
+            }
+        }
     }
 
     /// Opens the store in `dir`. `Err(NotFound)` if there is none.
@@ -110,52 +221,44 @@ impl Store {
         Self::open_with(dir, Options::default())
     }
 
-    /// [`Store::open`] with options.
+    /// [`Store::open`] with options. A store of an earlier format is
+    /// upgraded in place, and one readable by others made private.
     pub fn open_with(dir: &Path, opts: Options) -> Result<Store> {
+        finish_interrupted_swap(dir)?;
         if !db_dir(dir).is_dir() {
             return Err(Error::NotFound);
         }
-        let kv = Arc::new(overlay_kv::OverlayKv::new(sled_kv::SledKv::open(
-            &db_dir(dir),
-            opts.cache_bytes,
-        )?));
-        Self::finish_open(dir, kv, opts)
+        let mut kv = sled_kv::SledKv::open(&db_dir(dir), opts.cache_bytes)?;
+        remove_upgrade_leftovers(dir)?;
+        let format = format_of(&kv)?;
+        let (key, legacy) = keyfile::resolve(dir, &kv)?;
+        if legacy || format < FORMAT_VERSION {
+            kv = upgrade_sled(dir, kv, opts.cache_bytes)?;
+        }
+        tighten_logged(dir)?;
+        Self::finish_open(dir, Arc::new(overlay_kv::OverlayKv::new(kv)), key, opts)
     }
 
-    /// Opens a store over any engine, packs in `dir/packs` (tests use this
-    /// with [`mem_kv::MemKv`]). Initialises the metadata if the engine is
-    /// empty.
+    /// Opens a store over any engine, packs and key in `dir` (tests use
+    /// this with [`mem_kv::MemKv`]). Initialises the metadata if the
+    /// engine is empty.
     pub fn with_engine(dir: &Path, kv: Arc<dyn Kv>, opts: Options) -> Result<Store> {
+        private::create_dir(dir)?;
         if kv.get(Space::Meta, META_FORMAT)?.is_none() {
-            let key = NodeKey::generate()?;
+            Self::key_for_new_store(dir)?;
             let mut b = Batch::default();
             b.put(Space::Meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
-            b.put(Space::Meta, META_KEY, key.pkcs8());
             kv.apply(b)?;
         }
-        Self::finish_open(dir, kv, opts)
+        let format = format_of(kv.as_ref())?;
+        let (key, legacy) = keyfile::resolve(dir, kv.as_ref())?;
+        if legacy || format < FORMAT_VERSION {
+            kv.apply(upgrade_batch())?;
+        }
+        Self::finish_open(dir, kv, key, opts)
     }
 
-    fn finish_open(dir: &Path, kv: Arc<dyn Kv>, opts: Options) -> Result<Store> {
-        let format = kv
-            .get(Space::Meta, META_FORMAT)?
-            .ok_or_else(|| Error::corrupt("store has no format version"))?;
-        let found = u32::from_be_bytes(
-            format
-                .as_slice()
-                .try_into()
-                .map_err(|_| Error::corrupt("format version"))?,
-        );
-        if found != FORMAT_VERSION {
-            return Err(Error::Format {
-                found,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let key_bytes = kv
-            .get(Space::Meta, META_KEY)?
-            .ok_or_else(|| Error::corrupt("store has no node key"))?;
-        let key = NodeKey::from_pkcs8(&key_bytes)?;
+    fn finish_open(dir: &Path, kv: Arc<dyn Kv>, key: NodeKey, opts: Options) -> Result<Store> {
         let id = key.node_id();
         let mut packs = Packs::open(&dir.join("packs"))?;
         packs.set_reserve(opts.reserve_bytes);

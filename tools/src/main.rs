@@ -22,6 +22,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    backer_fs::store::private::restrict_umask(); // the store is private: DESIGN.md
     #[cfg(feature = "fuse")]
     if mount_helper::invoked_as_mount_helper() {
         return mount_helper::run();

@@ -128,7 +128,10 @@ fn apply_options(opts: &str, mount: &mut MountArgs) -> Result<()> {
 /// the mount is up.
 pub(crate) fn run() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let result = parse(&args).and_then(|h| crate::commands::mount::run(&h.store, &h.mount));
+    let result = parse(&args).and_then(|h| {
+        crate::store_dir::check_owner(&h.store)?;
+        crate::commands::mount::run(&h.store, &h.mount)
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,16 +1,72 @@
 //! Which folder holds the store: `--store`, else `$BACKER_STORE`, else the
-//! XDG data dir (`$XDG_DATA_HOME/backer`, else `$HOME/.local/share/backer`).
+//! XDG data dir (`$XDG_DATA_HOME/backer`, else `$HOME/.local/share/backer`);
+//! and whether this process may use it.
 
 use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 /// The store folder for this run, made absolute (so messages name it
-/// unambiguously), reading the real environment.
+/// unambiguously), reading the real environment; refused if this process
+/// would leave files in it that its owner cannot use ([`check_owner`]).
 pub(crate) fn resolve(flag: Option<&Path>) -> Result<PathBuf> {
     let dir = choose(flag, |name| std::env::var_os(name))?;
-    std::path::absolute(&dir).with_context(|| format!("cannot resolve {}", dir.display()))
+    let dir =
+        std::path::absolute(&dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+    check_owner(&dir)?;
+    Ok(dir)
+}
+
+/// Refuses root on a store that belongs to another user (`sudo backer
+/// ...` on someone's store): every file root made there (the database's,
+/// the log, a pack) would be root's, and the store's owner could no longer
+/// open it. A store not made yet counts as its nearest existing folder's.
+/// Everyone else is stopped by the store's 0700 modes anyway.
+pub(crate) fn check_owner(dir: &Path) -> Result<()> {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let Some(owner) = dir.ancestors().find_map(|p| std::fs::metadata(p).ok()) else {
+        return Ok(());
+    };
+    let uid = owner.uid();
+    if uid == 0 {
+        return Ok(());
+    }
+    let who = user_name(uid).unwrap_or_else(|| format!("#{uid}"));
+    bail!(
+        "the store at {} belongs to user {who}: run backer as that user \
+         (e.g. sudo -u {who} backer ...), so that it stays theirs",
+        dir.display()
+    )
+}
+
+/// The login name of `uid`, if the user database has one.
+fn user_name(uid: u32) -> Option<String> {
+    let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut found = std::ptr::null_mut();
+    // SAFETY: getpwuid_r writes only into `pwd` and `buf` (whose length
+    // it is given) and sets `found` to `pwd` or null.
+    let r = unsafe {
+        libc::getpwuid_r(
+            uid,
+            pwd.as_mut_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if r != 0 || found.is_null() {
+        return None;
+    }
+    // SAFETY: on success `pwd` is initialised and `pw_name` points at a
+    // NUL-terminated string inside `buf`, which is still alive.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.assume_init().pw_name) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// The choice itself, with the environment passed in. Empty variables count
@@ -78,6 +134,11 @@ mod tests {
         ];
         let dir = choose(None, env(&vars)).unwrap();
         assert_eq!(dir, Path::new("/home/u/.local/share/backer"));
+    }
+
+    #[test]
+    fn user_zero_is_root() {
+        assert_eq!(user_name(0).as_deref(), Some("root"));
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! engine's durable flush, so a power loss does not either.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -183,7 +183,7 @@ pub fn disk_space(path: &Path) -> Result<DiskSpace> {
 impl Packs {
     /// Opens the packs in `dir` (creating it), appending to the newest.
     pub fn open(dir: &Path) -> Result<Packs> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create packs folder", e))?;
+        super::private::create_dir(dir)?;
         let mut newest = 0u32;
         for ent in std::fs::read_dir(dir).map_err(|e| Error::io("list packs", e))? {
             let ent = ent.map_err(|e| Error::io("list packs", e))?;
@@ -225,7 +225,7 @@ impl Packs {
 
     fn open_for_append(dir: &Path, id: u32) -> Result<(File, u64)> {
         let path = pack_path(dir, id);
-        let file = OpenOptions::new()
+        let file = super::private::open_options()
             .create(true)
             .append(true)
             .read(true)

@@ -79,6 +79,39 @@ impl SledKv {
             })?;
         Ok(SledKv { db })
     }
+
+    /// Writes a copy of this database, with `changes` applied, into a new
+    /// database in `to`, flushed; this one is left as it was. sled is
+    /// log-structured: a removed value stays in its files until they are
+    /// rewritten, and a secret (the node key of an earlier format) must
+    /// leave them.
+    pub fn copy_to(&self, to: &Path, changes: Batch, cache_bytes: u64) -> Result<()> {
+        let copy = Self::open(to, cache_bytes)?;
+        // Keys the changes write are not copied: a removed value must not
+        // reach the copy's log even for a moment.
+        let changed: std::collections::HashSet<Vec<u8>> = changes
+            .ops
+            .iter()
+            .map(|(space, k, _)| key(*space, k))
+            .collect();
+        let mut batch = sled::Batch::default();
+        for (n, item) in self.db.iter().enumerate() {
+            let (k, v) = item.map_err(engine)?;
+            if changed.contains(k.as_ref()) {
+                continue;
+            }
+            batch.insert(k, v);
+            if n % 10_000 == 9_999 {
+                copy.db
+                    .apply_batch(std::mem::take(&mut batch))
+                    .map_err(engine)?;
+            }
+        }
+        copy.db.apply_batch(batch).map_err(engine)?;
+        copy.apply(changes)?;
+        copy.db.flush().map_err(engine)?;
+        Ok(())
+    }
 }
 
 impl Kv for SledKv {

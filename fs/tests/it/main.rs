@@ -15,6 +15,7 @@ mod large_dir;
 mod links;
 mod model;
 mod posix;
+mod private_store;
 mod publish;
 mod setid;
 mod snapshots;

@@ -17,6 +17,7 @@ mod peer_export;
 mod peers;
 mod posix;
 mod posix_meta;
+mod private_store;
 mod privileges;
 mod programs;
 mod roundtrip;
