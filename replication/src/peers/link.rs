@@ -3,7 +3,7 @@
 //! per peer, with the dial dedupe rule and the hello checked against the
 //! TLS-proven id.
 
-use std::net::ToSocketAddrs;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -165,15 +165,28 @@ pub(super) async fn dial_loop(
     }
 }
 
-/// One dial of `peer` at `addr` (`host:port`).
+/// One dial of `peer` at `addr` (`host:port`): resolved without blocking
+/// the runtime (a hostname while offline must not stall every session),
+/// then each address it resolves to tried in turn, each with its share of
+/// [`DIAL_TIMEOUT`] (an unreachable first address must not use it all).
 async fn dial(endpoint: &Endpoint, addr: Option<&str>, peer: NodeId) -> Result<Connection, String> {
-    let target = addr
-        .and_then(|a| a.to_socket_addrs().ok()?.next())
-        .ok_or_else(|| format!("cannot resolve {addr:?}"))?;
-    match tokio::time::timeout(DIAL_TIMEOUT, endpoint.connect(target, peer)).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err("timed out".into()),
+    let addr = addr.ok_or("no address")?;
+    let targets: Vec<SocketAddr> =
+        match tokio::time::timeout(DIAL_TIMEOUT, tokio::net::lookup_host(addr)).await {
+            Ok(Ok(targets)) => targets.collect(),
+            Ok(Err(e)) => return Err(format!("cannot resolve {addr}: {e}")),
+            Err(_) => return Err(format!("resolving {addr} timed out")),
+        };
+    let share = DIAL_TIMEOUT / u32::try_from(targets.len()).unwrap_or(u32::MAX).max(1);
+    let mut failed = format!("{addr} resolves to no address");
+    for target in targets {
+        match tokio::time::timeout(share, endpoint.connect(target, peer)).await {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(e)) => failed = format!("{target}: {e}"),
+            Err(_) => failed = format!("{target}: timed out"),
+        }
     }
+    Err(failed)
 }
 
 /// Runs one live session with `peer` over `stream` (on a connection

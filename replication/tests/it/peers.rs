@@ -208,3 +208,18 @@ fn a_removed_peer_is_disconnected_and_refused() {
     wait("B to be let back in", || b.connected_to(&a));
     wait("B to get A's file", || b.node.read("secret").is_some());
 }
+
+#[test]
+fn a_peer_is_dialled_by_host_name() {
+    let (na, nb) = (Node::new(), Node::new());
+    let a = Running::start(na, true, vec![dials_us(nb.vfs.store().node_id())]);
+    let port = a.peers.listen_addr().expect("A listens").port();
+    let by_name = PeerSpec {
+        id: a.id(),
+        addr: Some(format!("localhost:{port}")),
+    };
+    let b = Running::start(nb, false, vec![by_name]);
+    wait("B to reach A by name", || {
+        a.connected_to(&b) && b.connected_to(&a)
+    });
+}
