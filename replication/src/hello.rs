@@ -3,7 +3,7 @@
 use backer_fs::NodeId;
 use serde::{Deserialize, Serialize};
 
-use crate::proto::wire;
+use crate::wire;
 
 /// The version of the replication protocol this build speaks. Peers that
 /// differ do not sync; bump it on any incompatible change to the messages

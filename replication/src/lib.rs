@@ -29,6 +29,7 @@ pub mod proto;
 pub mod quic;
 pub mod reconcile;
 pub mod session;
+mod wire;
 
 pub use error::{Error, Result};
 pub use hello::{Hello, Incompatible, PROTOCOL_VERSION};

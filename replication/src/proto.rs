@@ -20,6 +20,7 @@ use bincode::Options;
 use serde::{Deserialize, Serialize};
 
 use crate::hello::Hello;
+use crate::wire;
 
 /// The largest frame payload, in bytes. A chunk is at most 256 KiB; a tree
 /// node of 1024 entries with long symlink targets fits well under this.
@@ -173,55 +174,6 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> 
     match buf.get(4..4 + len) {
         Some(payload) => Ok(Some((decode(payload)?, 4 + len))),
         None => Ok(None),
-    }
-}
-
-/// serde helpers for the fs crate's fixed-size ids (32 raw bytes each).
-pub(crate) mod wire {
-    /// [`backer_fs::Hash`] as 32 bytes.
-    pub(crate) mod hash {
-        use backer_fs::Hash;
-        use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-        pub(crate) fn serialize<S: Serializer>(h: &Hash, s: S) -> Result<S::Ok, S::Error> {
-            h.0.serialize(s)
-        }
-
-        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
-            Ok(Hash(<[u8; 32]>::deserialize(d)?))
-        }
-    }
-
-    /// A list of [`backer_fs::Hash`], each as 32 bytes.
-    pub(crate) mod hashes {
-        use backer_fs::Hash;
-        use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-        pub(crate) fn serialize<S: Serializer>(h: &[Hash], s: S) -> Result<S::Ok, S::Error> {
-            let raw: Vec<[u8; 32]> = h.iter().map(|h| h.0).collect();
-            raw.serialize(s)
-        }
-
-        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Hash>, D::Error> {
-            Ok(Vec::<[u8; 32]>::deserialize(d)?
-                .into_iter()
-                .map(Hash)
-                .collect())
-        }
-    }
-
-    /// [`backer_fs::NodeId`] as 32 bytes.
-    pub(crate) mod node_id {
-        use backer_fs::NodeId;
-        use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-        pub(crate) fn serialize<S: Serializer>(n: &NodeId, s: S) -> Result<S::Ok, S::Error> {
-            n.0.serialize(s)
-        }
-
-        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NodeId, D::Error> {
-            Ok(NodeId(<[u8; 32]>::deserialize(d)?))
-        }
     }
 }
 
