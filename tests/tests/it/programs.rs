@@ -68,8 +68,20 @@ fn source_archive(at: &Path) -> PathBuf {
 /// (whole seconds: tar keeps no more) and link target, sorted: what
 /// `diff -r` does not compare. A folder's size is the file system's own
 /// business (ext4 says 4096, backer the number of entries): left out.
+/// So is `DIR` itself: the archive does not hold it, so its mtime is when
+/// each extraction ran (a second apart when one straddles the tick).
 fn listing(dir: &Path) -> String {
-    let run = run_in(dir, "find", &[".", "-printf", "%p|%y|%m|%s|%U|%G|%T@|%l\n"]);
+    let run = run_in(
+        dir,
+        "find",
+        &[
+            ".",
+            "-mindepth",
+            "1",
+            "-printf",
+            "%p|%y|%m|%s|%U|%G|%T@|%l\n",
+        ],
+    );
     let mut lines: Vec<String> = run
         .stdout
         .lines()
