@@ -138,6 +138,40 @@ fn tighten_logged(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Held while a process opens or creates the store: the upgrade swaps
+/// database folders while it holds no engine lock, and a second process
+/// opening meanwhile (a CLI command racing a starting node) could make a
+/// new empty `db/` or remove the only complete copy. With this lock, every
+/// open's swap, cleanup and upgrade run alone; the engine's own lock then
+/// keeps the opened store exclusive. Released when the open returns.
+struct OpenLock {
+    _file: std::fs::File,
+}
+
+impl OpenLock {
+    fn take(dir: &Path) -> Result<OpenLock> {
+        use std::os::fd::AsRawFd;
+        let path = dir.join("open.lock");
+        let f = private::open_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        loop {
+            // SAFETY: flock on a descriptor we own; no memory is passed.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(OpenLock { _file: f });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::io(format!("lock {}", path.display()), e));
+            }
+        }
+    }
+}
+
 /// Finishes an upgrade that stopped between moving the old database
 /// aside and moving the new one in (both are complete by then).
 fn finish_interrupted_swap(dir: &Path) -> Result<()> {
@@ -171,6 +205,7 @@ fn upgrade_sled(dir: &Path, sled: sled_kv::SledKv, cache_bytes: u64) -> Result<s
     private::create_dir(&new)?;
     sled.copy_to(&new, upgrade_batch(), cache_bytes)?;
     drop(sled);
+    private::sync_dir(&new)?;
     std::fs::rename(&db, &old).map_err(|e| Error::io(format!("rename {}", db.display()), e))?;
     std::fs::rename(&new, &db).map_err(|e| Error::io(format!("rename {}", new.display()), e))?;
     private::sync_dir(dir)?;
@@ -193,6 +228,11 @@ impl Store {
             return Err(Error::Exists);
         }
         private::create_dir(dir)?;
+        let _open = OpenLock::take(dir)?;
+        finish_interrupted_swap(dir)?;
+        if db_dir(dir).exists() || db_new(dir).exists() || db_old(dir).exists() {
+            return Err(Error::Exists);
+        }
         let key = Self::key_for_new_store(dir)?;
         private::create_dir(&db_dir(dir))?;
         let kv = sled_kv::SledKv::open(&db_dir(dir), opts.cache_bytes)?;
@@ -224,13 +264,19 @@ impl Store {
     /// [`Store::open`] with options. A store of an earlier format is
     /// upgraded in place, and one readable by others made private.
     pub fn open_with(dir: &Path, opts: Options) -> Result<Store> {
+        if !dir.is_dir() {
+            return Err(Error::NotFound);
+        }
+        let _open = OpenLock::take(dir)?;
         finish_interrupted_swap(dir)?;
         if !db_dir(dir).is_dir() {
             return Err(Error::NotFound);
         }
         let mut kv = sled_kv::SledKv::open(&db_dir(dir), opts.cache_bytes)?;
-        remove_upgrade_leftovers(dir)?;
         let format = format_of(&kv)?;
+        // Only a database that proved itself replaces the leftovers: an
+        // empty or foreign `db/` must never cost the copies beside it.
+        remove_upgrade_leftovers(dir)?;
         let (key, legacy) = keyfile::resolve(dir, &kv)?;
         if legacy || format < FORMAT_VERSION {
             kv = upgrade_sled(dir, kv, opts.cache_bytes)?;

@@ -174,6 +174,27 @@ fn an_upgrade_cut_short_between_its_renames_is_finished_on_open() {
 }
 
 #[test]
+fn an_empty_database_beside_an_unfinished_swap_costs_no_copy() {
+    let (_t, dir, id) = store_with_a_file();
+    let root = root_of(&Store::open(&dir).unwrap());
+    // The swap stopped between its renames, and another process's open
+    // made an empty `db/` meanwhile (the engine creates a missing one).
+    fs::rename(dir.join("db"), dir.join("db.new")).unwrap();
+    fs::create_dir(dir.join("db.old")).unwrap();
+    fs::create_dir(dir.join("db")).unwrap();
+    assert!(Store::open(&dir).is_err(), "an empty database is no store");
+    assert!(
+        dir.join("db.new").is_dir(),
+        "the complete copy must survive a failed open"
+    );
+    // Once the empty one is cleared away, the swap finishes as usual.
+    fs::remove_dir_all(dir.join("db")).unwrap();
+    let store = Store::open(&dir).unwrap();
+    assert_eq!(store.node_id(), id);
+    assert_eq!(root_of(&store), root);
+}
+
+#[test]
 fn init_over_a_key_file_without_a_database_keeps_the_key() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("store");
