@@ -24,10 +24,12 @@
 
 mod first_hello;
 mod link;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -126,8 +128,13 @@ struct PeerState {
     session: Option<Active>,
     /// Wakes the dialler (a new address, a dropped session).
     wake: Arc<Notify>,
-    /// Bumped when the peer is removed: its dialler stops.
+    /// Which dialler is the peer's: drawn from [`Shared::generations`]
+    /// (never reused, so a dialler of a removed peer can never mistake a
+    /// re-added one for its own); 0 at shutdown, which stops it.
     generation: u64,
+    /// Its dialler, aborted when the peer is removed (a dial in flight to
+    /// an unreachable address would otherwise run on for seconds).
+    dialler: Option<tokio::task::AbortHandle>,
 }
 
 /// A running session.
@@ -147,6 +154,10 @@ struct Shared {
     roots: watch::Sender<Hash>,
     peers: Mutex<HashMap<NodeId, PeerState>>,
     next_session: Mutex<u64>,
+    /// The last dialler generation handed out (see [`PeerState::generation`]).
+    generations: AtomicU64,
+    /// Dial loops running (a test checks that a peer has one at most).
+    dial_loops: AtomicUsize,
     /// Live incoming connections per peer (see [`MAX_CONNECTIONS_PER_PEER`]).
     incoming: Mutex<HashMap<NodeId, usize>>,
     /// Set by [`Peers::shutdown`]: no new session starts.
@@ -211,6 +222,8 @@ impl Peers {
             roots,
             peers: Mutex::new(HashMap::new()),
             next_session: Mutex::new(0),
+            generations: AtomicU64::new(0),
+            dial_loops: AtomicUsize::new(0),
             incoming: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
         });
@@ -228,10 +241,11 @@ impl Peers {
         Ok(peers)
     }
 
-    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
-        if let Some(rt) = &self.rt {
-            rt.spawn(f);
-        }
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(
+        &self,
+        f: F,
+    ) -> Option<tokio::task::AbortHandle> {
+        self.rt.as_ref().map(|rt| rt.spawn(f).abort_handle())
     }
 
     /// Where new local roots enter (see [`RootFeed`]).
@@ -254,8 +268,9 @@ impl Peers {
         for id in gone {
             self.shared.trust.remove(&id);
             if let Some(mut st) = peers.remove(&id) {
-                st.generation += 1;
-                st.wake.notify_one();
+                if let Some(dialler) = st.dialler.take() {
+                    dialler.abort();
+                }
                 if let Some(stop) = st.session.as_mut().and_then(|s| s.stop.take()) {
                     let _ = stop.send(());
                 }
@@ -271,11 +286,12 @@ impl Peers {
             let new_addr = st.addr != addr;
             st.addr = addr;
             if new_addr && st.addr.is_some() {
-                if st.generation == 0 {
+                if st.dialler.is_none() {
                     // First address: start a dialler.
-                    st.generation = 1;
+                    let generation = self.shared.generations.fetch_add(1, Ordering::SeqCst) + 1;
+                    st.generation = generation;
                     let (shared, endpoint) = (self.shared.clone(), self.endpoint.clone());
-                    self.spawn(link::dial_loop(shared, endpoint, id, 1));
+                    st.dialler = self.spawn(link::dial_loop(shared, endpoint, id, generation));
                 } else {
                     st.wake.notify_one();
                 }
@@ -330,7 +346,7 @@ impl Peers {
         {
             let mut peers = self.shared.peers();
             for st in peers.values_mut() {
-                st.generation += 1;
+                st.generation = 0;
                 st.wake.notify_one();
                 if let Some(stop) = st.session.as_mut().and_then(|s| s.stop.take()) {
                     let _ = stop.send(());

@@ -122,13 +122,15 @@ impl Drop for Held {
 }
 
 /// Dials `peer` whenever it has an address and no session, backing off
-/// while it fails, until the peer is removed (its generation changes).
+/// while it fails, until the peer is removed (the loop is aborted) or the
+/// node shuts down (its generation changes).
 pub(super) async fn dial_loop(
     shared: Arc<Shared>,
     endpoint: Arc<Endpoint>,
     peer: NodeId,
     generation: u64,
 ) {
+    let _live = DialLoop::count(&shared);
     let mut backoff = MIN_BACKOFF;
     loop {
         let (addr, wake, connected) = {
@@ -162,6 +164,23 @@ pub(super) async fn dial_loop(
             _ = wake.notified() => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One running dial loop, counted in [`Shared::dial_loops`] until it
+/// ends or is aborted.
+struct DialLoop(Arc<Shared>);
+
+impl DialLoop {
+    fn count(shared: &Arc<Shared>) -> DialLoop {
+        shared.dial_loops.fetch_add(1, Ordering::SeqCst);
+        DialLoop(shared.clone())
+    }
+}
+
+impl Drop for DialLoop {
+    fn drop(&mut self) {
+        self.0.dial_loops.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
