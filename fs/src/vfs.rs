@@ -99,7 +99,7 @@ impl Default for VfsOptions {
 }
 
 /// An open regular file's state, shared by all its handles.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct OpenFile {
     data: FileData,
     /// Open handles; the state is dropped at the last release.
@@ -152,6 +152,11 @@ struct Inner {
     /// This node's edit clock: every version-vector bump takes the next
     /// tick ([`crate::tree::VersionVector::bump_to`]); kept in the store.
     clock: u64,
+    /// Open files as they were before the running operation changed them
+    /// ahead of its transaction (a fold, a truncate): put back if that
+    /// transaction does not apply, so memory never claims what the store
+    /// lacks (see [`Inner::keep_for_rollback`]).
+    rollback: Vec<(Ino, OpenFile)>,
 }
 
 impl Inner {
@@ -281,6 +286,7 @@ impl Vfs {
                 head,
                 latest: None,
                 clock,
+                rollback: Vec::new(),
             }),
             clock: opts.clock,
             owner: opts.owner,
@@ -328,6 +334,7 @@ impl Vfs {
         let store = inner.store.clone();
         let mut txn = Txn::new(store.kv());
         let first_fh = inner.next_fh;
+        inner.rollback.clear();
         let out = f(&mut inner, &mut txn, now).and_then(|out| {
             let changed = !txn.is_empty();
             txn.commit()?;
@@ -336,10 +343,12 @@ impl Vfs {
         let (out, changed) = match out {
             Ok(done) => done,
             Err(e) => {
+                inner.roll_back_open_files();
                 inner.drop_handles_from(first_fh);
                 return Err(e);
             }
         };
+        inner.rollback.clear();
         drop(inner);
         if changed {
             self.note_change();
@@ -450,10 +459,12 @@ impl Vfs {
         let store = inner.store.clone();
         let mut txn = Txn::new(store.kv());
         let inos: Vec<Ino> = inner.open.keys().copied().collect();
-        for ino in inos {
-            inner.fold_file(&mut txn, ino)?;
-        }
-        txn.commit()?;
+        inner.rollback.clear();
+        let folded = inos
+            .into_iter()
+            .try_for_each(|ino| inner.fold_file(&mut txn, ino))
+            .and_then(|()| txn.commit());
+        inner.settle(folded)?;
         inner.commit(now)?;
         // Other requests need not wait for the disk: what they change
         // after this point is made durable too, or by the next sync.
@@ -545,6 +556,41 @@ impl Inner {
         }
     }
 
+    /// Keeps `ino`'s open file as it is now, to be put back if the running
+    /// operation's transaction does not apply: called before a change to
+    /// it that the transaction's writes stand for (a fold moving buffered
+    /// bytes into chunks, a truncate).
+    fn keep_for_rollback(&mut self, ino: Ino) {
+        if let Some(of) = self.open.get(&ino) {
+            self.rollback.push((ino, of.clone()));
+        }
+    }
+
+    /// Puts back the open files [`Inner::keep_for_rollback`] kept, oldest
+    /// last so the state before the operation wins. The handle counts stay
+    /// as they are: handles come and go with their own bookkeeping
+    /// ([`Inner::drop_handles_from`]); a file closed meanwhile is not
+    /// brought back (a reopen reads the store).
+    fn roll_back_open_files(&mut self) {
+        while let Some((ino, kept)) = self.rollback.pop() {
+            if let Some(of) = self.open.get_mut(&ino) {
+                let opens = of.opens;
+                *of = kept;
+                of.opens = opens;
+            }
+        }
+    }
+
+    /// Ends a fold done outside [`Vfs::write_op`]: `applied` says whether
+    /// its transaction applied; if not, the open files are put back.
+    fn settle(&mut self, applied: Result<()>) -> Result<()> {
+        if applied.is_err() {
+            self.roll_back_open_files();
+        }
+        self.rollback.clear();
+        applied
+    }
+
     fn handle(&self, fh: Fh) -> Result<Handle> {
         self.handles.get(&fh).copied().ok_or(Error::BadHandle)
     }
@@ -622,6 +668,7 @@ impl Inner {
         now: Timestamp,
     ) -> Result<()> {
         let fh = self.open_handle(txn, ino, rec, false)?;
+        self.keep_for_rollback(ino);
         let store = self.store.clone();
         let res = (|| {
             let of = self.open.get_mut(&ino).ok_or(Error::BadHandle)?;
@@ -669,12 +716,13 @@ impl Inner {
 
     fn fold_into(&mut self, txn: &mut Txn<'_>, ino: Ino, rec: &mut InodeRecord) -> Result<()> {
         let store = self.store.clone();
+        if !self.open.get(&ino).is_some_and(|of| of.dirty) {
+            return Ok(());
+        }
+        self.keep_for_rollback(ino);
         let Some(of) = self.open.get_mut(&ino) else {
             return Ok(());
         };
-        if !of.dirty {
-            return Ok(());
-        }
         of.data.fold(&store, txn, true)?;
         let (hash, len) = commit::store_content(txn, &of.data.extents())?;
         debug_assert_eq!(len, of.data.size);

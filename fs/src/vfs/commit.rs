@@ -294,8 +294,9 @@ impl Inner {
             }
             let store = self.store.clone();
             let mut txn = Txn::new(store.kv());
-            self.fold_file(&mut txn, ino)?;
-            txn.commit()?;
+            self.rollback.clear();
+            let folded = self.fold_file(&mut txn, ino).and_then(|()| txn.commit());
+            self.settle(folded)?;
         }
         Ok(out)
     }

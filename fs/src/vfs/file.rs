@@ -43,7 +43,7 @@ enum Seg {
 }
 
 /// One open file's content.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct FileData {
     /// Committed extents with their start offsets, in order, no gaps.
     base: Vec<(u64, Extent)>,

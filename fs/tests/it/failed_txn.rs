@@ -46,3 +46,52 @@ fn failed_opens_and_creates_leave_no_handle_or_open_file() {
     assert!(orphans.is_empty(), "{g:?} is no orphan: {orphans:?}");
     assert!(vfs.getattr(g.ino).is_err());
 }
+
+/// A vfs over an engine that refuses writes while `refuse` is set.
+fn refusing() -> (
+    tempfile::TempDir,
+    Arc<Store>,
+    Vfs,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = Arc::new(Shared::new(Arc::new(MemKv::new())));
+    let refuse = kv.refuse.clone();
+    let store = Arc::new(Store::with_engine(dir.path(), kv, Default::default()).unwrap());
+    let vfs = Vfs::new(store.clone(), VfsOptions::default()).unwrap();
+    (dir, store, vfs, refuse)
+}
+
+#[test]
+fn a_failed_fsync_keeps_the_bytes_to_store_and_a_retry_stores_them() {
+    let (_dir, store, vfs, refuse) = refusing();
+    let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
+    vfs.write(fh, 0, b"hello").unwrap();
+    refuse.store(true, Ordering::SeqCst);
+    assert!(vfs.fsync(fh).is_err(), "the fold's transaction is refused");
+    refuse.store(false, Ordering::SeqCst);
+    vfs.fsync(fh).unwrap();
+    // What the store holds, seen by a vfs that never had the file open.
+    let fresh = Vfs::new(store, VfsOptions::default()).unwrap();
+    assert_eq!(fresh.getattr(f.ino).unwrap().size, 5);
+    let fh2 = fresh.open(f.ino, false, false).unwrap();
+    assert_eq!(fresh.read(fh2, 0, 100).unwrap(), b"hello");
+}
+
+#[test]
+fn a_failed_truncate_leaves_the_other_handles_bytes() {
+    let (_dir, _store, vfs, refuse) = refusing();
+    let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
+    vfs.write(fh, 0, b"hello").unwrap();
+    vfs.release(fh).unwrap();
+    let held = vfs.open(f.ino, false, false).unwrap();
+    refuse.store(true, Ordering::SeqCst);
+    assert!(
+        vfs.open(f.ino, true, false).is_err(),
+        "O_TRUNC: not applied"
+    );
+    refuse.store(false, Ordering::SeqCst);
+    assert_eq!(vfs.read(held, 0, 100).unwrap(), b"hello");
+    assert_eq!(vfs.getattr(f.ino).unwrap().size, 5);
+    vfs.release(held).unwrap();
+}
