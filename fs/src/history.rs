@@ -19,7 +19,7 @@ mod write;
 
 pub use du::{du, Du};
 pub use export::{check_target, export, export_tree, Exported};
-pub use log::{kind_name::name as kind_name, log, Change, ChangeKind, LogEntry};
+pub use log::{diff, kind_name::name as kind_name, log, Change, ChangeKind, LogEntry};
 pub use restore::{restore, restore_to, version_at, Outcome, RestoreRequest, Restored, Version};
 pub use write::{LiveTree, Source, WriteOptions};
 
@@ -152,7 +152,7 @@ pub fn resolve_at<'c>(commits: &'c [Commit], at: &str) -> Result<&'c Commit> {
 
 /// The hash of the empty folder tree: what the oldest commit is compared
 /// with.
-fn empty_dir_hash() -> Hash {
+pub fn empty_dir_hash() -> Hash {
     let mut m = MemNodes::new();
     dir::empty(&mut m).unwrap_or(Hash::ZERO)
 }

@@ -9,6 +9,7 @@
 
 pub mod chunk;
 pub mod error;
+pub mod events;
 #[cfg(feature = "fuse")]
 pub mod fuse;
 pub mod gc;

@@ -145,6 +145,8 @@ struct Differ<'a> {
     nodes: &'a Store,
     out: Vec<Change>,
     todo: Vec<Task>,
+    /// Stop once this many changes are listed (`usize::MAX`: never).
+    limit: usize,
 }
 
 impl Differ<'_> {
@@ -164,6 +166,10 @@ impl Differ<'_> {
     fn run(&mut self, first: Task) -> Result<()> {
         self.todo.push(first);
         while let Some(task) = self.todo.pop() {
+            if self.out.len() >= self.limit {
+                self.todo.clear();
+                break;
+            }
             match task {
                 Task::Dirs(path, a, b) => {
                     let pairs = dir::diff(self.nodes, a, b)?;
@@ -280,6 +286,24 @@ fn at_path(nodes: &Store, root: Hash, path: &[&[u8]]) -> Result<Option<Entry>> {
     entry_at(nodes, root, path)
 }
 
+/// The changes from the tree `a` to the tree `b` (both roots), as the log
+/// lists a commit's, but at most about `limit` of them: the walk stops
+/// there, so the work is bounded whatever the trees (the event bus diffs
+/// every published root). The flag says whether it stopped early.
+pub fn diff(store: &Store, a: Hash, b: Hash, limit: usize) -> Result<(Vec<Change>, bool)> {
+    let mut d = Differ {
+        nodes: store,
+        out: Vec::new(),
+        todo: Vec::new(),
+        limit,
+    };
+    d.run(Task::Dirs(String::new(), a, b))?;
+    let cut = d.out.len() >= limit;
+    let mut out = d.finish();
+    out.truncate(limit);
+    Ok((out, cut))
+}
+
 /// The log of the store, newest first, as `backer log` shows it (see the
 /// module documentation); with `path`, only what changed at or under it.
 ///
@@ -311,6 +335,7 @@ pub fn log(store: &Store, path: Option<&str>) -> Result<Vec<LogEntry>> {
             nodes: store,
             out: Vec::new(),
             todo: Vec::new(),
+            limit: usize::MAX,
         };
         if names.is_empty() {
             d.run(Task::Dirs(String::new(), parent, root))?;

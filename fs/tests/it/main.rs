@@ -4,6 +4,7 @@ mod copy;
 mod crash;
 mod defer;
 mod door;
+mod events;
 mod failed_txn;
 mod gc;
 mod history;
