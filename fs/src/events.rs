@@ -151,6 +151,17 @@ pub enum EventKind {
     },
 }
 
+impl EventKind {
+    /// What a history collection reports.
+    pub fn collected(r: &crate::gc::Report) -> EventKind {
+        EventKind::HistoryCollected {
+            roots_before: r.roots_before,
+            roots_kept: r.roots_kept,
+            bytes_freed: r.chunk_bytes_freed,
+        }
+    }
+}
+
 struct Ring {
     /// The id the next event gets.
     next: u64,

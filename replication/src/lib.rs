@@ -24,6 +24,7 @@ pub mod error;
 pub mod hello;
 pub mod local;
 pub mod merge;
+mod notify;
 pub mod peers;
 pub mod proto;
 pub mod quic;

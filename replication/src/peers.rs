@@ -76,6 +76,9 @@ pub struct Options {
     /// Called after every merge a session installs (a mount tells the
     /// kernel what changed).
     pub install_hook: Option<InstallHook>,
+    /// The node's event bus: told of peers connecting and leaving, syncs
+    /// and merges (see `notify.rs`).
+    pub events: Option<backer_fs::events::Feed>,
 }
 
 /// One peer as `status` shows it (`status --json` prints these fields as
@@ -150,6 +153,7 @@ struct Shared {
     me: NodeId,
     vfs: Arc<Vfs>,
     hook: Option<InstallHook>,
+    events: Option<backer_fs::events::Feed>,
     trust: Trust,
     roots: watch::Sender<Hash>,
     peers: Mutex<HashMap<NodeId, PeerState>>,
@@ -218,6 +222,7 @@ impl Peers {
             me,
             vfs,
             hook: opts.install_hook,
+            events: opts.events,
             trust,
             roots,
             peers: Mutex::new(HashMap::new()),

@@ -55,6 +55,10 @@ pub(crate) enum Command {
         /// else only dial out].
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Serve the web page at ADDR (a loopback ip:port; "" off) for
+        /// this run [default: `[web] listen` in config.toml].
+        #[arg(long, value_name = "ADDR")]
+        web: Option<String>,
     },
     /// Run the node with no mount, in the foreground (servers, containers).
     Replica {
@@ -62,6 +66,10 @@ pub(crate) enum Command {
         /// else only dial out].
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Serve the web page at ADDR (a loopback ip:port; "" off) for
+        /// this run [default: `[web] listen` in config.toml].
+        #[arg(long, value_name = "ADDR")]
+        web: Option<String>,
     },
     /// Add, remove or list the peers this node trusts (config.toml).
     Peer {
@@ -135,6 +143,16 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Follow the running node's events until interrupted (waits for a
+    /// node to start, and for the next when it stops).
+    Events {
+        /// One JSON object per line: "id", "time", "type", "data".
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the web page's URL with a one-time login token (alone on the
+    /// last line).
+    Web,
 }
 
 /// The `peer` subcommands.

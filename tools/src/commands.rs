@@ -4,6 +4,7 @@
 
 mod backend;
 mod du;
+mod events;
 mod export;
 mod gc;
 mod history;
@@ -15,6 +16,7 @@ mod peer;
 mod replica;
 mod restore;
 mod status;
+mod web;
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +43,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             no_allow_other,
             auto_unmount,
             listen,
+            web,
         } => mount::run_listening(
             &dir,
             &crate::node::MountArgs {
@@ -55,8 +58,9 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
                 auto_unmount,
             },
             listen,
+            web,
         ),
-        Command::Replica { listen } => replica::run(&dir, listen),
+        Command::Replica { listen, web } => replica::run(&dir, listen, web),
         Command::Peer { command } => match command {
             PeerCommand::Add { id, addr } => peer::add(&dir, &id, addr.as_deref()),
             PeerCommand::Remove { id } => peer::remove(&dir, &id),
@@ -94,6 +98,8 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         ),
         Command::Du { json } => du::run(&dir, json),
         Command::Gc { json } => gc::run(&dir, json),
+        Command::Events { json } => events::run(&dir, json),
+        Command::Web => web::run(&dir),
     }
 }
 

@@ -13,6 +13,10 @@
 //! daily = "90d"                    # then one per day this far back
 //! keep_last = 1                    # and always the N newest roots
 //! gc_every = "1h"                  # how often a running node collects
+//!
+//! [web]                            # written by init; absent: no web page
+//! listen = "127.0.0.1:8386"        # loopback only; "" turns it off
+//! api_key = "..."                  # `Authorization: Bearer KEY`
 //! ```
 //!
 //! Durations are a number and a unit: `s`, `m`, `h`, `d` or `w`.
@@ -42,6 +46,46 @@ pub(crate) struct Config {
     /// What history to keep (defaults when absent).
     #[serde(default, skip_serializing_if = "Retention::is_default")]
     pub(crate) retention: Retention,
+    /// The web page and its API (absent: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) web: Option<Web>,
+}
+
+/// The `[web]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Web {
+    /// Where the node serves the page (a loopback address; "" off).
+    #[serde(default)]
+    pub(crate) listen: String,
+    /// What API clients send as `Authorization: Bearer KEY`.
+    #[serde(default)]
+    pub(crate) api_key: String,
+}
+
+/// Where the page is served by default (the next free port when taken).
+pub(crate) const DEFAULT_WEB_PORT: u16 = 8386;
+
+/// The web listen address `text` names: `None` for "" (off); an error for
+/// anything but a loopback `ip:port` (the page has no TLS yet: remote
+/// access goes through an SSH tunnel).
+pub(crate) fn web_addr(text: &str) -> Result<Option<SocketAddr>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let addr: SocketAddr = text
+        .parse()
+        .map_err(|_| anyhow!("web address {text:?} is not an ip:port"))?;
+    if !addr.ip().is_loopback() {
+        return Err(anyhow!(
+            "web address {addr} is not a loopback address: the page is served on \
+             127.0.0.1 only; from another machine use an SSH tunnel \
+             (ssh -L {port}:127.0.0.1:{port} HOST)",
+            port = addr.port()
+        ));
+    }
+    Ok(Some(addr))
 }
 
 /// The `[retention]` table: durations as text, as people write them.
@@ -168,6 +212,9 @@ impl Config {
         }
         cfg.retention.policy()?;
         cfg.retention.gc_every()?;
+        if let Some(w) = &cfg.web {
+            web_addr(&w.listen).map_err(|e| anyhow!("config.toml: web.listen: {e}"))?;
+        }
         Ok(cfg)
     }
 
@@ -178,7 +225,14 @@ impl Config {
         let text = toml::to_string(self).context("cannot encode the config")?;
         {
             use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)
+            use std::os::unix::fs::OpenOptionsExt;
+            // 0600: it holds the web page's API key.
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
@@ -219,6 +273,10 @@ mod tests {
                 daily: Some("30d".into()),
                 ..Retention::default()
             },
+            web: Some(Web {
+                listen: "127.0.0.1:8386".into(),
+                api_key: "k".into(),
+            }),
         };
         cfg.save(dir.path()).unwrap();
         assert_eq!(Config::load(dir.path()).unwrap(), cfg);
@@ -255,5 +313,19 @@ mod tests {
         assert!(e.contains("config.toml") && !e.contains('\n'), "{e}");
         std::fs::write(path(dir.path()), "[[peer]]\nid = \"nope\"\n").unwrap();
         assert!(Config::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn the_web_page_listens_on_loopback_only() {
+        assert_eq!(web_addr("").unwrap(), None);
+        assert_eq!(
+            web_addr("127.0.0.1:8386").unwrap(),
+            Some("127.0.0.1:8386".parse().unwrap())
+        );
+        assert!(web_addr("[::1]:8386").unwrap().is_some());
+        let e = web_addr("0.0.0.0:8386").unwrap_err().to_string();
+        assert!(e.contains("SSH tunnel") && !e.contains('\n'), "{e}");
+        assert!(web_addr("192.0.2.1:80").is_err());
+        assert!(web_addr("localhost").is_err());
     }
 }

@@ -109,6 +109,18 @@ pub(crate) enum Request {
         /// The chunk's hash.
         hash: String,
     },
+    /// Follow the node's event bus: the node answers with
+    /// [`Response::Events`] batches, first the kept events after `since`
+    /// (0: all kept), then each as it comes, until the connection closes
+    /// (an empty batch now and then says the node still runs). Nothing
+    /// else is asked on that connection.
+    Events {
+        /// The last event id already seen.
+        #[serde(default)]
+        since: u64,
+    },
+    /// A one-time login URL for the web page (`backer web`).
+    WebLogin,
 }
 
 /// A node's answer: the reply to the request, or why it failed.
@@ -133,6 +145,10 @@ pub(crate) enum Response {
     Bytes(String),
     /// To [`Request::Owner`] (`None`: the live tree lacks the path).
     Owner(Option<(u32, u32)>),
+    /// To [`Request::Events`]: events in id order.
+    Events(Vec<backer_fs::events::Event>),
+    /// To [`Request::WebLogin`]: the URL, with its one-time token.
+    WebLogin(String),
     /// The request failed: one line for the user.
     Error(String),
 }
@@ -184,6 +200,10 @@ mod tests {
             serde_json::to_string(&Request::Status).unwrap(),
             r#"{"req":"status"}"#
         );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"req":"events","since":3}"#).unwrap(),
+            Request::Events { since: 3 }
+        );
         for req in [
             Request::Status,
             Request::Reload,
@@ -197,6 +217,8 @@ mod tests {
             Request::Node {
                 hash: "00".repeat(32),
             },
+            Request::Events { since: 7 },
+            Request::WebLogin,
         ] {
             let line = serde_json::to_string(&req).unwrap();
             assert!(!line.contains('\n'));

@@ -16,6 +16,7 @@ mod mountinfo;
 mod net;
 mod node;
 mod store_dir;
+mod web;
 
 use std::process::ExitCode;
 

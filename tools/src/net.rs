@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
+use backer_fs::events::Feed;
 use backer_fs::vfs::Vfs;
 use backer_replication::local::InstallHook;
 use backer_replication::peers::Options;
@@ -30,6 +31,7 @@ impl Net {
         vfs: Arc<Vfs>,
         listen: Option<SocketAddr>,
         hook: Option<InstallHook>,
+        events: Feed,
     ) -> Result<Net> {
         let cfg = Config::load(store_dir)?;
         let listen = listen.or(cfg.listen);
@@ -37,12 +39,13 @@ impl Net {
             listen,
             peers: peer_specs(&cfg)?,
             install_hook: hook,
+            events: Some(events.clone()),
         };
         let peers = Peers::start(vfs.clone(), opts).map_err(|e| match listen {
             Some(addr) => anyhow!("cannot listen on {addr}: {e}"),
             None => anyhow!("cannot start the network: {e}"),
         })?;
-        feed_roots(&vfs, peers.root_feed());
+        feed_roots(&vfs, peers.root_feed(), events);
         Ok(Net {
             peers,
             store_dir: store_dir.to_path_buf(),
@@ -80,10 +83,13 @@ impl Net {
     }
 }
 
-/// The one place new local roots reach the peers: every root the vfs
-/// commits (committer, fsync, installed merge).
-fn feed_roots(vfs: &Vfs, feed: RootFeed) {
-    vfs.observe_roots(move |c| feed.publish(c.root));
+/// The one place new local roots reach the peers and the event bus:
+/// every root the vfs commits (committer, fsync, installed merge).
+fn feed_roots(vfs: &Vfs, feed: RootFeed, events: Feed) {
+    vfs.observe_roots(move |c| {
+        feed.publish(c.root);
+        events.root_published(c);
+    });
 }
 
 /// The config's peers as the peer manager takes them.

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
+use backer_fs::events::{Bus, EventKind, Feed};
 use backer_fs::store::Store;
 use backer_fs::vfs::{Committer, Ctx, Vfs, VfsOptions};
 use backer_replication::local::InstallHook;
@@ -58,6 +59,7 @@ pub(crate) fn run(
     store_dir: &Path,
     mount: Option<&MountArgs>,
     listen: Option<std::net::SocketAddr>,
+    web: Option<String>,
 ) -> Result<()> {
     let signals = block_signals();
     crate::logging::init();
@@ -98,21 +100,26 @@ pub(crate) fn run(
             }
         })
     };
+    let bus = Bus::new();
+    let feed = Feed::start(vfs.store(), bus.clone())?;
     let net = Arc::new(crate::net::Net::start(
         store_dir,
         vfs.clone(),
         listen,
         Some(hook),
+        feed,
     )?);
-    spawn_collector(vfs.clone())?;
+    spawn_collector(vfs.clone(), bus.clone())?;
     let pid_path = store_dir.join("backer.pid");
     std::fs::write(&pid_path, format!("{}\n", std::process::id()))?;
-    crate::control::serve(
-        store_dir,
+    let local = Arc::new(crate::control::Local::node(
         vfs.clone(),
         mount.map(|m| m.dir.clone()),
         Some(net.clone()),
-    )?;
+        bus.clone(),
+    ));
+    crate::control::serve(store_dir, local.clone())?;
+    crate::web::start(store_dir, web.as_deref(), local, bus)?;
     let result = match mount {
         Some(m) => serve_mount(&vfs, m, store_dir, signals, &invalidate),
         None => {
@@ -134,7 +141,7 @@ pub(crate) fn run(
 
 /// Collects history in the background, every `retention.gc_every` of the
 /// store's config (re-read each time, so edits apply without a restart).
-fn spawn_collector(vfs: Arc<Vfs>) -> Result<()> {
+fn spawn_collector(vfs: Arc<Vfs>, bus: Bus) -> Result<()> {
     std::thread::Builder::new()
         .name("backer-gc".into())
         .spawn(move || {
@@ -146,11 +153,12 @@ fn spawn_collector(vfs: Arc<Vfs>) -> Result<()> {
                     .unwrap_or(crate::config::DEFAULT_GC_EVERY);
                 std::thread::sleep(every);
                 match load().and_then(|c| c.retention.policy()) {
-                    Ok(policy) => {
-                        if let Err(e) = vfs.gc(&policy) {
-                            tracing::warn!(error = %e, "history collection failed");
+                    Ok(policy) => match vfs.gc(&policy) {
+                        Ok(report) => {
+                            bus.publish(EventKind::collected(&report));
                         }
-                    }
+                        Err(e) => tracing::warn!(error = %e, "history collection failed"),
+                    },
                     Err(e) => tracing::warn!(error = %e, "history not collected"),
                 }
             }

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::first_hello::CheckedHello;
 use super::{Active, Shared, FIRST_STREAM_TIMEOUT, MAX_CONNECTIONS_PER_PEER};
+use crate::notify::SessionNotes;
 use crate::quic::{self, Connection, Endpoint};
 use crate::{Channels, Config, Event, Hello, VfsLocal};
 
@@ -242,7 +243,9 @@ async fn run_session(
         channels,
     ));
     let mut worked = false;
+    let mut notes = SessionNotes::new(shared.events.as_ref(), peer, conn.remote_addr().to_string());
     while let Some(ev) = ev_rx.recv().await {
+        notes.on(&ev);
         if matches!(ev, Event::Ready { .. }) {
             // Both sides accepted each other: only now is the peer connected
             // (a dialler's TLS handshake ends before the peer checks its key).
@@ -261,6 +264,7 @@ async fn run_session(
                 Ok(()) => "closed".to_string(),
                 Err(e) => e.to_string(),
             };
+            notes.ended(&why);
             tracing::info!(
                 peer = %peer.short(),
                 reason = %why,
@@ -270,7 +274,10 @@ async fn run_session(
                 "peer disconnected"
             );
         }
-        Err(e) => tracing::warn!(peer = %peer.short(), error = %e, "sync session failed"),
+        Err(e) => {
+            notes.ended(&e.to_string());
+            tracing::warn!(peer = %peer.short(), error = %e, "sync session failed");
+        }
     }
     conn.close("session ended");
     worked

@@ -52,6 +52,7 @@ impl Setup {
             listen: node_listens.then_some(local),
             peers: vec![spec],
             install_hook: None,
+            events: None,
         };
         let peers = Peers::start(node.vfs.clone(), opts).unwrap();
         Setup {

@@ -31,6 +31,7 @@ impl Running {
             listen: listen.then(|| SocketAddr::from(([127, 0, 0, 1], 0))),
             peers,
             install_hook: None,
+            events: None,
         };
         let peers = Peers::start(node.vfs.clone(), opts).unwrap();
         Running { node, peers }

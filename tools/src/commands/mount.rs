@@ -18,7 +18,7 @@ const MOUNT_WAIT: Duration = Duration::from_secs(60);
 
 /// [`run_listening`] with the config's listen address (the mount helper).
 pub(crate) fn run(store: &Path, args: &MountArgs) -> Result<()> {
-    run_listening(store, args, None)
+    run_listening(store, args, None, None)
 }
 
 /// Checks the mount point and either runs the node here or starts it in
@@ -28,6 +28,7 @@ pub(crate) fn run_listening(
     store: &Path,
     args: &MountArgs,
     listen: Option<SocketAddr>,
+    web: Option<String>,
 ) -> Result<()> {
     let store = &super::require_store(store)?;
     // A dead mount left by a killed node fails every stat with ENOTCONN.
@@ -55,13 +56,18 @@ pub(crate) fn run_listening(
         ..args.clone()
     };
     if args.foreground {
-        crate::node::run(store, Some(&args), listen)
+        crate::node::run(store, Some(&args), listen, web)
     } else {
-        start_daemon(store, &args, listen)
+        start_daemon(store, &args, listen, web.as_deref())
     }
 }
 
-fn start_daemon(store: &Path, args: &MountArgs, listen: Option<SocketAddr>) -> Result<()> {
+fn start_daemon(
+    store: &Path,
+    args: &MountArgs,
+    listen: Option<SocketAddr>,
+    web: Option<&str>,
+) -> Result<()> {
     let log_path = store.join("backer.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -92,6 +98,9 @@ fn start_daemon(store: &Path, args: &MountArgs, listen: Option<SocketAddr>) -> R
     }
     if let Some(addr) = listen {
         cmd.arg("--listen").arg(addr.to_string());
+    }
+    if let Some(web) = web {
+        cmd.arg("--web").arg(web);
     }
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)

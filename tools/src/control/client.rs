@@ -39,8 +39,18 @@ impl Session {
 
     /// Sends `request` and reads the response.
     pub(crate) fn call(&mut self, request: &Request) -> Result<Response> {
+        self.send(request)?;
+        self.read()
+    }
+
+    /// Sends `request` (for a stream of answers, [`Request::Events`]).
+    pub(crate) fn send(&mut self, request: &Request) -> Result<()> {
         writeln!(self.writer, "{}", serde_json::to_string(request)?)
-            .context("the node closed the connection")?;
+            .context("the node closed the connection")
+    }
+
+    /// Reads the next response.
+    pub(crate) fn read(&mut self) -> Result<Response> {
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
             anyhow::bail!("the node closed the connection before it answered");

@@ -2,9 +2,10 @@
 //! socket) or by a command when no node runs: what every request does.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{anyhow, bail, Result};
+use backer_fs::events::{Bus, EventKind};
 use backer_fs::gc::Report;
 use backer_fs::history::{
     self, Du, Exported, LiveTree, LogEntry, RestoreRequest, Restored, Source, Version, WriteOptions,
@@ -27,6 +28,10 @@ pub(crate) struct Local {
     net: Option<Arc<Net>>,
     /// The node's process; `None` for a command's own opening.
     pid: Option<u32>,
+    /// The node's event bus.
+    bus: Option<Bus>,
+    /// The web page's logins, once its listener runs.
+    web: OnceLock<Arc<crate::web::Access>>,
 }
 
 /// The user running this process, who owns what a restore creates when
@@ -57,12 +62,37 @@ fn explain(doing: &'static str) -> impl Fn(Error) -> anyhow::Error {
 
 impl Local {
     /// The node's side: its tree, mount and peers.
-    pub(crate) fn node(vfs: Arc<Vfs>, mount: Option<PathBuf>, net: Option<Arc<Net>>) -> Local {
+    pub(crate) fn node(
+        vfs: Arc<Vfs>,
+        mount: Option<PathBuf>,
+        net: Option<Arc<Net>>,
+        bus: Bus,
+    ) -> Local {
         Local {
             vfs,
             mount,
             net,
             pid: Some(std::process::id()),
+            bus: Some(bus),
+            web: OnceLock::new(),
+        }
+    }
+
+    /// The node's event bus (`None`: a command's own opening).
+    pub(crate) fn bus(&self) -> Option<&Bus> {
+        self.bus.as_ref()
+    }
+
+    /// Sets the web listener's logins, once it runs.
+    pub(crate) fn set_web(&self, access: Arc<crate::web::Access>) {
+        let _ = self.web.set(access);
+    }
+
+    /// A one-time login URL for the web page.
+    fn web_login(&self) -> Result<String> {
+        match self.web.get() {
+            Some(a) => Ok(a.login_url()),
+            None => bail!("the node serves no web page (see [web] listen in config.toml)"),
         }
     }
 
@@ -82,6 +112,8 @@ impl Local {
             mount: None,
             net: None,
             pid: None,
+            bus: None,
+            web: OnceLock::new(),
         })
     }
 
@@ -101,6 +133,11 @@ impl Local {
             Request::Node { hash } => self.tree_node(&hash).map(|b| Response::Bytes(to_hex(&b))),
             Request::Owner { path } => self.owner(&path).map(Response::Owner),
             Request::Chunk { hash } => self.chunk(&hash).map(|b| Response::Bytes(to_hex(&b))),
+            Request::Events { .. } => match self.bus {
+                Some(_) => Err(anyhow!("events are followed on a connection of their own")),
+                None => Err(anyhow!("no node runs")),
+            },
+            Request::WebLogin => self.web_login().map(Response::WebLogin),
         };
         reply.unwrap_or_else(|e| Response::Error(format!("{e:#}").replace('\n', " ")))
     }
@@ -164,6 +201,9 @@ impl Local {
             .gc(&policy)
             .map_err(|e| anyhow!("history collection failed: {e}"))?;
         self.sync_if_own()?;
+        if let Some(bus) = &self.bus {
+            bus.publish(EventKind::collected(&report));
+        }
         Ok(report)
     }
 

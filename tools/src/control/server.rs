@@ -6,16 +6,14 @@ use std::fs::{self, DirBuilder, Permissions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use backer_fs::vfs::Vfs;
 
 use super::creds::refusal;
 use super::{socket_path, Local, Request, Response};
-use crate::net::Net;
 
 /// The longest request line read (a restore's paths fit many times).
 const MAX_REQUEST: u64 = 64 << 10;
@@ -47,16 +45,14 @@ fn bind_private(path: &Path) -> Result<UnixListener> {
     bound.with_context(cannot)
 }
 
-/// Serves the socket of the node over `vfs` on a thread until the process
+/// How often a followed event stream with nothing to tell sends an empty
+/// batch: a follower that went away is noticed (its thread ends).
+const EVENTS_ALIVE: Duration = Duration::from_secs(15);
+
+/// Serves the socket of the node's `local` on a thread until the process
 /// exits.
-pub(crate) fn serve(
-    store: &Path,
-    vfs: Arc<Vfs>,
-    mount: Option<PathBuf>,
-    net: Option<Arc<Net>>,
-) -> Result<()> {
+pub(crate) fn serve(store: &Path, local: Arc<Local>) -> Result<()> {
     let listener = bind_private(&socket_path(store))?;
-    let local = Arc::new(Local::node(vfs, mount, net));
     std::thread::Builder::new()
         .name("backer-control".into())
         .spawn(move || {
@@ -96,12 +92,34 @@ fn answer(conn: UnixStream, local: &Local) -> Result<()> {
             return Ok(());
         }
         let reply = match serde_json::from_str::<Request>(line.trim()) {
+            Ok(Request::Events { since }) if local.bus().is_some() => {
+                return follow(&conn, local, since);
+            }
             Ok(req) => local.handle(req),
             Err(e) => Response::Error(format!("a bad request: {e}")),
         };
         writeln!(w, "{}", serde_json::to_string(&reply)?)?;
         if !line.ends_with('\n') {
             return Ok(()); // cut at MAX_REQUEST, or the end came
+        }
+    }
+}
+
+/// Streams the bus to `conn` from after `since` until the peer goes away
+/// (a write fails).
+fn follow(conn: &UnixStream, local: &Local, mut since: u64) -> Result<()> {
+    let Some(bus) = local.bus() else {
+        return Ok(());
+    };
+    let mut w = conn;
+    loop {
+        let batch = bus.wait(since, EVENTS_ALIVE);
+        if let Some(last) = batch.last() {
+            since = last.id;
+        }
+        let line = serde_json::to_string(&Response::Events(batch))?;
+        if writeln!(w, "{line}").is_err() {
+            return Ok(());
         }
     }
 }
