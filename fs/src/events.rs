@@ -259,8 +259,14 @@ impl Bus {
 
     /// The kept events after id `since`, oldest first (from 0: all kept).
     /// The first one's id is above `since + 1` when the ring dropped some.
+    /// A `since` above the newest id was seen on an earlier run of the
+    /// node (ids start at 1 again): everything kept is new to that reader.
     pub fn since(&self, since: u64) -> Vec<Event> {
-        let r = lock(&self.0.ring);
+        Bus::after(&lock(&self.0.ring), since)
+    }
+
+    fn after(r: &Ring, since: u64) -> Vec<Event> {
+        let since = if since >= r.next { 0 } else { since };
         let skip = r.events.partition_point(|e| e.id <= since);
         r.events.iter().skip(skip).cloned().collect()
     }
@@ -271,9 +277,9 @@ impl Bus {
         let end = Instant::now() + timeout;
         let mut r = lock(&self.0.ring);
         loop {
-            if r.next - 1 > since {
-                let skip = r.events.partition_point(|e| e.id <= since);
-                return r.events.iter().skip(skip).cloned().collect();
+            let got = Bus::after(&r, since);
+            if !got.is_empty() {
+                return got;
             }
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {

@@ -250,12 +250,19 @@ mod tests {
     fn replica_listen_is_a_socket_address() {
         assert!(matches!(
             parse(&["replica"]),
-            Command::Replica { listen: None }
+            Command::Replica {
+                listen: None,
+                web: None
+            }
         ));
         let want: SocketAddr = "127.0.0.1:22000".parse().unwrap();
         assert!(matches!(
             parse(&["replica", "--listen", "127.0.0.1:22000"]),
-            Command::Replica { listen: Some(a) } if a == want
+            Command::Replica { listen: Some(a), .. } if a == want
+        ));
+        assert!(matches!(
+            parse(&["replica", "--web", ""]),
+            Command::Replica { web: Some(w), .. } if w.is_empty()
         ));
         let err = Cli::try_parse_from(["backer", "replica", "--listen", "nowhere"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);

@@ -5,6 +5,7 @@
 mod cli;
 mod copy;
 mod durability;
+mod events;
 mod history;
 mod lifecycle;
 mod local_security;
@@ -23,3 +24,6 @@ mod programs;
 mod roundtrip;
 mod snapshots_view;
 mod special;
+mod web;
+mod web_browser;
+mod web_util;
