@@ -62,8 +62,7 @@ pub(crate) fn http_as(
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     s.write_all(request_text(method, host, path, extra, body).as_bytes())
         .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the answer");
+    let raw = read_answer(&mut s);
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
@@ -88,6 +87,35 @@ pub(crate) fn http_as(
         status,
         headers,
         body,
+    }
+}
+
+/// Reads one answer: up to its Content-Length, the end of its chunks, or
+/// the end of the stream (chromedriver keeps connections open whatever
+/// `Connection: close` says).
+fn read_answer(s: &mut TcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = s.read(&mut buf).expect("read the answer");
+        if n == 0 {
+            return raw;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let head = head.to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        match length {
+            Some(len) if body.len() >= len => return raw,
+            None if head.contains("chunked") && body.ends_with("0\r\n\r\n") => return raw,
+            _ => {}
+        }
     }
 }
 

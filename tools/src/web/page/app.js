@@ -123,7 +123,14 @@ function showEvent(e) {
     c.querySelector(".empty")?.remove();
     c.prepend(el("li", "", e.data.path + " ↔ " + e.data.copy));
   }
-  if (e.type !== "LocalChange") refresh();
+  refreshSoon();
+}
+
+// One status refresh for a burst of events.
+let pending = null;
+function refreshSoon() {
+  if (pending) return;
+  pending = setTimeout(() => { pending = null; refresh(); }, 300);
 }
 
 // A long poll, so the session token rides in a header (EventSource cannot
