@@ -101,6 +101,7 @@ pub(crate) fn run(
         })
     };
     let bus = Bus::new();
+    crate::logging::publish_to(bus.clone());
     let feed = Feed::start(vfs.store(), bus.clone())?;
     let net = Arc::new(crate::net::Net::start(
         store_dir,

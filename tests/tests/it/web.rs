@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use crate::mirror_util::{backer, write_synced};
+use crate::events::Follower;
+use crate::mirror_util::{backer, write_synced, MountNode, Node};
 use crate::web_util::{bearer, first_sse_event, http, http_as, login_url, WebNode};
 use backer_tests::TempStore;
 
@@ -152,6 +153,46 @@ fn events_by_long_poll_and_by_sse_with_replay() {
     let got = live.join().expect("the SSE reader");
     assert_eq!(got["type"], "LocalChange", "{got}");
     assert!(got["id"].as_u64() > Some(id), "only new events: {got}");
+}
+
+#[test]
+fn gc_through_the_api_is_an_event() {
+    let w = WebNode::start();
+    let a = w.addr.as_str();
+    let key = bearer(&w.key);
+    let r = http(a, "POST", "/api/gc", std::slice::from_ref(&key), "");
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert!(r.json()["roots_kept"].is_u64(), "{r:#?}");
+    let r = http(a, "GET", "/api/events?since=0&timeout=10", &[key], "");
+    let events = r.json();
+    assert!(
+        events
+            .as_array()
+            .is_some_and(|v| v.iter().any(|e| e["type"] == "HistoryCollected")),
+        "{events}"
+    );
+}
+
+#[test]
+fn a_web_address_off_loopback_is_refused_and_said_on_the_bus() {
+    let mut node = MountNode::init("R");
+    let run = node.m.try_mount(&["--web", "0.0.0.0:8386"]);
+    assert_eq!(run.code, Some(0), "{run:#?}\n{}", node.m.log());
+    node.m.adopt_running_node();
+    let line = backer(node.store(), &["web"])
+        .assert_one_line_failure()
+        .to_string();
+    assert!(line.contains("serves no web page"), "{line}");
+    let log = node.m.log();
+    assert!(log.contains("SSH tunnel"), "one log line says why:\n{log}");
+    let ev = Follower::start(node.store().backer());
+    let (e, _) = ev.wait_for("the Error event", |e| e["type"] == "Error");
+    assert!(
+        e["data"]["what"]
+            .as_str()
+            .is_some_and(|w| w.contains("SSH tunnel")),
+        "{e}"
+    );
 }
 
 #[test]

@@ -196,4 +196,42 @@ mod tests {
             Response::Version(None)
         );
     }
+
+    #[test]
+    fn events_stream_from_since_until_the_follower_goes() {
+        use backer_fs::events::{Bus, EventKind};
+        use backer_fs::vfs::{Vfs, VfsOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("s")).unwrap();
+        let vfs = Arc::new(Vfs::new(Arc::new(store), VfsOptions::default()).unwrap());
+        let bus = Bus::new();
+        let error = |n: u32| EventKind::Error {
+            what: format!("e{n}"),
+            place: "test".into(),
+        };
+        bus.publish(error(1));
+        bus.publish(error(2));
+        let local = Arc::new(Local::node(vfs, None, None, bus.clone()));
+        let (client, server) = UnixStream::pair().unwrap();
+        let mut w = &client;
+        writeln!(w, r#"{{"req":"events","since":1}}"#).unwrap();
+        let l = local.clone();
+        let served = std::thread::spawn(move || answer(server, &l));
+        let mut r = BufReader::new(&client);
+        let mut next = || {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            match serde_json::from_str(&line).unwrap() {
+                Response::Events(v) => v.iter().map(|e| e.id).collect::<Vec<_>>(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(next(), [2], "what came after since");
+        bus.publish(error(3));
+        assert_eq!(next(), [3], "then each as it comes");
+        drop(r);
+        drop(client);
+        bus.publish(error(4));
+        served.join().unwrap().unwrap();
+    }
 }
