@@ -400,6 +400,9 @@ fn remote_changes(store: &Store, bus: &Bus, peer: &str, root: Hash) -> crate::Re
         return Ok(());
     };
     let (changes, truncated) = history::diff(store, parent_of(c), root, MAX_CHANGES)?;
+    if changes.is_empty() {
+        return Ok(());
+    }
     let mut counts = Counts::default();
     let mut conflicts = Vec::new();
     for ch in &changes {

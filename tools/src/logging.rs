@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use backer_fs::events::{Bus, EventKind};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -25,7 +26,9 @@ pub(crate) fn init() {
         .with_ansi(false);
     let _ = tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
-        .with(ToBus)
+        // Filtered too: an unfiltered layer would enable every debug!
+        // and trace! call site in the process.
+        .with(ToBus.with_filter(LevelFilter::WARN))
         .try_init();
 }
 
