@@ -127,3 +127,31 @@ fn events_follow_local_writes_peers_and_restarts() {
     });
     assert!(e["id"].as_u64().is_some(), "{e}");
 }
+
+#[test]
+fn a_merge_that_keeps_both_versions_is_a_conflict_event() {
+    let mut a = MountNode::init("A");
+    let mut b = MountNode::init("B");
+    a.start(true);
+    b.start(true);
+    // Two different files by one name, made before the nodes know each
+    // other: their first merge keeps both.
+    write_synced(&a.path("c.txt"), b"a's version");
+    write_synced(&b.path("c.txt"), b"b's version, longer");
+    let ev = Follower::start(a.store().backer());
+    a.add_peer(&b.id, Some(&b.addr));
+    b.add_peer(&a.id, Some(&a.addr));
+    let (e, took) = ev.wait_for("Conflict of c.txt", |e| is(e, "Conflict", "path", "c.txt"));
+    println!("Conflict after {took:?}");
+    let copy = e["data"]["copy"].as_str().expect("the copy's name");
+    assert!(
+        copy.starts_with("c.sync-conflict-") && copy.ends_with(".txt"),
+        "{e}"
+    );
+    assert_eq!(e["data"]["peer"], b.id.as_str(), "{e}");
+    assert!(
+        e["data"]["author"].as_str().is_some_and(|s| s.len() == 7),
+        "{e}"
+    );
+    assert!(a.path(copy).exists(), "the copy is in the mount: {e}");
+}
