@@ -33,16 +33,20 @@ impl Net {
     ) -> Result<Net> {
         let cfg = Config::load(store_dir)?;
         let listen = listen.or(cfg.listen);
+        // Fed before the manager starts: a root committed meanwhile still
+        // reaches the sessions.
+        let roots = RootFeed::default();
+        feed_roots(&vfs, roots.clone());
         let opts = Options {
             listen,
             peers: peer_specs(&cfg)?,
             install_hook: hook,
+            roots,
         };
-        let peers = Peers::start(vfs.clone(), opts).map_err(|e| match listen {
+        let peers = Peers::start(vfs, opts).map_err(|e| match listen {
             Some(addr) => anyhow!("cannot listen on {addr}: {e}"),
             None => anyhow!("cannot start the network: {e}"),
         })?;
-        feed_roots(&vfs, peers.root_feed());
         Ok(Net {
             peers,
             store_dir: store_dir.to_path_buf(),
@@ -73,8 +77,8 @@ impl Net {
         self.peers.listen_addr()
     }
 
-    /// Tells every peer we stop and closes the endpoint (about a second
-    /// at most).
+    /// Tells every peer we stop, waits until they have heard it, and
+    /// closes the endpoint (a few seconds at most).
     pub(crate) fn shutdown(&self) {
         self.peers.shutdown();
     }

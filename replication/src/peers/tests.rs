@@ -41,7 +41,7 @@ fn a_peer_removed_and_added_again_has_one_dialler() {
     let opts = Options {
         listen: None,
         peers: vec![spec.clone()],
-        install_hook: None,
+        ..Options::default()
     };
     let peers = Peers::start(vfs(&dir, "me"), opts).unwrap();
     let loops = || peers.shared.dial_loops.load(Ordering::SeqCst);

@@ -25,6 +25,7 @@ fn start(node: &Node, stream: tokio::io::DuplexStream) -> Live {
         roots: Some(roots_rx),
         events: Some(ev_tx),
         stop: Some(stop_rx),
+        ..Channels::default()
     };
     let done = tokio::spawn(run(
         stream,

@@ -51,7 +51,7 @@ impl Setup {
         let opts = Options {
             listen: node_listens.then_some(local),
             peers: vec![spec],
-            install_hook: None,
+            ..Options::default()
         };
         let peers = Peers::start(node.vfs.clone(), opts).unwrap();
         Setup {

@@ -30,7 +30,7 @@ impl Running {
         let opts = Options {
             listen: listen.then(|| SocketAddr::from(([127, 0, 0, 1], 0))),
             peers,
-            install_hook: None,
+            ..Options::default()
         };
         let peers = Peers::start(node.vfs.clone(), opts).unwrap();
         Running { node, peers }
