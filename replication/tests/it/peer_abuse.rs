@@ -1,8 +1,10 @@
-//! A trusted peer that misbehaves on real QUIC over 127.0.0.1, against a
-//! node's peer manager: a hello that names another node than the key the
-//! handshake proved, a connection that never opens its stream, and more
-//! connections than a peer needs. Each is cut off with a reason the peer
-//! is told. Measured times are printed (`--nocapture`), never asserted.
+//! A hand-driven peer on real QUIC over 127.0.0.1, against a node's peer
+//! manager. When it misbehaves (a hello that names another node than the
+//! key the handshake proved, a connection that never opens its stream,
+//! more connections than a peer needs) it is cut off with a reason it is
+//! told; when its sessions keep failing, it is not redialled in a loop;
+//! when the node shuts down, it reads why. Measured times are printed
+//! (`--nocapture`), never asserted.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -10,8 +12,9 @@ use std::time::{Duration, Instant};
 use backer_fs::chunk;
 use backer_fs::identity::{NodeId, NodeKey};
 use backer_replication::peers::{Options, FIRST_STREAM_TIMEOUT, MAX_CONNECTIONS_PER_PEER};
-use backer_replication::proto::{encode, Message};
-use backer_replication::quic::{Connection, Endpoint, Trust};
+use backer_replication::proto::{encode, AbortReason, Message};
+use backer_replication::quic::{self, Connection, Endpoint, Trust};
+use backer_replication::session::read_frame;
 use backer_replication::{Hello, PeerSpec, Peers};
 use tokio::io::AsyncWriteExt;
 use tokio::runtime::Runtime;
@@ -65,6 +68,22 @@ impl Setup {
 
     fn node_id(&self) -> NodeId {
         self.node.vfs.store().node_id()
+    }
+
+    /// The next connection the node dials to the rogue, with its stream,
+    /// once the rogue answered the node's hello with its own.
+    async fn answer(&self) -> (Connection, quic::Stream) {
+        let conn = tokio::time::timeout(Duration::from_secs(10), self.rogue.accept())
+            .await
+            .expect("the node never dialled")
+            .expect("the endpoint is open")
+            .unwrap();
+        let mut stream = conn.accept_stream().await.unwrap();
+        let first = read_frame(&mut stream).await.unwrap();
+        assert!(matches!(first, Some((Message::Hello(_), _))), "{first:?}");
+        let hello = hello_frame(self.rogue_key.node_id());
+        stream.write_all(&hello).await.unwrap();
+        (conn, stream)
     }
 
     /// The rogue dials the node.
@@ -182,4 +201,74 @@ fn a_peer_gets_a_few_connections_at_most() {
             .is_some_and(|w| w.contains("too many connections"))),
         "{closed:?}"
     );
+}
+
+#[test]
+fn a_shutdown_tells_the_peer_why() {
+    let s = Setup::new(false);
+    let (conn, mut stream) = s.rt.block_on(s.answer());
+    let rogue = s.rogue_key.node_id();
+    let start = Instant::now();
+    while !s.peers.status().iter().any(|p| p.id == rogue && p.connected) {
+        assert!(start.elapsed() < Duration::from_secs(10), "never connected");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The peer reads on, as a node's session does, and closes the
+    // connection once it reads the goodbye.
+    let reader = s.rt.spawn(async move {
+        loop {
+            match read_frame(&mut stream).await {
+                Ok(Some((Message::Abort(reason), _))) => {
+                    conn.close("session ended");
+                    return Ok(reason);
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => return Err("the stream ended without a reason".to_string()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    });
+    let start = Instant::now();
+    s.peers.shutdown();
+    println!("shutdown took {:?}", start.elapsed());
+    let heard = s.rt.block_on(reader).unwrap();
+    assert_eq!(heard, Ok(AbortReason::Shutdown));
+}
+
+#[test]
+fn a_peer_whose_sessions_fail_is_not_redialled_in_a_loop() {
+    let s = Setup::new(false);
+    // Every session the node dials gets as far as both hellos (the node
+    // shows the peer connected), then fails on the peer's side.
+    let window = Duration::from_secs(4);
+    let fail = |conn: Connection, mut stream: quic::Stream| async move {
+        let abort = encode(&Message::Abort(AbortReason::Internal)).unwrap();
+        let _ = stream.write_all(&abort).await;
+        let _ = stream.shutdown().await;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            conn.close("session ended");
+        });
+    };
+    let (dials, again) = s.rt.block_on(async {
+        let (conn, stream) = s.answer().await;
+        fail(conn, stream).await;
+        let start = Instant::now();
+        let mut dials = 1;
+        while let Ok((conn, stream)) =
+            tokio::time::timeout(window.saturating_sub(start.elapsed()), s.answer()).await
+        {
+            dials += 1;
+            fail(conn, stream).await;
+        }
+        // It backs off; it does not give up.
+        let again = tokio::time::timeout(Duration::from_secs(40), s.answer()).await;
+        (dials, again.is_ok())
+    });
+    println!("{dials} dials in {window:?}");
+    // Backing off from 250 ms and doubling: 5 dials in 4 s at most (a
+    // slow machine makes fewer, never more). Starting over after each
+    // failed session made one every 250 ms or so.
+    assert!(dials <= 6, "{dials} dials in {window:?}: no backoff");
+    assert!(again, "the node stopped dialling its peer");
 }
