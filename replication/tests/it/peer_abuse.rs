@@ -9,10 +9,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use backer_fs::chunk;
 use backer_fs::identity::{NodeId, NodeKey};
+use backer_fs::{chunk, Hash};
 use backer_replication::peers::{Options, FIRST_STREAM_TIMEOUT, MAX_CONNECTIONS_PER_PEER};
-use backer_replication::proto::{encode, AbortReason, Message};
+use backer_replication::proto::{encode, AbortReason, Message, MAX_BATCH};
 use backer_replication::quic::{self, Connection, Endpoint, Trust};
 use backer_replication::session::read_frame;
 use backer_replication::{Hello, PeerSpec, Peers};
@@ -204,35 +204,52 @@ fn a_peer_gets_a_few_connections_at_most() {
 }
 
 #[test]
-fn a_shutdown_tells_the_peer_why() {
+fn a_shutdown_tells_the_peer_why_with_answers_queued() {
     let s = Setup::new(false);
-    let (conn, mut stream) = s.rt.block_on(s.answer());
-    let rogue = s.rogue_key.node_id();
-    let start = Instant::now();
-    while !s.peers.status().iter().any(|p| p.id == rogue && p.connected) {
-        assert!(start.elapsed() < Duration::from_secs(10), "never connected");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // One chunk (a file under the chunker's minimum), asked for many
+    // times: 4 MiB of answers queued when the node shuts down, ahead of
+    // its goodbye.
+    let data = bytes(7, 16 << 10);
+    s.node.write("one-chunk", &data);
+    let c = Hash::of(&data);
+    let asked = MAX_BATCH;
+    let (conn, mut stream) = s.rt.block_on(async {
+        let (conn, mut stream) = s.answer().await;
+        let get = encode(&Message::GetChunks(vec![c; asked])).unwrap();
+        stream.write_all(&get).await.unwrap();
+        // The first answer is here: the rest are made, waiting for us.
+        loop {
+            match read_frame(&mut stream).await.unwrap() {
+                Some((Message::Chunk(_), _)) => break,
+                Some(_) => continue,
+                None => panic!("the node closed the stream"),
+            }
+        }
+        (conn, stream)
+    });
     // The peer reads on, as a node's session does, and closes the
     // connection once it reads the goodbye.
     let reader = s.rt.spawn(async move {
+        let mut chunks = 1;
         loop {
             match read_frame(&mut stream).await {
                 Ok(Some((Message::Abort(reason), _))) => {
                     conn.close("session ended");
-                    return Ok(reason);
+                    return (chunks, Ok(reason));
                 }
+                Ok(Some((Message::Chunk(_), _))) => chunks += 1,
                 Ok(Some(_)) => continue,
-                Ok(None) => return Err("the stream ended without a reason".to_string()),
-                Err(e) => return Err(e.to_string()),
+                Ok(None) => return (chunks, Err("the stream ended without a reason".into())),
+                Err(e) => return (chunks, Err(e.to_string())),
             }
         }
     });
     let start = Instant::now();
     s.peers.shutdown();
     println!("shutdown took {:?}", start.elapsed());
-    let heard = s.rt.block_on(reader).unwrap();
-    assert_eq!(heard, Ok(AbortReason::Shutdown));
+    let (chunks, heard) = s.rt.block_on(reader).unwrap();
+    println!("the peer read {chunks} of {asked} answers, then {heard:?}");
+    assert_eq!(heard, Ok(AbortReason::Shutdown), "after {chunks} chunks");
 }
 
 #[test]
