@@ -15,6 +15,7 @@ use backer_replication::peers::Options;
 use backer_replication::{PeerSpec, Peers, RootFeed};
 
 use crate::config::Config;
+use crate::control::PeerInfo;
 
 /// The running network side of a node.
 pub(crate) struct Net {
@@ -55,15 +56,29 @@ impl Net {
 
     /// Re-reads `config.toml` and applies its peers (the control socket's
     /// `reload`, after `peer add`/`peer remove`).
-    pub(crate) fn reload(&self) -> Result<()> {
+    /// Returns how many peers are trusted now.
+    pub(crate) fn reload(&self) -> Result<usize> {
         let cfg = Config::load(&self.store_dir)?;
-        self.peers.reload(peer_specs(&cfg)?);
-        Ok(())
+        let specs = peer_specs(&cfg)?;
+        let n = specs.len();
+        self.peers.reload(specs);
+        Ok(n)
     }
 
     /// The peers as `status --json` shows them.
-    pub(crate) fn status(&self) -> serde_json::Value {
-        serde_json::to_value(self.peers.status()).unwrap_or_default()
+    pub(crate) fn status(&self) -> Vec<PeerInfo> {
+        self.peers
+            .status()
+            .into_iter()
+            .map(|p| PeerInfo {
+                id: p.id.to_string(),
+                addr: p.addr,
+                connected: p.connected,
+                last_sync: p.last_sync,
+                files_to_go: p.files_to_go,
+                bytes_to_go: p.bytes_to_go,
+            })
+            .collect()
     }
 
     /// What tells the kernel about a tree installed outside a sync (a
