@@ -60,6 +60,9 @@ impl Error {
     }
 }
 
+/// Results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +73,3 @@ mod tests {
         assert_eq!(e.abort_reason(), Some(AbortReason::Internal));
     }
 }
-
-/// Results of this crate.
-pub type Result<T, E = Error> = std::result::Result<T, E>;

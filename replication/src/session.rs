@@ -520,7 +520,7 @@ async fn read_prefix<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Option<usize>, 
 async fn read_payload<R: AsyncRead + Unpin>(rd: &mut R, len: usize) -> Result<Message, FrameError> {
     let mut payload = vec![0u8; len];
     rd.read_exact(&mut payload).await.map_err(truncated)?;
-    Ok(proto::decode(&payload)?)
+    proto::decode(&payload)
 }
 
 fn truncated(e: io::Error) -> FrameError {

@@ -410,7 +410,7 @@ pub(super) fn on_event(shared: &Shared, peer: NodeId, id: u64, ev: Event) {
     let Some(st) = peers.get_mut(&peer) else {
         return;
     };
-    if !st.session.as_ref().is_some_and(|s| s.id == id) {
+    if st.session.as_ref().is_none_or(|s| s.id != id) {
         return;
     }
     match ev {

@@ -251,10 +251,13 @@ impl Mesh {
             0 => u64::MAX,
             n => n,
         };
+        // The first that does something; the other only if it did not.
         let busy = if inputs_first {
-            self.input(link, s)? || self.output(link, s, budget)?
+            let took = self.input(link, s)?;
+            took || self.output(link, s, budget)?
         } else {
-            self.output(link, s, budget)? || self.input(link, s)?
+            let sent = self.output(link, s, budget)?;
+            sent || self.input(link, s)?
         };
         let side = &self.links[link][s];
         match busy {
