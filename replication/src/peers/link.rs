@@ -259,7 +259,8 @@ async fn run_session(
     // The state machine has ended (its events are closed): the peer is
     // gone now, even if our last frames are still being flushed.
     unregister(&shared, peer, id);
-    let clean = match session.await {
+    // Whether it ended cleanly, and what the peer is told as we close.
+    let (clean, close) = match session.await {
         Ok(o) => {
             let r = o.report;
             let why = match &o.result {
@@ -280,17 +281,22 @@ async fn run_session(
                     // closes the connection once it has read it. Closing
                     // first would drop the abort on its way.
                     let _ = tokio::time::timeout(GOODBYE, conn.closed()).await;
-                    true
+                    (true, "session ended")
                 }
-                Err(e) => matches!(e, Error::PeerAborted(AbortReason::Shutdown)),
+                // It would not read an abort: the close says why.
+                Err(Error::Stalled(_)) => (false, "not reading"),
+                Err(e) => (
+                    matches!(e, Error::PeerAborted(AbortReason::Shutdown)),
+                    "session ended",
+                ),
             }
         }
         Err(e) => {
             tracing::warn!(peer = %peer.short(), error = %e, "sync session failed");
-            false
+            (false, "session ended")
         }
     };
-    conn.close("session ended");
+    conn.close(close);
     ended(&shared, peer, dialled_by, clean);
     clean
 }

@@ -70,15 +70,21 @@ impl Setup {
         self.node.vfs.store().node_id()
     }
 
-    /// The next connection the node dials to the rogue, with its stream,
-    /// once the rogue answered the node's hello with its own.
-    async fn answer(&self) -> (Connection, quic::Stream) {
+    /// The next connection the node dials to the rogue, and its stream.
+    async fn dialled(&self) -> (Connection, quic::Stream) {
         let conn = tokio::time::timeout(Duration::from_secs(10), self.rogue.accept())
             .await
             .expect("the node never dialled")
             .expect("the endpoint is open")
             .unwrap();
-        let mut stream = conn.accept_stream().await.unwrap();
+        let stream = conn.accept_stream().await.unwrap();
+        (conn, stream)
+    }
+
+    /// [`Setup::dialled`], once the rogue answered the node's hello with
+    /// its own.
+    async fn answer(&self) -> (Connection, quic::Stream) {
+        let (conn, mut stream) = self.dialled().await;
         let first = read_frame(&mut stream).await.unwrap();
         assert!(matches!(first, Some((Message::Hello(_), _))), "{first:?}");
         let hello = hello_frame(self.rogue_key.node_id());
@@ -141,12 +147,7 @@ fn a_hello_naming_another_node_than_the_tls_key_closes_the_connection() {
     // The node dials, and the rogue lies in its answer.
     let s = Setup::new(false);
     let why = s.rt.block_on(async {
-        let conn = tokio::time::timeout(Duration::from_secs(10), s.rogue.accept())
-            .await
-            .expect("the node never dialled")
-            .expect("the endpoint is open")
-            .unwrap();
-        let mut stream = conn.accept_stream().await.unwrap();
+        let (conn, mut stream) = s.dialled().await;
         stream.write_all(&hello_frame(impostor)).await.unwrap();
         closed_within(&conn, Duration::from_secs(10)).await
     });
