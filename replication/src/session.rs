@@ -98,7 +98,8 @@ pub struct Outcome<L> {
     pub local: L,
 }
 
-/// Where a session's events and local roots come from and go to.
+/// Where a session's events and local roots come from and go to, and how
+/// long it waits on a peer that does not read.
 #[derive(Default)]
 pub struct Channels {
     /// Our committed root, whenever it changes.
