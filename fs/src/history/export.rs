@@ -1,10 +1,11 @@
 //! `backer export`: a committed tree written to a plain folder by
 //! [`super::write`]: folders, files with their bytes (holes stay holes),
 //! symlinks with their targets, fifos; each with its permission bits
-//! (set-id bits only for root's `--keep-setid`) and mtime (a folder's
-//! after its children are written). Sockets, and devices unless root asks
-//! for them, are skipped with a warning. Files are streamed one chunk at
-//! a time.
+//! (set-id bits only for root's `--keep-setid`, and only where the live
+//! tree vouches for them: [`super::write`]) and mtime (a folder's after
+//! its children are written). Sockets, and devices unless root asks for
+//! them and the live tree vouches for them, are skipped with a warning.
+//! Files are streamed one chunk at a time.
 //!
 //! The tree is a committed root: immutable, so the export is consistent
 //! even while a node goes on changing the live tree.
@@ -34,7 +35,7 @@ pub struct Exported {
     pub symlinks: u64,
     /// Fifos written.
     pub fifos: u64,
-    /// Device nodes written (root's `--keep-setid` only).
+    /// Device nodes written (root's `--keep-setid --keep-owners` only).
     #[serde(default)]
     pub devices: u64,
     /// Devices and sockets skipped.

@@ -13,12 +13,29 @@
 //! grows past `PATH_MAX`). A folder's way back up (`..`) is checked to be
 //! the folder it came from.
 //!
-//! No privilege comes from a copy: setuid and setgid bits are dropped
-//! from files, and device nodes are skipped, unless the caller is root and
-//! asks for them ([`WriteOptions::keep_setid`]). Everything written
-//! belongs to the caller, unless root asks for the owners
-//! ([`WriteOptions::keep_owners`]): the tree records none per commit, so
-//! they are the live tree's owners of the same paths ([`Source::owner`]).
+//! No privilege comes from a copy. Setuid and setgid bits are dropped
+//! and device nodes skipped, unless the caller is root and asks for them
+//! ([`WriteOptions::keep_setid`]), and even then only where this machine
+//! vouches for them ([`Source::live`]): the tree's modes and devices are
+//! whatever a peer sent or any local user committed, so they alone never
+//! make a privilege. The rule:
+//!
+//! - a set-id bit is kept only if the live tree has the same version of
+//!   the file at that path (kind, size, mtime) carrying that bit, and its
+//!   live owner (uid for setuid, gid for setgid) is the owner the written
+//!   file has: a tree installed from a peer never carries set-id bits
+//!   live, and only the file's owner or root can set them, so no one
+//!   gains a privilege they did not hold; every bit dropped is a warning;
+//! - a device node is made only when root asks `--keep-setid` and
+//!   `--keep-owners`, the live tree has the same device (kind and number)
+//!   at that path owned by root (only root makes devices), and it gets
+//!   the live owner and no more permission than the live device has.
+//!   (On a mount root shares with peers, a device a trusted peer sent is
+//!   live too: the flags trust root's own peers.)
+//!
+//! Everything written belongs to the caller, unless root asks for the
+//! owners ([`WriteOptions::keep_owners`]): the tree records none per
+//! commit, so they are the live tree's owners of the same paths.
 
 use std::ffi::{CString, OsStr};
 use std::fs::{File, OpenOptions};
@@ -26,6 +43,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use super::export::Exported;
 use crate::error::{Error, Result};
@@ -50,11 +69,45 @@ pub trait Source: NodeStore {
     /// The bytes of the chunk `hash`, checked against it.
     fn chunk(&self, hash: &Hash) -> Result<Vec<u8>>;
 
-    /// The (uid, gid) the live tree gives the path `names`, if it has it
-    /// (for [`WriteOptions::keep_owners`]); none by default.
-    fn owner(&self, names: &[Vec<u8>]) -> Result<Option<(u32, u32)>> {
+    /// What the live tree has at the path `names`, if it has it (for
+    /// root's [`WriteOptions`]); none by default, so nothing is vouched
+    /// for.
+    fn live(&self, names: &[Vec<u8>]) -> Result<Option<LiveFile>> {
         let _ = names;
         Ok(None)
+    }
+}
+
+/// What the live tree has at a path: local facts (owners, and set-id bits
+/// set on this machine) that the writer trusts where the tree's own modes
+/// cannot be.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveFile {
+    /// What kind of file it is.
+    #[serde(with = "super::log::kind_name")]
+    pub kind: Kind,
+    /// Its permission bits (`& 0o7777`).
+    pub perm: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last content change (seconds, nanoseconds).
+    pub mtime: (i64, u32),
+    /// Device number (devices only).
+    pub rdev: u64,
+}
+
+impl LiveFile {
+    /// Whether `e` is the version the live tree has (the same kind, size
+    /// and mtime; for devices, the same number).
+    fn same_version(&self, e: &Entry) -> bool {
+        self.kind == e.kind
+            && self.size == e.size
+            && self.mtime == (e.mtime.secs, e.mtime.nanos)
+            && self.rdev == e.rdev
     }
 }
 
@@ -95,28 +148,36 @@ impl Source for LiveTree<'_> {
         self.store.read_chunk(hash)
     }
 
-    fn owner(&self, names: &[Vec<u8>]) -> Result<Option<(u32, u32)>> {
-        let mut at = ROOT;
-        let mut ids = None;
+    fn live(&self, names: &[Vec<u8>]) -> Result<Option<LiveFile>> {
+        let mut at = None;
         for name in names {
-            match self.vfs.lookup(at, name) {
-                Ok(a) => {
-                    at = a.ino;
-                    ids = Some((a.uid, a.gid));
-                }
+            match self
+                .vfs
+                .lookup(at.as_ref().map_or(ROOT, |a: &crate::vfs::Attr| a.ino), name)
+            {
+                Ok(a) => at = Some(a),
                 Err(Error::NotFound | Error::NotDir) => return Ok(None),
                 Err(e) => return Err(e),
             }
         }
-        Ok(ids)
+        Ok(at.map(|a| LiveFile {
+            kind: a.kind,
+            perm: a.perm & 0o7777,
+            uid: a.uid,
+            gid: a.gid,
+            size: a.size,
+            mtime: (a.mtime.secs, a.mtime.nanos),
+            rdev: a.rdev,
+        }))
     }
 }
 
 /// How a tree is written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriteOptions {
-    /// Keep setuid and setgid bits and create device nodes: root only
-    /// (refused otherwise), for a full restore of a system folder.
+    /// Keep setuid and setgid bits and create device nodes where this
+    /// machine vouches for them (see the module's doc): root only
+    /// (refused otherwise), for a restore of a system folder.
     pub keep_setid: bool,
     /// Give each name the owner the live tree gives its path (root only;
     /// else, and for paths the live tree lacks, the caller owns it).
@@ -143,15 +204,10 @@ impl WriteOptions {
         Ok(())
     }
 
-    /// The permission bits a `kind` written from `mode` gets.
-    fn mode(&self, kind: Kind, mode: u32) -> u32 {
-        let mode = mode & 0o7777;
-        match kind {
-            _ if self.keep_setid => mode,
-            // Setgid on a folder is inheritance, not privilege.
-            Kind::Dir => mode & !0o4000,
-            _ => mode & !SETID,
-        }
+    /// The permission bits a folder written from `mode` gets: setgid on
+    /// a folder is inheritance, not privilege, and setuid means nothing.
+    fn dir_mode(&self, mode: u32) -> u32 {
+        mode & 0o7777 & !0o4000
     }
 }
 
@@ -257,7 +313,7 @@ impl<'a, S: Source> Writer<'a, S> {
                     if let Some(ids) = owner {
                         fchown(&self.cur, ids, &p)?;
                     }
-                    fchmod(&self.cur, self.opts.mode(Kind::Dir, mode), &p)?;
+                    fchmod(&self.cur, self.opts.dir_mode(mode), &p)?;
                     futimens(&self.cur, mtime, &p)?;
                     let parent = open_dir_at(&self.cur, &cname(b"..")?, &p)?;
                     let want = self.up.pop();
@@ -290,13 +346,17 @@ impl<'a, S: Source> Writer<'a, S> {
         }
         let c = cname(&e.name)?;
         let p = self.path.join(OsStr::from_bytes(&e.name));
-        let owner = if self.opts.keep_owners {
+        let live = if self.opts.keep_owners || self.opts.keep_setid {
             self.names.push(e.name.clone());
-            let ids = self.src.owner(&self.names);
+            let live = self.src.live(&self.names);
             self.names.pop();
-            ids?
+            live?
         } else {
             None
+        };
+        let owner = match &live {
+            Some(l) if self.opts.keep_owners => Some((l.uid, l.gid)),
+            _ => None,
         };
         match e.kind {
             Kind::Dir => {
@@ -320,7 +380,8 @@ impl<'a, S: Source> Writer<'a, S> {
                 if let Some(ids) = owner {
                     fchown(&f, ids, &p)?;
                 }
-                fchmod(&f, self.opts.mode(Kind::File, e.mode), &p)?;
+                let perm = self.perm(&e, live.as_ref(), &f, &p)?;
+                fchmod(&f, perm, &p)?;
                 futimens(&f, e.mtime, &p)?;
                 self.stats.files += 1;
             }
@@ -361,11 +422,21 @@ impl<'a, S: Source> Writer<'a, S> {
                 if let Some(ids) = owner {
                     fchown(&f, ids, &p)?;
                 }
-                fchmod(&f, self.opts.mode(Kind::Fifo, e.mode), &p)?;
+                let perm = self.perm(&e, live.as_ref(), &f, &p)?;
+                fchmod(&f, perm, &p)?;
                 futimens(&f, e.mtime, &p)?;
                 self.stats.fifos += 1;
             }
-            Kind::CharDev | Kind::BlockDev if self.opts.keep_setid => {
+            Kind::CharDev | Kind::BlockDev => {
+                let Some(live) = self.vouched_device(&e, live.as_ref()) else {
+                    self.warn(format!(
+                        "skipping the device {}: only root's --keep-setid --keep-owners makes \
+                         devices, and only those the live tree has the same, made by root",
+                        p.display()
+                    ));
+                    self.stats.skipped += 1;
+                    return Ok(());
+                };
                 let kind = if e.kind == Kind::CharDev {
                     libc::S_IFCHR
                 } else {
@@ -384,20 +455,15 @@ impl<'a, S: Source> Writer<'a, S> {
                 if made != 0 {
                     return Err(last_error(format!("cannot create {}", p.display())));
                 }
-                if let Some(ids) = owner {
-                    chown_at(&self.cur, &c, ids, &p)?;
-                }
-                set_mode_at(&self.cur, &c, self.opts.mode(e.kind, e.mode), &p)?;
+                chown_at(&self.cur, &c, (live.uid, live.gid), &p)?;
+                // No more permission than the live device has.
+                let perm = e.mode & live.perm & 0o777;
+                set_mode_at(&self.cur, &c, perm, &p)?;
                 set_mtime_at(&self.cur, &c, e.mtime, &p)?;
                 self.stats.devices += 1;
             }
-            Kind::CharDev | Kind::BlockDev | Kind::Socket => {
-                let what = match e.kind {
-                    Kind::CharDev => "character device (only root's --keep-setid makes devices)",
-                    Kind::BlockDev => "block device (only root's --keep-setid makes devices)",
-                    _ => "socket",
-                };
-                self.warn(format!("skipping the {what} {}", p.display()));
+            Kind::Socket => {
+                self.warn(format!("skipping the socket {}", p.display()));
                 self.stats.skipped += 1;
             }
         }
@@ -445,6 +511,55 @@ impl<'a, S: Source> Writer<'a, S> {
         f.set_len(pos).map_err(cannot_write)?;
         self.stats.bytes += pos;
         Ok(f)
+    }
+
+    /// The permission bits of `e` written as the open file `f`: the
+    /// tree's, less every set-id bit this machine does not vouch for (see
+    /// the module's doc), each one dropped so warned about.
+    fn perm(
+        &mut self,
+        e: &Entry,
+        live: Option<&LiveFile>,
+        f: &impl AsRawFd,
+        p: &Path,
+    ) -> Result<u32> {
+        let mode = e.mode & 0o7777;
+        let asked = mode & SETID;
+        if asked == 0 {
+            return Ok(mode);
+        }
+        if !self.opts.keep_setid {
+            return Ok(mode & !SETID);
+        }
+        // The owner the file really has (the folder's setgid, a chown).
+        let st = fstat(f, p)?;
+        let mut kept = 0;
+        if let Some(l) = live.filter(|l| l.same_version(e)) {
+            if l.perm & 0o4000 != 0 && l.uid == st.st_uid {
+                kept |= 0o4000;
+            }
+            if l.perm & 0o2000 != 0 && l.gid == st.st_gid {
+                kept |= 0o2000;
+            }
+        }
+        kept &= asked;
+        if kept != asked {
+            self.warn(format!(
+                "{}: set-id bits dropped: the live tree does not have this version \
+                 with them, owned as it is written",
+                p.display()
+            ));
+        }
+        Ok(mode & !SETID | kept)
+    }
+
+    /// The live device that vouches for the device `e`, if root asked for
+    /// devices and owners and the live tree has the same one, made by root.
+    fn vouched_device(&self, e: &Entry, live: Option<&LiveFile>) -> Option<LiveFile> {
+        if !(self.opts.keep_setid && self.opts.keep_owners) {
+            return None;
+        }
+        live.filter(|l| l.same_version(e) && l.uid == 0).cloned()
     }
 
     fn warn(&mut self, line: String) {

@@ -26,7 +26,7 @@ mod swaps {
     use std::sync::Arc;
 
     use super::*;
-    use crate::history::{export, head};
+    use crate::history::{export, export_tree, head};
     use crate::vfs::{Ctx, SetAttr, Vfs, VfsOptions, ROOT};
 
     const ROOT_USER: Ctx = Ctx { uid: 0, gid: 0 };
@@ -75,9 +75,18 @@ mod swaps {
                 keep_setid: true,
                 ..WriteOptions::default()
             };
-            export(&store, &kept, opts, None).unwrap();
-            assert_eq!(mode(&kept.join("d/s")), 0o4755);
-            assert_eq!(mode(&kept.join("d/g")), 0o2755);
+            // The store alone vouches for nothing: the tree's bits could
+            // be anyone's.
+            let done = export(&store, &kept, opts, None).unwrap();
+            assert_eq!(mode(&kept.join("d/s")), 0o755);
+            assert_eq!(done.warnings.len(), 2, "{:?}", done.warnings);
+            // The live tree has them, root's own: kept.
+            let v = Vfs::new(store.clone(), VfsOptions::default()).unwrap();
+            let root = head(&store).unwrap().map(|c| Hash(c.root));
+            let live = dir.path().join("live");
+            export_tree(&LiveTree::new(&v), root, &live, opts, None).unwrap();
+            assert_eq!(mode(&live.join("d/s")), 0o4755);
+            assert_eq!(mode(&live.join("d/g")), 0o2755);
         }
     }
 
@@ -160,3 +169,5 @@ mod swaps {
         assert_eq!(mode(&out.join("d.real/f.real")), 0o644);
     }
 }
+
+mod setid;
