@@ -333,6 +333,25 @@ impl Store {
         })
     }
 
+    /// Runs `tidy` if no process holds the store at `dir` open (a node
+    /// that died left its socket behind), and says whether it ran. Asked
+    /// under the open lock, so an open racing this waits for it rather
+    /// than failing on the engine lock it tries, and a node that holds
+    /// the store keeps what it made (its new socket).
+    ///
+    /// Errors: I/O errors taking the locks; `Ok(false)` for no store.
+    pub fn tidy_if_unheld(dir: &Path, tidy: impl FnOnce()) -> Result<bool> {
+        if !db_dir(dir).is_dir() {
+            return Ok(false);
+        }
+        let _open = OpenLock::take(dir)?;
+        if sled_kv::is_held(&db_dir(dir))? {
+            return Ok(false);
+        }
+        tidy();
+        Ok(true)
+    }
+
     /// The store's folder.
     pub fn dir(&self) -> &Path {
         &self.dir
