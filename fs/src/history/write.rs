@@ -38,10 +38,10 @@
 //! commit, so they are the live tree's owners of the same paths.
 
 use std::ffi::{CString, OsStr};
-use std::fs::{File, OpenOptions};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -212,18 +212,19 @@ impl WriteOptions {
 }
 
 /// Writes the entries `todo` (in order, in the tree's folder `base`) into
-/// the folder `dir`, nodes and chunks from `src`; `progress` hears (bytes
-/// written, `total`).
+/// the open folder `dir` (shown as `shown`: [`open_target`]), nodes and
+/// chunks from `src`; `progress` hears (bytes written, `total`).
 pub(crate) fn write_entries(
     src: &impl Source,
-    dir: &Path,
+    dir: OwnedFd,
+    shown: &Path,
     base: Vec<Vec<u8>>,
     entries: Vec<Entry>,
     opts: WriteOptions,
     progress: Option<Tell<'_>>,
 ) -> Result<Exported> {
     opts.check()?;
-    let mut w = Writer::new(src, dir, opts, progress)?;
+    let mut w = Writer::new(src, dir, shown, opts, progress);
     w.names = base;
     let todo = entries.into_iter().rev().map(Work::Entry).collect();
     w.run(todo)?;
@@ -280,28 +281,24 @@ struct Writer<'a, S> {
 }
 
 impl<'a, S: Source> Writer<'a, S> {
-    /// A writer into the folder `dir`.
+    /// A writer into the open folder `dir` (shown as `shown`).
     fn new(
         src: &'a S,
-        dir: &Path,
+        dir: OwnedFd,
+        shown: &Path,
         opts: WriteOptions,
         progress: Option<Tell<'a>>,
-    ) -> Result<Writer<'a, S>> {
-        let cur = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(dir)
-            .map_err(|e| Error::io(format!("cannot open {}", dir.display()), e))?;
-        Ok(Writer {
+    ) -> Writer<'a, S> {
+        Writer {
             src,
             opts,
             progress,
             stats: Exported::default(),
-            cur: cur.into(),
-            path: dir.to_path_buf(),
+            cur: dir,
+            path: shown.to_path_buf(),
             up: Vec::new(),
             names: Vec::new(),
-        })
+        }
     }
 
     fn run(&mut self, mut todo: Vec<Work>) -> Result<()> {
@@ -567,174 +564,11 @@ impl<'a, S: Source> Writer<'a, S> {
     }
 }
 
-/// A name as C wants it (validated names hold no NUL).
-fn cname(name: &[u8]) -> Result<CString> {
-    CString::new(name).map_err(|_| Error::InvalidName)
-}
+mod sys;
+mod target;
 
-/// The last OS error, saying what we were doing.
-fn last_error(doing: String) -> Error {
-    Error::io(doing, std::io::Error::last_os_error())
-}
-
-/// Opens `name` in `dir` (shown as `p`) with `flags`, never through a
-/// symlink; new files are made 0600.
-fn open_at(dir: &OwnedFd, name: &CString, flags: libc::c_int, p: &Path) -> Result<OwnedFd> {
-    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: openat on an open folder and a NUL-terminated name.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, 0o600 as libc::c_uint) };
-    if fd < 0 {
-        return Err(last_error(format!("cannot open {}", p.display())));
-    }
-    // SAFETY: `fd` was just opened and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Opens the folder `name` in `dir` (shown as `p`), not through a symlink.
-fn open_dir_at(dir: &OwnedFd, name: &CString, p: &Path) -> Result<OwnedFd> {
-    open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, p)
-}
-
-/// The `stat` of an open file.
-fn fstat(fd: &impl AsRawFd, p: &Path) -> Result<libc::stat> {
-    // SAFETY: a zeroed stat is a valid out-parameter.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: an open descriptor and a stat to fill.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(last_error(format!("cannot stat {}", p.display())));
-    }
-    Ok(st)
-}
-
-/// The (device, inode) of an open file.
-fn dev_ino(fd: &impl AsRawFd, p: &Path) -> Result<(u64, u64)> {
-    let st = fstat(fd, p)?;
-    #[allow(clippy::unnecessary_cast)] // the widths differ between systems
-    Ok((st.st_dev as u64, st.st_ino as u64))
-}
-
-/// The file type bits of an open file.
-fn kind_of(fd: &impl AsRawFd, p: &Path) -> Result<libc::mode_t> {
-    Ok(fstat(fd, p)?.st_mode & libc::S_IFMT)
-}
-
-/// Sets the permission bits of an open file.
-fn fchmod(fd: &impl AsRawFd, mode: u32, p: &Path) -> Result<()> {
-    // SAFETY: an open descriptor.
-    if unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) } != 0 {
-        return Err(last_error(format!(
-            "cannot set the mode of {}",
-            p.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Gives an open file the owner `ids` (before its mode: a chown drops
-/// set-id bits).
-fn fchown(fd: &impl AsRawFd, ids: (u32, u32), p: &Path) -> Result<()> {
-    // SAFETY: an open descriptor.
-    if unsafe { libc::fchown(fd.as_raw_fd(), ids.0, ids.1) } != 0 {
-        return Err(last_error(format!(
-            "cannot set the owner of {}",
-            p.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Gives `name` in `dir` itself (a symlink's own) the owner `ids`.
-fn chown_at(dir: &OwnedFd, name: &CString, ids: (u32, u32), p: &Path) -> Result<()> {
-    // SAFETY: fchownat on an open folder and a NUL-terminated name.
-    let r = unsafe {
-        libc::fchownat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            ids.0,
-            ids.1,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r != 0 {
-        return Err(last_error(format!(
-            "cannot set the owner of {}",
-            p.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Sets the permission bits of `name` in `dir`, failing rather than
-/// following it if it is a symlink (for device nodes, which are not
-/// opened).
-fn set_mode_at(dir: &OwnedFd, name: &CString, mode: u32, p: &Path) -> Result<()> {
-    // SAFETY: fchmodat on an open folder and a NUL-terminated name.
-    let r = unsafe {
-        libc::fchmodat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            mode as libc::mode_t,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r != 0 {
-        return Err(last_error(format!(
-            "cannot set the mode of {}",
-            p.display()
-        )));
-    }
-    Ok(())
-}
-
-/// The times `futimens` and `utimensat` take: the atime left alone.
-fn mtime_only(t: Timestamp) -> [libc::timespec; 2] {
-    [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: t.secs as libc::time_t,
-            tv_nsec: t.nanos as libc::c_long,
-        },
-    ]
-}
-
-/// Sets the mtime of an open file.
-fn futimens(fd: &impl AsRawFd, t: Timestamp, p: &Path) -> Result<()> {
-    let times = mtime_only(t);
-    // SAFETY: an open descriptor and two initialised timespecs.
-    if unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) } != 0 {
-        return Err(last_error(format!(
-            "cannot set the mtime of {}",
-            p.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Sets the mtime of `name` in `dir` itself (a symlink's own), leaving
-/// the atime alone.
-fn set_mtime_at(dir: &OwnedFd, name: &CString, t: Timestamp, p: &Path) -> Result<()> {
-    let times = mtime_only(t);
-    // SAFETY: an open folder, a NUL-terminated name and two initialised
-    // timespecs.
-    let r = unsafe {
-        libc::utimensat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r != 0 {
-        return Err(last_error(format!(
-            "cannot set the mtime of {}",
-            p.display()
-        )));
-    }
-    Ok(())
-}
+use sys::*;
+pub(crate) use target::{exists_at, open_target};
 
 #[cfg(test)]
 mod tests;
