@@ -158,3 +158,32 @@ fn an_observer_may_make_a_durable_commit_itself() {
     // The observer's own commit is told after it returned, in order.
     assert_eq!(rx.try_iter().collect::<Vec<_>>(), [1, 2]);
 }
+
+#[test]
+fn an_observer_may_replace_itself() {
+    let f = fixture();
+    let vfs = f.vfs.clone();
+    let weak = Arc::downgrade(&vfs);
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    vfs.observe_roots(move |c| {
+        let v = weak.upgrade().unwrap();
+        let tx = Mutex::new(tx.lock().unwrap().clone());
+        let _ = tx.lock().unwrap().send(("first", c.seq));
+        v.observe_roots(move |c| {
+            let _ = tx.lock().unwrap().send(("second", c.seq));
+        });
+    });
+    drop(f.seen);
+    let v = vfs.clone();
+    within_seconds(move || {
+        put(&v, b"a");
+        v.sync().unwrap();
+        put(&v, b"b");
+        v.sync().unwrap()
+    });
+    assert_eq!(
+        rx.try_iter().collect::<Vec<_>>(),
+        [("first", 1), ("second", 2)]
+    );
+}
