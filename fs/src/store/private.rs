@@ -45,8 +45,8 @@ pub fn restrict_umask() {
 
 /// The umask the process started with, if [`restrict_umask`] changed it:
 /// what files written for the user outside the store (an export, a
-/// restore into a folder) should follow. `None`: the process umask is
-/// still the caller's own.
+/// restore into a folder: `history::write`'s target folders) follow.
+/// `None`: the process umask is still the caller's own.
 pub fn caller_umask() -> Option<u32> {
     match CALLER_UMASK.load(Ordering::Relaxed) {
         u32::MAX => None,
