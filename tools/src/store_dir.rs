@@ -32,6 +32,7 @@ pub(crate) const AS_OWNER_ENV: &str = "BACKER_AS_STORE_OWNER";
 static ACTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether [`act_as_store_owner`] made this process act as another user.
+#[cfg(feature = "fuse")]
 pub(crate) fn acting_as_store_owner() -> bool {
     ACTING.load(std::sync::atomic::Ordering::Relaxed)
 }
