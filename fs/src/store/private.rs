@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use crate::error::{Error, Result};
 
 mod tighten;
-pub use tighten::{holds_only_store_names, tighten, STORE_NAMES};
+pub use tighten::{holds_only_store_names, lstat_at, tighten, STORE_NAMES};
 
 /// The mode of every folder in the store.
 pub const DIR_MODE: u32 = 0o700;

@@ -18,7 +18,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::sys::{cname, fchmod, fstat, last_error};
 use crate::error::{Error, Result};
-use crate::store::private::caller_umask;
+use crate::store::private::{caller_umask, lstat_at};
 
 /// Opens the folder `out` to write into, making it and its missing
 /// parents. The last name is never followed if it is a symlink.
@@ -129,24 +129,9 @@ fn open_dir(dir: &OwnedFd, name: &std::ffi::CString, extra: i32) -> std::io::Res
 ///
 /// Errors: I/O errors other than its absence.
 pub(crate) fn exists_at(dir: &OwnedFd, name: &[u8], p: &Path) -> Result<bool> {
-    let c = cname(name)?;
-    // SAFETY: a zeroed stat is a valid out-parameter.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: an open folder, a NUL-terminated name and a stat to fill.
-    let r = unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            &mut st,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r == 0 {
-        return Ok(true);
-    }
-    let e = std::io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::ENOENT) => Ok(false),
-        _ => Err(Error::io(format!("cannot stat {}", p.display()), e)),
+    match lstat_at(dir, &cname(name)?) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(Error::io(format!("cannot stat {}", p.display()), e)),
     }
 }

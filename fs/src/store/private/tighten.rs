@@ -149,7 +149,7 @@ fn tighten_at(
     depth: Option<usize>,
     changed: &mut usize,
 ) -> Result<()> {
-    let st = match fstatat(parent, name) {
+    let st = match lstat_at(parent, name) {
         Ok(st) => st,
         // Gone meanwhile (a temporary file of the engine), or a dead
         // mount (ENOTCONN): nothing of ours to change.
@@ -286,8 +286,8 @@ fn fstat(fd: &OwnedFd, p: &Path) -> Result<libc::stat> {
     Ok(st)
 }
 
-/// The `lstat` of `name` in an open folder.
-fn fstatat(dir: &OwnedFd, name: &CStr) -> std::io::Result<libc::stat> {
+/// The `lstat` of `name` in an open folder (never followed).
+pub fn lstat_at(dir: &OwnedFd, name: &CStr) -> std::io::Result<libc::stat> {
     // SAFETY: a zeroed stat is a valid out-parameter.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: an open folder, a NUL-terminated name and a stat to fill.
