@@ -102,6 +102,9 @@ fn start_daemon(
     if let Some(web) = web {
         cmd.arg("--web").arg(web);
     }
+    if crate::store_dir::acting_as_store_owner() {
+        cmd.env(crate::store_dir::AS_OWNER_ENV, "1");
+    }
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
