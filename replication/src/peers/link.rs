@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::first_hello::CheckedHello;
 use super::{Active, Shared, FIRST_STREAM_TIMEOUT, GOODBYE, MAX_CONNECTIONS_PER_PEER};
-use crate::proto::AbortReason;
 use crate::notify::SessionNotes;
+use crate::proto::AbortReason;
 use crate::quic::{self, Connection, Endpoint};
 use crate::{Channels, Config, Error, Event, Hello, VfsLocal};
 
