@@ -51,19 +51,29 @@ impl Vfs {
     /// bytes (the count returned) are the result: a caller that keeps one
     /// buffer per thread spares each read a fresh zeroed allocation.
     pub fn read_into(&self, fh: Fh, offset: u64, size: u32, buf: &mut Vec<u8>) -> Result<usize> {
-        let (plan, store) = {
+        let (plan, store, ino) = {
             let mut inner = self.lock();
             let h = inner.handle(fh)?;
             let store = inner.store.clone();
             let of = inner.open.get_mut(&h.ino).ok_or(Error::BadHandle)?;
-            (of.data.plan_read(&store, offset, u64::from(size))?, store)
+            (
+                of.data.plan_read(&store, offset, u64::from(size))?,
+                store,
+                h.ino,
+            )
         };
         // The disk reads run without the lock.
         let n = plan.len();
         if buf.len() < n {
             buf.resize(n, 0);
         }
-        plan.run_into(&store, &mut buf[..n])?;
+        if let Err(e) = plan.run_into(&store, &mut buf[..n]) {
+            if let Error::BadChunk(chunk) = &e {
+                let path = super::records::path_for_log(&store, ino);
+                tracing::error!(path, %chunk, offset, "a read met a damaged or missing chunk: EIO");
+            }
+            return Err(e);
+        }
         Ok(n)
     }
 
