@@ -14,6 +14,9 @@
 //! index entry without its bytes; [`Packs::sync`] fsyncs them before the
 //! engine's durable flush, so a power loss does not either.
 
+mod scan;
+pub use scan::{Damage, Record};
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;

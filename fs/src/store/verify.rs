@@ -243,6 +243,56 @@ impl Store {
         Ok(())
     }
 
+    /// Why the copy of `hash` at `loc` is bad, if it is (read from the
+    /// disk and hashed; nothing is quarantined: what a check without
+    /// `--repair` asks).
+    pub(crate) fn probe(&self, hash: &Hash, loc: &Location) -> Result<Option<String>> {
+        let mut buf = vec![0u8; loc.len as usize];
+        match self.read_checked(hash, loc, &mut buf) {
+            Ok(()) => Ok(None),
+            Err(Fault::Bad(why)) => Ok(Some(why)),
+            Err(Fault::Other(e)) => Err(e),
+        }
+    }
+
+    /// Points the index entry of `hash` at the good copy `new`, if the
+    /// entry is still `expected` (`None`: absent); the chunk is no longer
+    /// missing. Returns whether it did.
+    pub(crate) fn reindex(
+        &self,
+        hash: &Hash,
+        expected: Option<Location>,
+        new: Location,
+    ) -> Result<bool> {
+        let _one = self.quarantining.lock().unwrap_or_else(|p| p.into_inner());
+        if self.chunk_location(hash)? != expected {
+            return Ok(false);
+        }
+        let mut b = Batch::default();
+        b.put(
+            Space::Chunks,
+            hash.as_bytes().to_vec(),
+            new.encode().to_vec(),
+        );
+        b.remove(Space::Missing, hash.as_bytes().to_vec());
+        self.kv.apply(b)?;
+        tracing::info!(chunk = %hash, pack = new.pack, offset = new.offset, "a chunk's index entry was rebuilt from the packs");
+        Ok(true)
+    }
+
+    /// Stores the chunk at `loc` (whose bytes check out but whose record
+    /// header does not) again as a whole new record, and points the index
+    /// at it if it still names `loc`. Returns whether it did.
+    pub(crate) fn rewrite_record(&self, hash: &Hash, loc: Location) -> Result<bool> {
+        let mut buf = vec![0u8; loc.len as usize];
+        if self.read_checked(hash, &loc, &mut buf).is_err() {
+            return Ok(false);
+        }
+        let _gate = self.appending.read().unwrap_or_else(|p| p.into_inner());
+        let new = self.packs.append(hash, &buf)?;
+        self.reindex(hash, Some(loc), new)
+    }
+
     /// Records that no peer could supply `hash`, which a tree here names
     /// (unless the store holds it after all).
     pub fn record_missing(&self, hash: &Hash) -> Result<()> {
