@@ -57,24 +57,24 @@ impl Vfs {
             let store = inner.store.clone();
             let of = inner.open.get_mut(&h.ino).ok_or(Error::BadHandle)?;
             (
-                of.data.plan_read(&store, offset, u64::from(size))?,
+                of.data.plan_read(&store, offset, u64::from(size)),
                 store,
                 h.ino,
             )
         };
         // The disk reads run without the lock.
-        let n = plan.len();
-        if buf.len() < n {
-            buf.resize(n, 0);
-        }
-        if let Err(e) = plan.run_into(&store, &mut buf[..n]) {
-            if let Error::BadChunk(chunk) = &e {
-                let path = super::records::path_for_log(&store, ino);
-                tracing::error!(path, %chunk, offset, "a read met a damaged or missing chunk: EIO");
+        let read = plan.and_then(|plan| {
+            let n = plan.len();
+            if buf.len() < n {
+                buf.resize(n, 0);
             }
-            return Err(e);
+            plan.run_into(&store, &mut buf[..n]).map(|()| n)
+        });
+        if let Err(Error::BadChunk(chunk)) = &read {
+            let path = super::records::path_for_log(&store, ino);
+            tracing::error!(path, %chunk, offset, "a read met a damaged or missing chunk: EIO");
         }
-        Ok(n)
+        read
     }
 
     /// copy_file_range, when it copies a whole file: `len` bytes from 0 of
