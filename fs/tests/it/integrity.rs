@@ -4,6 +4,8 @@
 //! on disk between two opens.
 
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use backer_fs::check;
 use backer_fs::history::{self, WriteOptions};
@@ -30,25 +32,33 @@ fn store(fs: &TestFs) -> std::sync::Arc<Store> {
     fs.vfs().store()
 }
 
-fn pack_file(store: &Store, pack: u32) -> std::fs::File {
-    let path = store.packs().dir().join(format!("{pack:08}.pack"));
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap()
+fn pack_path(fs: &TestFs, pack: u32) -> PathBuf {
+    fs.dir
+        .path()
+        .join("store/packs")
+        .join(format!("{pack:08}.pack"))
 }
 
-/// Flips the bits of `len` bytes at `at` of pack `pack`.
-fn damage(store: &Store, pack: u32, at: u64, len: usize) {
-    let f = pack_file(store, pack);
-    let mut b = vec![0u8; len];
-    f.read_exact_at(&mut b, at).unwrap();
-    for x in &mut b {
-        *x ^= 0x5a;
+/// Closes the store, flips the bits of `len` bytes at each `(at, len)`
+/// of pack `pack`, and opens the store again.
+fn damage_stopped(fs: &mut TestFs, pack: u32, spots: &[(u64, usize)]) -> Arc<Store> {
+    fs.vfs = None;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(pack_path(fs, pack))
+        .unwrap();
+    for &(at, len) in spots {
+        let mut b = vec![0u8; len];
+        f.read_exact_at(&mut b, at).unwrap();
+        for x in &mut b {
+            *x ^= 0x5a;
+        }
+        f.write_all_at(&b, at).unwrap();
     }
-    f.write_all_at(&b, at).unwrap();
     f.sync_all().unwrap();
+    fs.reopen();
+    store(fs)
 }
 
 /// The first chunk of `data` and where the store keeps it.
@@ -82,13 +92,7 @@ fn read(fs: &TestFs, name: &str) -> backer_fs::Result<Vec<u8>> {
 fn damaged_chunk_bytes_give_eio_never_wrong_bytes_and_check_reports_them() {
     let (mut fs, f, g) = two_files();
     let (h, loc) = first_chunk(&store(&fs), &f);
-    fs.vfs = None;
-    {
-        let s = Store::open(&fs.dir.path().join("store")).unwrap();
-        damage(&s, loc.pack, loc.offset + 1000, 1);
-    }
-    fs.reopen();
-    let s = store(&fs);
+    let s = damage_stopped(&mut fs, loc.pack, &[(loc.offset + 1000, 1)]);
 
     let r = check::run(&s, false).unwrap();
     assert_eq!(r.bad_chunks, vec![h.to_hex()], "{r:?}");
@@ -134,13 +138,8 @@ fn damaged_chunk_bytes_give_eio_never_wrong_bytes_and_check_reports_them() {
 fn a_damaged_record_header_is_reported_and_repair_writes_the_record_again() {
     let (mut fs, f, _) = two_files();
     let (h, loc) = first_chunk(&store(&fs), &f);
-    fs.vfs = None;
-    {
-        let s = Store::open(&fs.dir.path().join("store")).unwrap();
-        damage(&s, loc.pack, loc.offset - RECORD_HEADER, 2); // the magic
-    }
-    fs.reopen();
-    let s = store(&fs);
+    // The magic of its record header.
+    let s = damage_stopped(&mut fs, loc.pack, &[(loc.offset - RECORD_HEADER, 2)]);
     // The bytes still check out: reads are fine.
     assert_eq!(read(&fs, "f").unwrap(), f);
     let r = check::run(&s, false).unwrap();
@@ -170,13 +169,7 @@ fn repair_quarantines_a_bad_chunk_and_reindexes_one_the_packs_hold() {
     b.remove(backer_fs::store::Space::Chunks, h2.as_bytes().to_vec());
     s.kv().apply(b).unwrap();
     drop(s);
-    fs.vfs = None;
-    {
-        let s = Store::open(&fs.dir.path().join("store")).unwrap();
-        damage(&s, loc.pack, loc.offset + 10, 3);
-    }
-    fs.reopen();
-    let s = store(&fs);
+    let s = damage_stopped(&mut fs, loc.pack, &[(loc.offset + 10, 3)]);
     let r = check::run(&s, false).unwrap();
     assert_eq!(r.bad_chunks, vec![h.to_hex()]);
     assert_eq!(r.missing_chunks, vec![h2.to_hex()]);
@@ -205,20 +198,15 @@ proptest! {
     ) {
         let (mut fs, f, g) = two_files();
         let (_, loc) = first_chunk(&store(&fs), &f);
-        fs.vfs = None;
-        {
-            let s = Store::open(&fs.dir.path().join("store")).unwrap();
-            let len = s.packs().pack_len(loc.pack).unwrap();
-            for (at, n) in &spots {
+        let len = std::fs::metadata(pack_path(&fs, loc.pack)).unwrap().len();
+        let spots: Vec<(u64, usize)> = spots
+            .iter()
+            .map(|(at, n)| {
                 let at = ((len as f64) * at) as u64;
-                let n = (*n as u64).min(len - at) as usize;
-                if n > 0 {
-                    damage(&s, loc.pack, at, n);
-                }
-            }
-        }
-        fs.reopen();
-        let s = store(&fs);
+                (at, (*n as u64).min(len - at) as usize)
+            })
+            .collect();
+        let s = damage_stopped(&mut fs, loc.pack, &spots);
         let honest = |fs: &TestFs| {
             for (name, want) in [("f", &f), ("g", &g)] {
                 match read(fs, name) {
