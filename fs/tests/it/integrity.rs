@@ -228,3 +228,33 @@ proptest! {
         }
     }
 }
+
+/// A collection that rewrites a pack meets the damaged copy: it leaves it
+/// out (quarantined) and finishes; once nothing names the chunk, the next
+/// collection drops its record too.
+#[test]
+fn a_collection_leaves_a_damaged_chunk_out_and_forgets_it_once_unreachable() {
+    let mut fs = TestFs::new();
+    let f = random_bytes(600_000, 3);
+    fs.put(ROOT, "f", &f);
+    fs.put(ROOT, "big", &random_bytes(20 << 20, 4));
+    fs.vfs().commit_durable().unwrap();
+    fs.vfs().unlink(ROOT, b"big").unwrap();
+    fs.vfs().commit_durable().unwrap();
+    let (h, loc) = first_chunk(&store(&fs), &f);
+    let s = damage_stopped(&mut fs, loc.pack, &[(loc.offset + 7, 1)]);
+
+    let report = fs.vfs().gc(&crate::gc::keep_last(1)).unwrap();
+    assert!(report.packs_rewritten >= 1, "{report:?}");
+    assert_eq!(s.missing_chunks().unwrap(), vec![h]);
+    assert!(matches!(read(&fs, "f"), Err(Error::BadChunk(x)) if x == h));
+    let r = check::run(&s, false).unwrap();
+    assert_eq!(r.missing_chunks, vec![h.to_hex()], "{r:?}");
+    assert!(r.bad_chunks.is_empty(), "{r:?}");
+
+    fs.vfs().unlink(ROOT, b"f").unwrap();
+    fs.vfs().commit_durable().unwrap();
+    fs.vfs().gc(&crate::gc::keep_last(1)).unwrap();
+    assert!(s.missing_chunks().unwrap().is_empty());
+    assert_eq!(check::run(&s, false).unwrap().still_bad, 0);
+}
