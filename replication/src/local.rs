@@ -43,8 +43,9 @@ pub trait Local {
         let _ = hash;
         Ok(())
     }
-    /// Merges the tree `remote` (every node and chunk it needs is held)
-    /// into the committed tree, commits the result, and returns it.
+    /// Merges the tree `remote` (every node and chunk it needs is held,
+    /// or recorded missing by [`Local::chunk_unavailable`]) into the
+    /// committed tree, commits the result, and returns it.
     fn merge(&mut self, remote: Hash) -> Result<Merged>;
 }
 
@@ -234,6 +235,9 @@ impl Local for VfsLocal {
     }
 
     fn chunk_unavailable(&mut self, hash: &Hash) -> Result<()> {
+        // Pinned like a held chunk: a collection before the merge must
+        // not drop the record of a chunk no root reaches yet.
+        self.pins.add(*hash);
         self.vfs.store().record_missing(hash)
     }
 
