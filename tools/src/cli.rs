@@ -145,6 +145,18 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Verify every pack record, tree node and index entry; exit 1 if
+    /// anything is still bad. Through the running node, else on the
+    /// store itself.
+    Check {
+        /// Rebuild index entries the packs prove, write records with a
+        /// damaged header again, and quarantine bad chunks.
+        #[arg(long)]
+        repair: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Follow the running node's events until interrupted (waits for a
     /// node to start, and for the next when it stops).
     Events {

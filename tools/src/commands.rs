@@ -3,6 +3,7 @@
 //! store opened here.
 
 mod backend;
+mod check;
 mod du;
 mod events;
 mod export;
@@ -98,6 +99,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         ),
         Command::Du { json } => du::run(&dir, json),
         Command::Gc { json } => gc::run(&dir, json),
+        Command::Check { repair, json } => check::run(&dir, repair, json),
         Command::Events { json } => events::run(&dir, json),
         Command::Web => web::run(&dir),
     }

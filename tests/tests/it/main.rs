@@ -7,6 +7,7 @@ mod copy;
 mod durability;
 mod events;
 mod history;
+mod integrity;
 mod lifecycle;
 mod local_security;
 mod mirror;
