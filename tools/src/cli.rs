@@ -63,6 +63,8 @@ pub(crate) enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
+    /// Stop the store's running node cleanly (unmounts; tells its peers).
+    Stop,
     /// Add, remove or list the peers this node trusts (config.toml).
     Peer {
         /// What to do with the peers.

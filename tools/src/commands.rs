@@ -15,6 +15,7 @@ mod peer;
 mod replica;
 mod restore;
 mod status;
+pub(crate) mod stop;
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +58,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             listen,
         ),
         Command::Replica { listen } => replica::run(&dir, listen),
+        Command::Stop => stop::run(&dir),
         Command::Peer { command } => match command {
             PeerCommand::Add { id, addr } => peer::add(&dir, &id, addr.as_deref()),
             PeerCommand::Remove { id } => peer::remove(&dir, &id),

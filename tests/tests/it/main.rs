@@ -21,5 +21,6 @@ mod private_store;
 mod privileges;
 mod programs;
 mod roundtrip;
+mod service;
 mod snapshots_view;
 mod special;
