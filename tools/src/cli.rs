@@ -34,7 +34,7 @@ pub(crate) enum Command {
     /// Mount the store at DIR and run the node (returns once the mount is up).
     #[cfg(feature = "fuse")]
     Mount {
-        /// The mount point (an existing, empty folder).
+        /// The mount point (an existing folder; empty, unless --import).
         dir: std::path::PathBuf,
         /// Stay in the foreground until unmounted (logs on stderr).
         #[arg(long)]
@@ -55,6 +55,10 @@ pub(crate) enum Command {
         /// else only dial out].
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// DIR holds files: bring them into the store first (verified),
+        /// then move the originals to DIR.imported-<time> and mount.
+        #[arg(long)]
+        import: bool,
     },
     /// Run the node with no mount, in the foreground (servers, containers).
     Replica {

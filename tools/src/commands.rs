@@ -8,6 +8,8 @@ mod export;
 mod gc;
 mod history;
 mod id;
+#[cfg(feature = "fuse")]
+mod import;
 mod init;
 #[cfg(feature = "fuse")]
 pub(crate) mod mount;
@@ -42,6 +44,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             no_allow_other,
             auto_unmount,
             listen,
+            import,
         } => mount::run_listening(
             &dir,
             &crate::node::MountArgs {
@@ -56,6 +59,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
                 auto_unmount,
             },
             listen,
+            import,
         ),
         Command::Replica { listen } => replica::run(&dir, listen),
         Command::Stop => stop::run(&dir),
@@ -135,5 +139,20 @@ pub(crate) fn open_store_error(dir: &Path, err: Error) -> anyhow::Error {
     match err {
         Error::NotFound => anyhow!("no store at {} (run 'backer init')", dir.display()),
         other => anyhow!("cannot open the store at {}: {other}", dir.display()),
+    }
+}
+
+/// `n` and `word`, with an "s" unless `n` is 1 ("1 file", "2 files").
+pub(crate) fn plural(n: u64, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plural_words() {
+        assert_eq!(super::plural(0, "file"), "0 files");
+        assert_eq!(super::plural(1, "file"), "1 file");
+        assert_eq!(super::plural(2, "byte"), "2 bytes");
     }
 }

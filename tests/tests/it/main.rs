@@ -5,6 +5,7 @@
 mod cli;
 mod copy;
 mod durability;
+mod first_use;
 mod history;
 mod lifecycle;
 mod local_security;

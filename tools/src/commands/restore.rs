@@ -43,8 +43,10 @@ pub(crate) fn run(
     );
     match out.outcome {
         Outcome::Written { to, files, bytes } => println!(
-            "Restored {shown} as of {from} to {}: {files} files, {bytes} bytes",
-            printable(&to.display().to_string())
+            "Restored {shown} as of {from} to {}: {}, {}",
+            printable(&to.display().to_string()),
+            super::plural(files, "file"),
+            super::plural(bytes, "byte")
         ),
         Outcome::Installed {
             new_commit: Some(_),

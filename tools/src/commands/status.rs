@@ -51,7 +51,11 @@ fn peer_line(p: &serde_json::Value) -> String {
     let files = p["files_to_go"].as_u64().unwrap_or(0);
     let bytes = p["bytes_to_go"].as_u64().unwrap_or(0);
     if files > 0 || bytes > 0 {
-        line.push_str(&format!(", {files} files ({bytes} bytes) to fetch"));
+        line.push_str(&format!(
+            ", {} ({}) to fetch",
+            super::plural(files, "file"),
+            super::plural(bytes, "byte")
+        ));
     }
     line
 }
