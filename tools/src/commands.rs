@@ -3,6 +3,7 @@
 //! store opened here.
 
 mod backend;
+mod completions;
 mod du;
 mod export;
 mod gc;
@@ -31,7 +32,11 @@ use crate::store_dir;
 
 /// Runs the parsed command line.
 pub(crate) fn run(cli: Cli) -> Result<()> {
-    let dir = store_dir::resolve(cli.store.as_deref())?;
+    let dir = match cli.command {
+        // These need no store, nor even a home folder.
+        Command::Completions { .. } | Command::Man { .. } => PathBuf::new(),
+        _ => store_dir::resolve(cli.store.as_deref())?,
+    };
     match cli.command {
         Command::Init => init::run(&dir),
         Command::Id => id::run(&dir),
@@ -100,6 +105,8 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         ),
         Command::Du { json } => du::run(&dir, json),
         Command::Gc { json } => gc::run(&dir, json),
+        Command::Completions { shell } => completions::completions(shell),
+        Command::Man { dir: out } => completions::man_pages(&out),
     }
 }
 

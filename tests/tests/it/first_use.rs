@@ -28,7 +28,10 @@ fn mounting_over_files_is_refused_and_leaves_them() {
     fs::write(m.path("mine.txt"), b"mine").unwrap();
     let run = m.try_mount(&[]);
     let line = run.assert_one_line_failure();
-    assert!(line.contains("not empty") && line.contains("--import"), "{line}");
+    assert!(
+        line.contains("not empty") && line.contains("--import"),
+        "{line}"
+    );
     assert!(!is_fuse_mounted(m.dir()));
     assert_eq!(fs::read(m.path("mine.txt")).unwrap(), b"mine");
 }
@@ -55,7 +58,10 @@ fn import_brings_every_file_in_and_keeps_the_originals() {
         .filter(|p| p.to_string_lossy().contains("mnt.imported-"))
         .collect();
     assert_eq!(aside.len(), 1, "{aside:?}");
-    assert!(run.stdout.contains(&*aside[0].to_string_lossy()), "{run:#?}");
+    assert!(
+        run.stdout.contains(&*aside[0].to_string_lossy()),
+        "{run:#?}"
+    );
     assert_same_tree(&want, &aside[0]);
     // They are in the store: a plain remount (no --import) shows them.
     m.remount();
