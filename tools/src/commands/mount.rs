@@ -18,12 +18,6 @@ use crate::node::MountArgs;
 /// How long a background mount may take to come up.
 const MOUNT_WAIT: Duration = Duration::from_secs(60);
 
-/// [`run_listening`] with the config's listen address and no import (the
-/// mount helper).
-pub(crate) fn run(store: &Path, args: &MountArgs) -> Result<()> {
-    run_listening(store, args, None, false)
-}
-
 /// Checks the mount point and either runs the node here or starts it in
 /// the background and waits for the mount; the node accepts peers at
 /// `listen` (else the config's address). With `import`, a non-empty
@@ -89,7 +83,24 @@ pub(crate) fn run_listening(
     } else {
         start_daemon(store, &args, listen)?;
         println!("Mounted {} at {}", store.display(), args.dir.display());
+        if let Some(addr) = listen {
+            note_listen_is_for_this_run(store, addr);
+        }
         Ok(())
+    }
+}
+
+/// `--listen` holds for one run (DESIGN.md: flags override the config for
+/// one run); says how to keep it when the config says otherwise.
+fn note_listen_is_for_this_run(store: &Path, addr: SocketAddr) {
+    let saved = crate::config::Config::load(store)
+        .ok()
+        .and_then(|c| c.listen);
+    if saved != Some(addr) {
+        println!(
+            "Listening at {addr} for this run only; to keep it, put listen = \"{addr}\" in {}",
+            crate::config::path(store).display()
+        );
     }
 }
 
