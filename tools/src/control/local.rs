@@ -114,7 +114,7 @@ impl Local {
         let peers = match net {
             Some(n) => n.status(),
             None => {
-                let cfg = Config::load(store.dir()).unwrap_or_default();
+                let cfg = Config::load(store.dir())?;
                 serde_json::Value::Array(
                     cfg.peers
                         .iter()
