@@ -19,6 +19,7 @@ mod replica;
 mod restore;
 mod status;
 pub(crate) mod stop;
+mod tree_path;
 
 use std::path::{Path, PathBuf};
 

@@ -14,6 +14,7 @@ mod mirror_faults;
 mod mirror_util;
 mod mount_helper;
 mod mount_util;
+mod paths;
 mod peer_export;
 mod peers;
 mod posix;

@@ -1,6 +1,7 @@
 //! `backer log [PATH] [--json]`: the commits, newest first, each with what
 //! it changed (see [`backer_fs::history::log`]); with PATH, only the
-//! changes at or under PATH.
+//! changes at or under PATH (from the folder's root, or as the shell
+//! means it inside the mount: see [`super::tree_path`]).
 
 use std::path::Path;
 
@@ -20,7 +21,13 @@ fn short_id(full: &str) -> String {
 
 /// `backer log [PATH] [--json]`.
 pub(crate) fn run(store_dir: &Path, path: Option<&str>, json_out: bool) -> Result<()> {
-    let log = Backend::connect(store_dir)?.log(path)?;
+    let backend = Backend::connect(store_dir)?;
+    let path = path
+        .map(|p| super::tree_path::for_backend(&backend, p))
+        .transpose()?;
+    // "" (the mount's root, ".") is everything.
+    let path = path.filter(|p| !p.is_empty());
+    let log = backend.log(path.as_deref())?;
     if json_out {
         println!("{}", serde_json::to_value(&log)?);
         return Ok(());

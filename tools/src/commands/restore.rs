@@ -25,6 +25,7 @@ pub(crate) fn run(
 ) -> Result<()> {
     opts.check().map_err(|e| anyhow!("{e}"))?;
     let backend = Backend::connect(store_dir)?;
+    let path = &super::tree_path::for_backend(&backend, path)?;
     let out = match to {
         Some(folder) => backend
             .restore_to(path, at, folder, opts)
