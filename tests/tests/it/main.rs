@@ -2,6 +2,7 @@
 //! They run the real `backer` binary; see the `backer_tests` helpers. The
 //! mount tests need root, /dev/fuse and fuse3 (fusermount3).
 
+mod authors;
 mod cli;
 mod copy;
 mod durability;
