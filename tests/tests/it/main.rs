@@ -23,6 +23,7 @@ mod posix_meta;
 mod private_store;
 mod privileges;
 mod programs;
+mod refused;
 mod roundtrip;
 mod service;
 mod snapshots_view;

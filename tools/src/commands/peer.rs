@@ -75,6 +75,7 @@ pub(crate) fn list(store: &Path) -> Result<()> {
     // A node that does not answer in time should not hide the list.
     let live = Remote::find(&store).unwrap_or(None);
     let live_peers = live.as_ref().and_then(|(_, s)| s.peers.as_array());
+    let me = live.as_ref().map_or("", |(_, s)| s.node.as_str());
     let width = cfg
         .peers
         .iter()
@@ -89,7 +90,7 @@ pub(crate) fn list(store: &Path) -> Result<()> {
                 let state = peers
                     .iter()
                     .find(|v| v["id"].as_str().is_some_and(|s| same_str_id(s, &id)))
-                    .map_or_else(|| "unknown to the node".to_string(), live_state);
+                    .map_or_else(|| "unknown to the node".to_string(), |v| live_state(v, me));
                 println!("{id}  {addr:<width$}  {state}");
             }
             None => println!("{id}  {addr}"),
@@ -99,8 +100,18 @@ pub(crate) fn list(store: &Path) -> Result<()> {
 }
 
 /// "connected|not connected, last sync TIME|never" for one object of the
-/// node's "peers" array.
-pub(crate) fn live_state(peer: &Value) -> String {
+/// node's "peers" array, and, when the peer refused our key (node `me`),
+/// what to do about it.
+pub(crate) fn live_state(peer: &Value, me: &str) -> String {
+    if peer["refused_us"].as_bool().unwrap_or(false) {
+        let id = peer["id"].as_str().unwrap_or("?");
+        return format!(
+            "not connected, last sync {}: refused by {}: this node is not in its trusted list; \
+             run 'backer peer add {me}' there",
+            last_sync(&peer["last_sync"]),
+            backer_fs::history::printable(id)
+        );
+    }
     let connected = if peer["connected"].as_bool().unwrap_or(false) {
         "connected"
     } else {
@@ -236,8 +247,17 @@ mod tests {
     #[test]
     fn live_state_reads_the_status_object() {
         let v = serde_json::json!({"connected": true, "last_sync": 0});
-        assert_eq!(live_state(&v), "connected, last sync 1970-01-01T00:00:00Z");
+        assert_eq!(
+            live_state(&v, "ME"),
+            "connected, last sync 1970-01-01T00:00:00Z"
+        );
         let v = serde_json::json!({"connected": false, "last_sync": null});
-        assert_eq!(live_state(&v), "not connected, last sync never");
+        assert_eq!(live_state(&v, "ME"), "not connected, last sync never");
+        let v = serde_json::json!({"id": "P", "connected": false, "last_sync": null, "refused_us": true});
+        assert_eq!(
+            live_state(&v, "ME"),
+            "not connected, last sync never: refused by P: this node is not in its \
+             trusted list; run 'backer peer add ME' there"
+        );
     }
 }

@@ -36,7 +36,7 @@ pub(crate) fn run(store_dir: &Path, json: bool) -> Result<()> {
         println!(
             "{}{}",
             if i == 0 { "peers   " } else { "        " },
-            peer_line(p)
+            peer_line(p, &field("node").unwrap_or_default())
         );
     }
     Ok(())
@@ -44,10 +44,10 @@ pub(crate) fn run(store_dir: &Path, json: bool) -> Result<()> {
 
 /// One peer of the status object: id, address, connection, last sync and
 /// what is left to fetch from it.
-fn peer_line(p: &serde_json::Value) -> String {
+fn peer_line(p: &serde_json::Value, me: &str) -> String {
     let id = printable(p["id"].as_str().unwrap_or("?"));
     let addr = printable(p["addr"].as_str().unwrap_or("(dials us)"));
-    let mut line = format!("{id}  {addr}  {}", super::peer::live_state(p));
+    let mut line = format!("{id}  {addr}  {}", super::peer::live_state(p, me));
     let files = p["files_to_go"].as_u64().unwrap_or(0);
     let bytes = p["bytes_to_go"].as_u64().unwrap_or(0);
     if files > 0 || bytes > 0 {
