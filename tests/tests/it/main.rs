@@ -15,6 +15,7 @@ mod mirror_faults;
 mod mirror_util;
 mod mount_helper;
 mod mount_util;
+mod package;
 mod paths;
 mod peer_export;
 mod peers;
