@@ -60,7 +60,7 @@ fn the_deb_holds_everything_and_installs() {
             .args(["--force-depends", "--force-not-root", "-i", &deb]),
     );
     install.assert_success();
-    let version = Run::of(&mut Command::new(root.join("usr/bin/backer")).arg("--version"));
+    let version = Run::of(Command::new(root.join("usr/bin/backer")).arg("--version"));
     assert_eq!(
         version.assert_success().stdout.trim(),
         format!("backer {}", env!("CARGO_PKG_VERSION"))
