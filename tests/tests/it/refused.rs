@@ -1,23 +1,11 @@
 //! A pairing refused by the other side says so on the dialling side: its
 //! `status` and its log name the peer and what to run there.
 
-use backer_tests::TempStore;
-
 use crate::mirror_util::*;
 
 #[test]
 fn the_dialler_hears_that_its_key_was_refused() {
-    let mut a = MountNode::init("A");
-    let mut x = MountNode::init("X");
-    // A trusts some other node, not X; X trusts A and dials it.
-    let other = TempStore::new();
-    let other_id = backer(&other, &["init"])
-        .assert_success()
-        .last_line()
-        .to_string();
-    a.add_peer(&other_id, None);
-    x.add_peer(&a.id, Some(&a.addr));
-    a.start(true);
+    let (a, mut x) = untrusted_dialler();
     x.start(false);
     let all: [&dyn Node; 2] = [&a, &x];
     wait_until(

@@ -4,7 +4,7 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use backer_tests::{backer_bin, Run, TempStore};
 
@@ -57,22 +57,30 @@ fn exec_start(unit: &str, dir: &Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn the_user_units_command_reports_ready_once_the_mount_is_up() {
-    let m = Mount::init();
-    let argv = exec_start(&unit_text("backer.service"), m.dir());
-    let sock_path = m.root().join("notify.sock");
+/// Starts the `ExecStart=` line of `unit` (its folder `dir`) on `store`,
+/// as systemd would, with `$NOTIFY_SOCKET` a fresh socket beside the
+/// store; returns the node and that socket.
+fn start_unit(unit: &str, dir: &Path, store: &Path) -> (Child, UnixDatagram) {
+    let argv = exec_start(&unit_text(unit), dir);
+    let sock_path = store.parent().unwrap().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut child = Command::new(&argv[0])
+    let child = Command::new(&argv[0])
         .args(&argv[1..])
-        .env("BACKER_STORE", m.store().dir())
+        .env("BACKER_STORE", store)
         .env("NOTIFY_SOCKET", &sock_path)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    (child, sock)
+}
+
+#[test]
+fn the_user_units_command_reports_ready_once_the_mount_is_up() {
+    let m = Mount::init();
+    let (mut child, sock) = start_unit("backer.service", m.dir(), &m.store().dir());
     let mut buf = [0u8; 256];
     let got = sock.recv(&mut buf);
     // Checked before anything can fail, so the node is always stopped.
@@ -92,18 +100,7 @@ fn the_user_units_command_reports_ready_once_the_mount_is_up() {
 fn the_replica_unit_reports_ready_and_stops() {
     let store = TempStore::new();
     Run::of(store.backer().arg("init")).assert_success();
-    let argv = exec_start(&unit_text("backer-replica@.service"), Path::new("/"));
-    let sock_path = store.dir().parent().unwrap().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .env("BACKER_STORE", store.dir())
-        .env("NOTIFY_SOCKET", &sock_path)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, sock) = start_unit("backer-replica@.service", Path::new("/"), &store.dir());
     let mut buf = [0u8; 256];
     let got = sock.recv(&mut buf);
     let pid = child.id() as i32;
