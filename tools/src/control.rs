@@ -118,7 +118,7 @@ pub(crate) enum Response {
     /// To [`Request::Status`].
     Status(Status),
     /// To [`Request::Reload`].
-    Reloaded,
+    Reloaded(Reloaded),
     /// To [`Request::Log`], newest first.
     Log(Vec<LogEntry>),
     /// To [`Request::Du`].
@@ -144,8 +144,8 @@ pub(crate) struct Status {
     pub(crate) root: String,
     /// The node's id.
     pub(crate) node: String,
-    /// The peers: id, address, connected, last sync...
-    pub(crate) peers: serde_json::Value,
+    /// The peers, in one shape whether a node runs or not.
+    pub(crate) peers: Vec<PeerInfo>,
     /// Where it accepts peers.
     pub(crate) listen: Option<String>,
     /// Where it is mounted.
@@ -154,6 +154,37 @@ pub(crate) struct Status {
     pub(crate) commits: u64,
     /// The running node's process (`None`: no node runs).
     pub(crate) pid: Option<u32>,
+}
+
+/// One peer as `status --json` prints it (DESIGN.md: "id", "addr",
+/// "connected" as a JSON boolean, "last_sync"), and what is left to
+/// fetch from it. A node that does not run reports every peer of
+/// config.toml in this shape too, none connected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PeerInfo {
+    /// Its node id, in the displayed form.
+    pub(crate) id: String,
+    /// Where the node dials it (`None`: it dials us).
+    pub(crate) addr: Option<String>,
+    /// Whether a session runs and both sides accepted each other.
+    pub(crate) connected: bool,
+    /// When both sides last held the same root (Unix seconds).
+    pub(crate) last_sync: Option<u64>,
+    /// Files the current pull still has to fetch.
+    pub(crate) files_to_go: u64,
+    /// Chunk bytes the current pull still has to fetch.
+    pub(crate) bytes_to_go: u64,
+    /// The peer refused our key when the node last dialled it (absent
+    /// from older nodes: false).
+    #[serde(default)]
+    pub(crate) refused_us: bool,
+}
+
+/// What a node did on [`Request::Reload`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Reloaded {
+    /// The peers it trusts now.
+    pub(crate) peers: usize,
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
 use backer_fs::NodeId;
-use serde_json::Value;
 
 use super::backend::Remote;
 use crate::config::{self, Config, Peer};
@@ -74,7 +73,7 @@ pub(crate) fn list(store: &Path) -> Result<()> {
     let cfg = Config::load(&store)?;
     // A node that does not answer in time should not hide the list.
     let live = Remote::find(&store).unwrap_or(None);
-    let live_peers = live.as_ref().and_then(|(_, s)| s.peers.as_array());
+    let live_peers = live.as_ref().map(|(_, s)| &s.peers);
     let me = live.as_ref().map_or("", |(_, s)| s.node.as_str());
     let width = cfg
         .peers
@@ -87,10 +86,16 @@ pub(crate) fn list(store: &Path) -> Result<()> {
         let addr = p.addr.as_deref().unwrap_or("-");
         match live_peers {
             Some(peers) => {
-                let state = peers
-                    .iter()
-                    .find(|v| v["id"].as_str().is_some_and(|s| same_str_id(s, &id)))
-                    .map_or_else(|| "unknown to the node".to_string(), |v| live_state(v, me));
+                let state = peers.iter().find(|p| same_str_id(&p.id, &id)).map_or_else(
+                    || "unknown to the node".to_string(),
+                    |p| {
+                        let state = live_state(p.connected, p.last_sync);
+                        match p.refused_us {
+                            true => format!("{state}: {}", refusal(&p.id, me)),
+                            false => state,
+                        }
+                    },
+                );
                 println!("{id}  {addr:<width$}  {state}");
             }
             None => println!("{id}  {addr}"),
@@ -99,37 +104,26 @@ pub(crate) fn list(store: &Path) -> Result<()> {
     Ok(())
 }
 
-/// "connected|not connected, last sync TIME|never" for one object of the
-/// node's "peers" array, and, when the peer refused our key (node `me`),
-/// what to do about it.
-pub(crate) fn live_state(peer: &Value, me: &str) -> String {
-    if peer["refused_us"].as_bool().unwrap_or(false) {
-        let id = peer["id"].as_str().unwrap_or("?");
-        return format!(
-            "not connected, last sync {}: refused by {}: this node is not in its trusted list; \
-             run 'backer peer add {me}' there",
-            last_sync(&peer["last_sync"]),
-            backer_fs::history::printable(id)
-        );
-    }
-    let connected = if peer["connected"].as_bool().unwrap_or(false) {
+/// What to do when `peer` refused our key (this node is `me`).
+pub(crate) fn refusal(peer: &str, me: &str) -> String {
+    format!(
+        "refused by {}: this node is not in its trusted list; run 'backer peer add {me}' there",
+        backer_fs::history::printable(peer)
+    )
+}
+
+/// "connected|not connected, last sync TIME|never" for one peer.
+pub(crate) fn live_state(connected: bool, last_sync: Option<u64>) -> String {
+    let connected = if connected {
         "connected"
     } else {
         "not connected"
     };
-    format!("{connected}, last sync {}", last_sync(&peer["last_sync"]))
-}
-
-/// A `last_sync` value (Unix seconds, or already text) for people.
-fn last_sync(v: &Value) -> String {
-    match v {
-        Value::Null => "never".to_string(),
-        Value::String(s) => s.clone(),
-        v => match v.as_i64() {
-            Some(secs) => utc_time(secs),
-            None => v.to_string(),
-        },
-    }
+    let last = last_sync.map_or_else(
+        || "never".to_string(),
+        |secs| utc_time(i64::try_from(secs).unwrap_or(i64::MAX)),
+    );
+    format!("{connected}, last sync {last}")
 }
 
 /// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
@@ -213,7 +207,6 @@ mod tests {
         assert_eq!(utc_time(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(utc_time(1_795_000_000), "2026-11-18T11:06:40Z");
         assert_eq!(utc_time(-1), "1969-12-31T23:59:59Z");
-        assert_eq!(last_sync(&Value::Null), "never");
     }
 
     #[test]
@@ -245,19 +238,15 @@ mod tests {
     }
 
     #[test]
-    fn live_state_reads_the_status_object() {
-        let v = serde_json::json!({"connected": true, "last_sync": 0});
+    fn live_state_reads_connection_and_last_sync() {
         assert_eq!(
-            live_state(&v, "ME"),
+            live_state(true, Some(0)),
             "connected, last sync 1970-01-01T00:00:00Z"
         );
-        let v = serde_json::json!({"connected": false, "last_sync": null});
-        assert_eq!(live_state(&v, "ME"), "not connected, last sync never");
-        let v = serde_json::json!({"id": "P", "connected": false, "last_sync": null, "refused_us": true});
+        assert_eq!(live_state(false, None), "not connected, last sync never");
         assert_eq!(
-            live_state(&v, "ME"),
-            "not connected, last sync never: refused by P: this node is not in its \
-             trusted list; run 'backer peer add ME' there"
+            refusal("P", "ME"),
+            "refused by P: this node is not in its trusted list; run 'backer peer add ME' there"
         );
     }
 }

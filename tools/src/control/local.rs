@@ -14,7 +14,7 @@ use backer_fs::tree::NodeStore;
 use backer_fs::vfs::{Ctx, Vfs, VfsOptions};
 use backer_fs::{Error, Hash};
 
-use super::{to_hex, Request, Response, Status};
+use super::{to_hex, PeerInfo, Reloaded, Request, Response, Status};
 use crate::config::Config;
 use crate::net::Net;
 
@@ -89,7 +89,7 @@ impl Local {
     pub(crate) fn handle(&self, req: Request) -> Response {
         let reply = match req {
             Request::Status => self.status().map(Response::Status),
-            Request::Reload => self.reload().map(|()| Response::Reloaded),
+            Request::Reload => self.reload().map(Response::Reloaded),
             Request::Log { path } => self.log(path.as_deref()).map(Response::Log),
             Request::Du => self.du().map(Response::Du),
             Request::Gc => self.gc().map(Response::Gc),
@@ -115,16 +115,18 @@ impl Local {
             Some(n) => n.status(),
             None => {
                 let cfg = Config::load(store.dir())?;
-                serde_json::Value::Array(
-                    cfg.peers
-                        .iter()
-                        .map(|p| {
-                            serde_json::json!({
-                                "id": p.id, "addr": p.addr, "connected": false, "last_sync": null,
-                            })
-                        })
-                        .collect(),
-                )
+                cfg.peers
+                    .iter()
+                    .map(|p| PeerInfo {
+                        id: p.node_id().map_or_else(|_| p.id.clone(), |n| n.to_string()),
+                        addr: p.addr.clone(),
+                        connected: false,
+                        last_sync: None,
+                        files_to_go: 0,
+                        bytes_to_go: 0,
+                        refused_us: false,
+                    })
+                    .collect()
             }
         };
         Ok(Status {
@@ -138,12 +140,14 @@ impl Local {
         })
     }
 
-    /// Re-reads config.toml's peers (nothing to do without a node).
-    pub(crate) fn reload(&self) -> Result<()> {
-        match &self.net {
-            Some(net) => net.reload(),
-            None => Ok(()),
-        }
+    /// Re-reads config.toml's peers (a node that does not run has
+    /// nothing to apply: it reports what the file holds).
+    pub(crate) fn reload(&self) -> Result<Reloaded> {
+        let peers = match &self.net {
+            Some(net) => net.reload()?,
+            None => Config::load(self.vfs.store().dir())?.peers.len(),
+        };
+        Ok(Reloaded { peers })
     }
 
     /// The log, of everything or of `path`.
