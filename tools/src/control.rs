@@ -32,7 +32,7 @@ mod source;
 use std::path::{Path, PathBuf};
 
 use backer_fs::gc::Report;
-use backer_fs::history::{Du, LogEntry, RestoreRequest, Restored, Version};
+use backer_fs::history::{Du, LiveFile, LogEntry, RestoreRequest, Restored, Version};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use local::Local;
@@ -98,8 +98,9 @@ pub(crate) enum Request {
         /// The node's hash.
         hash: String,
     },
-    /// The (uid, gid) the live tree gives a path (for root's
-    /// `--keep-owners`).
+    /// What the live tree has at a path: owners and the local facts that
+    /// vouch for set-id bits and devices (for root's `--keep-owners` and
+    /// `--keep-setid`).
     Owner {
         /// The path's names joined by `/`, in hex (names are bytes).
         path: String,
@@ -132,7 +133,7 @@ pub(crate) enum Response {
     /// To [`Request::Node`] and [`Request::Chunk`]: the bytes, in hex.
     Bytes(String),
     /// To [`Request::Owner`] (`None`: the live tree lacks the path).
-    Owner(Option<(u32, u32)>),
+    Owner(Option<LiveFile>),
     /// The request failed: one line for the user.
     Error(String),
 }

@@ -183,7 +183,7 @@ pub(crate) fn run() -> ExitCode {
             Ok(())
         }
         Helper::Mount(h) => {
-            crate::store_dir::check_owner(&h.store)?;
+            crate::store_dir::act_as_store_owner(&h.store)?;
             crate::commands::mount::run_listening(&h.store, &h.mount, h.listen, false)
         }
     });

@@ -60,7 +60,7 @@ pub(crate) fn run(
     listen: Option<std::net::SocketAddr>,
 ) -> Result<()> {
     let signals = block_signals();
-    crate::logging::init();
+    crate::logging::init(Some(store_dir));
     let store = Store::open(store_dir).map_err(|e| match e {
         backer_fs::Error::Locked => anyhow!(
             "the store at {} is in use by another process",

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Result};
 use backer_fs::gc::Report;
 use backer_fs::history::{
-    self, Du, Exported, LiveTree, LogEntry, RestoreRequest, Restored, Source, Version, WriteOptions,
+    self, Du, Exported, LiveFile, LiveTree, LogEntry, RestoreRequest, Restored, Source, Version,
+    WriteOptions,
 };
 use backer_fs::store::Store;
 use backer_fs::tree::NodeStore;
@@ -217,13 +218,13 @@ impl Local {
         }
     }
 
-    /// The live tree's (uid, gid) of the path `hex` (names joined by `/`,
-    /// in hex).
-    fn owner(&self, hex: &str) -> Result<Option<(u32, u32)>> {
+    /// What the live tree has at the path `hex` (names joined by `/`, in
+    /// hex).
+    fn owner(&self, hex: &str) -> Result<Option<LiveFile>> {
         let path = super::from_hex(hex).ok_or_else(|| anyhow!("{hex:?} is not hex"))?;
         let names: Vec<Vec<u8>> = path.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
         LiveTree::new(&self.vfs)
-            .owner(&names)
+            .live(&names)
             .map_err(explain("cannot read the live tree"))
     }
 
