@@ -3,6 +3,7 @@
 //! store opened here.
 
 mod backend;
+mod check;
 mod completions;
 mod du;
 mod export;
@@ -108,6 +109,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Gc { json } => gc::run(&dir, json),
         Command::Completions { shell } => completions::completions(shell),
         Command::Man { dir: out } => completions::man_pages(&out),
+        Command::Check { repair, json } => check::run(&dir, repair, json),
     }
 }
 

@@ -8,6 +8,7 @@ mod copy;
 mod durability;
 mod first_use;
 mod history;
+mod integrity;
 mod lifecycle;
 mod local_security;
 mod mirror;
