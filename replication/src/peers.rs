@@ -111,6 +111,9 @@ pub struct PeerStatus {
     pub files_to_go: u64,
     /// Chunk bytes the current pull still has to fetch.
     pub bytes_to_go: u64,
+    /// The peer refused our key when we last dialled it (it does not
+    /// trust this node); cleared once a session is accepted.
+    pub refused_us: bool,
 }
 
 fn display<S: Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
@@ -148,6 +151,8 @@ struct PeerState {
     bytes_to_go: u64,
     /// Where the last pull got to (files and chunk bytes fetched).
     pulled: Progress,
+    /// The peer refused our key on the last dial.
+    refused_us: bool,
     /// The live session: who dialled, and how to stop it.
     session: Option<Active>,
     /// Wakes the dialler (a new address, a dropped session).
@@ -345,6 +350,7 @@ impl Peers {
                 last_sync: st.last_sync,
                 files_to_go: st.files_to_go,
                 bytes_to_go: st.bytes_to_go,
+                refused_us: st.refused_us,
             })
             .collect();
         list.sort_by_key(|p| p.id.to_string());

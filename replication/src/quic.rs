@@ -520,6 +520,30 @@ async fn handshake(incoming: quinn::Incoming) -> Result<Connection> {
     Ok(conn)
 }
 
+/// The TLS alert a node closes the handshake with when it does not trust
+/// the other's key (rustls sends access_denied for the verifier's
+/// `ApplicationVerificationFailure`; RFC 8446 6.2), which QUIC carries as
+/// the CRYPTO_ERROR 0x100 + alert.
+const ALERT_ACCESS_DENIED: u8 = 49;
+
+/// Whether `e` is the peer closing because it does not trust our key: a
+/// CONNECTION_CLOSE *from the peer* with access_denied. (The same alert
+/// raised by our own verifier, for a peer we do not trust, is a local
+/// `TransportError`, not this.) A dialler learns of a refusal only this
+/// way: its TLS 1.3 handshake ends before the peer checks its key.
+pub fn refused_our_key(e: &quinn::ConnectionError) -> bool {
+    matches!(e, quinn::ConnectionError::ConnectionClosed(c)
+        if c.error_code == quinn::TransportErrorCode::crypto(ALERT_ACCESS_DENIED))
+}
+
+impl Error {
+    /// Whether the handshake failed because the peer does not trust our
+    /// key (see [`refused_our_key`]).
+    pub fn refused_our_key(&self) -> bool {
+        matches!(self, Error::Handshake { source, .. } if refused_our_key(source))
+    }
+}
+
 /// A connection to a trusted peer whose key was proven in the handshake.
 ///
 /// Clones share the connection; when the last one is dropped, it closes.
@@ -529,6 +553,9 @@ pub struct Connection {
     inner: quinn::Connection,
     /// The peer's id, from its certificate.
     peer: NodeId,
+    /// Set when the peer closed the connection because it does not trust
+    /// our key, noted before our own close (which replaces quinn's reason).
+    refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Connection {
@@ -554,7 +581,11 @@ impl Connection {
             },
             chain => return fail(format!("{} certificates", chain.len())),
         };
-        Ok(Connection { inner, peer })
+        Ok(Connection {
+            inner,
+            peer,
+            refused: Arc::default(),
+        })
     }
 
     /// The peer's node id, proven by the handshake.
@@ -585,7 +616,27 @@ impl Connection {
     /// short: it is sent in one packet). Data not yet delivered is lost:
     /// close after the peer has what it needs.
     pub fn close(&self, reason: &str) {
+        self.note_refusal();
         self.inner.close(CLOSE_NORMAL.into(), reason.as_bytes());
+    }
+
+    /// Whether the peer closed this connection because it does not trust
+    /// our key (see [`refused_our_key`]).
+    pub fn refused_our_key(&self) -> bool {
+        self.note_refusal();
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Remembers whether the peer has closed us out for our key.
+    fn note_refusal(&self) {
+        if self
+            .inner
+            .close_reason()
+            .is_some_and(|e| refused_our_key(&e))
+        {
+            self.refused
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// Waits until the connection is closed, by either side or a timeout,

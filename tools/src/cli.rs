@@ -8,11 +8,21 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// backer: a folder mirrored between all your machines.
 #[derive(Debug, Parser)]
-#[command(name = "backer", version)]
+#[command(
+    name = "backer",
+    version,
+    long_about = "backer: a folder mirrored between all your machines.\n\n\
+        The folder is a FUSE mount of a store (--store DIR, else $BACKER_STORE, \
+        else $XDG_DATA_HOME/backer, else ~/.local/share/backer) that keeps every \
+        version; nodes mirror it directly over QUIC, each talking only to the \
+        peers in its config.toml. The same binary, run as mount.backer, is the \
+        mount(8) helper: `mount -t backer STORE DIR`, or the fstab line \
+        `STORE DIR backer defaults 0 0`."
+)]
 pub(crate) struct Cli {
     /// The store folder [default: $BACKER_STORE, else $XDG_DATA_HOME/backer,
     /// else ~/.local/share/backer].
@@ -34,7 +44,7 @@ pub(crate) enum Command {
     /// Mount the store at DIR and run the node (returns once the mount is up).
     #[cfg(feature = "fuse")]
     Mount {
-        /// The mount point (an existing, empty folder).
+        /// The mount point (an existing folder; empty, unless --import).
         dir: std::path::PathBuf,
         /// Stay in the foreground until unmounted (logs on stderr).
         #[arg(long)]
@@ -59,6 +69,10 @@ pub(crate) enum Command {
         /// this run [default: `[web] listen` in config.toml].
         #[arg(long, value_name = "ADDR")]
         web: Option<String>,
+        /// DIR holds files: bring them into the store first (verified),
+        /// then move the originals to DIR.imported-<time> and mount.
+        #[arg(long)]
+        import: bool,
     },
     /// Run the node with no mount, in the foreground (servers, containers).
     Replica {
@@ -71,6 +85,8 @@ pub(crate) enum Command {
         #[arg(long, value_name = "ADDR")]
         web: Option<String>,
     },
+    /// Stop the store's running node cleanly (unmounts; tells its peers).
+    Stop,
     /// Add, remove or list the peers this node trusts (config.toml).
     Peer {
         /// What to do with the peers.
@@ -137,6 +153,19 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print shell completions on stdout (e.g. `backer completions bash >
+    /// /usr/share/bash-completion/completions/backer`).
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+    /// Write the man pages (backer.1, backer-mount.1, ...) into DIR (what
+    /// install.sh and the package install).
+    #[command(hide = true)]
+    Man {
+        /// Where to write them.
+        dir: PathBuf,
+    },
     /// Prune history by the retention policy in config.toml, and free what
     /// only the dropped versions held (a running node also does this
     /// every `retention.gc_every`, 1h by default).
@@ -167,6 +196,17 @@ pub(crate) enum Command {
     /// Print the web page's URL with a one-time login token (alone on the
     /// last line).
     Web,
+}
+
+/// The shells `completions` writes for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Shell {
+    /// bash (bash-completion).
+    Bash,
+    /// zsh.
+    Zsh,
+    /// fish.
+    Fish,
 }
 
 /// The `peer` subcommands.

@@ -4,12 +4,15 @@
 
 mod backend;
 mod check;
+mod completions;
 mod du;
 mod events;
 mod export;
 mod gc;
 mod history;
 mod id;
+#[cfg(feature = "fuse")]
+mod import;
 mod init;
 #[cfg(feature = "fuse")]
 pub(crate) mod mount;
@@ -17,6 +20,8 @@ mod peer;
 mod replica;
 mod restore;
 mod status;
+pub(crate) mod stop;
+mod tree_path;
 mod web;
 
 use std::path::{Path, PathBuf};
@@ -31,7 +36,11 @@ use crate::store_dir;
 
 /// Runs the parsed command line.
 pub(crate) fn run(cli: Cli) -> Result<()> {
-    let dir = store_dir::resolve(cli.store.as_deref())?;
+    let dir = match cli.command {
+        // These need no store, nor even a home folder.
+        Command::Completions { .. } | Command::Man { .. } => PathBuf::new(),
+        _ => store_dir::resolve(cli.store.as_deref())?,
+    };
     match cli.command {
         Command::Init => init::run(&dir),
         Command::Id => id::run(&dir),
@@ -45,6 +54,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             auto_unmount,
             listen,
             web,
+            import,
         } => mount::run_listening(
             &dir,
             &crate::node::MountArgs {
@@ -60,8 +70,10 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             },
             listen,
             web,
+            import,
         ),
         Command::Replica { listen, web } => replica::run(&dir, listen, web),
+        Command::Stop => stop::run(&dir),
         Command::Peer { command } => match command {
             PeerCommand::Add { id, addr } => peer::add(&dir, &id, addr.as_deref()),
             PeerCommand::Remove { id } => peer::remove(&dir, &id),
@@ -99,6 +111,8 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         ),
         Command::Du { json } => du::run(&dir, json),
         Command::Gc { json } => gc::run(&dir, json),
+        Command::Completions { shell } => completions::completions(shell),
+        Command::Man { dir: out } => completions::man_pages(&out),
         Command::Check { repair, json } => check::run(&dir, repair, json),
         Command::Events { json } => events::run(&dir, json),
         Command::Web => web::run(&dir),
@@ -141,5 +155,20 @@ pub(crate) fn open_store_error(dir: &Path, err: Error) -> anyhow::Error {
     match err {
         Error::NotFound => anyhow!("no store at {} (run 'backer init')", dir.display()),
         other => anyhow!("cannot open the store at {}: {other}", dir.display()),
+    }
+}
+
+/// `n` and `word`, with an "s" unless `n` is 1 ("1 file", "2 files").
+pub(crate) fn plural(n: u64, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plural_words() {
+        assert_eq!(super::plural(0, "file"), "0 files");
+        assert_eq!(super::plural(1, "file"), "1 file");
+        assert_eq!(super::plural(2, "byte"), "2 bytes");
     }
 }

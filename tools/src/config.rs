@@ -191,6 +191,19 @@ impl Peer {
     }
 }
 
+/// A syntax or field error of the config file `path` (holding `text`) as
+/// one line that names where: `PATH:LINE:COLUMN: what`.
+fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let what = e.message().trim().replace('\n', " ");
+    let Some(start) = e.span().map(|s| s.start.min(text.len())) else {
+        return anyhow!("{}: {what}", path.display());
+    };
+    let before = text.get(..start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    anyhow!("{}:{line}:{column}: {what}", path.display())
+}
+
 /// The config file of the store at `store`.
 pub(crate) fn path(store: &Path) -> PathBuf {
     store.join("config.toml")
@@ -205,8 +218,7 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(e) => return Err(anyhow!("cannot read {}: {e}", p.display())),
         };
-        let cfg: Config =
-            toml::from_str(&text).map_err(|e| anyhow!("{}: {}", p.display(), e.message()))?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| parse_error(&p, &text, &e))?;
         for peer in &cfg.peers {
             peer.node_id()?;
         }
@@ -327,5 +339,27 @@ mod tests {
         assert!(e.contains("SSH tunnel") && !e.contains('\n'), "{e}");
         assert!(web_addr("192.0.2.1:80").is_err());
         assert!(web_addr("localhost").is_err());
+    }
+
+    #[test]
+    fn syntax_errors_name_their_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            path(dir.path()),
+            "listen = \"127.0.0.1:1\"\n\n[retention]\nkeep_last = = 3\n",
+        )
+        .unwrap();
+        let e = Config::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("config.toml:4:"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        std::fs::write(path(dir.path()), "\nlisten = \"x\"\n").unwrap();
+        let e = Config::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("config.toml:2:10:"), "{e}");
+        std::fs::write(path(dir.path()), "# ok\nfrobnicate = 1\n").unwrap();
+        let e = Config::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("config.toml:2:1:") && e.contains("frobnicate"),
+            "{e}"
+        );
     }
 }

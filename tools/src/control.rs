@@ -201,6 +201,10 @@ pub(crate) struct PeerInfo {
     pub(crate) files_to_go: u64,
     /// Chunk bytes the current pull still has to fetch.
     pub(crate) bytes_to_go: u64,
+    /// The peer refused our key when the node last dialled it (absent
+    /// from older nodes: false).
+    #[serde(default)]
+    pub(crate) refused_us: bool,
 }
 
 /// What a node did on [`Request::Reload`].

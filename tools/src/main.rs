@@ -15,6 +15,7 @@ mod mount_helper;
 mod mountinfo;
 mod net;
 mod node;
+mod sd_notify;
 mod store_dir;
 mod web;
 

@@ -80,6 +80,7 @@ impl Net {
                 last_sync: p.last_sync,
                 files_to_go: p.files_to_go,
                 bytes_to_go: p.bytes_to_go,
+                refused_us: p.refused_us,
             })
             .collect()
     }

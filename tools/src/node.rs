@@ -124,7 +124,9 @@ pub(crate) fn run(
     let result = match mount {
         Some(m) => serve_mount(&vfs, m, store_dir, signals, &invalidate),
         None => {
+            crate::sd_notify::notify("READY=1");
             let sig = wait_signal(&signals);
+            crate::sd_notify::notify("STOPPING=1");
             tracing::info!(signal = sig, "stopping");
             Ok(())
         }
@@ -190,6 +192,7 @@ fn serve_mount(
     let mut mounted = backer_fs::fuse::mount(vfs.clone(), &m.dir, &opts)
         .map_err(|e| anyhow!("cannot mount at {}: {e}", m.dir.display()))?;
     tracing::info!(dir = %m.dir.display(), store = %store_dir.display(), "mounted");
+    crate::sd_notify::notify("READY=1");
     let _ = invalidate.set(Arc::new(mounted.invalidator()));
     raise_read_ahead(&m.dir);
     let mut unmounter = mounted.unmounter();
@@ -198,6 +201,7 @@ fn serve_mount(
         .name("backer-signals".into())
         .spawn(move || {
             let sig = wait_signal(&signals);
+            crate::sd_notify::notify("STOPPING=1");
             tracing::info!(signal = sig, "unmounting");
             if let Err(e) = unmounter.unmount() {
                 // Busy (an open file, a shell inside): detach lazily so the

@@ -43,16 +43,98 @@ impl Default for MountOptions {
 pub struct Mounted {
     session: fuser::Session<BackerFs>,
     vfs: Arc<Vfs>,
+    /// Where root mounted it with [`mount_as_root`] (fuser holds no
+    /// handle to that mount: we unmount it).
+    own_mount: Option<std::path::PathBuf>,
 }
 
 /// Unmounts a [`Mounted`] session from another thread (signal handlers).
-pub struct Unmounter(fuser::SessionUnmounter);
+pub struct Unmounter(UnmountBy);
+
+enum UnmountBy {
+    /// fuser's own handle (mounts through fusermount3).
+    Fuser(fuser::SessionUnmounter),
+    /// umount(2) of this path (root's [`mount_as_root`]).
+    Path(std::path::PathBuf),
+}
 
 impl Unmounter {
     /// Unmounts; the serving loop then returns.
     pub fn unmount(&mut self) -> io::Result<()> {
-        self.0.unmount()
+        match &mut self.0 {
+            UnmountBy::Fuser(u) => u.unmount(),
+            UnmountBy::Path(p) => {
+                let c = std::ffi::CString::new(p.as_os_str().as_bytes())
+                    .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+                // SAFETY: `c` is a valid NUL-terminated path; umount2 only reads it.
+                if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            }
+        }
     }
+}
+
+/// The file system type the mount table shows: `fuse.backer`, as
+/// fusermount3 names a mount with `subtype=backer` (fuser's own mount(2)
+/// as root passes plain `fuse`, so root mounts itself, [`mount_as_root`]).
+const FS_TYPE: &str = "fuse.backer";
+
+/// Mounts as root with mount(2) under the type [`FS_TYPE`]; returns the
+/// /dev/fuse descriptor to serve, or `None` if mount(2) is not permitted
+/// here (an unprivileged namespace: fusermount3 then does it).
+fn mount_as_root(
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> io::Result<Option<std::os::fd::OwnedFd>> {
+    use std::os::unix::fs::PermissionsExt;
+    let rootmode = std::fs::metadata(mountpoint)?.permissions().mode();
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut data = format!(
+        "fd={},rootmode={rootmode:o},user_id={uid},group_id={gid},default_permissions",
+        dev.as_raw_fd()
+    );
+    if opts.allow_other {
+        data.push_str(",allow_other");
+    }
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+    if opts.read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    let cstr = |s: &[u8]| {
+        std::ffi::CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (source, target) = (
+        cstr(opts.fsname.as_bytes())?,
+        cstr(mountpoint.as_os_str().as_bytes())?,
+    );
+    let (fstype, data) = (cstr(FS_TYPE.as_bytes())?, cstr(data.as_bytes())?);
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives
+    // the call; mount(2) only reads them.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EPERM) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(dev.into()))
 }
 
 /// Mounts `vfs` at `mountpoint`. The kernel mount exists when this returns;
@@ -85,16 +167,39 @@ pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, opts: &MountOptions) -> io::Resul
     let fs = BackerFs {
         door: crate::vfs::Door::new(vfs.clone(), !opts.read_only),
     };
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && !opts.auto_unmount {
+        if let Some(fd) = mount_as_root(mountpoint, opts)? {
+            let acl = cfg.acl;
+            let session = match fuser::Session::from_fd(fs, fd, acl, cfg) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = Unmounter(UnmountBy::Path(mountpoint.to_path_buf())).unmount();
+                    return Err(e);
+                }
+            };
+            return Ok(Mounted {
+                session,
+                vfs,
+                own_mount: Some(mountpoint.to_path_buf()),
+            });
+        }
+    }
     Ok(Mounted {
         session: fuser::Session::new(fs, mountpoint, &cfg)?,
         vfs,
+        own_mount: None,
     })
 }
 
 impl Mounted {
     /// A handle that unmounts from any thread.
     pub fn unmounter(&mut self) -> Unmounter {
-        Unmounter(self.session.unmount_callable())
+        match &self.own_mount {
+            Some(p) => Unmounter(UnmountBy::Path(p.clone())),
+            None => Unmounter(UnmountBy::Fuser(self.session.unmount_callable())),
+        }
     }
 
     /// Sends kernel cache notifications (used when peers change things).

@@ -27,7 +27,9 @@ pub struct LogEntry {
     pub root: String,
     /// When, as snapshot folders name it.
     pub time: String,
-    /// The node that made it, as `backer id` prints it.
+    /// The node that made the commit, as `backer id` prints it (on a
+    /// peer, a merge's is the merging node: each [`Change::by`] names who
+    /// made the change).
     pub author: String,
     /// The roots it followed, in hex.
     pub parents: Vec<String>,
@@ -79,6 +81,13 @@ pub struct Change {
     /// For a rename, the path it had.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// The node that made the change, as `backer id` prints it: the
+    /// entry's `modified_by` (a deletion's: its tombstone's), which a
+    /// merge keeps, so on a peer it names the node where the edit was
+    /// made, not the one that merged it. Empty in logs from before this
+    /// field (read as the commit's author).
+    #[serde(default)]
+    pub by: String,
     /// The content hash, to pair renames.
     #[serde(skip)]
     hash: Hash,
@@ -136,8 +145,9 @@ enum Task {
     Dirs(String, Hash, Hash),
     /// The changes from one entry to another at the path.
     Pair(String, Option<Entry>, Option<Entry>),
-    /// The entry and everything under it, as one change.
-    Whole(String, Entry, ChangeKind),
+    /// The entry and everything under it, as one change made by the node
+    /// given (else each entry's `modified_by`).
+    Whole(String, Entry, ChangeKind, Option<NodeId>),
 }
 
 /// Lists the changes between two trees' entries.
@@ -147,10 +157,12 @@ struct Differ<'a> {
     todo: Vec<Task>,
     /// Stop once this many changes are listed (`usize::MAX`: never).
     limit: usize,
+    /// Who deleted what has no tombstone left (the commit's author).
+    fallback: NodeId,
 }
 
 impl Differ<'_> {
-    fn push(&mut self, path: &str, change: ChangeKind, e: &Entry) {
+    fn push(&mut self, path: &str, change: ChangeKind, e: &Entry, by: Option<NodeId>) {
         self.out.push(Change {
             path: path.to_string(),
             change,
@@ -158,6 +170,7 @@ impl Differ<'_> {
             size: e.size,
             hash: e.hash,
             from: None,
+            by: by.unwrap_or(e.modified_by).to_string(),
         });
     }
 
@@ -181,13 +194,13 @@ impl Differ<'_> {
                     }
                 }
                 Task::Pair(path, a, b) => self.pair(path, a, b),
-                Task::Whole(path, e, change) => {
-                    self.push(&path, change, &e);
+                Task::Whole(path, e, change, by) => {
+                    self.push(&path, change, &e, by);
                     if e.kind == Kind::Dir {
                         let list = dir::entries(self.nodes, e.hash)?;
                         for child in list.into_iter().rev().filter(|c| !c.deleted) {
                             let p = join(&path, &child.name);
-                            self.todo.push(Task::Whole(p, child, change));
+                            self.todo.push(Task::Whole(p, child, change, by));
                         }
                     }
                 }
@@ -198,30 +211,42 @@ impl Differ<'_> {
 
     /// The changes from `a` to `b` at `path` (tombstones count as absent).
     fn pair(&mut self, path: String, a: Option<Entry>, b: Option<Entry>) {
+        // A deletion was made by whoever made the tombstone.
+        let deleter = Some(
+            b.as_ref()
+                .filter(|e| e.deleted)
+                .map_or(self.fallback, |e| e.modified_by),
+        );
         let a = a.filter(|e| !e.deleted);
         let b = b.filter(|e| !e.deleted);
         match (a, b) {
             (None, None) => {}
-            (Some(a), None) => self.todo.push(Task::Whole(path, a, ChangeKind::Deleted)),
-            (None, Some(b)) => self.todo.push(Task::Whole(path, b, ChangeKind::Added)),
+            (Some(a), None) => self
+                .todo
+                .push(Task::Whole(path, a, ChangeKind::Deleted, deleter)),
+            (None, Some(b)) => self
+                .todo
+                .push(Task::Whole(path, b, ChangeKind::Added, None)),
             (Some(a), Some(b)) if a.kind == Kind::Dir && b.kind == Kind::Dir => {
                 if a.mode != b.mode {
-                    self.push(&path, ChangeKind::Modified, &b);
+                    self.push(&path, ChangeKind::Modified, &b, None);
                 }
                 if a.hash != b.hash {
                     self.todo.push(Task::Dirs(path, a.hash, b.hash));
                 }
             }
             (Some(a), Some(b)) if a.kind != b.kind => {
+                let by = Some(b.modified_by);
                 self.todo
-                    .push(Task::Whole(path.clone(), b, ChangeKind::Added));
-                self.todo.push(Task::Whole(path, a, ChangeKind::Deleted));
+                    .push(Task::Whole(path.clone(), b, ChangeKind::Added, None));
+                self.todo
+                    .push(Task::Whole(path, a, ChangeKind::Deleted, by));
             }
             (Some(a), Some(b)) => {
                 if (a.mode, a.mtime, a.size, a.hash, &a.target, a.rdev)
                     != (b.mode, b.mtime, b.size, b.hash, &b.target, b.rdev)
                 {
-                    self.push(&path, ChangeKind::Modified, &b);
+                    self.push(&path, ChangeKind::Modified, &b, None);
                 }
             }
         }
@@ -289,13 +314,15 @@ fn at_path(nodes: &Store, root: Hash, path: &[&[u8]]) -> Result<Option<Entry>> {
 /// The changes from the tree `a` to the tree `b` (both roots), as the log
 /// lists a commit's, but at most about `limit` of them: the walk stops
 /// there, so the work is bounded whatever the trees (the event bus diffs
-/// every published root). The flag says whether it stopped early.
+/// every published root). The flag says whether it stopped early. A
+/// deletion whose tombstone is gone is credited to this node.
 pub fn diff(store: &Store, a: Hash, b: Hash, limit: usize) -> Result<(Vec<Change>, bool)> {
     let mut d = Differ {
         nodes: store,
         out: Vec::new(),
         todo: Vec::new(),
         limit,
+        fallback: store.node_id(),
     };
     d.run(Task::Dirs(String::new(), a, b))?;
     let cut = d.out.len() >= limit;
@@ -336,6 +363,7 @@ pub fn log(store: &Store, path: Option<&str>) -> Result<Vec<LogEntry>> {
             out: Vec::new(),
             todo: Vec::new(),
             limit: usize::MAX,
+            fallback: NodeId(c.author),
         };
         if names.is_empty() {
             d.run(Task::Dirs(String::new(), parent, root))?;

@@ -151,20 +151,28 @@ pub(super) async fn dial_loop(
             }
             continue;
         }
-        match dial(&endpoint, addr.as_deref(), peer).await {
-            Ok(conn) => match first_stream(&conn, conn.open_stream()).await {
-                Some(stream) => {
-                    if run_session(shared.clone(), conn, stream, peer, shared.me).await {
-                        // It ended cleanly: try again soon. One that ended
-                        // in an error backs off like a failed dial, or a
-                        // peer whose sessions fail is redialled in a loop.
-                        backoff = MIN_BACKOFF;
+        let refused = match dial(&endpoint, addr.as_deref(), peer).await {
+            Ok(conn) => {
+                match first_stream(&conn, conn.open_stream()).await {
+                    Some(stream) => {
+                        let c = conn.clone();
+                        if run_session(shared.clone(), c, stream, peer, shared.me).await {
+                            // It ended cleanly: try again soon. One that ended
+                            // in an error backs off like a failed dial, or a
+                            // peer whose sessions fail is redialled in a loop.
+                            backoff = MIN_BACKOFF;
+                        }
                     }
+                    None => conn.close("no stream"),
                 }
-                None => conn.close("no stream"),
-            },
-            Err(e) => tracing::debug!(peer = %peer.short(), ?addr, error = %e, "dial failed"),
-        }
+                conn.refused_our_key()
+            }
+            Err((e, refused)) => {
+                tracing::debug!(peer = %peer.short(), ?addr, error = %e, "dial failed");
+                refused
+            }
+        };
+        note_refusal(&shared, peer, refused);
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = wake.notified() => {}
@@ -190,25 +198,47 @@ impl Drop for DialLoop {
     }
 }
 
+/// Records whether `peer` refused our key on the last dial, telling the
+/// log once when it starts: the refusing side's log is not ours to read.
+fn note_refusal(shared: &Shared, peer: NodeId, refused: bool) {
+    let mut peers = shared.peers();
+    let Some(st) = peers.get_mut(&peer) else {
+        return;
+    };
+    if refused && !st.refused_us {
+        tracing::warn!(
+            peer = %peer.short(),
+            "refused by {peer}: this node is not in its trusted list; run 'backer peer add {}' there",
+            shared.me
+        );
+    }
+    st.refused_us = refused;
+}
+
 /// One dial of `peer` at `addr` (`host:port`): resolved without blocking
 /// the runtime (a hostname while offline must not stall every session),
 /// then each address it resolves to tried in turn, each with its share of
 /// [`DIAL_TIMEOUT`] (an unreachable first address must not use it all).
-async fn dial(endpoint: &Endpoint, addr: Option<&str>, peer: NodeId) -> Result<Connection, String> {
-    let addr = addr.ok_or("no address")?;
+/// An error says why, and whether the peer refused our key.
+async fn dial(
+    endpoint: &Endpoint,
+    addr: Option<&str>,
+    peer: NodeId,
+) -> Result<Connection, (String, bool)> {
+    let addr = addr.ok_or(("no address".to_string(), false))?;
     let targets: Vec<SocketAddr> =
         match tokio::time::timeout(DIAL_TIMEOUT, tokio::net::lookup_host(addr)).await {
             Ok(Ok(targets)) => targets.collect(),
-            Ok(Err(e)) => return Err(format!("cannot resolve {addr}: {e}")),
-            Err(_) => return Err(format!("resolving {addr} timed out")),
+            Ok(Err(e)) => return Err((format!("cannot resolve {addr}: {e}"), false)),
+            Err(_) => return Err((format!("resolving {addr} timed out"), false)),
         };
     let share = DIAL_TIMEOUT / u32::try_from(targets.len()).unwrap_or(u32::MAX).max(1);
-    let mut failed = format!("{addr} resolves to no address");
+    let mut failed = (format!("{addr} resolves to no address"), false);
     for target in targets {
         match tokio::time::timeout(share, endpoint.connect(target, peer)).await {
             Ok(Ok(conn)) => return Ok(conn),
-            Ok(Err(e)) => failed = format!("{target}: {e}"),
-            Err(_) => failed = format!("{target}: timed out"),
+            Ok(Err(e)) => failed = (format!("{target}: {e}"), e.refused_our_key()),
+            Err(_) => failed = (format!("{target}: timed out"), false),
         }
     }
     Err(failed)
@@ -425,7 +455,10 @@ pub(super) fn on_event(shared: &Shared, peer: NodeId, id: u64, ev: Event) {
         return;
     }
     match ev {
-        Event::Ready { .. } => st.connected = true,
+        Event::Ready { .. } => {
+            st.connected = true;
+            st.refused_us = false;
+        }
         Event::Progress(p) => {
             st.files_to_go = p.files_to_go();
             st.bytes_to_go = p.bytes_to_go();

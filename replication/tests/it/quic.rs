@@ -132,6 +132,14 @@ async fn a_client_the_server_does_not_trust_is_refused() {
     let (b, addr_b) = bind(&kb, trusting(&[kc.node_id()]));
     let (client, server) = dial(&a, &b, addr_b, kb.node_id()).await;
     assert!(server.is_err(), "the server accepted an untrusted client");
+    // The client can tell why: the server does not trust its key.
+    match &client {
+        Err(e) => assert!(e.refused_our_key(), "{e}"),
+        Ok(conn) => {
+            let reason = soon(conn.closed()).await;
+            assert!(conn.refused_our_key(), "closed: {reason}");
+        }
+    }
     assert_refused(client).await;
     // Nothing else comes out of accept.
     let next = tokio::time::timeout(Duration::from_millis(300), b.accept()).await;
@@ -146,6 +154,8 @@ async fn a_server_the_client_does_not_trust_is_refused() {
     let (client, server) = dial(&a, &b, addr_b, kb.node_id()).await;
     let err = client.unwrap_err();
     assert!(err.to_string().contains("handshake"), "{err}");
+    // We refused the server: it did not refuse us.
+    assert!(!err.refused_our_key(), "{err}");
     assert!(server.is_err(), "the server saw a finished handshake");
 }
 

@@ -138,3 +138,19 @@ fn mount_helper_name_with_a_missing_store_fails_with_one_line() {
     assert!(lines[0].contains("no-such-store"), "{run:#?}");
     assert!(!lines[0].contains("panicked"), "{run:#?}");
 }
+
+#[test]
+fn status_of_a_stopped_store_with_a_broken_config_names_the_line() {
+    let store = TempStore::new();
+    init(&store);
+    std::fs::write(
+        store.dir().join("config.toml"),
+        "listen = \"127.0.0.1:22000\"\n[retention\nkeep_last = 2\n",
+    )
+    .unwrap();
+    for args in [&["status"][..], &["status", "--json"], &["peer", "list"]] {
+        let run = Run::of(store.backer().args(args));
+        let line = run.assert_one_line_failure();
+        assert!(line.contains("config.toml:2:"), "{args:?}: {line}");
+    }
+}

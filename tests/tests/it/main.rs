@@ -2,10 +2,12 @@
 //! They run the real `backer` binary; see the `backer_tests` helpers. The
 //! mount tests need root, /dev/fuse and fuse3 (fusermount3).
 
+mod authors;
 mod cli;
 mod copy;
 mod durability;
 mod events;
+mod first_use;
 mod history;
 mod integrity;
 mod lifecycle;
@@ -15,6 +17,8 @@ mod mirror_faults;
 mod mirror_util;
 mod mount_helper;
 mod mount_util;
+mod package;
+mod paths;
 mod peer_export;
 mod peers;
 mod posix;
@@ -22,7 +26,9 @@ mod posix_meta;
 mod private_store;
 mod privileges;
 mod programs;
+mod refused;
 mod roundtrip;
+mod service;
 mod snapshots_view;
 mod special;
 mod web;

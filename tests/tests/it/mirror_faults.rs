@@ -9,7 +9,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use backer_tests::TempStore;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use serde_json::Value;
@@ -29,17 +28,7 @@ fn refusals(log: &str, id: &str) -> usize {
 /// shows A as connected.
 #[test]
 fn an_untrusted_node_is_refused() {
-    let mut a = MountNode::init("A");
-    let mut x = MountNode::init("X");
-    // A trusts some other node, not X.
-    let other = TempStore::new();
-    let other_id = backer(&other, &["init"])
-        .assert_success()
-        .last_line()
-        .to_string();
-    a.add_peer(&other_id, None);
-    x.add_peer(&a.id, Some(&a.addr));
-    a.start(true);
+    let (a, mut x) = untrusted_dialler();
     let root_a = a.root();
     x.start(false);
     let x_started = Instant::now();

@@ -451,6 +451,22 @@ pub(crate) fn mounted_pair() -> (MountNode, MountNode) {
     (a, b)
 }
 
+/// A started mount A that trusts some other node, not X, and a mount X
+/// (not started) that trusts A and dials it: X's key will be refused.
+pub(crate) fn untrusted_dialler() -> (MountNode, MountNode) {
+    let mut a = MountNode::init("A");
+    let x = MountNode::init("X");
+    let other = TempStore::new();
+    let other_id = backer(&other, &["init"])
+        .assert_success()
+        .last_line()
+        .to_string();
+    a.add_peer(&other_id, None);
+    x.add_peer(&a.id, Some(&a.addr));
+    a.start(true);
+    (a, x)
+}
+
 /// Two replicas, A and B, each the other's peer at its address, both
 /// listening and started (not necessarily connected yet).
 pub(crate) fn replica_pair() -> (ReplicaNode, ReplicaNode) {

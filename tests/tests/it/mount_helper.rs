@@ -347,3 +347,51 @@ fn root_mounts_a_users_store_whose_files_stay_the_users() {
     ]);
     run.assert_success();
 }
+
+#[test]
+fn mount_backer_help_prints_its_usage() {
+    let m = Mount::init();
+    let helper = helper_dir(&m).join("mount.backer");
+    for flag in ["--help", "-h"] {
+        let run = Run::of(Command::new(&helper).arg(flag).stdin(Stdio::null()));
+        run.assert_success();
+        assert!(
+            run.stdout.contains("usage: mount.backer STORE DIR"),
+            "{run:#?}"
+        );
+        assert!(run.stdout.contains("listen=ADDR"), "{run:#?}");
+    }
+}
+
+#[test]
+fn mount_backer_listens_where_o_listen_says_and_shows_as_fuse_backer() {
+    let mut m = Mount::init();
+    let helper = helper_dir(&m).join("mount.backer");
+    let addr = crate::mirror_util::free_addr();
+    let run = Run::of(
+        Command::new(&helper)
+            .arg(m.store().dir())
+            .arg(m.dir())
+            .args(["-o", &format!("rw,listen={addr}")])
+            .stdin(Stdio::null()),
+    );
+    if run.code == Some(0) {
+        m.adopt_running_node();
+    }
+    assert_eq!(run.code, Some(0), "{run:#?}\nlog:\n{}", m.log());
+    let status = crate::mirror_util::status(m.store()).expect("status");
+    assert_eq!(status["listen"].as_str(), Some(addr.as_str()), "{status}");
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert_eq!(
+        fs_type_in(&info, m.dir()).as_deref(),
+        Some("fuse.backer"),
+        "{info}"
+    );
+    let findmnt = Run::of(
+        Command::new("findmnt")
+            .args(["-n", "-o", "FSTYPE"])
+            .arg(m.dir()),
+    );
+    assert_eq!(findmnt.stdout.trim(), "fuse.backer", "{findmnt:#?}");
+    m.unmount();
+}

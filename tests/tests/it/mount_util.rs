@@ -424,6 +424,21 @@ impl Mount {
         self.pid = None;
     }
 
+    /// `backer stop`, asserting that it worked and that the node has
+    /// exited, unmounted, by the time it returns.
+    pub(crate) fn stop_with_command(&mut self) -> Run {
+        let pid = self.pid();
+        let run = Run::of(self.store.backer().arg("stop").stdin(Stdio::null()));
+        run.assert_success();
+        assert!(
+            !process_alive(pid),
+            "`backer stop` returned before the node exited"
+        );
+        assert!(!is_fuse_mounted(&self.dir), "`backer stop` left the mount");
+        self.pid = None;
+        run
+    }
+
     /// `kill -9` of the node; returns once it is gone. The mount point is
     /// then a dead mount (ENOTCONN) until [`Self::lazy_unmount`] or the
     /// next `backer mount`.

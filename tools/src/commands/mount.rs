@@ -1,5 +1,7 @@
-//! `backer mount DIR [--foreground] [--listen ADDR]`: mount the store at
-//! DIR and run the node. Without `--foreground` the node re-executes itself as a daemon
+//! `backer mount DIR [--foreground] [--listen ADDR] [--import]`: mount the
+//! store at DIR and run the node. A DIR that holds files is refused (the
+//! mount would hide them) unless `--import` brings them into the store
+//! first (see [`super::import`]). Without `--foreground` the node re-executes itself as a daemon
 //! (logs in STORE/backer.log) and this command returns once the mount is
 //! up, or with the daemon's last log line if it failed.
 
@@ -16,19 +18,16 @@ use crate::node::MountArgs;
 /// How long a background mount may take to come up.
 const MOUNT_WAIT: Duration = Duration::from_secs(60);
 
-/// [`run_listening`] with the config's listen address (the mount helper).
-pub(crate) fn run(store: &Path, args: &MountArgs) -> Result<()> {
-    run_listening(store, args, None, None)
-}
-
 /// Checks the mount point and either runs the node here or starts it in
 /// the background and waits for the mount; the node accepts peers at
-/// `listen` (else the config's address).
+/// `listen` (else the config's address). With `import`, a non-empty
+/// mount point's files are brought into the store first.
 pub(crate) fn run_listening(
     store: &Path,
     args: &MountArgs,
     listen: Option<SocketAddr>,
     web: Option<String>,
+    import: bool,
 ) -> Result<()> {
     let store = &super::require_store(store)?;
     // A dead mount left by a killed node fails every stat with ENOTCONN.
@@ -51,6 +50,31 @@ pub(crate) fn run_listening(
         );
     }
     super::require_no_node(store)?;
+    if store.starts_with(&dir) {
+        bail!(
+            "cannot mount at {}: it holds the store {}, which the mount would hide",
+            dir.display(),
+            store.display()
+        );
+    }
+    if !is_empty(&dir)? {
+        if !import {
+            bail!(
+                "{} is not empty: a mount would hide its files; 'backer mount {} --import' \
+                 brings them into the store first",
+                dir.display(),
+                dir.display()
+            );
+        }
+        let done = super::import::run(store, &dir)?;
+        println!(
+            "Imported {} ({} bytes) from {}; the originals are in {}",
+            super::plural(done.files, "file"),
+            done.bytes,
+            dir.display(),
+            done.originals.display()
+        );
+    }
     let args = MountArgs {
         dir,
         ..args.clone()
@@ -58,11 +82,39 @@ pub(crate) fn run_listening(
     if args.foreground {
         crate::node::run(store, Some(&args), listen, web)
     } else {
-        start_daemon(store, &args, listen, web.as_deref())
+        start_daemon(store, &args, listen, web.as_deref())?;
+        println!("Mounted {} at {}", store.display(), args.dir.display());
+        if let Some(addr) = listen {
+            note_listen_is_for_this_run(store, addr);
+        }
+        Ok(())
     }
 }
 
-fn start_daemon(
+/// `--listen` holds for one run (DESIGN.md: flags override the config for
+/// one run); says how to keep it when the config says otherwise.
+fn note_listen_is_for_this_run(store: &Path, addr: SocketAddr) {
+    let saved = crate::config::Config::load(store)
+        .ok()
+        .and_then(|c| c.listen);
+    if saved != Some(addr) {
+        println!(
+            "Listening at {addr} for this run only; to keep it, put listen = \"{addr}\" in {}",
+            crate::config::path(store).display()
+        );
+    }
+}
+
+/// Whether the folder `dir` has no entries.
+fn is_empty(dir: &Path) -> Result<bool> {
+    let mut it =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    Ok(it.next().is_none())
+}
+
+/// Starts the node in the background (a re-executed `mount --foreground`,
+/// logging to STORE/backer.log) and returns once the mount is up.
+pub(super) fn start_daemon(
     store: &Path,
     args: &MountArgs,
     listen: Option<SocketAddr>,
@@ -123,7 +175,6 @@ fn start_daemon(
         if mountinfo::mount_at(&args.dir)
             .is_some_and(|m| m.fs_type.starts_with("fuse") && Path::new(&m.source) == store)
         {
-            println!("Mounted {} at {}", store.display(), args.dir.display());
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {

@@ -74,6 +74,7 @@ pub(crate) fn list(store: &Path) -> Result<()> {
     // A node that does not answer in time should not hide the list.
     let live = Remote::find(&store).unwrap_or(None);
     let live_peers = live.as_ref().map(|(_, s)| &s.peers);
+    let me = live.as_ref().map_or("", |(_, s)| s.node.as_str());
     let width = cfg
         .peers
         .iter()
@@ -87,7 +88,13 @@ pub(crate) fn list(store: &Path) -> Result<()> {
             Some(peers) => {
                 let state = peers.iter().find(|p| same_str_id(&p.id, &id)).map_or_else(
                     || "unknown to the node".to_string(),
-                    |p| live_state(p.connected, p.last_sync),
+                    |p| {
+                        let state = live_state(p.connected, p.last_sync);
+                        match p.refused_us {
+                            true => format!("{state}: {}", refusal(&p.id, me)),
+                            false => state,
+                        }
+                    },
                 );
                 println!("{id}  {addr:<width$}  {state}");
             }
@@ -95,6 +102,14 @@ pub(crate) fn list(store: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What to do when `peer` refused our key (this node is `me`).
+pub(crate) fn refusal(peer: &str, me: &str) -> String {
+    format!(
+        "refused by {}: this node is not in its trusted list; run 'backer peer add {me}' there",
+        backer_fs::history::printable(peer)
+    )
 }
 
 /// "connected|not connected, last sync TIME|never" for one peer.
@@ -229,5 +244,9 @@ mod tests {
             "connected, last sync 1970-01-01T00:00:00Z"
         );
         assert_eq!(live_state(false, None), "not connected, last sync never");
+        assert_eq!(
+            refusal("P", "ME"),
+            "refused by P: this node is not in its trusted list; run 'backer peer add ME' there"
+        );
     }
 }

@@ -26,6 +26,7 @@ pub(crate) fn run(
 ) -> Result<()> {
     opts.check().map_err(|e| anyhow!("{e}"))?;
     let backend = Backend::connect(store_dir)?;
+    let path = &super::tree_path::for_backend(&backend, path)?;
     let out = match to {
         Some(folder) => backend
             .restore_to(path, at, folder, opts)
@@ -44,8 +45,10 @@ pub(crate) fn run(
     );
     match out.outcome {
         Outcome::Written { to, files, bytes } => println!(
-            "Restored {shown} as of {from} to {}: {files} files, {bytes} bytes",
-            printable(&to.display().to_string())
+            "Restored {shown} as of {from} to {}: {}, {}",
+            printable(&to.display().to_string()),
+            super::plural(files, "file"),
+            super::plural(bytes, "byte")
         ),
         Outcome::Installed {
             new_commit: Some(_),

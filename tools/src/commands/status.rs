@@ -40,7 +40,7 @@ pub(crate) fn run(store_dir: &Path, json: bool) -> Result<()> {
         println!(
             "{}{}",
             if i == 0 { "peers   " } else { "        " },
-            peer_line(p)
+            peer_line(p, &field("node").unwrap_or_default())
         );
     }
     Ok(())
@@ -48,7 +48,7 @@ pub(crate) fn run(store_dir: &Path, json: bool) -> Result<()> {
 
 /// One peer of the status object: id, address, connection, last sync and
 /// what is left to fetch from it.
-fn peer_line(p: &serde_json::Value) -> String {
+fn peer_line(p: &serde_json::Value, me: &str) -> String {
     let id = printable(p["id"].as_str().unwrap_or("?"));
     let addr = printable(p["addr"].as_str().unwrap_or("(dials us)"));
     let state = super::peer::live_state(
@@ -56,10 +56,18 @@ fn peer_line(p: &serde_json::Value) -> String {
         p["last_sync"].as_u64(),
     );
     let mut line = format!("{id}  {addr}  {state}");
+    if p["refused_us"].as_bool().unwrap_or(false) {
+        let refusal = super::peer::refusal(p["id"].as_str().unwrap_or("?"), me);
+        line.push_str(&format!(": {refusal}"));
+    }
     let files = p["files_to_go"].as_u64().unwrap_or(0);
     let bytes = p["bytes_to_go"].as_u64().unwrap_or(0);
     if files > 0 || bytes > 0 {
-        line.push_str(&format!(", {files} files ({bytes} bytes) to fetch"));
+        line.push_str(&format!(
+            ", {} ({}) to fetch",
+            super::plural(files, "file"),
+            super::plural(bytes, "byte")
+        ));
     }
     line
 }

@@ -153,7 +153,7 @@ impl Local {
         let peers = match net {
             Some(n) => n.status(),
             None => {
-                let cfg = Config::load(store.dir()).unwrap_or_default();
+                let cfg = Config::load(store.dir())?;
                 cfg.peers
                     .iter()
                     .map(|p| PeerInfo {
@@ -163,6 +163,7 @@ impl Local {
                         last_sync: None,
                         files_to_go: 0,
                         bytes_to_go: 0,
+                        refused_us: false,
                     })
                     .collect()
             }
