@@ -33,7 +33,7 @@ fi
 # fuse3 for the mount; git and sqlite3 are programs the test suite runs in a
 # mount, iproute2 makes the network namespaces of its two-host test,
 # chromium and chromium-driver run the web page's headless-browser test.
-packages=(build-essential pkg-config fuse3 curl git sqlite3 iproute2 chromium chromium-driver)
+packages=(build-essential pkg-config fuse3 curl git sqlite3 iproute2 systemd chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
