@@ -130,7 +130,7 @@ struct Handle {
 /// open files vs peer changes). At its last release, if it holds bytes
 /// written here that no commit has (unflushed at the install, or written
 /// after), it is linked back beside its old name as a conflict copy.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Displaced {
     parent: Ino,
     name: Vec<u8>,
@@ -157,23 +157,121 @@ struct Inner {
     /// transaction does not apply, so memory never claims what the store
     /// lacks (see [`Inner::keep_for_rollback`]).
     rollback: Vec<(Ino, OpenFile)>,
+    /// What the running operation changes in memory once its transaction
+    /// applied (see [`Inner::on_commit`]).
+    on_commit: Vec<OnCommit>,
 }
 
+/// An in-memory change that an operation's transaction stands for, run
+/// only once that transaction applied (as Garage's db layer runs a
+/// `Transaction::on_commit` closure), and dropped with it otherwise.
+type OnCommit = Box<dyn FnOnce(&mut Inner) + Send>;
+
 impl Inner {
-    /// Remembers that the open file `ino`, named `name` in `parent`, lost
-    /// its name to a peer's version (called by the install).
+    /// Starts an operation's transaction: nothing is kept from an earlier
+    /// one that ended early (an error before its [`Inner::settle`]).
+    fn begin(&mut self) {
+        self.rollback.clear();
+        self.on_commit.clear();
+    }
+
+    /// Runs `f` once the running operation's transaction applied
+    /// ([`Inner::settle`]); if it does not, `f` never runs, so memory
+    /// never claims what the store lacks (a closed file whose bytes were
+    /// not stored, a displaced file that kept its name).
+    fn on_commit(&mut self, f: impl FnOnce(&mut Inner) + Send + 'static) {
+        self.on_commit.push(Box::new(f));
+    }
+
+    /// The running operation's transaction applied: its in-memory effects
+    /// run, in the order they were staged.
+    fn applied(&mut self) {
+        self.rollback.clear();
+        for f in std::mem::take(&mut self.on_commit) {
+            f(self);
+        }
+    }
+
+    /// The running operation's transaction did not apply: its effects are
+    /// dropped and the open files it changed ahead of it are put back.
+    fn not_applied(&mut self) {
+        self.on_commit.clear();
+        self.roll_back_open_files();
+    }
+
+    /// Remembers, once the install applied, that the open file `ino`,
+    /// named `name` in `parent`, lost its name to a peer's version.
     fn displace(&mut self, ino: Ino, parent: Ino, name: &[u8], hash: Hash) {
         if let Some(of) = self.open.get(&ino) {
-            self.displaced.insert(
-                ino,
-                Displaced {
-                    parent,
-                    name: name.to_vec(),
-                    hash,
-                    dirty: of.dirty,
-                },
-            );
+            let d = Displaced {
+                parent,
+                name: name.to_vec(),
+                hash,
+                dirty: of.dirty,
+            };
+            self.on_commit(move |inner| {
+                inner.displaced.insert(ino, d);
+            });
         }
+    }
+
+    /// The last handle of `ino` was released: stages what that means for
+    /// the store (an unlinked file goes; one a peer displaced that holds
+    /// writes made here becomes a conflict copy) and drops the open file
+    /// once that applied. Until then (a transaction that does not apply)
+    /// the open file stays, with no handle, and the next commit finishes
+    /// the close ([`Inner::finish_closes`]): its bytes are not lost.
+    /// Returns whether background commits were leaving the file out.
+    fn close_file(&mut self, txn: &mut Txn<'_>, ino: Ino, now: Timestamp) -> Result<bool> {
+        let Some(of) = self.open.get(&ino) else {
+            return Ok(false);
+        };
+        let left_out = of.last_change.is_some();
+        if let Some(rec) = txn.inode_opt(ino)? {
+            if rec.nlink == 0 {
+                match self.displaced.get(&ino).cloned() {
+                    Some(d) if d.dirty || rec.hash() != d.hash => {
+                        self.keep_as_conflict(txn, ino, rec, d, now)?;
+                    }
+                    _ => txn.remove_inode(ino)?,
+                }
+            }
+        }
+        self.on_commit(move |inner| {
+            if inner.open.get(&ino).is_some_and(|of| of.opens == 0) {
+                inner.open.remove(&ino);
+                inner.displaced.remove(&ino);
+            }
+        });
+        Ok(left_out)
+    }
+
+    /// Finishes the closes whose transaction did not apply (open files
+    /// with no handle, see [`Inner::close_file`]), in a transaction of
+    /// their own: folds each and closes it.
+    fn finish_closes(&mut self, now: Timestamp) -> Result<()> {
+        let closing: Vec<Ino> = self
+            .open
+            .iter()
+            .filter(|(_, of)| of.opens == 0)
+            .map(|(ino, _)| *ino)
+            .collect();
+        if closing.is_empty() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let mut txn = Txn::new(store.kv());
+        self.begin();
+        let mut done = Ok(());
+        for ino in closing {
+            done = self
+                .fold_file(&mut txn, ino)
+                .and_then(|()| self.close_file(&mut txn, ino, now).map(drop));
+            if done.is_err() {
+                break;
+            }
+        }
+        self.settle(done.and_then(|()| txn.commit()))
     }
 
     /// Links the released orphan `ino` beside its old name as a conflict
@@ -287,6 +385,7 @@ impl Vfs {
                 latest: None,
                 clock,
                 rollback: Vec::new(),
+                on_commit: Vec::new(),
             }),
             clock: opts.clock,
             owner: opts.owner,
@@ -322,9 +421,11 @@ impl Vfs {
         self.owner
     }
 
-    /// Runs `f` with a transaction and applies it; marks the vfs changed.
-    /// If `f` fails or the transaction does not apply, the handles `f`
-    /// opened are dropped again (see [`Inner::drop_handles_from`]).
+    /// Runs `f` with a transaction and applies it, then the in-memory
+    /// effects `f` staged ([`Inner::on_commit`]); marks the vfs changed.
+    /// If `f` fails or the transaction does not apply, the effects are
+    /// dropped, the open files `f` changed are put back and the handles
+    /// it opened are dropped again (see [`Inner::drop_handles_from`]).
     fn write_op<T>(
         &self,
         f: impl FnOnce(&mut Inner, &mut Txn<'_>, Timestamp) -> Result<T>,
@@ -334,7 +435,7 @@ impl Vfs {
         let store = inner.store.clone();
         let mut txn = Txn::new(store.kv());
         let first_fh = inner.next_fh;
-        inner.rollback.clear();
+        inner.begin();
         let out = f(&mut inner, &mut txn, now).and_then(|out| {
             let changed = !txn.is_empty();
             txn.commit()?;
@@ -343,12 +444,12 @@ impl Vfs {
         let (out, changed) = match out {
             Ok(done) => done,
             Err(e) => {
-                inner.roll_back_open_files();
+                inner.not_applied();
                 inner.drop_handles_from(first_fh);
                 return Err(e);
             }
         };
-        inner.rollback.clear();
+        inner.applied();
         drop(inner);
         if changed {
             self.note_change();
@@ -459,7 +560,7 @@ impl Vfs {
         let store = inner.store.clone();
         let mut txn = Txn::new(store.kv());
         let inos: Vec<Ino> = inner.open.keys().copied().collect();
-        inner.rollback.clear();
+        inner.begin();
         let folded = inos
             .into_iter()
             .try_for_each(|ino| inner.fold_file(&mut txn, ino))
@@ -581,13 +682,14 @@ impl Inner {
         }
     }
 
-    /// Ends a fold done outside [`Vfs::write_op`]: `applied` says whether
-    /// its transaction applied; if not, the open files are put back.
+    /// Ends a transaction run outside [`Vfs::write_op`] (begun with
+    /// [`Inner::begin`]): `applied` says whether it applied; its effects
+    /// run if so, else the open files are put back.
     fn settle(&mut self, applied: Result<()>) -> Result<()> {
-        if applied.is_err() {
-            self.roll_back_open_files();
+        match applied {
+            Ok(()) => self.applied(),
+            Err(_) => self.not_applied(),
         }
-        self.rollback.clear();
         applied
     }
 

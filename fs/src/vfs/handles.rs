@@ -217,7 +217,10 @@ impl Vfs {
 
     /// Closes a handle; the last close of an unlinked file frees it. The
     /// handle is gone even when the fold fails (ENOSPC): the error tells
-    /// the caller those bytes were not stored.
+    /// the caller those bytes were not stored. The open file is dropped
+    /// only once the transaction that stores it applied; until then it
+    /// stays, with no handle, for the next commit to finish the close
+    /// (`Inner::close_file`).
     pub fn release(&self, fh: Fh) -> Result<()> {
         // Chunk, hash and store what the file holds without the lock, so
         // the requests for a program's next file (a RELEASE is async: they
@@ -227,7 +230,8 @@ impl Vfs {
         let mut wake = false;
         let out = self.write_op(|inner, txn, now| {
             let h = inner.handle(fh)?;
-            let folded = inner.fold_closed(txn, h.ino);
+            // The kernel forgets the handle whatever happens here; a
+            // handle has no part in the store, so it goes now.
             inner.handles.remove(&fh);
             let last = match inner.open.get_mut(&h.ino) {
                 Some(of) => {
@@ -236,24 +240,12 @@ impl Vfs {
                 }
                 None => false,
             };
-            wake = matches!(folded, Ok(true));
+            wake = inner.fold_closed(txn, h.ino)?;
             if last {
-                let of = inner.open.remove(&h.ino);
                 // Left out while open: whole now, so commit it.
-                wake |= of.is_some_and(|of| of.last_change.is_some());
-                let displaced = inner.displaced.remove(&h.ino);
-                if let Some(rec) = txn.inode_opt(h.ino)? {
-                    if rec.nlink == 0 {
-                        match displaced {
-                            Some(d) if d.dirty || rec.hash() != d.hash => {
-                                inner.keep_as_conflict(txn, h.ino, rec, d, now)?;
-                            }
-                            _ => txn.remove_inode(h.ino)?,
-                        }
-                    }
-                }
+                wake |= inner.close_file(txn, h.ino, now)?;
             }
-            folded.map(|_| ())
+            Ok(())
         });
         // The background committer may be leaving this file out: closed,
         // it is whole now, so have it committed without waiting.

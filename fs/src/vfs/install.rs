@@ -119,6 +119,7 @@ impl Vfs {
         now: Timestamp,
     ) -> Result<Installed> {
         let store = inner.store.clone();
+        inner.begin();
         let mut apply = Apply {
             inner: &mut *inner,
             txn: &mut txn,
@@ -160,7 +161,7 @@ impl Vfs {
             store.node_id(),
             names.len(),
         )?;
-        txn.commit()?;
+        inner.settle(txn.commit())?;
         inner.moved_head(&info);
         tracing::debug!(
             seq = info.seq,

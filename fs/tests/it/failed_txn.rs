@@ -95,3 +95,46 @@ fn a_failed_truncate_leaves_the_other_handles_bytes() {
     assert_eq!(vfs.getattr(f.ino).unwrap().size, 5);
     vfs.release(held).unwrap();
 }
+
+#[test]
+fn a_failed_last_release_keeps_the_bytes_and_the_next_commit_stores_them() {
+    let (_dir, store, vfs, refuse) = refusing();
+    let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
+    vfs.write(fh, 0, b"hello").unwrap();
+    refuse.store(true, Ordering::SeqCst);
+    assert!(
+        vfs.release(fh).is_err(),
+        "the fold's transaction is refused"
+    );
+    refuse.store(false, Ordering::SeqCst);
+    assert!(
+        vfs.read(fh, 0, 100).is_err(),
+        "the handle is gone all the same"
+    );
+    assert_eq!(vfs.getattr(f.ino).unwrap().size, 5, "the bytes are kept");
+    vfs.commit().unwrap();
+    // What the store holds, seen by a vfs that never had the file open.
+    let fresh = Vfs::new(store, VfsOptions::default()).unwrap();
+    assert_eq!(fresh.getattr(f.ino).unwrap().size, 5);
+    let fh2 = fresh.open(f.ino, false, false).unwrap();
+    assert_eq!(fresh.read(fh2, 0, 100).unwrap(), b"hello");
+}
+
+#[test]
+fn a_failed_last_release_of_an_unlinked_file_frees_it_at_the_next_commit() {
+    let (_dir, store, vfs, refuse) = refusing();
+    let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
+    vfs.write(fh, 0, b"hello").unwrap();
+    vfs.unlink(ROOT, b"f").unwrap();
+    refuse.store(true, Ordering::SeqCst);
+    assert!(
+        vfs.release(fh).is_err(),
+        "the fold's transaction is refused"
+    );
+    refuse.store(false, Ordering::SeqCst);
+    let orphans = || store.kv().scan(Space::Orphans, &[], None, 10).unwrap();
+    assert_eq!(orphans().len(), 1, "not freed: the release did not apply");
+    vfs.commit().unwrap();
+    assert!(orphans().is_empty(), "the commit finished the close");
+    assert!(vfs.getattr(f.ino).is_err(), "and the inode is gone");
+}
