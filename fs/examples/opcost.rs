@@ -57,7 +57,7 @@ fn main() {
         lap(1);
         let _ = vfs.getxattr(a.ino, b"security.capability", 0);
         lap(2);
-        vfs.write(fh, 0, &data).expect("write");
+        vfs.files().write(fh, 0, &data).expect("write");
         lap(3);
         let owner = SetAttr {
             uid: Some(0),
@@ -81,9 +81,9 @@ fn main() {
         lap(6);
         vfs.getattr(dir).expect("getattr");
         lap(7);
-        vfs.flush(fh).expect("flush");
+        vfs.files().flush(fh).expect("flush");
         lap(8);
-        vfs.release(fh).expect("release");
+        vfs.files().release(fh).expect("release");
         lap(9);
     }
     let total = all.elapsed().as_secs_f64();

@@ -35,6 +35,7 @@ mod gc;
 mod handles;
 mod install;
 mod names;
+mod open_files;
 mod publish;
 mod records;
 mod restore;
@@ -42,7 +43,6 @@ mod snapshots;
 mod types;
 mod xattr;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -50,6 +50,7 @@ pub use commit::{read_log, Commit};
 pub use committer::Committer;
 pub use door::{Caller, Door, OpenMode};
 pub use gc::Pins;
+pub use handles::Files;
 pub use install::Installed;
 pub use names::NewNode;
 pub use publish::{Durable, Hold, RootObserver};
@@ -62,7 +63,7 @@ use crate::hash::Hash;
 use crate::store::{Space, Store, Txn};
 use crate::tree::{Kind, Timestamp};
 use commit::Head;
-use file::FileData;
+use open_files::OpenFiles;
 use records::{ts, ts_pair, InodeRecord, NamespaceTxn};
 
 /// The vfs's clock: wall time for mtimes and commits. Tests inject one.
@@ -98,65 +99,16 @@ impl Default for VfsOptions {
     }
 }
 
-/// An open regular file's state, shared by all its handles.
-#[derive(Clone, Debug)]
-struct OpenFile {
-    data: FileData,
-    /// Open handles; the state is dropped at the last release.
-    opens: u32,
-    /// Bytes or size changed since the last fold into the namespace.
-    dirty: bool,
-    /// mtime of the last write, not yet in the inode record.
-    mtime: Option<Timestamp>,
-    /// When bytes or size last changed while open (see [`Defer`]).
-    last_change: Option<Timestamp>,
-    /// Since when the background committer has been leaving it out.
-    deferred_since: Option<Timestamp>,
-    /// Written since the last flush (a flush with nothing written is the
-    /// close of a duplicate, e.g. a shell's before `exec` of the writer).
-    wrote_since_flush: bool,
-    /// Closed after writing: the bytes are whole, commit them once folded
-    /// (at the release that follows the close; see [`Vfs::flush`]).
-    closed_whole: bool,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Handle {
-    ino: Ino,
-    append: bool,
-}
-
-/// An open file whose name a peer's change took away (DESIGN.md, "Traps":
-/// open files vs peer changes). At its last release, if it holds bytes
-/// written here that no commit has (unflushed at the install, or written
-/// after), it is linked back beside its old name as a conflict copy.
-#[derive(Clone, Debug)]
-struct Displaced {
-    parent: Ino,
-    name: Vec<u8>,
-    /// Its content hash when it was displaced.
-    hash: Hash,
-    /// Whether it had unfolded writes then.
-    dirty: bool,
-}
-
 struct Inner {
     store: Arc<Store>,
-    open: HashMap<Ino, OpenFile>,
-    displaced: HashMap<Ino, Displaced>,
-    handles: HashMap<Fh, Handle>,
-    next_fh: Fh,
+    /// The open files and their handles (`vfs/open_files.rs`).
+    files: OpenFiles,
     head: Head,
     /// The newest commit this process made (for [`Vfs::make_durable`]).
     latest: Option<CommitInfo>,
     /// This node's edit clock: every version-vector bump takes the next
     /// tick ([`crate::tree::VersionVector::bump_to`]); kept in the store.
     clock: u64,
-    /// Open files as they were before the running operation changed them
-    /// ahead of its transaction (a fold, a truncate): put back if that
-    /// transaction does not apply, so memory never claims what the store
-    /// lacks (see [`Inner::keep_for_rollback`]).
-    rollback: Vec<(Ino, OpenFile)>,
     /// What the running operation changes in memory once its transaction
     /// applied (see [`Inner::on_commit`]).
     on_commit: Vec<OnCommit>,
@@ -171,7 +123,7 @@ impl Inner {
     /// Starts an operation's transaction: nothing is kept from an earlier
     /// one that ended early (an error before its [`Inner::settle`]).
     fn begin(&mut self) {
-        self.rollback.clear();
+        self.files.forget_rollback();
         self.on_commit.clear();
     }
 
@@ -186,7 +138,7 @@ impl Inner {
     /// The running operation's transaction applied: its in-memory effects
     /// run, in the order they were staged.
     fn applied(&mut self) {
-        self.rollback.clear();
+        self.files.forget_rollback();
         for f in std::mem::take(&mut self.on_commit) {
             f(self);
         }
@@ -196,125 +148,7 @@ impl Inner {
     /// dropped and the open files it changed ahead of it are put back.
     fn not_applied(&mut self) {
         self.on_commit.clear();
-        self.roll_back_open_files();
-    }
-
-    /// Remembers, once the install applied, that the open file `ino`,
-    /// named `name` in `parent`, lost its name to a peer's version.
-    fn displace(&mut self, ino: Ino, parent: Ino, name: &[u8], hash: Hash) {
-        if let Some(of) = self.open.get(&ino) {
-            let d = Displaced {
-                parent,
-                name: name.to_vec(),
-                hash,
-                dirty: of.dirty,
-            };
-            self.on_commit(move |inner| {
-                inner.displaced.insert(ino, d);
-            });
-        }
-    }
-
-    /// The last handle of `ino` was released: stages what that means for
-    /// the store (an unlinked file goes; one a peer displaced that holds
-    /// writes made here becomes a conflict copy) and drops the open file
-    /// once that applied. Until then (a transaction that does not apply)
-    /// the open file stays, with no handle, and the next commit finishes
-    /// the close ([`Inner::finish_closes`]): its bytes are not lost.
-    /// Returns whether background commits were leaving the file out.
-    fn close_file(&mut self, txn: &mut Txn<'_>, ino: Ino, now: Timestamp) -> Result<bool> {
-        let Some(of) = self.open.get(&ino) else {
-            return Ok(false);
-        };
-        let left_out = of.last_change.is_some();
-        if let Some(rec) = txn.inode_opt(ino)? {
-            if rec.nlink == 0 {
-                match self.displaced.get(&ino).cloned() {
-                    Some(d) if d.dirty || rec.hash() != d.hash => {
-                        self.keep_as_conflict(txn, ino, rec, d, now)?;
-                    }
-                    _ => txn.remove_inode(ino)?,
-                }
-            }
-        }
-        self.on_commit(move |inner| {
-            if inner.open.get(&ino).is_some_and(|of| of.opens == 0) {
-                inner.open.remove(&ino);
-                inner.displaced.remove(&ino);
-            }
-        });
-        Ok(left_out)
-    }
-
-    /// Finishes the closes whose transaction did not apply (open files
-    /// with no handle, see [`Inner::close_file`]), in a transaction of
-    /// their own: folds each and closes it.
-    fn finish_closes(&mut self, now: Timestamp) -> Result<()> {
-        let closing: Vec<Ino> = self
-            .open
-            .iter()
-            .filter(|(_, of)| of.opens == 0)
-            .map(|(ino, _)| *ino)
-            .collect();
-        if closing.is_empty() {
-            return Ok(());
-        }
-        let store = self.store.clone();
-        let mut txn = Txn::new(store.kv());
-        self.begin();
-        let mut done = Ok(());
-        for ino in closing {
-            done = self
-                .fold_file(&mut txn, ino)
-                .and_then(|()| self.close_file(&mut txn, ino, now).map(drop));
-            if done.is_err() {
-                break;
-            }
-        }
-        self.settle(done.and_then(|()| txn.commit()))
-    }
-
-    /// Links the released orphan `ino` beside its old name as a conflict
-    /// copy (in the root if its directory is gone), to be committed and
-    /// replicated like any new file.
-    fn keep_as_conflict(
-        &mut self,
-        txn: &mut Txn<'_>,
-        ino: Ino,
-        mut rec: records::InodeRecord,
-        d: Displaced,
-        now: Timestamp,
-    ) -> Result<()> {
-        use records::NamespaceTxn;
-        let parent = match txn.inode_opt(d.parent)? {
-            Some(p) if p.is_dir() && p.nlink > 0 => d.parent,
-            _ => ROOT,
-        };
-        let me = self.store.node_id();
-        let mut attempt = 1;
-        let name = loop {
-            let n =
-                crate::tree::conflict::conflict_name(&d.name, records::ts(rec.mtime), me, attempt);
-            if txn.dirent(parent, &n)?.is_none() {
-                break n;
-            }
-            attempt += 1;
-        };
-        let mut prec = txn.inode(parent)?;
-        txn.add_dirent(parent, &mut prec, &name, ino, crate::tree::Kind::File);
-        prec.mtime = records::ts_pair(now);
-        prec.ctime = records::ts_pair(now);
-        txn.put_inode(parent, &prec)?;
-        rec.nlink = 1;
-        rec.ctime = records::ts_pair(now);
-        txn.add_name(ino, &mut rec, parent, &name);
-        txn.put_inode(ino, &rec)?;
-        txn.remove(Space::Orphans, ino.to_be_bytes().to_vec());
-        tracing::warn!(
-            name = %String::from_utf8_lossy(&name),
-            "a file open here was changed by a peer: local writes kept as a conflict copy"
-        );
-        Ok(())
+        self.files.roll_back();
     }
 
     /// The head moved to the commit `info` (applied): remember it (it is
@@ -377,14 +211,10 @@ impl Vfs {
         Ok(Vfs {
             inner: Mutex::new(Inner {
                 store,
-                open: HashMap::new(),
-                displaced: HashMap::new(),
-                handles: HashMap::new(),
-                next_fh: Fh(1),
+                files: OpenFiles::default(),
                 head,
                 latest: None,
                 clock,
-                rollback: Vec::new(),
                 on_commit: Vec::new(),
             }),
             clock: opts.clock,
@@ -425,7 +255,7 @@ impl Vfs {
     /// effects `f` staged ([`Inner::on_commit`]); marks the vfs changed.
     /// If `f` fails or the transaction does not apply, the effects are
     /// dropped, the open files `f` changed are put back and the handles
-    /// it opened are dropped again (see [`Inner::drop_handles_from`]).
+    /// it opened are dropped again (see [`OpenFiles::drop_handles_from`]).
     fn write_op<T>(
         &self,
         f: impl FnOnce(&mut Inner, &mut Txn<'_>, Timestamp) -> Result<T>,
@@ -434,7 +264,7 @@ impl Vfs {
         let mut inner = self.lock();
         let store = inner.store.clone();
         let mut txn = Txn::new(store.kv());
-        let first_fh = inner.next_fh;
+        let first_fh = inner.files.next_fh();
         inner.begin();
         let out = f(&mut inner, &mut txn, now).and_then(|out| {
             let changed = !txn.is_empty();
@@ -445,7 +275,7 @@ impl Vfs {
             Ok(done) => done,
             Err(e) => {
                 inner.not_applied();
-                inner.drop_handles_from(first_fh);
+                inner.files.drop_handles_from(first_fh);
                 return Err(e);
             }
         };
@@ -536,7 +366,7 @@ impl Vfs {
             }
             if let Some(t) = set.mtime {
                 rec.mtime = ts_pair(at(t));
-                if let Some(of) = inner.open.get_mut(&ino) {
+                if let Some(of) = inner.files.get_mut(ino) {
                     of.mtime = None;
                 }
             }
@@ -559,7 +389,7 @@ impl Vfs {
         let mut inner = self.lock();
         let store = inner.store.clone();
         let mut txn = Txn::new(store.kv());
-        let inos: Vec<Ino> = inner.open.keys().copied().collect();
+        let inos = inner.files.inos();
         inner.begin();
         let folded = inos
             .into_iter()
@@ -632,56 +462,6 @@ impl Vfs {
 }
 
 impl Inner {
-    /// Undoes the opens of an operation that failed (its transaction was
-    /// not applied): handles from `first` on, and the open files only
-    /// they held. The caller never learns those handle numbers, and such
-    /// an open file would answer sizes and bytes (an O_TRUNC's empty
-    /// file) that the store does not hold.
-    fn drop_handles_from(&mut self, first: Fh) {
-        let made: Vec<Fh> = self
-            .handles
-            .keys()
-            .filter(|fh| **fh >= first)
-            .copied()
-            .collect();
-        for fh in made {
-            let Some(h) = self.handles.remove(&fh) else {
-                continue;
-            };
-            if let Some(of) = self.open.get_mut(&h.ino) {
-                of.opens = of.opens.saturating_sub(1);
-                if of.opens == 0 {
-                    self.open.remove(&h.ino);
-                }
-            }
-        }
-    }
-
-    /// Keeps `ino`'s open file as it is now, to be put back if the running
-    /// operation's transaction does not apply: called before a change to
-    /// it that the transaction's writes stand for (a fold moving buffered
-    /// bytes into chunks, a truncate).
-    fn keep_for_rollback(&mut self, ino: Ino) {
-        if let Some(of) = self.open.get(&ino) {
-            self.rollback.push((ino, of.clone()));
-        }
-    }
-
-    /// Puts back the open files [`Inner::keep_for_rollback`] kept, oldest
-    /// last so the state before the operation wins. The handle counts stay
-    /// as they are: handles come and go with their own bookkeeping
-    /// ([`Inner::drop_handles_from`]); a file closed meanwhile is not
-    /// brought back (a reopen reads the store).
-    fn roll_back_open_files(&mut self) {
-        while let Some((ino, kept)) = self.rollback.pop() {
-            if let Some(of) = self.open.get_mut(&ino) {
-                let opens = of.opens;
-                *of = kept;
-                of.opens = opens;
-            }
-        }
-    }
-
     /// Ends a transaction run outside [`Vfs::write_op`] (begun with
     /// [`Inner::begin`]): `applied` says whether it applied; its effects
     /// run if so, else the open files are put back.
@@ -691,10 +471,6 @@ impl Inner {
             Err(_) => self.not_applied(),
         }
         applied
-    }
-
-    fn handle(&self, fh: Fh) -> Result<Handle> {
-        self.handles.get(&fh).copied().ok_or(Error::BadHandle)
     }
 
     fn attr(&self, txn: &Txn<'_>, ino: Ino) -> Result<Attr> {
@@ -717,7 +493,7 @@ impl Inner {
             ctime: ts(rec.ctime),
             rdev: rec.rdev,
         };
-        if let Some(of) = self.open.get(&ino) {
+        if let Some(of) = self.files.get(ino) {
             attr.size = of.data.size;
             attr.blocks = of.data.blocks();
             if let Some(m) = of.mtime {
@@ -726,120 +502,6 @@ impl Inner {
             }
         }
         Ok(attr)
-    }
-
-    fn open_handle(
-        &mut self,
-        txn: &Txn<'_>,
-        ino: Ino,
-        rec: &InodeRecord,
-        append: bool,
-    ) -> Result<Fh> {
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.open.entry(ino) {
-            let extents = commit::load_extents(txn, rec.hash())?;
-            let mut data = FileData::new(extents);
-            // The content tree holds the bytes; the record's size may be
-            // larger after a truncate up (a trailing hole).
-            data.size = rec.size.max(data.size);
-            slot.insert(OpenFile {
-                data,
-                opens: 0,
-                dirty: false,
-                mtime: None,
-                last_change: None,
-                deferred_since: None,
-                wrote_since_flush: false,
-                closed_whole: false,
-            });
-        }
-        let of = self.open.get_mut(&ino).ok_or(Error::BadHandle)?;
-        of.opens += 1;
-        let fh = self.next_fh;
-        self.next_fh.0 += 1;
-        self.handles.insert(fh, Handle { ino, append });
-        Ok(fh)
-    }
-
-    /// Truncates an open or closed file, folding the result.
-    fn truncate(
-        &mut self,
-        txn: &mut Txn<'_>,
-        ino: Ino,
-        rec: &mut InodeRecord,
-        size: u64,
-        now: Timestamp,
-    ) -> Result<()> {
-        let fh = self.open_handle(txn, ino, rec, false)?;
-        self.keep_for_rollback(ino);
-        let store = self.store.clone();
-        let res = (|| {
-            let of = self.open.get_mut(&ino).ok_or(Error::BadHandle)?;
-            of.data.truncate(&store, size)?;
-            of.dirty = true;
-            of.mtime = Some(now);
-            of.last_change = Some(now);
-            self.fold_into(txn, ino, rec)
-        })();
-        self.handles.remove(&fh);
-        if let Some(of) = self.open.get_mut(&ino) {
-            of.opens -= 1;
-            if of.opens == 0 {
-                self.open.remove(&ino);
-            }
-        }
-        res
-    }
-
-    /// [`Inner::fold_file`], and if a handle was closed after writing,
-    /// stops leaving the file out of background commits (its bytes are
-    /// whole). Returns whether it did that.
-    fn fold_closed(&mut self, txn: &mut Txn<'_>, ino: Ino) -> Result<bool> {
-        self.fold_file(txn, ino)?;
-        let Some(of) = self.open.get_mut(&ino) else {
-            return Ok(false);
-        };
-        if !std::mem::take(&mut of.closed_whole) {
-            return Ok(false);
-        }
-        of.last_change = None;
-        of.deferred_since = None;
-        Ok(true)
-    }
-
-    /// Folds an open file's bytes into chunks and its record.
-    fn fold_file(&mut self, txn: &mut Txn<'_>, ino: Ino) -> Result<()> {
-        if !self.open.get(&ino).is_some_and(|of| of.dirty) {
-            return Ok(());
-        }
-        let mut rec = txn.inode(ino)?;
-        self.fold_into(txn, ino, &mut rec)?;
-        txn.put_inode(ino, &rec)
-    }
-
-    fn fold_into(&mut self, txn: &mut Txn<'_>, ino: Ino, rec: &mut InodeRecord) -> Result<()> {
-        let store = self.store.clone();
-        if !self.open.get(&ino).is_some_and(|of| of.dirty) {
-            return Ok(());
-        }
-        self.keep_for_rollback(ino);
-        let Some(of) = self.open.get_mut(&ino) else {
-            return Ok(());
-        };
-        of.data.fold(&store, txn, true)?;
-        let (hash, len) = commit::store_content(txn, &of.data.extents())?;
-        debug_assert_eq!(len, of.data.size);
-        rec.hash = hash.0;
-        rec.size = of.data.size;
-        rec.blocks = of.data.blocks();
-        // Every write sets `of.mtime`; None means a setattr gave the file
-        // an explicit time after its last write (`cp -p`, `tar x` with the
-        // writeback cache: WRITE, SETATTR(mtime), then FLUSH): keep it.
-        if let Some(mtime) = of.mtime.take() {
-            rec.mtime = ts_pair(mtime);
-            rec.ctime = ts_pair(mtime.max(ts(rec.ctime)));
-        }
-        of.dirty = false;
-        self.mark_names_dirty(txn, ino, rec)
     }
 
     /// Marks every name of `ino` dirty (its entry must be rebuilt).

@@ -273,13 +273,13 @@ impl Inner {
     fn deferred_files(&mut self, now: Timestamp, defer: Defer) -> Result<BTreeSet<Ino>> {
         let mut out = BTreeSet::new();
         let inos: Vec<Ino> = self
-            .open
+            .files
             .iter()
             .filter(|(_, of)| of.last_change.is_some())
-            .map(|(i, _)| *i)
+            .map(|(i, _)| i)
             .collect();
         for ino in inos {
-            let Some(of) = self.open.get_mut(&ino) else {
+            let Some(of) = self.files.get_mut(ino) else {
                 continue;
             };
             let last = of.last_change.unwrap_or(now);

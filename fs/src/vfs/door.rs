@@ -227,7 +227,7 @@ impl Door {
         if is_view(ino) {
             return self.vfs.view_open(ino, how.write || how.truncate);
         }
-        self.vfs.open(ino, how.truncate, self.appends(how))
+        self.vfs.files().open(ino, how.truncate, self.appends(how))
     }
 
     /// Whether writes through a handle opened `how` go to the end: with
@@ -267,7 +267,7 @@ impl Door {
         buf: &mut Vec<u8>,
     ) -> Result<usize> {
         if !is_view(ino) {
-            return self.vfs.read_into(fh, offset, size, buf);
+            return self.vfs.files().read_into(fh, offset, size, buf);
         }
         let d = self.vfs.view_read(ino, offset, size)?;
         buf.clear();
@@ -289,10 +289,10 @@ impl Door {
         if !caller.may_keep_setid {
             self.vfs.clear_setid(ino)?;
         }
-        self.vfs.write(fh, offset, data)
+        self.vfs.files().write(fh, offset, data)
     }
 
-    /// copy_file_range ([`Vfs::copy_whole_file`]): `None` for a copy the
+    /// copy_file_range ([`Vfs::files`]): `None` for a copy the
     /// caller must do byte by byte (also any copy out of the view). A
     /// copier without CAP_FSETID drops the destination's setuid/setgid,
     /// as a write would.
@@ -309,6 +309,7 @@ impl Door {
         }
         let n = self
             .vfs
+            .files()
             .copy_whole_file(fh_in, off_in, fh_out, off_out, len)?;
         if n.is_some() && !caller.may_keep_setid {
             self.vfs.clear_setid(ino_out)?;
@@ -321,7 +322,7 @@ impl Door {
         if is_view(ino) {
             return Ok(());
         }
-        self.vfs.flush(fh)
+        self.vfs.files().flush(fh)
     }
 
     /// The last close of `fh`.
@@ -329,7 +330,7 @@ impl Door {
         if is_view(ino) {
             return Ok(());
         }
-        self.vfs.release(fh)
+        self.vfs.files().release(fh)
     }
 
     /// fsync of `fh`.
@@ -337,7 +338,7 @@ impl Door {
         if is_view(ino) {
             return Ok(());
         }
-        self.vfs.fsync(fh)
+        self.vfs.files().fsync(fh)
     }
 
     /// Opens a folder ([`Error::NotDir`] for anything else).

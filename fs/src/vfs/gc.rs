@@ -132,11 +132,11 @@ impl Vfs {
                     marks.dir_tree(&nodes, rec.hash())?;
                 }
             }
-            for of in inner.open.values() {
+            for (_, of) in inner.files.iter() {
                 marks.extents(&of.data.extents());
             }
-            for d in inner.displaced.values() {
-                marks.content(&nodes, d.hash)?;
+            for hash in inner.files.displaced_hashes() {
+                marks.content(&nodes, hash)?;
             }
             self.gc.pinned(&mut marks);
             let mut b = Batch::default();
@@ -255,7 +255,7 @@ impl Vfs {
             }
         }
         kv.apply(b)?;
-        for of in inner.open.values_mut() {
+        for of in inner.files.values_mut() {
             of.data.forget_locations();
         }
         drop(inner);

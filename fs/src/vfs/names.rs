@@ -86,6 +86,23 @@ pub enum NewNode {
 }
 
 impl Vfs {
+    /// Before a write by someone without CAP_FSETID (FUSE's
+    /// FUSE_WRITE_KILL_SUIDGID): drops setuid, and setgid if the group may
+    /// execute. Changes nothing (and stores nothing) if neither is set.
+    pub fn clear_setid(&self, ino: Ino) -> Result<()> {
+        self.write_op(|inner, txn, now| {
+            let mut rec = txn.inode(ino)?;
+            let perm = without_setid(rec.perm);
+            if perm == rec.perm || rec.kind()? == Kind::Dir {
+                return Ok(());
+            }
+            rec.perm = perm;
+            rec.ctime = ts_pair(now);
+            txn.put_inode(ino, &rec)?;
+            inner.mark_names_dirty(txn, ino, &rec)
+        })
+    }
+
     /// Finds `name` in `parent`.
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
         if name.len() > NAME_MAX {
@@ -142,7 +159,7 @@ impl Vfs {
             let fh = inner.open_handle(txn, ino, &rec, append)?;
             // A new file about to be written: the background committer
             // waits for its bytes rather than sending peers an empty file.
-            if let Some(of) = inner.open.get_mut(&ino) {
+            if let Some(of) = inner.files.get_mut(ino) {
                 of.last_change = Some(now);
             }
             Ok((inner.attr(txn, ino)?, fh))
@@ -380,7 +397,7 @@ impl Inner {
         rec.nlink = rec.nlink.saturating_sub(1);
         rec.ctime = ts_pair(now);
         if rec.nlink == 0 {
-            if self.open.contains_key(&ino) {
+            if self.files.is_open(ino) {
                 txn.put(Space::Orphans, ino.to_be_bytes().to_vec(), Vec::new());
             } else {
                 return txn.remove_inode(ino);

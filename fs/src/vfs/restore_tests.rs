@@ -21,22 +21,22 @@ fn new_vfs() -> (tempfile::TempDir, Vfs) {
 
 fn put(v: &Vfs, parent: Ino, name: &str, data: &[u8]) -> Ino {
     let (ino, fh) = match v.lookup(parent, name.as_bytes()) {
-        Ok(a) => (a.ino, v.open(a.ino, true, false).unwrap()),
+        Ok(a) => (a.ino, v.files().open(a.ino, true, false).unwrap()),
         Err(_) => {
             let (a, fh) = v.create(ME, parent, name.as_bytes(), 0o644, false).unwrap();
             (a.ino, fh)
         }
     };
-    assert_eq!(v.write(fh, 0, data).unwrap() as usize, data.len());
-    v.release(fh).unwrap();
+    assert_eq!(v.files().write(fh, 0, data).unwrap() as usize, data.len());
+    v.files().release(fh).unwrap();
     ino
 }
 
 fn get(v: &Vfs, parent: Ino, name: &str) -> Vec<u8> {
     let a = v.lookup(parent, name.as_bytes()).unwrap();
-    let fh = v.open(a.ino, false, false).unwrap();
-    let out = v.read(fh, 0, 1 << 20).unwrap();
-    v.release(fh).unwrap();
+    let fh = v.files().open(a.ino, false, false).unwrap();
+    let out = v.files().read(fh, 0, 1 << 20).unwrap();
+    v.files().release(fh).unwrap();
     out
 }
 

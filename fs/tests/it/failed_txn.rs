@@ -20,27 +20,27 @@ fn failed_opens_and_creates_leave_no_handle_or_open_file() {
     let store = Arc::new(Store::with_engine(dir.path(), kv, Default::default()).unwrap());
     let vfs = Vfs::new(store.clone(), VfsOptions::default()).unwrap();
     let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
-    vfs.write(fh, 0, b"hello").unwrap();
-    vfs.release(fh).unwrap();
+    vfs.files().write(fh, 0, b"hello").unwrap();
+    vfs.files().release(fh).unwrap();
 
     refuse.store(true, Ordering::SeqCst);
     assert!(
-        vfs.open(f.ino, true, false).is_err(),
+        vfs.files().open(f.ino, true, false).is_err(),
         "O_TRUNC: not applied"
     );
     assert_eq!(vfs.getattr(f.ino).unwrap().size, 5, "nor claimed");
     assert!(vfs.create(ME, ROOT, b"g", 0o644, false).is_err());
     refuse.store(false, Ordering::SeqCst);
 
-    let fh = vfs.open(f.ino, false, false).unwrap();
-    assert_eq!(vfs.read(fh, 0, 100).unwrap(), b"hello");
-    vfs.release(fh).unwrap();
+    let fh = vfs.files().open(f.ino, false, false).unwrap();
+    assert_eq!(vfs.files().read(fh, 0, 100).unwrap(), b"hello");
+    vfs.files().release(fh).unwrap();
     // The failed create's inode number is handed out again: nothing of
     // the failed open of it is left, so once closed and unlinked it is
     // gone, not kept as an open orphan.
     let (g, fh) = vfs.create(ME, ROOT, b"g", 0o644, false).unwrap();
-    vfs.write(fh, 0, b"abc").unwrap();
-    vfs.release(fh).unwrap();
+    vfs.files().write(fh, 0, b"abc").unwrap();
+    vfs.files().release(fh).unwrap();
     vfs.unlink(ROOT, b"g").unwrap();
     let orphans = store.kv().scan(Space::Orphans, &[], None, 10).unwrap();
     assert!(orphans.is_empty(), "{g:?} is no orphan: {orphans:?}");
@@ -66,49 +66,52 @@ fn refusing() -> (
 fn a_failed_fsync_keeps_the_bytes_to_store_and_a_retry_stores_them() {
     let (_dir, store, vfs, refuse) = refusing();
     let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
-    vfs.write(fh, 0, b"hello").unwrap();
+    vfs.files().write(fh, 0, b"hello").unwrap();
     refuse.store(true, Ordering::SeqCst);
-    assert!(vfs.fsync(fh).is_err(), "the fold's transaction is refused");
+    assert!(
+        vfs.files().fsync(fh).is_err(),
+        "the fold's transaction is refused"
+    );
     refuse.store(false, Ordering::SeqCst);
-    vfs.fsync(fh).unwrap();
+    vfs.files().fsync(fh).unwrap();
     // What the store holds, seen by a vfs that never had the file open.
     let fresh = Vfs::new(store, VfsOptions::default()).unwrap();
     assert_eq!(fresh.getattr(f.ino).unwrap().size, 5);
-    let fh2 = fresh.open(f.ino, false, false).unwrap();
-    assert_eq!(fresh.read(fh2, 0, 100).unwrap(), b"hello");
+    let fh2 = fresh.files().open(f.ino, false, false).unwrap();
+    assert_eq!(fresh.files().read(fh2, 0, 100).unwrap(), b"hello");
 }
 
 #[test]
 fn a_failed_truncate_leaves_the_other_handles_bytes() {
     let (_dir, _store, vfs, refuse) = refusing();
     let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
-    vfs.write(fh, 0, b"hello").unwrap();
-    vfs.release(fh).unwrap();
-    let held = vfs.open(f.ino, false, false).unwrap();
+    vfs.files().write(fh, 0, b"hello").unwrap();
+    vfs.files().release(fh).unwrap();
+    let held = vfs.files().open(f.ino, false, false).unwrap();
     refuse.store(true, Ordering::SeqCst);
     assert!(
-        vfs.open(f.ino, true, false).is_err(),
+        vfs.files().open(f.ino, true, false).is_err(),
         "O_TRUNC: not applied"
     );
     refuse.store(false, Ordering::SeqCst);
-    assert_eq!(vfs.read(held, 0, 100).unwrap(), b"hello");
+    assert_eq!(vfs.files().read(held, 0, 100).unwrap(), b"hello");
     assert_eq!(vfs.getattr(f.ino).unwrap().size, 5);
-    vfs.release(held).unwrap();
+    vfs.files().release(held).unwrap();
 }
 
 #[test]
 fn a_failed_last_release_keeps_the_bytes_and_the_next_commit_stores_them() {
     let (_dir, store, vfs, refuse) = refusing();
     let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
-    vfs.write(fh, 0, b"hello").unwrap();
+    vfs.files().write(fh, 0, b"hello").unwrap();
     refuse.store(true, Ordering::SeqCst);
     assert!(
-        vfs.release(fh).is_err(),
+        vfs.files().release(fh).is_err(),
         "the fold's transaction is refused"
     );
     refuse.store(false, Ordering::SeqCst);
     assert!(
-        vfs.read(fh, 0, 100).is_err(),
+        vfs.files().read(fh, 0, 100).is_err(),
         "the handle is gone all the same"
     );
     assert_eq!(vfs.getattr(f.ino).unwrap().size, 5, "the bytes are kept");
@@ -116,19 +119,19 @@ fn a_failed_last_release_keeps_the_bytes_and_the_next_commit_stores_them() {
     // What the store holds, seen by a vfs that never had the file open.
     let fresh = Vfs::new(store, VfsOptions::default()).unwrap();
     assert_eq!(fresh.getattr(f.ino).unwrap().size, 5);
-    let fh2 = fresh.open(f.ino, false, false).unwrap();
-    assert_eq!(fresh.read(fh2, 0, 100).unwrap(), b"hello");
+    let fh2 = fresh.files().open(f.ino, false, false).unwrap();
+    assert_eq!(fresh.files().read(fh2, 0, 100).unwrap(), b"hello");
 }
 
 #[test]
 fn a_failed_last_release_of_an_unlinked_file_frees_it_at_the_next_commit() {
     let (_dir, store, vfs, refuse) = refusing();
     let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
-    vfs.write(fh, 0, b"hello").unwrap();
+    vfs.files().write(fh, 0, b"hello").unwrap();
     vfs.unlink(ROOT, b"f").unwrap();
     refuse.store(true, Ordering::SeqCst);
     assert!(
-        vfs.release(fh).is_err(),
+        vfs.files().release(fh).is_err(),
         "the fold's transaction is refused"
     );
     refuse.store(false, Ordering::SeqCst);

@@ -118,7 +118,7 @@ fn open_and_unlinked_files_are_not_collected() {
     v.commit().unwrap();
     // Open it, then unlink it: only the open handle reaches its bytes.
     let ino = t.path("f").unwrap();
-    let fh = v.open(ino, false, false).unwrap();
+    let fh = v.files().open(ino, false, false).unwrap();
     v.unlink(ROOT, b"f").unwrap();
     // A second file with unflushed writes past a partial fold.
     let (g, gh) = v.create(ME, ROOT, b"g", 0o644, false).unwrap();
@@ -132,13 +132,13 @@ fn open_and_unlinked_files_are_not_collected() {
     assert!(report.roots_before > report.roots_kept, "{report:?}");
     let mut got = Vec::new();
     while got.len() < old.len() {
-        let piece = v.read(fh, got.len() as u64, 1 << 20).unwrap();
+        let piece = v.files().read(fh, got.len() as u64, 1 << 20).unwrap();
         assert!(!piece.is_empty());
         got.extend(piece);
     }
     assert!(got == old, "the unlinked open file lost bytes");
-    v.release(fh).unwrap();
-    v.release(gh).unwrap();
+    v.files().release(fh).unwrap();
+    v.files().release(gh).unwrap();
     assert!(
         t.get(g.ino) == fresh,
         "the file written during the collection lost bytes"

@@ -171,8 +171,8 @@ fn make_mixed(a: &TestFs) {
     a.put(ROOT, "small", b"hello");
     a.put(ROOT, "empty", b"");
     let (sparse, fh) = v.create(ME, ROOT, b"sparse", 0o640, false).unwrap();
-    v.write(fh, 1 << 20, b"tail").unwrap();
-    v.release(fh).unwrap();
+    v.files().write(fh, 1 << 20, b"tail").unwrap();
+    v.files().release(fh).unwrap();
     assert!(v.getattr(sparse.ino).unwrap().blocks < 8);
     let tool = a.put(ROOT, "tool", b"#!/bin/sh\n");
     let suid = SetAttr {
@@ -307,7 +307,7 @@ fn an_open_file_replaced_by_a_peer_keeps_its_old_bytes() {
     sync_to(&a, &b);
     let bv = b.vfs();
     let ino = b.path("f").unwrap();
-    let fh = bv.open(ino, false, false).unwrap();
+    let fh = bv.files().open(ino, false, false).unwrap();
 
     // A mode change keeps the inode: the handle goes on working.
     let fa = a.path("f").unwrap();
@@ -331,14 +331,14 @@ fn an_open_file_replaced_by_a_peer_keeps_its_old_bytes() {
     assert_eq!(b.get(now), new);
     let mut got = Vec::new();
     while got.len() < old.len() {
-        let piece = bv.read(fh, got.len() as u64, 1 << 20).unwrap();
+        let piece = bv.files().read(fh, got.len() as u64, 1 << 20).unwrap();
         assert!(!piece.is_empty());
         got.extend_from_slice(&piece);
     }
     assert!(got == old, "the old handle must read the old bytes");
     assert_eq!(bv.getattr(ino).unwrap().nlink, 0);
     assert_eq!(count(&b, Space::Orphans), 1);
-    bv.release(fh).unwrap();
+    bv.files().release(fh).unwrap();
     assert_eq!(count(&b, Space::Orphans), 0);
     assert!(matches!(bv.getattr(ino), Err(Error::NotFound)));
     assert_same(&a, &b);
@@ -348,15 +348,15 @@ fn an_open_file_replaced_by_a_peer_keeps_its_old_bytes() {
     a.put(d, "g", b"in d");
     sync_to(&a, &b);
     let g = b.path("d/g").unwrap();
-    let fh = bv.open(g, false, false).unwrap();
+    let fh = bv.files().open(g, false, false).unwrap();
     a.vfs().unlink(d, b"g").unwrap();
     a.vfs().rmdir(ROOT, b"d").unwrap();
     let (_, done) = sync_to(&a, &b);
     assert!(done.names.contains(&(ROOT, b"d".to_vec())));
     assert!(matches!(b.path("d"), Err(Error::NotFound)));
-    assert_eq!(bv.read(fh, 0, 100).unwrap(), b"in d");
+    assert_eq!(bv.files().read(fh, 0, 100).unwrap(), b"in d");
     assert_eq!(count(&b, Space::Orphans), 1);
-    bv.release(fh).unwrap();
+    bv.files().release(fh).unwrap();
     assert_eq!(count(&b, Space::Orphans), 0);
     assert_same(&a, &b);
 }
@@ -529,15 +529,17 @@ fn local_writes_to_a_file_a_peer_replaced_become_a_conflict_copy() {
     sync_to(&a, &b);
     let bv = b.vfs();
     let ino = b.path("doc.txt").unwrap();
-    let fh = bv.open(ino, false, false).unwrap();
-    bv.write(fh, 0, b"local edit, not yet flushed").unwrap();
+    let fh = bv.files().open(ino, false, false).unwrap();
+    bv.files()
+        .write(fh, 0, b"local edit, not yet flushed")
+        .unwrap();
 
     // The peer saves its own version meanwhile.
     a.put(ROOT, "doc.txt", b"the peer's version");
     sync_to(&a, &b);
     assert_eq!(b.get(b.path("doc.txt").unwrap()), b"the peer's version");
-    bv.write(fh, 0, b"LOCAL").unwrap();
-    bv.release(fh).unwrap();
+    bv.files().write(fh, 0, b"LOCAL").unwrap();
+    bv.files().release(fh).unwrap();
 
     // The local bytes live on beside the name, as a new file to replicate.
     let names: Vec<String> = bv
@@ -557,10 +559,10 @@ fn local_writes_to_a_file_a_peer_replaced_become_a_conflict_copy() {
 
     // An open file that was only read is let go, as before.
     let ino = b.path("doc.txt").unwrap();
-    let fh = bv.open(ino, false, false).unwrap();
+    let fh = bv.files().open(ino, false, false).unwrap();
     a.put(ROOT, "doc.txt", b"third");
     sync_to(&a, &b);
-    bv.release(fh).unwrap();
+    bv.files().release(fh).unwrap();
     // (This harness installs a's tree as is, so the first copy is gone too.)
     let copies = bv
         .readdir(ROOT, 0, 100)

@@ -74,16 +74,17 @@ fn run(fs: &mut TestFs, op: &Op) {
                 Ok(a) => a.ino,
                 Err(_) => match v.create(ME, p, n, 0o644, false) {
                     Ok((a, fh)) => {
-                        v.release(fh).unwrap();
+                        v.files().release(fh).unwrap();
                         a.ino
                     }
                     Err(_) => return,
                 },
             };
-            let fh = v.open(ino, true, false).unwrap();
-            v.write(fh, 0, &vec![i as u8 + 1; usize::from(len)])
+            let fh = v.files().open(ino, true, false).unwrap();
+            v.files()
+                .write(fh, 0, &vec![i as u8 + 1; usize::from(len)])
                 .unwrap();
-            v.release(fh).unwrap();
+            v.files().release(fh).unwrap();
         }
         Op::Link(a, b) => {
             let ((pa, na), (pb, nb)) = (split(fs, a), split(fs, b));

@@ -46,11 +46,11 @@ fn reads_into_a_dirty_buffer_zero_the_holes() {
     let v = fs.vfs();
     let (_, fh) = v.create(ME, ROOT, b"holes", 0o644, false).unwrap();
     let chunk = vec![7u8; 300_000];
-    v.write(fh, 0, &chunk).unwrap();
-    v.write(fh, 1 << 20, &chunk).unwrap();
-    v.flush(fh).unwrap();
+    v.files().write(fh, 0, &chunk).unwrap();
+    v.files().write(fh, 1 << 20, &chunk).unwrap();
+    v.files().flush(fh).unwrap();
     // Unflushed bytes inside the hole, laid over it.
-    v.write(fh, 600_000, b"overlay").unwrap();
+    v.files().write(fh, 600_000, b"overlay").unwrap();
     let mut expect = vec![0u8; (1 << 20) + 300_000];
     expect[..300_000].fill(7);
     expect[1 << 20..].fill(7);
@@ -58,13 +58,13 @@ fn reads_into_a_dirty_buffer_zero_the_holes() {
     let mut buf = vec![0xAAu8; 2 << 20];
     for (off, len) in [(0u64, 2u32 << 20), (250_000, 900_000), (700_000, 400_000)] {
         buf.fill(0xAA);
-        let n = v.read_into(fh, off, len, &mut buf).unwrap();
+        let n = v.files().read_into(fh, off, len, &mut buf).unwrap();
         let want = &expect[off as usize..(off as usize + len as usize).min(expect.len())];
         assert_eq!(n, want.len());
         assert!(buf[..n] == *want, "read at {off} of {len} differs");
-        assert_eq!(v.read(fh, off, len).unwrap(), want);
+        assert_eq!(v.files().read(fh, off, len).unwrap(), want);
     }
-    v.release(fh).unwrap();
+    v.files().release(fh).unwrap();
 }
 
 #[test]
@@ -72,9 +72,9 @@ fn sparse_files_read_zeros_and_store_nothing_for_holes() {
     let fs = TestFs::new();
     let v = fs.vfs();
     let (a, fh) = v.create(ME, ROOT, b"sparse", 0o644, false).unwrap();
-    v.write(fh, 10 << 20, b"tail").unwrap();
-    v.write(fh, 100, b"head").unwrap();
-    v.release(fh).unwrap();
+    v.files().write(fh, 10 << 20, b"tail").unwrap();
+    v.files().write(fh, 100, b"head").unwrap();
+    v.files().release(fh).unwrap();
     let data = fs.get(a.ino);
     assert_eq!(data.len(), (10 << 20) + 4);
     assert_eq!(&data[100..104], b"head");
@@ -132,10 +132,10 @@ fn truncate_and_overwrite_inside_chunks() {
         )
         .unwrap();
         model.resize(size as usize, 0);
-        let fh = v.open(f, false, false).unwrap();
+        let fh = v.files().open(f, false, false).unwrap();
         let patch = random_bytes(70_000, 10 + i as u64);
         let at = size / 3;
-        v.write(fh, at, &patch).unwrap();
+        v.files().write(fh, at, &patch).unwrap();
         let end = at as usize + patch.len();
         if model.len() < end {
             model.resize(end, 0);
@@ -143,11 +143,11 @@ fn truncate_and_overwrite_inside_chunks() {
         model[at as usize..end].copy_from_slice(&patch);
         // Read through the handle before the fold, then after.
         assert_eq!(
-            v.read(fh, 0, 4 << 20).unwrap(),
+            v.files().read(fh, 0, 4 << 20).unwrap(),
             model,
             "before fold, step {i}"
         );
-        v.release(fh).unwrap();
+        v.files().release(fh).unwrap();
         assert_eq!(fs.get(f), model, "after fold, step {i}");
     }
 }
@@ -160,9 +160,11 @@ fn overwrite_in_the_middle_stores_only_nearby_chunks() {
     let before = count(&fs, Space::Chunks);
     assert!(before > 64, "8 MiB should be ~128 chunks, got {before}");
     let v = fs.vfs();
-    let fh = v.open(f, false, false).unwrap();
-    v.write(fh, 4 << 20, &random_bytes(1000, 4)).unwrap();
-    v.release(fh).unwrap();
+    let fh = v.files().open(f, false, false).unwrap();
+    v.files()
+        .write(fh, 4 << 20, &random_bytes(1000, 4))
+        .unwrap();
+    v.files().release(fh).unwrap();
     let new = count(&fs, Space::Chunks) - before;
     assert!(
         (1..=3).contains(&new),
@@ -170,10 +172,11 @@ fn overwrite_in_the_middle_stores_only_nearby_chunks() {
     );
     // Writing the original bytes back gives the original chunks: no new
     // chunk, the same content hash as the first version.
-    let fh = v.open(f, false, false).unwrap();
-    v.write(fh, 4 << 20, &data[4 << 20..(4 << 20) + 1000])
+    let fh = v.files().open(f, false, false).unwrap();
+    v.files()
+        .write(fh, 4 << 20, &data[4 << 20..(4 << 20) + 1000])
         .unwrap();
-    v.release(fh).unwrap();
+    v.files().release(fh).unwrap();
     assert_eq!(count(&fs, Space::Chunks) - before, new);
     assert_eq!(fs.get(f), data);
 }
@@ -188,13 +191,15 @@ fn content_hash_does_not_depend_on_write_history() {
     // pieces are folded at each release).
     let v = fs.vfs();
     let (b, fh) = v.create(ME, ROOT, b"b", 0o644, false).unwrap();
-    v.release(fh).unwrap();
+    v.files().release(fh).unwrap();
     let mut end = data.len();
     while end > 0 {
         let start = end.saturating_sub(300_007);
-        let fh = v.open(b.ino, false, false).unwrap();
-        v.write(fh, start as u64, &data[start..end]).unwrap();
-        v.release(fh).unwrap();
+        let fh = v.files().open(b.ino, false, false).unwrap();
+        v.files()
+            .write(fh, start as u64, &data[start..end])
+            .unwrap();
+        v.files().release(fh).unwrap();
         end = start;
     }
     v.commit().unwrap();
@@ -225,13 +230,13 @@ fn unlinked_open_file_lives_until_release() {
     let fs = TestFs::new();
     let v = fs.vfs();
     let f = fs.put(ROOT, "f", b"data");
-    let fh = v.open(f, false, false).unwrap();
+    let fh = v.files().open(f, false, false).unwrap();
     v.unlink(ROOT, b"f").unwrap();
     assert_eq!(errno(v.lookup(ROOT, b"f")), libc::ENOENT);
     assert_eq!(v.getattr(f).unwrap().nlink, 0);
-    v.write(fh, 4, b"more").unwrap();
-    assert_eq!(v.read(fh, 0, 100).unwrap(), b"datamore");
-    v.release(fh).unwrap();
+    v.files().write(fh, 4, b"more").unwrap();
+    assert_eq!(v.files().read(fh, 0, 100).unwrap(), b"datamore");
+    v.files().release(fh).unwrap();
     assert_eq!(errno(v.getattr(f)), libc::ENOENT);
     assert_eq!(count(&fs, Space::Orphans), 0);
 }
@@ -240,7 +245,7 @@ fn unlinked_open_file_lives_until_release() {
 fn unlinked_open_file_is_reclaimed_after_a_crash() {
     let mut fs = TestFs::new();
     let f = fs.put(ROOT, "f", b"data");
-    let fh = fs.vfs().open(f, false, false).unwrap();
+    let fh = fs.vfs().files().open(f, false, false).unwrap();
     fs.vfs().unlink(ROOT, b"f").unwrap();
     assert_eq!(count(&fs, Space::Orphans), 1);
     let _ = fh; // never released: the process "dies"
@@ -506,9 +511,9 @@ fn bad_names_and_offsets_are_errors_not_panics() {
     let d = v.mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
     v.mkdir(ME, d, b".backer", 0o755).unwrap();
     let (a, fh) = v.create(ME, ROOT, b"f", 0o644, false).unwrap();
-    assert_eq!(errno(v.write(fh, MAX_FILE_SIZE, b"x")), libc::EFBIG);
-    assert_eq!(errno(v.write(fh, u64::MAX, b"x")), libc::EFBIG);
-    assert_eq!(v.read(fh, u64::MAX, u32::MAX).unwrap(), b"");
+    assert_eq!(errno(v.files().write(fh, MAX_FILE_SIZE, b"x")), libc::EFBIG);
+    assert_eq!(errno(v.files().write(fh, u64::MAX, b"x")), libc::EFBIG);
+    assert_eq!(v.files().read(fh, u64::MAX, u32::MAX).unwrap(), b"");
     assert_eq!(
         errno(v.setattr(
             a.ino,
@@ -519,7 +524,7 @@ fn bad_names_and_offsets_are_errors_not_panics() {
         )),
         libc::EFBIG
     );
-    assert_eq!(errno(v.read(Fh(fh.0 + 100), 0, 1)), libc::EBADF);
+    assert_eq!(errno(v.files().read(Fh(fh.0 + 100), 0, 1)), libc::EBADF);
     assert_eq!(errno(v.getattr(Ino(999_999))), libc::ENOENT);
     assert_eq!(errno(v.readdir(a.ino, 0, 10)), libc::ENOTDIR);
     assert_eq!(
@@ -603,9 +608,9 @@ fn commits_coalesce_and_fsync_commits() {
     assert_eq!(v.commit().unwrap(), None);
     // fsync commits without an explicit commit.
     let (_, fh) = v.create(ME, ROOT, b"synced", 0o644, false).unwrap();
-    v.write(fh, 0, b"durable").unwrap();
-    v.fsync(fh).unwrap();
-    v.release(fh).unwrap();
+    v.files().write(fh, 0, b"durable").unwrap();
+    v.files().fsync(fh).unwrap();
+    v.files().release(fh).unwrap();
     let log = backer_fs::vfs::read_log(v.store().kv(), 10).unwrap();
     assert_eq!(log.len(), 2);
     assert_eq!(log[0].parents, vec![c.root.0]);
@@ -679,8 +684,8 @@ fn the_background_committer_coalesces_a_burst_into_one_root() {
         let (_, fh) = vfs
             .create(ME, ROOT, format!("f{i}").as_bytes(), 0o644, false)
             .unwrap();
-        vfs.write(fh, 0, b"x").unwrap();
-        vfs.release(fh).unwrap();
+        vfs.files().write(fh, 0, b"x").unwrap();
+        vfs.files().release(fh).unwrap();
     }
     let first = rx
         .recv_timeout(Duration::from_secs(60))
@@ -708,9 +713,9 @@ fn a_full_disk_gives_enospc_and_a_consistent_store() {
         let store = Arc::new(Store::create(&path).unwrap());
         let vfs = Vfs::new(store, VfsOptions::default()).unwrap();
         let (_, fh) = vfs.create(ME, ROOT, b"kept", 0o644, false).unwrap();
-        vfs.write(fh, 0, b"kept bytes").unwrap();
-        vfs.fsync(fh).unwrap();
-        vfs.release(fh).unwrap();
+        vfs.files().write(fh, 0, b"kept bytes").unwrap();
+        vfs.files().fsync(fh).unwrap();
+        vfs.files().release(fh).unwrap();
     }
     // Reopen with a reserve larger than any disk: every new chunk is refused.
     let opts = Options {
@@ -720,11 +725,11 @@ fn a_full_disk_gives_enospc_and_a_consistent_store() {
     let store = Arc::new(Store::open_with(&path, opts).unwrap());
     let vfs = Vfs::new(store, VfsOptions::default()).unwrap();
     let (a, fh) = vfs.create(ME, ROOT, b"big", 0o644, false).unwrap();
-    vfs.write(fh, 0, &random_bytes(100_000, 9)).unwrap(); // buffered
-    assert_eq!(errno(vfs.fsync(fh)), libc::ENOSPC);
-    assert_eq!(errno(vfs.release(fh)), libc::ENOSPC);
+    vfs.files().write(fh, 0, &random_bytes(100_000, 9)).unwrap(); // buffered
+    assert_eq!(errno(vfs.files().fsync(fh)), libc::ENOSPC);
+    assert_eq!(errno(vfs.files().release(fh)), libc::ENOSPC);
     assert_eq!(
-        errno(vfs.release(fh)),
+        errno(vfs.files().release(fh)),
         libc::EBADF,
         "the handle is gone after a failed release"
     );
@@ -768,20 +773,20 @@ fn close_reports_enospc_when_the_disk_is_tight() {
     if free > AMPLE + (64 << 20) {
         let vfs = open(free - AMPLE / 2);
         let (a, fh) = vfs.create(ME, ROOT, b"tight", 0o644, false).unwrap();
-        vfs.write(fh, 0, &random_bytes(100_000, 3)).unwrap();
-        vfs.flush(fh).unwrap();
+        vfs.files().write(fh, 0, &random_bytes(100_000, 3)).unwrap();
+        vfs.files().flush(fh).unwrap();
         vfs.commit().unwrap();
         let store = vfs.store();
         let e = backer_fs::tree::dir::get(&*store, vfs.root_hash().unwrap(), b"tight")
             .unwrap()
             .expect("stored at the close: in the next commit");
         assert_eq!((e.size, a.ino.0 > 0), (100_000, true));
-        vfs.release(fh).unwrap();
+        vfs.files().release(fh).unwrap();
     }
     // No room at all: close(2) gets ENOSPC, and the release too.
     let vfs = open(u64::MAX / 4);
     let (_, fh) = vfs.create(ME, ROOT, b"full", 0o644, false).unwrap();
-    vfs.write(fh, 0, &random_bytes(100_000, 4)).unwrap();
-    assert_eq!(errno(vfs.flush(fh)), libc::ENOSPC);
-    assert_eq!(errno(vfs.release(fh)), libc::ENOSPC);
+    vfs.files().write(fh, 0, &random_bytes(100_000, 4)).unwrap();
+    assert_eq!(errno(vfs.files().flush(fh)), libc::ENOSPC);
+    assert_eq!(errno(vfs.files().release(fh)), libc::ENOSPC);
 }

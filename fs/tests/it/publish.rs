@@ -66,8 +66,8 @@ fn within_seconds<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 fn put(vfs: &Vfs, name: &[u8]) {
     let (_, fh) = vfs.create(ME, ROOT, name, 0o644, false).unwrap();
-    vfs.write(fh, 0, b"bytes").unwrap();
-    vfs.release(fh).unwrap();
+    vfs.files().write(fh, 0, b"bytes").unwrap();
+    vfs.files().release(fh).unwrap();
 }
 
 #[test]

@@ -13,11 +13,11 @@ use crate::util::{vfs_with_clock, write_all, ME};
 
 fn put(v: &Vfs, parent: Ino, name: &str, data: &[u8]) {
     let (_, fh) = match v.lookup(parent, name.as_bytes()) {
-        Ok(a) => (a.clone(), v.open(a.ino, true, false).unwrap()),
+        Ok(a) => (a.clone(), v.files().open(a.ino, true, false).unwrap()),
         Err(_) => v.create(ME, parent, name.as_bytes(), 0o644, false).unwrap(),
     };
     write_all(v, fh, 0, data);
-    v.release(fh).unwrap();
+    v.files().release(fh).unwrap();
 }
 
 const ME_CALLING: Caller = Caller {

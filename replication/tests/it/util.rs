@@ -69,7 +69,7 @@ impl Node {
     pub(crate) fn write(&self, path: &str, data: &[u8]) {
         let (parent, name) = self.parent_of(path);
         let fh = match self.vfs.lookup(parent, name.as_bytes()) {
-            Ok(a) => self.vfs.open(a.ino, true, false).unwrap(),
+            Ok(a) => self.vfs.files().open(a.ino, true, false).unwrap(),
             Err(_) => {
                 self.vfs
                     .create(ME, parent, name.as_bytes(), 0o644, false)
@@ -77,32 +77,36 @@ impl Node {
                     .1
             }
         };
-        self.vfs.write(fh, 0, data).unwrap();
-        self.vfs.release(fh).unwrap();
+        self.vfs.files().write(fh, 0, data).unwrap();
+        self.vfs.files().release(fh).unwrap();
     }
 
     /// Writes `data` at `offset` into the existing file at `path`.
     pub(crate) fn write_at(&self, path: &str, offset: u64, data: &[u8]) {
         let ino = self.lookup(path).unwrap();
-        let fh = self.vfs.open(ino, false, false).unwrap();
-        self.vfs.write(fh, offset, data).unwrap();
-        self.vfs.release(fh).unwrap();
+        let fh = self.vfs.files().open(ino, false, false).unwrap();
+        self.vfs.files().write(fh, offset, data).unwrap();
+        self.vfs.files().release(fh).unwrap();
     }
 
     /// The whole content of the file at `path`.
     pub(crate) fn read(&self, path: &str) -> Option<Vec<u8>> {
         let ino = self.lookup(path)?;
         let size = self.vfs.getattr(ino).ok()?.size;
-        let fh = self.vfs.open(ino, false, false).ok()?;
+        let fh = self.vfs.files().open(ino, false, false).ok()?;
         let mut out = Vec::new();
         while (out.len() as u64) < size {
-            let part = self.vfs.read(fh, out.len() as u64, 1 << 20).unwrap();
+            let part = self
+                .vfs
+                .files()
+                .read(fh, out.len() as u64, 1 << 20)
+                .unwrap();
             if part.is_empty() {
                 break;
             }
             out.extend_from_slice(&part);
         }
-        self.vfs.release(fh).unwrap();
+        self.vfs.files().release(fh).unwrap();
         Some(out)
     }
 

@@ -42,8 +42,8 @@ mod swaps {
             let (a, fh) = v
                 .create(ROOT_USER, d, name.as_bytes(), 0o600, false)
                 .unwrap();
-            v.write(fh, 0, b"#!/bin/sh\n").unwrap();
-            v.release(fh).unwrap();
+            v.files().write(fh, 0, b"#!/bin/sh\n").unwrap();
+            v.files().release(fh).unwrap();
             let set = SetAttr {
                 mode: Some(mode),
                 ..SetAttr::default()

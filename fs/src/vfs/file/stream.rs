@@ -161,7 +161,7 @@ impl Vfs {
             Ok(d) => (d, None),
             Err(e) => (None, Some(e)),
         };
-        if let Some(of) = inner.open.get_mut(&ino) {
+        if let Some(of) = inner.files.get_mut(ino) {
             of.data.finish_stream_fold(t, done);
         }
         drop(inner);
@@ -192,8 +192,8 @@ impl Vfs {
         // held after its swap, so a wakeup cannot fall between the two.
         while self
             .lock()
-            .open
-            .get(&ino)
+            .files
+            .get(ino)
             .is_some_and(|of| of.data.stream_folding())
         {
             g = cv
