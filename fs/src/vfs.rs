@@ -33,6 +33,7 @@ mod door;
 mod file;
 mod gc;
 mod handles;
+mod history;
 mod install;
 mod names;
 mod open_files;
@@ -51,6 +52,7 @@ pub use committer::Committer;
 pub use door::{Caller, Door, OpenMode};
 pub use gc::Pins;
 pub use handles::Files;
+pub use history::History;
 pub use install::Installed;
 pub use names::NewNode;
 pub use publish::{Durable, Hold, RootObserver};
@@ -176,10 +178,9 @@ pub struct Vfs {
     /// When the vfs was opened, and the last change after it (ns).
     started: std::time::Instant,
     last_change: AtomicU64,
-    /// The read-only history view's inodes (`.backer/snapshots`).
-    view: snapshots::View,
-    /// History collection ([`Vfs::gc`]).
-    gc: gc::GcState,
+    /// History's part: the snapshot view, collections
+    /// (`vfs/history.rs`).
+    history: history::HistoryState,
     /// Signalled when a fold without the lock ends (writers that ran too
     /// far ahead of one wait for it).
     stream_folded: (Mutex<()>, Condvar),
@@ -225,8 +226,7 @@ impl Vfs {
             committer_asleep: AtomicBool::new(false),
             started: std::time::Instant::now(),
             last_change: AtomicU64::new(0),
-            view: snapshots::View::default(),
-            gc: gc::GcState::default(),
+            history: history::HistoryState::default(),
             announce: publish::Announcer::default(),
         })
     }

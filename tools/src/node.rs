@@ -147,7 +147,7 @@ fn spawn_collector(vfs: Arc<Vfs>) -> Result<()> {
                 std::thread::sleep(every);
                 match load().and_then(|c| c.retention.policy()) {
                     Ok(policy) => {
-                        if let Err(e) = vfs.gc(&policy) {
+                        if let Err(e) = vfs.history().gc(&policy) {
                             tracing::warn!(error = %e, "history collection failed");
                         }
                     }

@@ -92,7 +92,7 @@ impl Door {
 
     /// Whether `name` in `parent` is (or is in) the history view.
     fn names_view(&self, parent: Ino, name: &[u8]) -> bool {
-        self.vfs.in_view(parent, name)
+        self.vfs.history().in_view(parent, name)
     }
 
     /// [`Error::ReadOnly`] if `ino` is in the history view.
@@ -117,7 +117,7 @@ impl Door {
     /// reference ([`Door::forget`] gives it back).
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
         if self.names_view(parent, name) {
-            self.vfs.view_lookup(parent, name)
+            self.vfs.history().view_lookup(parent, name)
         } else {
             self.vfs.lookup(parent, name)
         }
@@ -127,14 +127,14 @@ impl Door {
     /// per-reference state).
     pub fn forget(&self, ino: Ino, n: u64) {
         if is_view(ino) {
-            self.vfs.view_forget(ino, n);
+            self.vfs.history().view_forget(ino, n);
         }
     }
 
     /// Attributes of `ino`.
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
         if is_view(ino) {
-            self.vfs.view_getattr(ino)
+            self.vfs.history().view_getattr(ino)
         } else {
             self.vfs.getattr(ino)
         }
@@ -156,7 +156,7 @@ impl Door {
     /// The target of a symbolic link.
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         if is_view(ino) {
-            self.vfs.view_readlink(ino)
+            self.vfs.history().view_readlink(ino)
         } else {
             self.vfs.readlink(ino)
         }
@@ -225,7 +225,7 @@ impl Door {
     /// Opens a file. A write or truncate in the view is refused.
     pub fn open(&self, ino: Ino, how: OpenMode) -> Result<Fh> {
         if is_view(ino) {
-            return self.vfs.view_open(ino, how.write || how.truncate);
+            return self.vfs.history().view_open(ino, how.write || how.truncate);
         }
         self.vfs.files().open(ino, how.truncate, self.appends(how))
     }
@@ -269,7 +269,7 @@ impl Door {
         if !is_view(ino) {
             return self.vfs.files().read_into(fh, offset, size, buf);
         }
-        let d = self.vfs.view_read(ino, offset, size)?;
+        let d = self.vfs.history().view_read(ino, offset, size)?;
         buf.clear();
         buf.extend_from_slice(&d);
         Ok(d.len())
@@ -352,7 +352,7 @@ impl Door {
     /// Lists `ino` from `cookie` (see [`Vfs::readdir`]).
     pub fn readdir(&self, ino: Ino, cookie: u64, limit: usize) -> Result<Vec<DirEntry>> {
         if is_view(ino) {
-            self.vfs.view_readdir(ino, cookie, limit)
+            self.vfs.history().view_readdir(ino, cookie, limit)
         } else {
             self.vfs.readdir(ino, cookie, limit)
         }
@@ -378,7 +378,7 @@ impl Door {
                 break;
             }
             if is_view(e.ino) && e.name != b"." && e.name != b".." {
-                self.vfs.view_ref(e.ino);
+                self.vfs.history().view_ref(e.ino);
             }
         }
         Ok(())
@@ -429,7 +429,7 @@ impl Door {
     /// Checks `mask` (R_OK 4, W_OK 2, X_OK 1) for the caller.
     pub fn access(&self, caller: &Caller, ino: Ino, mask: u32) -> Result<()> {
         if is_view(ino) {
-            self.vfs.view_access(caller.ctx(), ino, mask)
+            self.vfs.history().view_access(caller.ctx(), ino, mask)
         } else {
             self.vfs.access(caller.ctx(), ino, mask)
         }

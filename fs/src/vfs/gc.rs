@@ -14,7 +14,7 @@
 //! A peer's pull stores nodes and chunks without the lock and may have
 //! decided "we have this" before a collection deleted it; it catches that
 //! at its merge ([`Vfs::gc_generation`] changed: it checks that what it
-//! installs is whole, [`Vfs::missing_under`]).
+//! installs is whole).
 //!
 //! Packs: after the deletes are applied, a closed pack whose live bytes
 //! have fallen under half its size has its live chunks copied to the
@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::commit::{all_commits, commits_after, ReadNodes};
 use super::records::{kind_to_u8, InodeRecord};
-use super::Vfs;
+use super::{History, Vfs};
 use crate::error::{Error, Result};
 use crate::gc::{self, Dated, Marks, Policy, Report};
 use crate::hash::Hash;
@@ -52,15 +52,20 @@ fn hash_key(k: &[u8]) -> Result<Hash> {
     })?))
 }
 
-impl Vfs {
+impl History<'_> {
     /// Runs one collection with `policy` (see the module documentation).
     /// Collections are serialised; operations go on meanwhile, waiting
     /// only for the final mark and the deletes.
     pub fn gc(&self, policy: &Policy) -> Result<Report> {
-        let _one = self.gc.running.lock().unwrap_or_else(|p| p.into_inner());
-        let store = self.store();
+        let _one = self
+            .state()
+            .gc
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let store = self.vfs.store();
         let kv = store.kv();
-        let now = self.now();
+        let now = self.vfs.now();
         let mut report = Report {
             store_before: store.size_on_disk()?,
             ..Report::default()
@@ -113,7 +118,7 @@ impl Vfs {
 
         // 2. Under the lock: mark what changed since, then delete.
         {
-            let inner = self.lock();
+            let inner = self.vfs.lock();
             let txn = Txn::new(kv);
             let nodes = ReadNodes(&txn);
             for c in commits_after(kv, last_seq)? {
@@ -138,7 +143,7 @@ impl Vfs {
             for hash in inner.files.displaced_hashes() {
                 marks.content(&nodes, hash)?;
             }
-            self.gc.pinned(&mut marks);
+            self.state().gc.pinned(&mut marks);
             let mut b = Batch::default();
             for h in dead_nodes.iter().filter(|h| !marks.nodes.contains(h)) {
                 b.remove(Space::Nodes, h.as_bytes().to_vec());
@@ -157,7 +162,7 @@ impl Vfs {
             }
             if !b.is_empty() {
                 kv.apply(b)?;
-                self.gc.generation.fetch_add(1, Ordering::SeqCst);
+                self.state().gc.generation.fetch_add(1, Ordering::SeqCst);
             }
         }
 
@@ -200,7 +205,7 @@ impl Vfs {
         })?;
         let seal = head_len >= SEAL_AT_LEAST && mostly_dead(head_used, head_len);
         let closed = {
-            let _inner = self.lock();
+            let _inner = self.vfs.lock();
             store.pack_barrier(seal)?
         };
         // Every pack before `closed` is fully indexed and never written
@@ -238,7 +243,7 @@ impl Vfs {
         if moves.is_empty() {
             return Ok(victims);
         }
-        let mut inner = self.lock();
+        let mut inner = self.vfs.lock();
         let mut b = Batch::default();
         for (h, old, new) in &moves {
             // Only a collection deletes or moves index entries, and this
@@ -261,17 +266,24 @@ impl Vfs {
         drop(inner);
         Ok(victims)
     }
+}
 
+impl Vfs {
     /// Bumped by every collection that deleted something: a pull that
     /// began before a change of this number checks what it installs.
     pub fn gc_generation(&self) -> u64 {
-        self.gc.generation.load(Ordering::SeqCst)
+        self.history.gc.generation.load(Ordering::SeqCst)
     }
 
     /// A new, empty set of pins for a transfer (see [`Pins`]).
     pub fn pins(&self) -> Pins {
         let pins = Pins::default();
-        let mut all = self.gc.pins.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self
+            .history
+            .gc
+            .pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         all.retain(|w| w.strong_count() > 0);
         all.push(Arc::downgrade(&pins.0));
         pins

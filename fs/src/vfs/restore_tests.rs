@@ -1,11 +1,11 @@
-//! Tests of [`Vfs::restore`].
+//! Tests of [`History::restore`].
 
 use std::sync::Arc;
 
 use super::*;
 use crate::store::Store;
 use crate::tree::vv::Causality;
-use crate::vfs::{Ctx, Ino, VfsOptions};
+use crate::vfs::{Ctx, Ino, Vfs, VfsOptions};
 
 const ME: Ctx = Ctx {
     uid: 1000,
@@ -61,7 +61,7 @@ fn a_file_goes_back_to_an_older_version_that_dominates() {
     put(&v, dir, "f", b"two, longer");
     let r2 = committed(&v);
     let cur = entry(&v, r2, &["d", "f"]).unwrap();
-    let installed = v.restore(&[b"d", b"f"], r1).unwrap().unwrap();
+    let installed = v.history().restore(&[b"d", b"f"], r1).unwrap().unwrap();
     assert_eq!(get(&v, dir, "f"), b"one");
     let r3 = v.root_hash().unwrap();
     assert_eq!(installed.commit.root, r3);
@@ -76,7 +76,7 @@ fn a_file_goes_back_to_an_older_version_that_dominates() {
     let d_new = entry(&v, r3, &["d"]).unwrap();
     assert_eq!(d_new.vv.compare(&d_cur.vv), Causality::Dominates);
     // Restoring again changes nothing; a later edit still dominates.
-    assert!(v.restore(&[b"d", b"f"], r1).unwrap().is_none());
+    assert!(v.history().restore(&[b"d", b"f"], r1).unwrap().is_none());
     put(&v, dir, "f", b"three");
     let r4 = committed(&v);
     let later = entry(&v, r4, &["d", "f"]).unwrap();
@@ -100,7 +100,7 @@ fn a_deleted_directory_comes_back_whole() {
     let r2 = committed(&v);
     let tomb = entry(&v, r2, &["top"]).unwrap();
     assert!(tomb.deleted);
-    v.restore(&[b"top"], r1).unwrap().unwrap();
+    v.history().restore(&[b"top"], r1).unwrap().unwrap();
     let top = v.lookup(ROOT, b"top").unwrap().ino;
     let sub = v.lookup(top, b"sub").unwrap();
     assert_eq!(sub.perm & 0o777, 0o700);
@@ -132,7 +132,7 @@ fn a_directory_goes_back_to_its_old_set_of_names() {
     put(&v, d, "keep", b"new");
     put(&v, d, "extra", b"x");
     committed(&v);
-    v.restore(&[b"d"], r1).unwrap().unwrap();
+    v.history().restore(&[b"d"], r1).unwrap().unwrap();
     assert_eq!(get(&v, d, "keep"), b"old");
     assert!(v.lookup(d, b"extra").is_err());
     let r3 = v.root_hash().unwrap();
@@ -150,7 +150,7 @@ fn a_file_in_a_deleted_directory_brings_its_ancestor_back() {
     v.unlink(d, b"g").unwrap();
     v.rmdir(ROOT, b"d").unwrap();
     committed(&v);
-    v.restore(&[b"d", b"f"], r1).unwrap().unwrap();
+    v.history().restore(&[b"d", b"f"], r1).unwrap().unwrap();
     let d = v.lookup(ROOT, b"d").unwrap();
     assert_eq!(d.perm & 0o777, 0o750);
     assert_eq!(get(&v, d.ino, "f"), b"f");
@@ -162,7 +162,16 @@ fn bad_paths_are_refused() {
     let (_d, v) = new_vfs();
     put(&v, ROOT, "f", b"f");
     let r1 = committed(&v);
-    assert!(matches!(v.restore(&[b"nope"], r1), Err(Error::NotFound)));
-    assert!(matches!(v.restore(&[b"f", b"x"], r1), Err(Error::NotFound)));
-    assert!(matches!(v.restore(&[], r1), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        v.history().restore(&[b"nope"], r1),
+        Err(Error::NotFound)
+    ));
+    assert!(matches!(
+        v.history().restore(&[b"f", b"x"], r1),
+        Err(Error::NotFound)
+    ));
+    assert!(matches!(
+        v.history().restore(&[], r1),
+        Err(Error::InvalidArgument(_))
+    ));
 }

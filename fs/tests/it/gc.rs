@@ -70,7 +70,7 @@ fn keeping_two_roots_frees_the_others_and_both_read_back() {
     t.vfs().store().flush_durable().unwrap();
     let before = t.vfs().store().size_on_disk().unwrap();
 
-    let report = t.vfs().gc(&keep_last(2)).unwrap();
+    let report = t.vfs().history().gc(&keep_last(2)).unwrap();
     assert_eq!((report.roots_before, report.roots_kept), (5, 2));
     assert!(
         report.chunks_freed > 0 && report.nodes_freed > 0,
@@ -98,7 +98,7 @@ fn keeping_two_roots_frees_the_others_and_both_read_back() {
     }
 
     // A second collection has nothing left to do.
-    let again = t.vfs().gc(&keep_last(2)).unwrap();
+    let again = t.vfs().history().gc(&keep_last(2)).unwrap();
     assert_eq!((again.nodes_freed, again.chunks_freed), (0, 0), "{again:?}");
 
     // Writing a collected version again stores it again (the index no
@@ -128,7 +128,7 @@ fn open_and_unlinked_files_are_not_collected() {
     t.put(ROOT, "other", b"x");
     v.commit().unwrap();
 
-    let report = v.gc(&keep_last(1)).unwrap();
+    let report = v.history().gc(&keep_last(1)).unwrap();
     assert!(report.roots_before > report.roots_kept, "{report:?}");
     let mut got = Vec::new();
     while got.len() < old.len() {
