@@ -86,7 +86,7 @@ fn main() {
     let vfs = Vfs::new(store, VfsOptions::default()).unwrap();
     let me = Ctx { uid: 0, gid: 0 };
     let t = Instant::now();
-    let (_, fh) = vfs.create(me, ROOT, b"big", 0o644, false).unwrap();
+    let (_, fh) = vfs.names().create(me, ROOT, b"big", 0o644, false).unwrap();
     let mut off = 0u64;
     for piece in big.chunks(128 << 10) {
         vfs.files().write(fh, off, piece).unwrap();
@@ -115,10 +115,11 @@ fn main() {
     }
     std::process::Command::new("sync").status().ok();
     let native = t.elapsed().as_secs_f64();
-    let d = vfs.mkdir(me, ROOT, b"small", 0o755).unwrap().ino;
+    let d = vfs.names().mkdir(me, ROOT, b"small", 0o755).unwrap().ino;
     let t = Instant::now();
     for i in 0..n {
         let (_, fh) = vfs
+            .names()
             .create(me, d, format!("f{i}").as_bytes(), 0o644, false)
             .unwrap();
         vfs.files().write(fh, 0, &small).unwrap();

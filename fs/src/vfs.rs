@@ -27,6 +27,7 @@
 //! cache). New roots reach peers through one event, published once durable
 //! (`vfs/publish.rs`).
 
+mod attrs;
 mod commit;
 mod committer;
 mod door;
@@ -54,19 +55,19 @@ pub use gc::Pins;
 pub use handles::Files;
 pub use history::History;
 pub use install::Installed;
-pub use names::NewNode;
+pub use names::{Names, NewNode};
 pub use publish::{Durable, Hold, RootObserver};
 pub use restore::entry_at;
 pub use snapshots::{is_view, snapshot_name, VIEW_BIT};
 pub use types::*;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::hash::Hash;
 use crate::store::{Space, Store, Txn};
-use crate::tree::{Kind, Timestamp};
+use crate::tree::Timestamp;
 use commit::Head;
 use open_files::OpenFiles;
-use records::{ts, ts_pair, InodeRecord, NamespaceTxn};
+use records::{InodeRecord, NamespaceTxn};
 
 /// The vfs's clock: wall time for mtimes and commits. Tests inject one.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -320,69 +321,6 @@ impl Vfs {
         Ok(txn.inode(ROOT)?.hash())
     }
 
-    /// Attributes of `ino`.
-    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
-        let inner = self.lock();
-        let txn = Txn::new(inner.store.kv());
-        inner.attr(&txn, ino)
-    }
-
-    /// Changes attributes; `size` truncates (a file only).
-    pub fn setattr(&self, ino: Ino, set: &SetAttr) -> Result<Attr> {
-        self.write_op(|inner, txn, now| {
-            let mut rec = txn.inode(ino)?;
-            let kind = rec.kind()?;
-            if let Some(size) = set.size {
-                match kind {
-                    Kind::File => {}
-                    Kind::Dir => return Err(Error::IsDir),
-                    _ => return Err(Error::InvalidArgument("truncate of a special file")),
-                }
-                if size > MAX_FILE_SIZE {
-                    return Err(Error::FileTooLarge);
-                }
-                inner.truncate(txn, ino, &mut rec, size, now)?;
-            }
-            if let Some(mode) = set.mode {
-                rec.perm = mode & 0o7777;
-            }
-            let setid_cleared = set.clear_setid && kind != Kind::Dir && {
-                let before = rec.perm;
-                rec.perm = without_setid(before);
-                rec.perm != before
-            };
-            if let Some(uid) = set.uid {
-                rec.uid = uid;
-            }
-            if let Some(gid) = set.gid {
-                rec.gid = gid;
-            }
-            let at = |t: SetTime| match t {
-                SetTime::At(t) => t,
-                SetTime::Now => now,
-            };
-            if let Some(t) = set.atime {
-                rec.atime = ts_pair(at(t));
-            }
-            if let Some(t) = set.mtime {
-                rec.mtime = ts_pair(at(t));
-                if let Some(of) = inner.files.get_mut(ino) {
-                    of.mtime = None;
-                }
-            }
-            rec.ctime = ts_pair(set.ctime.unwrap_or(now));
-            txn.put_inode(ino, &rec)?;
-            // Owners and atime are not in the hashed entry, and a truncate
-            // marked its names when it folded: only mode and mtime need a
-            // new entry (this spares the writeback cache's many mtime-free
-            // setattrs a links scan).
-            if set.mode.is_some() || setid_cleared || set.mtime.is_some() {
-                inner.mark_names_dirty(txn, ino, &rec)?;
-            }
-            inner.attr(txn, ino)
-        })
-    }
-
     /// Folds every open file, commits and makes the store durable.
     pub fn sync(&self) -> Result<()> {
         let now = self.now();
@@ -434,31 +372,6 @@ impl Vfs {
         self.flush_and_publish()?;
         Ok(out)
     }
-
-    /// Answers statfs from the disk holding the store.
-    pub fn statfs(&self) -> Result<StatFs> {
-        let inner = self.lock();
-        let store = inner.store.clone();
-        let d = crate::store::packs::disk_space(store.dir())?;
-        let bsize = 4096u64;
-        let reserve = store.packs().reserve();
-        Ok(StatFs {
-            blocks: d.total / bsize,
-            bfree: d.free / bsize,
-            bavail: d.avail.saturating_sub(reserve) / bsize,
-            files: d.files_free.max(1 << 20) * 2,
-            ffree: d.files_free.max(1 << 20),
-            bsize: bsize as u32,
-            namelen: NAME_MAX as u32,
-            frsize: bsize as u32,
-        })
-    }
-
-    /// Checks `mask` (R_OK=4, W_OK=2, X_OK=1, F_OK=0) for `ctx` against the
-    /// mode bits, as the kernel's `default_permissions` would.
-    pub fn access(&self, ctx: Ctx, ino: Ino, mask: u32) -> Result<()> {
-        check_access(ctx, &self.getattr(ino)?, mask)
-    }
 }
 
 impl Inner {
@@ -473,37 +386,6 @@ impl Inner {
         applied
     }
 
-    fn attr(&self, txn: &Txn<'_>, ino: Ino) -> Result<Attr> {
-        let rec = txn.inode(ino)?;
-        let kind = rec.kind()?;
-        let mut attr = Attr {
-            ino,
-            kind,
-            perm: rec.perm,
-            nlink: rec.nlink,
-            uid: rec.uid,
-            gid: rec.gid,
-            size: match kind {
-                Kind::Dir => rec.entries,
-                _ => rec.size,
-            },
-            blocks: rec.blocks,
-            atime: ts(rec.atime),
-            mtime: ts(rec.mtime),
-            ctime: ts(rec.ctime),
-            rdev: rec.rdev,
-        };
-        if let Some(of) = self.files.get(ino) {
-            attr.size = of.data.size;
-            attr.blocks = of.data.blocks();
-            if let Some(m) = of.mtime {
-                attr.mtime = m;
-                attr.ctime = m.max(attr.ctime);
-            }
-        }
-        Ok(attr)
-    }
-
     /// Marks every name of `ino` dirty (its entry must be rebuilt).
     fn mark_names_dirty(&self, txn: &mut Txn<'_>, ino: Ino, rec: &InodeRecord) -> Result<()> {
         if rec.is_dir() {
@@ -516,34 +398,5 @@ impl Inner {
             txn.mark_dirty(parent, &name);
         }
         Ok(())
-    }
-}
-
-/// Whether `ctx` may access a file with attributes `attr` as `mask` asks
-/// (`R_OK` 4, `W_OK` 2, `X_OK` 1): mode bits of owner, group or others;
-/// root may do anything but execute a file no one may execute.
-pub(crate) fn check_access(ctx: Ctx, attr: &Attr, mask: u32) -> Result<()> {
-    let mask = mask & 7;
-    if mask == 0 {
-        return Ok(());
-    }
-    let bits = if ctx.uid == 0 {
-        let exec_ok = attr.kind == Kind::Dir || attr.perm & 0o111 != 0;
-        if exec_ok {
-            7
-        } else {
-            6
-        }
-    } else if ctx.uid == attr.uid {
-        (attr.perm >> 6) & 7
-    } else if ctx.gid == attr.gid {
-        (attr.perm >> 3) & 7
-    } else {
-        attr.perm & 7
-    };
-    if bits & mask == mask {
-        Ok(())
-    } else {
-        Err(Error::AccessDenied)
     }
 }

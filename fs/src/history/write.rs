@@ -99,7 +99,7 @@ impl Source for LiveTree<'_> {
         let mut at = ROOT;
         let mut ids = None;
         for name in names {
-            match self.vfs.lookup(at, name) {
+            match self.vfs.names().lookup(at, name) {
                 Ok(a) => {
                     at = a.ino;
                     ids = Some((a.uid, a.gid));

@@ -119,7 +119,7 @@ impl Door {
         if self.names_view(parent, name) {
             self.vfs.history().view_lookup(parent, name)
         } else {
-            self.vfs.lookup(parent, name)
+            self.vfs.names().lookup(parent, name)
         }
     }
 
@@ -136,7 +136,7 @@ impl Door {
         if is_view(ino) {
             self.vfs.history().view_getattr(ino)
         } else {
-            self.vfs.getattr(ino)
+            self.vfs.names().getattr(ino)
         }
     }
 
@@ -150,7 +150,7 @@ impl Door {
             clear_setid: chown || (set.size.is_some() && !caller.may_keep_setid),
             ..set.clone()
         };
-        self.vfs.setattr(ino, &set)
+        self.vfs.names().setattr(ino, &set)
     }
 
     /// The target of a symbolic link.
@@ -158,7 +158,7 @@ impl Door {
         if is_view(ino) {
             self.vfs.history().view_readlink(ino)
         } else {
-            self.vfs.readlink(ino)
+            self.vfs.names().readlink(ino)
         }
     }
 
@@ -174,6 +174,7 @@ impl Door {
     ) -> Result<Attr> {
         self.writable_name(parent, name)?;
         self.vfs
+            .names()
             .mknod(caller.ctx(), parent, name, node, mode & !umask & 0o7777)
     }
 
@@ -186,19 +187,19 @@ impl Door {
         target: &[u8],
     ) -> Result<Attr> {
         self.writable_name(parent, name)?;
-        self.vfs.symlink(caller.ctx(), parent, name, target)
+        self.vfs.names().symlink(caller.ctx(), parent, name, target)
     }
 
     /// Removes a non-directory name.
     pub fn unlink(&self, parent: Ino, name: &[u8]) -> Result<()> {
         self.writable_name(parent, name)?;
-        self.vfs.unlink(parent, name)
+        self.vfs.names().unlink(parent, name)
     }
 
     /// Removes an empty directory.
     pub fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<()> {
         self.writable_name(parent, name)?;
-        self.vfs.rmdir(parent, name)
+        self.vfs.names().rmdir(parent, name)
     }
 
     /// Renames; neither name may be in the view.
@@ -212,14 +213,16 @@ impl Door {
     ) -> Result<()> {
         self.writable_name(parent, name)?;
         self.writable_name(newparent, newname)?;
-        self.vfs.rename(parent, name, newparent, newname, mode)
+        self.vfs
+            .names()
+            .rename(parent, name, newparent, newname, mode)
     }
 
     /// Adds a hard link to `ino`.
     pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<Attr> {
         Self::writable(ino)?;
         self.writable_name(newparent, newname)?;
-        self.vfs.link(ino, newparent, newname)
+        self.vfs.names().link(ino, newparent, newname)
     }
 
     /// Opens a file. A write or truncate in the view is refused.
@@ -247,7 +250,7 @@ impl Door {
         how: OpenMode,
     ) -> Result<(Attr, Fh)> {
         self.writable_name(parent, name)?;
-        self.vfs.create(
+        self.vfs.names().create(
             caller.ctx(),
             parent,
             name,
@@ -287,7 +290,7 @@ impl Door {
     ) -> Result<u32> {
         Self::writable(ino)?;
         if !caller.may_keep_setid {
-            self.vfs.clear_setid(ino)?;
+            self.vfs.names().clear_setid(ino)?;
         }
         self.vfs.files().write(fh, offset, data)
     }
@@ -312,7 +315,7 @@ impl Door {
             .files()
             .copy_whole_file(fh_in, off_in, fh_out, off_out, len)?;
         if n.is_some() && !caller.may_keep_setid {
-            self.vfs.clear_setid(ino_out)?;
+            self.vfs.names().clear_setid(ino_out)?;
         }
         Ok(n)
     }
@@ -349,12 +352,12 @@ impl Door {
         }
     }
 
-    /// Lists `ino` from `cookie` (see [`Vfs::readdir`]).
+    /// Lists `ino` from `cookie` (see [`super::Names::readdir`]).
     pub fn readdir(&self, ino: Ino, cookie: u64, limit: usize) -> Result<Vec<DirEntry>> {
         if is_view(ino) {
             self.vfs.history().view_readdir(ino, cookie, limit)
         } else {
-            self.vfs.readdir(ino, cookie, limit)
+            self.vfs.names().readdir(ino, cookie, limit)
         }
     }
 
@@ -391,13 +394,13 @@ impl Door {
 
     /// statfs.
     pub fn statfs(&self) -> Result<StatFs> {
-        self.vfs.statfs()
+        self.vfs.names().statfs()
     }
 
     /// Sets an extended attribute.
     pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], mode: XattrSet) -> Result<()> {
         Self::writable(ino)?;
-        self.vfs.setxattr(ino, name, value, mode)
+        self.vfs.names().setxattr(ino, name, value, mode)
     }
 
     /// An extended attribute (snapshots keep none).
@@ -405,13 +408,13 @@ impl Door {
         if is_view(ino) {
             return Err(Error::NoAttribute);
         }
-        self.vfs.getxattr(ino, name, size)
+        self.vfs.names().getxattr(ino, name, size)
     }
 
     /// The names of the extended attributes (snapshots keep none).
     pub fn listxattr(&self, ino: Ino, size: u32) -> Result<XattrReply> {
         if !is_view(ino) {
-            return self.vfs.listxattr(ino, size);
+            return self.vfs.names().listxattr(ino, size);
         }
         Ok(if size == 0 {
             XattrReply::Size(0)
@@ -423,7 +426,7 @@ impl Door {
     /// Removes an extended attribute.
     pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
         Self::writable(ino)?;
-        self.vfs.removexattr(ino, name)
+        self.vfs.names().removexattr(ino, name)
     }
 
     /// Checks `mask` (R_OK 4, W_OK 2, X_OK 1) for the caller.
@@ -431,7 +434,7 @@ impl Door {
         if is_view(ino) {
             self.vfs.history().view_access(caller.ctx(), ino, mask)
         } else {
-            self.vfs.access(caller.ctx(), ino, mask)
+            self.vfs.names().access(caller.ctx(), ino, mask)
         }
     }
 

@@ -85,30 +85,28 @@ pub enum NewNode {
     Special(Kind, u64),
 }
 
-impl Vfs {
-    /// Before a write by someone without CAP_FSETID (FUSE's
-    /// FUSE_WRITE_KILL_SUIDGID): drops setuid, and setgid if the group may
-    /// execute. Changes nothing (and stores nothing) if neither is set.
-    pub fn clear_setid(&self, ino: Ino) -> Result<()> {
-        self.write_op(|inner, txn, now| {
-            let mut rec = txn.inode(ino)?;
-            let perm = without_setid(rec.perm);
-            if perm == rec.perm || rec.kind()? == Kind::Dir {
-                return Ok(());
-            }
-            rec.perm = perm;
-            rec.ctime = ts_pair(now);
-            txn.put_inode(ino, &rec)?;
-            inner.mark_names_dirty(txn, ino, &rec)
-        })
-    }
+/// The live namespace's requests (names, attributes, extended
+/// attributes) on a [`Vfs`]: see [`Vfs::names`]. Each runs over one
+/// transaction of the store, applied whole, under the vfs's one lock.
+#[derive(Clone, Copy)]
+pub struct Names<'v> {
+    pub(super) vfs: &'v Vfs,
+}
 
+impl Vfs {
+    /// The live namespace: names, attributes, extended attributes.
+    pub fn names(&self) -> Names<'_> {
+        Names { vfs: self }
+    }
+}
+
+impl Names<'_> {
     /// Finds `name` in `parent`.
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
         if name.len() > NAME_MAX {
             return Err(Error::NameTooLong);
         }
-        let inner = self.lock();
+        let inner = self.vfs.lock();
         let txn = Txn::new(inner.store.kv());
         let prec = dir_record(&txn, parent)?;
         let ino = match name {
@@ -128,7 +126,7 @@ impl Vfs {
         node: NewNode,
         perm: u32,
     ) -> Result<Attr> {
-        self.write_op(|inner, txn, now| {
+        self.vfs.write_op(|inner, txn, now| {
             let ino = inner.make(txn, ctx, parent, name, node, perm, now)?;
             inner.attr(txn, ino)
         })
@@ -153,7 +151,7 @@ impl Vfs {
         perm: u32,
         append: bool,
     ) -> Result<(Attr, Fh)> {
-        self.write_op(|inner, txn, now| {
+        self.vfs.write_op(|inner, txn, now| {
             let ino = inner.make(txn, ctx, parent, name, NewNode::File, perm, now)?;
             let rec = txn.inode(ino)?;
             let fh = inner.open_handle(txn, ino, &rec, append)?;
@@ -168,7 +166,7 @@ impl Vfs {
 
     /// The target of a symbolic link.
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
-        let inner = self.lock();
+        let inner = self.vfs.lock();
         let txn = Txn::new(inner.store.kv());
         let rec = txn.inode(ino)?;
         if rec.kind()? != Kind::Symlink {
@@ -179,7 +177,7 @@ impl Vfs {
 
     /// Adds the name `newname` in `newparent` for `ino` (a hard link).
     pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<Attr> {
-        self.write_op(|inner, txn, now| {
+        self.vfs.write_op(|inner, txn, now| {
             check_new_name(newparent, newname)?;
             let mut rec = txn.inode(ino)?;
             if rec.is_dir() {
@@ -205,7 +203,7 @@ impl Vfs {
 
     /// Removes a non-directory name.
     pub fn unlink(&self, parent: Ino, name: &[u8]) -> Result<()> {
-        self.write_op(|inner, txn, now| {
+        self.vfs.write_op(|inner, txn, now| {
             validate_name(name)?;
             let mut prec = dir_record(txn, parent)?;
             let d = txn.dirent(parent, name)?.ok_or(Error::NotFound)?;
@@ -221,7 +219,7 @@ impl Vfs {
 
     /// Removes an empty directory.
     pub fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<()> {
-        self.write_op(|_, txn, now| {
+        self.vfs.write_op(|_, txn, now| {
             match name {
                 b"." => return Err(Error::InvalidArgument("rmdir of .")),
                 b".." => return Err(Error::NotEmpty),
@@ -253,7 +251,7 @@ impl Vfs {
         newname: &[u8],
         mode: RenameMode,
     ) -> Result<()> {
-        self.write_op(|inner, txn, now| {
+        self.vfs.write_op(|inner, txn, now| {
             inner.rename(txn, parent, name, newparent, newname, mode, now)
         })
     }
@@ -261,7 +259,7 @@ impl Vfs {
     /// Entries of a directory after `cookie` (0 to start; "." and ".."
     /// come first), at most `limit`.
     pub fn readdir(&self, ino: Ino, cookie: u64, limit: usize) -> Result<Vec<DirEntry>> {
-        let inner = self.lock();
+        let inner = self.vfs.lock();
         let txn = Txn::new(inner.store.kv());
         let rec = dir_record(&txn, ino)?;
         let mut out = Vec::new();

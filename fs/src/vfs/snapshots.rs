@@ -299,7 +299,7 @@ impl History<'_> {
         Ok(attr)
     }
 
-    /// Lists the view folder `ino` from `cookie` (as [`Vfs::readdir`]:
+    /// Lists the view folder `ino` from `cookie` (as [`super::Names::readdir`]:
     /// "." and ".." first; the cookie of an entry continues after it).
     pub(super) fn view_readdir(
         &self,
@@ -405,7 +405,7 @@ impl History<'_> {
         if mask & 2 != 0 {
             return Err(Error::ReadOnly);
         }
-        super::check_access(ctx, &attr, mask)
+        super::attrs::check_access(ctx, &attr, mask)
     }
 
     fn view_parent(&self, node: &Node) -> Ino {

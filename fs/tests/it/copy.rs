@@ -12,13 +12,13 @@ fn a_whole_file_copy_shares_the_content_and_stays_independent() {
     let src = fs.put(ROOT, "src", &data);
     let v = fs.vfs();
     let fin = v.files().open(src, false, false).unwrap();
-    let (dst, fout) = v.create(ME, ROOT, b"dst", 0o644, false).unwrap();
+    let (dst, fout) = v.names().create(ME, ROOT, b"dst", 0o644, false).unwrap();
     let n = v
         .files()
         .copy_whole_file(fin, 0, fout, 0, u64::from(u32::MAX))
         .unwrap();
     assert_eq!(n, Some(data.len() as u64));
-    assert_eq!(v.getattr(dst.ino).unwrap().size, data.len() as u64);
+    assert_eq!(v.names().getattr(dst.ino).unwrap().size, data.len() as u64);
     // Read through the still-open handle, then after the release.
     assert_eq!(
         v.files().read(fout, 1 << 20, 10).unwrap(),
@@ -47,10 +47,10 @@ fn a_whole_file_copy_shares_the_content_and_stays_independent() {
 fn unchunked_bytes_of_the_source_are_folded_then_shared() {
     let fs = TestFs::new();
     let v = fs.vfs();
-    let (src, fin) = v.create(ME, ROOT, b"src", 0o644, false).unwrap();
+    let (src, fin) = v.names().create(ME, ROOT, b"src", 0o644, false).unwrap();
     let data = random_bytes(300_000, 8);
     write_all(v, fin, 0, &data);
-    let (dst, fout) = v.create(ME, ROOT, b"dst", 0o644, false).unwrap();
+    let (dst, fout) = v.names().create(ME, ROOT, b"dst", 0o644, false).unwrap();
     assert_eq!(
         v.files().copy_whole_file(fin, 0, fout, 0, 1 << 30).unwrap(),
         Some(data.len() as u64)
@@ -69,7 +69,7 @@ fn other_copies_are_left_to_the_caller() {
     let full = fs.put(ROOT, "full", b"already here");
     let v = fs.vfs();
     let fin = v.files().open(src, false, false).unwrap();
-    let (_, fout) = v.create(ME, ROOT, b"dst", 0o644, false).unwrap();
+    let (_, fout) = v.names().create(ME, ROOT, b"dst", 0o644, false).unwrap();
     let ffull = v.files().open(full, false, false).unwrap();
     let fapp = v.files().open(full, false, true).unwrap();
     let all = u64::from(u32::MAX);
@@ -87,7 +87,7 @@ fn other_copies_are_left_to_the_caller() {
             "{why}"
         );
     }
-    assert_eq!(v.getattr(full).unwrap().size, 12);
+    assert_eq!(v.names().getattr(full).unwrap().size, 12);
     for fh in [fin, fout, ffull, fapp] {
         v.files().release(fh).unwrap();
     }

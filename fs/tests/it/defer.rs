@@ -38,7 +38,7 @@ fn a_file_being_rewritten_is_committed_once_quiet_not_half_written() {
     let at = |ms: i64| clock.store(T0 + ms, Ordering::SeqCst);
     let v = vfs_with_clock(dir.path(), clock.clone());
     // A new file is not committed empty while it is being written.
-    let (attr, fh) = v.create(ME, ROOT, b"doc", 0o644, false).unwrap();
+    let (attr, fh) = v.names().create(ME, ROOT, b"doc", 0o644, false).unwrap();
     assert!(v.commit_background(defer()).unwrap().1);
     assert_eq!(committed_size(&v, b"doc"), None);
     write_all(&v, fh, 0, &[7u8; 5000]);
@@ -102,7 +102,7 @@ fn a_file_written_forever_is_committed_every_max() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(AtomicI64::new(T0));
     let v = vfs_with_clock(dir.path(), clock.clone());
-    let (_, fh) = v.create(ME, ROOT, b"log", 0o644, false).unwrap();
+    let (_, fh) = v.names().create(ME, ROOT, b"log", 0o644, false).unwrap();
     let mut size = 0u64;
     let mut commits_with_bytes = 0;
     for second in 0..25i64 {

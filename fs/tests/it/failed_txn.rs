@@ -19,7 +19,7 @@ fn failed_opens_and_creates_leave_no_handle_or_open_file() {
     let refuse = kv.refuse.clone();
     let store = Arc::new(Store::with_engine(dir.path(), kv, Default::default()).unwrap());
     let vfs = Vfs::new(store.clone(), VfsOptions::default()).unwrap();
-    let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
+    let (f, fh) = vfs.names().create(ME, ROOT, b"f", 0o644, false).unwrap();
     vfs.files().write(fh, 0, b"hello").unwrap();
     vfs.files().release(fh).unwrap();
 
@@ -28,8 +28,8 @@ fn failed_opens_and_creates_leave_no_handle_or_open_file() {
         vfs.files().open(f.ino, true, false).is_err(),
         "O_TRUNC: not applied"
     );
-    assert_eq!(vfs.getattr(f.ino).unwrap().size, 5, "nor claimed");
-    assert!(vfs.create(ME, ROOT, b"g", 0o644, false).is_err());
+    assert_eq!(vfs.names().getattr(f.ino).unwrap().size, 5, "nor claimed");
+    assert!(vfs.names().create(ME, ROOT, b"g", 0o644, false).is_err());
     refuse.store(false, Ordering::SeqCst);
 
     let fh = vfs.files().open(f.ino, false, false).unwrap();
@@ -38,13 +38,13 @@ fn failed_opens_and_creates_leave_no_handle_or_open_file() {
     // The failed create's inode number is handed out again: nothing of
     // the failed open of it is left, so once closed and unlinked it is
     // gone, not kept as an open orphan.
-    let (g, fh) = vfs.create(ME, ROOT, b"g", 0o644, false).unwrap();
+    let (g, fh) = vfs.names().create(ME, ROOT, b"g", 0o644, false).unwrap();
     vfs.files().write(fh, 0, b"abc").unwrap();
     vfs.files().release(fh).unwrap();
-    vfs.unlink(ROOT, b"g").unwrap();
+    vfs.names().unlink(ROOT, b"g").unwrap();
     let orphans = store.kv().scan(Space::Orphans, &[], None, 10).unwrap();
     assert!(orphans.is_empty(), "{g:?} is no orphan: {orphans:?}");
-    assert!(vfs.getattr(g.ino).is_err());
+    assert!(vfs.names().getattr(g.ino).is_err());
 }
 
 /// A vfs over an engine that refuses writes while `refuse` is set.
@@ -65,7 +65,7 @@ fn refusing() -> (
 #[test]
 fn a_failed_fsync_keeps_the_bytes_to_store_and_a_retry_stores_them() {
     let (_dir, store, vfs, refuse) = refusing();
-    let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
+    let (f, fh) = vfs.names().create(ME, ROOT, b"f", 0o644, false).unwrap();
     vfs.files().write(fh, 0, b"hello").unwrap();
     refuse.store(true, Ordering::SeqCst);
     assert!(
@@ -76,7 +76,7 @@ fn a_failed_fsync_keeps_the_bytes_to_store_and_a_retry_stores_them() {
     vfs.files().fsync(fh).unwrap();
     // What the store holds, seen by a vfs that never had the file open.
     let fresh = Vfs::new(store, VfsOptions::default()).unwrap();
-    assert_eq!(fresh.getattr(f.ino).unwrap().size, 5);
+    assert_eq!(fresh.names().getattr(f.ino).unwrap().size, 5);
     let fh2 = fresh.files().open(f.ino, false, false).unwrap();
     assert_eq!(fresh.files().read(fh2, 0, 100).unwrap(), b"hello");
 }
@@ -84,7 +84,7 @@ fn a_failed_fsync_keeps_the_bytes_to_store_and_a_retry_stores_them() {
 #[test]
 fn a_failed_truncate_leaves_the_other_handles_bytes() {
     let (_dir, _store, vfs, refuse) = refusing();
-    let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
+    let (f, fh) = vfs.names().create(ME, ROOT, b"f", 0o644, false).unwrap();
     vfs.files().write(fh, 0, b"hello").unwrap();
     vfs.files().release(fh).unwrap();
     let held = vfs.files().open(f.ino, false, false).unwrap();
@@ -95,14 +95,14 @@ fn a_failed_truncate_leaves_the_other_handles_bytes() {
     );
     refuse.store(false, Ordering::SeqCst);
     assert_eq!(vfs.files().read(held, 0, 100).unwrap(), b"hello");
-    assert_eq!(vfs.getattr(f.ino).unwrap().size, 5);
+    assert_eq!(vfs.names().getattr(f.ino).unwrap().size, 5);
     vfs.files().release(held).unwrap();
 }
 
 #[test]
 fn a_failed_last_release_keeps_the_bytes_and_the_next_commit_stores_them() {
     let (_dir, store, vfs, refuse) = refusing();
-    let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
+    let (f, fh) = vfs.names().create(ME, ROOT, b"f", 0o644, false).unwrap();
     vfs.files().write(fh, 0, b"hello").unwrap();
     refuse.store(true, Ordering::SeqCst);
     assert!(
@@ -114,11 +114,15 @@ fn a_failed_last_release_keeps_the_bytes_and_the_next_commit_stores_them() {
         vfs.files().read(fh, 0, 100).is_err(),
         "the handle is gone all the same"
     );
-    assert_eq!(vfs.getattr(f.ino).unwrap().size, 5, "the bytes are kept");
+    assert_eq!(
+        vfs.names().getattr(f.ino).unwrap().size,
+        5,
+        "the bytes are kept"
+    );
     vfs.commit().unwrap();
     // What the store holds, seen by a vfs that never had the file open.
     let fresh = Vfs::new(store, VfsOptions::default()).unwrap();
-    assert_eq!(fresh.getattr(f.ino).unwrap().size, 5);
+    assert_eq!(fresh.names().getattr(f.ino).unwrap().size, 5);
     let fh2 = fresh.files().open(f.ino, false, false).unwrap();
     assert_eq!(fresh.files().read(fh2, 0, 100).unwrap(), b"hello");
 }
@@ -126,9 +130,9 @@ fn a_failed_last_release_keeps_the_bytes_and_the_next_commit_stores_them() {
 #[test]
 fn a_failed_last_release_of_an_unlinked_file_frees_it_at_the_next_commit() {
     let (_dir, store, vfs, refuse) = refusing();
-    let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
+    let (f, fh) = vfs.names().create(ME, ROOT, b"f", 0o644, false).unwrap();
     vfs.files().write(fh, 0, b"hello").unwrap();
-    vfs.unlink(ROOT, b"f").unwrap();
+    vfs.names().unlink(ROOT, b"f").unwrap();
     refuse.store(true, Ordering::SeqCst);
     assert!(
         vfs.files().release(fh).is_err(),
@@ -139,5 +143,5 @@ fn a_failed_last_release_of_an_unlinked_file_frees_it_at_the_next_commit() {
     assert_eq!(orphans().len(), 1, "not freed: the release did not apply");
     vfs.commit().unwrap();
     assert!(orphans().is_empty(), "the commit finished the close");
-    assert!(vfs.getattr(f.ino).is_err(), "and the inode is gone");
+    assert!(vfs.names().getattr(f.ino).is_err(), "and the inode is gone");
 }

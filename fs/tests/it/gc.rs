@@ -58,7 +58,7 @@ pub(crate) fn read_tree(store: &Store, root: Hash) -> BTreeMap<String, Vec<u8>> 
 #[test]
 fn keeping_two_roots_frees_the_others_and_both_read_back() {
     let mut t = TestFs::new();
-    let a = t.vfs().mkdir(ME, ROOT, b"a", 0o755).unwrap().ino;
+    let a = t.vfs().names().mkdir(ME, ROOT, b"a", 0o755).unwrap().ino;
     t.put(ROOT, "same.txt", b"in every version");
     let mut trees = BTreeMap::new();
     for i in 0..5u64 {
@@ -119,9 +119,9 @@ fn open_and_unlinked_files_are_not_collected() {
     // Open it, then unlink it: only the open handle reaches its bytes.
     let ino = t.path("f").unwrap();
     let fh = v.files().open(ino, false, false).unwrap();
-    v.unlink(ROOT, b"f").unwrap();
+    v.names().unlink(ROOT, b"f").unwrap();
     // A second file with unflushed writes past a partial fold.
-    let (g, gh) = v.create(ME, ROOT, b"g", 0o644, false).unwrap();
+    let (g, gh) = v.names().create(ME, ROOT, b"g", 0o644, false).unwrap();
     let fresh = random_bytes(20 << 20, 2);
     write_all(v, gh, 0, &fresh);
     v.commit().unwrap();

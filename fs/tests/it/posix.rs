@@ -21,17 +21,17 @@ fn count(fs: &TestFs, space: Space) -> usize {
 #[test]
 fn write_read_round_trip_survives_reopen() {
     let mut fs = TestFs::new();
-    let d = fs.vfs().mkdir(ME, ROOT, b"dir", 0o755).unwrap();
+    let d = fs.vfs().names().mkdir(ME, ROOT, b"dir", 0o755).unwrap();
     let big = random_bytes(3 << 20, 1);
     let f = fs.put(d.ino, "big", &big);
     let small = fs.put(ROOT, "small", b"hello");
     assert_eq!(fs.get(f), big);
-    assert_eq!(fs.vfs().getattr(f).unwrap().size, big.len() as u64);
+    assert_eq!(fs.vfs().names().getattr(f).unwrap().size, big.len() as u64);
     fs.vfs().sync().unwrap();
     fs.reopen();
     assert_eq!(fs.get(fs.path("dir/big").unwrap()), big);
     assert_eq!(fs.get(small), b"hello");
-    let a = fs.vfs().getattr(small).unwrap();
+    let a = fs.vfs().names().getattr(small).unwrap();
     assert_eq!(
         (a.uid, a.gid, a.perm, a.kind, a.nlink),
         (1000, 1000, 0o644, backer_fs::tree::Kind::File, 1)
@@ -44,7 +44,7 @@ fn write_read_round_trip_survives_reopen() {
 fn reads_into_a_dirty_buffer_zero_the_holes() {
     let fs = TestFs::new();
     let v = fs.vfs();
-    let (_, fh) = v.create(ME, ROOT, b"holes", 0o644, false).unwrap();
+    let (_, fh) = v.names().create(ME, ROOT, b"holes", 0o644, false).unwrap();
     let chunk = vec![7u8; 300_000];
     v.files().write(fh, 0, &chunk).unwrap();
     v.files().write(fh, 1 << 20, &chunk).unwrap();
@@ -71,7 +71,7 @@ fn reads_into_a_dirty_buffer_zero_the_holes() {
 fn sparse_files_read_zeros_and_store_nothing_for_holes() {
     let fs = TestFs::new();
     let v = fs.vfs();
-    let (a, fh) = v.create(ME, ROOT, b"sparse", 0o644, false).unwrap();
+    let (a, fh) = v.names().create(ME, ROOT, b"sparse", 0o644, false).unwrap();
     v.files().write(fh, 10 << 20, b"tail").unwrap();
     v.files().write(fh, 100, b"head").unwrap();
     v.files().release(fh).unwrap();
@@ -80,39 +80,42 @@ fn sparse_files_read_zeros_and_store_nothing_for_holes() {
     assert_eq!(&data[100..104], b"head");
     assert!(data[104..10 << 20].iter().all(|b| *b == 0));
     assert_eq!(&data[10 << 20..], b"tail");
-    let attr = v.getattr(a.ino).unwrap();
+    let attr = v.names().getattr(a.ino).unwrap();
     assert!(
         attr.blocks < 8,
         "holes must not be stored: {} blocks",
         attr.blocks
     );
     // Truncate up adds a hole; truncate down drops bytes.
-    v.setattr(
-        a.ino,
-        &SetAttr {
-            size: Some(20 << 20),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    v.names()
+        .setattr(
+            a.ino,
+            &SetAttr {
+                size: Some(20 << 20),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(fs.get(a.ino).len(), 20 << 20);
-    v.setattr(
-        a.ino,
-        &SetAttr {
-            size: Some(102),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    v.names()
+        .setattr(
+            a.ino,
+            &SetAttr {
+                size: Some(102),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(fs.get(a.ino), [vec![0u8; 100], b"he".to_vec()].concat());
-    v.setattr(
-        a.ino,
-        &SetAttr {
-            size: Some(104),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    v.names()
+        .setattr(
+            a.ino,
+            &SetAttr {
+                size: Some(104),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(fs.get(a.ino), [vec![0u8; 100], b"he\0\0".to_vec()].concat());
 }
 
@@ -123,14 +126,15 @@ fn truncate_and_overwrite_inside_chunks() {
     let f = fs.put(ROOT, "f", &model);
     let v = fs.vfs();
     for (i, size) in [700_000u64, 300_001, 900_000, 5].into_iter().enumerate() {
-        v.setattr(
-            f,
-            &SetAttr {
-                size: Some(size),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        v.names()
+            .setattr(
+                f,
+                &SetAttr {
+                    size: Some(size),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         model.resize(size as usize, 0);
         let fh = v.files().open(f, false, false).unwrap();
         let patch = random_bytes(70_000, 10 + i as u64);
@@ -190,7 +194,7 @@ fn content_hash_does_not_depend_on_write_history() {
     // in between (file larger than the fold threshold is not needed: the
     // pieces are folded at each release).
     let v = fs.vfs();
-    let (b, fh) = v.create(ME, ROOT, b"b", 0o644, false).unwrap();
+    let (b, fh) = v.names().create(ME, ROOT, b"b", 0o644, false).unwrap();
     v.files().release(fh).unwrap();
     let mut end = data.len();
     while end > 0 {
@@ -231,13 +235,13 @@ fn unlinked_open_file_lives_until_release() {
     let v = fs.vfs();
     let f = fs.put(ROOT, "f", b"data");
     let fh = v.files().open(f, false, false).unwrap();
-    v.unlink(ROOT, b"f").unwrap();
-    assert_eq!(errno(v.lookup(ROOT, b"f")), libc::ENOENT);
-    assert_eq!(v.getattr(f).unwrap().nlink, 0);
+    v.names().unlink(ROOT, b"f").unwrap();
+    assert_eq!(errno(v.names().lookup(ROOT, b"f")), libc::ENOENT);
+    assert_eq!(v.names().getattr(f).unwrap().nlink, 0);
     v.files().write(fh, 4, b"more").unwrap();
     assert_eq!(v.files().read(fh, 0, 100).unwrap(), b"datamore");
     v.files().release(fh).unwrap();
-    assert_eq!(errno(v.getattr(f)), libc::ENOENT);
+    assert_eq!(errno(v.names().getattr(f)), libc::ENOENT);
     assert_eq!(count(&fs, Space::Orphans), 0);
 }
 
@@ -246,11 +250,11 @@ fn unlinked_open_file_is_reclaimed_after_a_crash() {
     let mut fs = TestFs::new();
     let f = fs.put(ROOT, "f", b"data");
     let fh = fs.vfs().files().open(f, false, false).unwrap();
-    fs.vfs().unlink(ROOT, b"f").unwrap();
+    fs.vfs().names().unlink(ROOT, b"f").unwrap();
     assert_eq!(count(&fs, Space::Orphans), 1);
     let _ = fh; // never released: the process "dies"
     fs.reopen();
-    assert_eq!(errno(fs.vfs().getattr(f)), libc::ENOENT);
+    assert_eq!(errno(fs.vfs().names().getattr(f)), libc::ENOENT);
     assert_eq!(count(&fs, Space::Orphans), 0);
 }
 
@@ -260,104 +264,135 @@ fn rename_rules() {
     let v = fs.vfs();
     let a = fs.put(ROOT, "a", b"A");
     let b = fs.put(ROOT, "b", b"B");
-    let d = v.mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
-    let e = v.mkdir(ME, ROOT, b"e", 0o755).unwrap().ino;
+    let d = v.names().mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
+    let e = v.names().mkdir(ME, ROOT, b"e", 0o755).unwrap().ino;
     fs.put(e, "inside", b"x");
-    let sub = v.mkdir(ME, d, b"sub", 0o755).unwrap().ino;
+    let sub = v.names().mkdir(ME, d, b"sub", 0o755).unwrap().ino;
     assert_eq!(
-        errno(v.rename(ROOT, b"a", ROOT, b"b", RenameMode::NoReplace)),
+        errno(
+            v.names()
+                .rename(ROOT, b"a", ROOT, b"b", RenameMode::NoReplace)
+        ),
         libc::EEXIST
     );
     assert_eq!(
-        errno(v.rename(ROOT, b"a", ROOT, b"d", RenameMode::Replace)),
+        errno(
+            v.names()
+                .rename(ROOT, b"a", ROOT, b"d", RenameMode::Replace)
+        ),
         libc::EISDIR
     );
     assert_eq!(
-        errno(v.rename(ROOT, b"d", ROOT, b"a", RenameMode::Replace)),
+        errno(
+            v.names()
+                .rename(ROOT, b"d", ROOT, b"a", RenameMode::Replace)
+        ),
         libc::ENOTDIR
     );
     assert_eq!(
-        errno(v.rename(ROOT, b"d", ROOT, b"e", RenameMode::Replace)),
+        errno(
+            v.names()
+                .rename(ROOT, b"d", ROOT, b"e", RenameMode::Replace)
+        ),
         libc::ENOTEMPTY
     );
     assert_eq!(
-        errno(v.rename(ROOT, b"d", sub, b"loop", RenameMode::Replace)),
+        errno(
+            v.names()
+                .rename(ROOT, b"d", sub, b"loop", RenameMode::Replace)
+        ),
         libc::EINVAL
     );
     assert_eq!(
-        errno(v.rename(ROOT, b"missing", ROOT, b"x", RenameMode::Replace)),
+        errno(
+            v.names()
+                .rename(ROOT, b"missing", ROOT, b"x", RenameMode::Replace)
+        ),
         libc::ENOENT
     );
     assert_eq!(
-        errno(v.rename(ROOT, b"a", ROOT, b"nothere", RenameMode::Exchange)),
+        errno(
+            v.names()
+                .rename(ROOT, b"a", ROOT, b"nothere", RenameMode::Exchange)
+        ),
         libc::ENOENT
     );
     assert_eq!(
-        errno(v.rename(ROOT, b"a", ROOT, b".backer", RenameMode::Replace)),
+        errno(
+            v.names()
+                .rename(ROOT, b"a", ROOT, b".backer", RenameMode::Replace)
+        ),
         libc::EEXIST
     );
     // Onto itself: nothing happens.
-    v.rename(ROOT, b"a", ROOT, b"a", RenameMode::Replace)
+    v.names()
+        .rename(ROOT, b"a", ROOT, b"a", RenameMode::Replace)
         .unwrap();
     assert_eq!(fs.get(a), b"A");
     // Exchange swaps.
-    v.rename(ROOT, b"a", ROOT, b"b", RenameMode::Exchange)
+    v.names()
+        .rename(ROOT, b"a", ROOT, b"b", RenameMode::Exchange)
         .unwrap();
     assert_eq!(fs.get(fs.path("a").unwrap()), b"B");
     assert_eq!(fs.get(fs.path("b").unwrap()), b"A");
     // Replace a file: the old target is gone.
-    v.rename(ROOT, b"a", ROOT, b"b", RenameMode::Replace)
+    v.names()
+        .rename(ROOT, b"a", ROOT, b"b", RenameMode::Replace)
         .unwrap();
     assert_eq!(fs.get(fs.path("b").unwrap()), b"B");
-    assert_eq!(errno(v.getattr(a)), libc::ENOENT);
+    assert_eq!(errno(v.names().getattr(a)), libc::ENOENT);
     assert_eq!(fs.path("b").unwrap(), b);
     // A directory over an empty directory, across parents, keeps its subtree.
-    let empty = v.mkdir(ME, e, b"empty", 0o755).unwrap().ino;
-    v.rename(ROOT, b"d", e, b"empty", RenameMode::Replace)
+    let empty = v.names().mkdir(ME, e, b"empty", 0o755).unwrap().ino;
+    v.names()
+        .rename(ROOT, b"d", e, b"empty", RenameMode::Replace)
         .unwrap();
-    assert_eq!(errno(v.getattr(empty)), libc::ENOENT);
+    assert_eq!(errno(v.names().getattr(empty)), libc::ENOENT);
     assert_eq!(fs.path("e/empty/sub").unwrap(), sub);
-    assert_eq!(v.lookup(sub, b"..").unwrap().ino, d);
-    assert_eq!(v.getattr(e).unwrap().nlink, 3);
-    assert_eq!(v.getattr(ROOT).unwrap().nlink, 3);
+    assert_eq!(v.names().lookup(sub, b"..").unwrap().ino, d);
+    assert_eq!(v.names().getattr(e).unwrap().nlink, 3);
+    assert_eq!(v.names().getattr(ROOT).unwrap().nlink, 3);
 }
 
 #[test]
 fn rmdir_unlink_errors_and_link_counts() {
     let fs = TestFs::new();
     let v = fs.vfs();
-    let d = v.mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
+    let d = v.names().mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
     let f = fs.put(d, "f", b"x");
-    assert_eq!(errno(v.rmdir(ROOT, b"d")), libc::ENOTEMPTY);
-    assert_eq!(errno(v.unlink(ROOT, b"d")), libc::EISDIR);
-    assert_eq!(errno(v.rmdir(d, b"f")), libc::ENOTDIR);
-    assert_eq!(errno(v.unlink(ROOT, b"nope")), libc::ENOENT);
-    assert_eq!(errno(v.mkdir(ME, ROOT, b"d", 0o755)), libc::EEXIST);
-    assert_eq!(errno(v.mkdir(ME, f, b"x", 0o755)), libc::ENOTDIR);
+    assert_eq!(errno(v.names().rmdir(ROOT, b"d")), libc::ENOTEMPTY);
+    assert_eq!(errno(v.names().unlink(ROOT, b"d")), libc::EISDIR);
+    assert_eq!(errno(v.names().rmdir(d, b"f")), libc::ENOTDIR);
+    assert_eq!(errno(v.names().unlink(ROOT, b"nope")), libc::ENOENT);
+    assert_eq!(errno(v.names().mkdir(ME, ROOT, b"d", 0o755)), libc::EEXIST);
+    assert_eq!(errno(v.names().mkdir(ME, f, b"x", 0o755)), libc::ENOTDIR);
     // Hard links share content and count.
-    v.link(f, ROOT, b"hard").unwrap();
-    assert_eq!(v.getattr(f).unwrap().nlink, 2);
+    v.names().link(f, ROOT, b"hard").unwrap();
+    assert_eq!(v.names().getattr(f).unwrap().nlink, 2);
     assert_eq!(fs.get(fs.path("hard").unwrap()), b"x");
-    assert_eq!(errno(v.link(d, ROOT, b"dirlink")), libc::EPERM);
-    v.unlink(d, b"f").unwrap();
-    assert_eq!(v.getattr(f).unwrap().nlink, 1);
+    assert_eq!(errno(v.names().link(d, ROOT, b"dirlink")), libc::EPERM);
+    v.names().unlink(d, b"f").unwrap();
+    assert_eq!(v.names().getattr(f).unwrap().nlink, 1);
     assert_eq!(fs.get(f), b"x");
-    v.rmdir(ROOT, b"d").unwrap();
-    assert_eq!(errno(v.getattr(d)), libc::ENOENT);
-    assert_eq!(v.getattr(ROOT).unwrap().nlink, 2);
+    v.names().rmdir(ROOT, b"d").unwrap();
+    assert_eq!(errno(v.names().getattr(d)), libc::ENOENT);
+    assert_eq!(v.names().getattr(ROOT).unwrap().nlink, 2);
 }
 
 #[test]
 fn symlinks_and_special_files() {
     let fs = TestFs::new();
     let v = fs.vfs();
-    let l = v.symlink(ME, ROOT, b"link", b"../some/where").unwrap();
-    assert_eq!(v.readlink(l.ino).unwrap(), b"../some/where");
+    let l = v
+        .names()
+        .symlink(ME, ROOT, b"link", b"../some/where")
+        .unwrap();
+    assert_eq!(v.names().readlink(l.ino).unwrap(), b"../some/where");
     assert_eq!(l.size, 13);
     let f = fs.put(ROOT, "f", b"");
-    assert_eq!(errno(v.readlink(f)), libc::EINVAL);
+    assert_eq!(errno(v.names().readlink(f)), libc::EINVAL);
     assert_eq!(
-        errno(v.symlink(ME, ROOT, b"long", &vec![b'a'; 4096])),
+        errno(v.names().symlink(ME, ROOT, b"long", &vec![b'a'; 4096])),
         libc::ENAMETOOLONG
     );
     use backer_fs::tree::Kind;
@@ -368,6 +403,7 @@ fn symlinks_and_special_files() {
         ("blk", Kind::BlockDev, 0x0801),
     ] {
         let a = v
+            .names()
             .mknod(
                 ME,
                 ROOT,
@@ -377,7 +413,7 @@ fn symlinks_and_special_files() {
             )
             .unwrap();
         assert_eq!((a.kind, a.rdev, a.perm), (kind, rdev, 0o600));
-        assert_eq!(v.lookup(ROOT, name.as_bytes()).unwrap().rdev, rdev);
+        assert_eq!(v.names().lookup(ROOT, name.as_bytes()).unwrap().rdev, rdev);
     }
     v.commit().unwrap();
     let e = backer_fs::tree::dir::get(&crate::posix::NodesOf(&fs), v.root_hash().unwrap(), b"blk")
@@ -391,40 +427,50 @@ fn xattrs_follow_linux_rules() {
     let fs = TestFs::new();
     let v = fs.vfs();
     let f = fs.put(ROOT, "f", b"");
-    assert_eq!(errno(v.getxattr(f, b"user.a", 100)), libc::ENODATA);
-    v.setxattr(f, b"user.a", b"value", XattrSet::Any).unwrap();
-    assert_eq!(v.getxattr(f, b"user.a", 0).unwrap(), XattrReply::Size(5));
+    assert_eq!(errno(v.names().getxattr(f, b"user.a", 100)), libc::ENODATA);
+    v.names()
+        .setxattr(f, b"user.a", b"value", XattrSet::Any)
+        .unwrap();
     assert_eq!(
-        v.getxattr(f, b"user.a", 5).unwrap(),
+        v.names().getxattr(f, b"user.a", 0).unwrap(),
+        XattrReply::Size(5)
+    );
+    assert_eq!(
+        v.names().getxattr(f, b"user.a", 5).unwrap(),
         XattrReply::Data(b"value".to_vec())
     );
-    assert_eq!(errno(v.getxattr(f, b"user.a", 2)), libc::ERANGE);
+    assert_eq!(errno(v.names().getxattr(f, b"user.a", 2)), libc::ERANGE);
     assert_eq!(
-        errno(v.setxattr(f, b"user.a", b"v", XattrSet::Create)),
+        errno(v.names().setxattr(f, b"user.a", b"v", XattrSet::Create)),
         libc::EEXIST
     );
     assert_eq!(
-        errno(v.setxattr(f, b"user.b", b"v", XattrSet::Replace)),
+        errno(v.names().setxattr(f, b"user.b", b"v", XattrSet::Replace)),
         libc::ENODATA
     );
     assert_eq!(
-        errno(v.setxattr(f, b"user.big", &vec![0; 65537], XattrSet::Any)),
+        errno(
+            v.names()
+                .setxattr(f, b"user.big", &vec![0; 65537], XattrSet::Any)
+        ),
         libc::E2BIG
     );
     assert_eq!(
-        errno(v.setxattr(f, &[b'u'; 256], b"v", XattrSet::Any)),
+        errno(v.names().setxattr(f, &[b'u'; 256], b"v", XattrSet::Any)),
         libc::ERANGE
     );
-    v.setxattr(f, b"user.b", b"", XattrSet::Any).unwrap();
-    assert_eq!(v.listxattr(f, 0).unwrap(), XattrReply::Size(14));
+    v.names()
+        .setxattr(f, b"user.b", b"", XattrSet::Any)
+        .unwrap();
+    assert_eq!(v.names().listxattr(f, 0).unwrap(), XattrReply::Size(14));
     assert_eq!(
-        v.listxattr(f, 100).unwrap(),
+        v.names().listxattr(f, 100).unwrap(),
         XattrReply::Data(b"user.a\0user.b\0".to_vec())
     );
-    assert_eq!(errno(v.listxattr(f, 3)), libc::ERANGE);
-    v.removexattr(f, b"user.a").unwrap();
-    assert_eq!(errno(v.removexattr(f, b"user.a")), libc::ENODATA);
-    v.unlink(ROOT, b"f").unwrap();
+    assert_eq!(errno(v.names().listxattr(f, 3)), libc::ERANGE);
+    v.names().removexattr(f, b"user.a").unwrap();
+    assert_eq!(errno(v.names().removexattr(f, b"user.a")), libc::ENODATA);
+    v.names().unlink(ROOT, b"f").unwrap();
     assert_eq!(
         count(&fs, Space::Xattrs),
         0,
@@ -444,7 +490,7 @@ fn readdir_offsets_are_stable_while_the_directory_changes() {
     let mut cookie = 0;
     let mut round = 0;
     loop {
-        let page = v.readdir(ROOT, cookie, 7).unwrap();
+        let page = v.names().readdir(ROOT, cookie, 7).unwrap();
         if page.is_empty() {
             break;
         }
@@ -456,7 +502,7 @@ fn readdir_offsets_are_stable_while_the_directory_changes() {
         // and add a new one.
         round += 1;
         for name in [format!("f{:02}", 49 - round), format!("f{:02}", round - 1)] {
-            if v.unlink(ROOT, name.as_bytes()).is_ok() {
+            if v.names().unlink(ROOT, name.as_bytes()).is_ok() {
                 removed.insert(name);
             }
         }
@@ -494,28 +540,37 @@ fn bad_names_and_offsets_are_errors_not_panics() {
         (b"a\0b", libc::EINVAL),
     ] {
         assert_eq!(
-            errno(v.create(ME, ROOT, name, 0o644, false)),
+            errno(v.names().create(ME, ROOT, name, 0o644, false)),
             want,
             "{name:?}"
         );
-        assert_eq!(errno(v.mkdir(ME, ROOT, name, 0o755)), want, "{name:?}");
+        assert_eq!(
+            errno(v.names().mkdir(ME, ROOT, name, 0o755)),
+            want,
+            "{name:?}"
+        );
     }
     let long = vec![b'x'; 256];
     assert_eq!(
-        errno(v.create(ME, ROOT, &long, 0o644, false)),
+        errno(v.names().create(ME, ROOT, &long, 0o644, false)),
         libc::ENAMETOOLONG
     );
-    assert_eq!(errno(v.lookup(ROOT, &long)), libc::ENAMETOOLONG);
-    v.create(ME, ROOT, &long[..255], 0o644, false).unwrap();
-    assert_eq!(errno(v.mkdir(ME, ROOT, b".backer", 0o755)), libc::EEXIST);
-    let d = v.mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
-    v.mkdir(ME, d, b".backer", 0o755).unwrap();
-    let (a, fh) = v.create(ME, ROOT, b"f", 0o644, false).unwrap();
+    assert_eq!(errno(v.names().lookup(ROOT, &long)), libc::ENAMETOOLONG);
+    v.names()
+        .create(ME, ROOT, &long[..255], 0o644, false)
+        .unwrap();
+    assert_eq!(
+        errno(v.names().mkdir(ME, ROOT, b".backer", 0o755)),
+        libc::EEXIST
+    );
+    let d = v.names().mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
+    v.names().mkdir(ME, d, b".backer", 0o755).unwrap();
+    let (a, fh) = v.names().create(ME, ROOT, b"f", 0o644, false).unwrap();
     assert_eq!(errno(v.files().write(fh, MAX_FILE_SIZE, b"x")), libc::EFBIG);
     assert_eq!(errno(v.files().write(fh, u64::MAX, b"x")), libc::EFBIG);
     assert_eq!(v.files().read(fh, u64::MAX, u32::MAX).unwrap(), b"");
     assert_eq!(
-        errno(v.setattr(
+        errno(v.names().setattr(
             a.ino,
             &SetAttr {
                 size: Some(u64::MAX),
@@ -525,10 +580,10 @@ fn bad_names_and_offsets_are_errors_not_panics() {
         libc::EFBIG
     );
     assert_eq!(errno(v.files().read(Fh(fh.0 + 100), 0, 1)), libc::EBADF);
-    assert_eq!(errno(v.getattr(Ino(999_999))), libc::ENOENT);
-    assert_eq!(errno(v.readdir(a.ino, 0, 10)), libc::ENOTDIR);
+    assert_eq!(errno(v.names().getattr(Ino(999_999))), libc::ENOENT);
+    assert_eq!(errno(v.names().readdir(a.ino, 0, 10)), libc::ENOTDIR);
     assert_eq!(
-        errno(v.setattr(
+        errno(v.names().setattr(
             d,
             &SetAttr {
                 size: Some(0),
@@ -545,9 +600,12 @@ fn directories_nest_only_as_deep_as_a_path_can_name() {
     let v = fs.vfs();
     let mut ino = ROOT;
     for _ in 0..MAX_DEPTH {
-        ino = v.mkdir(ME, ino, b"d", 0o755).unwrap().ino;
+        ino = v.names().mkdir(ME, ino, b"d", 0o755).unwrap().ino;
     }
-    assert_eq!(errno(v.mkdir(ME, ino, b"d", 0o755)), libc::ENAMETOOLONG);
+    assert_eq!(
+        errno(v.names().mkdir(ME, ino, b"d", 0o755)),
+        libc::ENAMETOOLONG
+    );
     v.commit().unwrap();
 }
 
@@ -561,6 +619,7 @@ fn setattr_and_access() {
         nanos: 5,
     };
     let a = v
+        .names()
         .setattr(
             f,
             &SetAttr {
@@ -577,14 +636,23 @@ fn setattr_and_access() {
         (a.perm, a.uid, a.gid, a.atime, a.mtime),
         (0o4640, 7, 8, t, t)
     );
-    assert!(v.access(Ctx { uid: 7, gid: 0 }, f, 6).is_ok());
-    assert!(v.access(Ctx { uid: 7, gid: 0 }, f, 1).is_err());
-    assert!(v.access(Ctx { uid: 9, gid: 8 }, f, 4).is_ok());
-    assert_eq!(errno(v.access(Ctx { uid: 9, gid: 8 }, f, 2)), libc::EACCES);
-    assert_eq!(errno(v.access(Ctx { uid: 9, gid: 9 }, f, 4)), libc::EACCES);
-    assert!(v.access(Ctx { uid: 0, gid: 0 }, f, 6).is_ok());
-    assert_eq!(errno(v.access(Ctx { uid: 0, gid: 0 }, f, 1)), libc::EACCES);
-    let s = v.statfs().unwrap();
+    assert!(v.names().access(Ctx { uid: 7, gid: 0 }, f, 6).is_ok());
+    assert!(v.names().access(Ctx { uid: 7, gid: 0 }, f, 1).is_err());
+    assert!(v.names().access(Ctx { uid: 9, gid: 8 }, f, 4).is_ok());
+    assert_eq!(
+        errno(v.names().access(Ctx { uid: 9, gid: 8 }, f, 2)),
+        libc::EACCES
+    );
+    assert_eq!(
+        errno(v.names().access(Ctx { uid: 9, gid: 9 }, f, 4)),
+        libc::EACCES
+    );
+    assert!(v.names().access(Ctx { uid: 0, gid: 0 }, f, 6).is_ok());
+    assert_eq!(
+        errno(v.names().access(Ctx { uid: 0, gid: 0 }, f, 1)),
+        libc::EACCES
+    );
+    let s = v.names().statfs().unwrap();
     assert!(s.blocks > 0 && s.bsize == 4096 && s.namelen == 255);
 }
 
@@ -604,10 +672,10 @@ fn commits_coalesce_and_fsync_commits() {
     assert_eq!(v.commit().unwrap(), None);
     // A change that is undone before the commit makes no commit.
     fs.put(ROOT, "tmp", b"");
-    v.unlink(ROOT, b"tmp").unwrap();
+    v.names().unlink(ROOT, b"tmp").unwrap();
     assert_eq!(v.commit().unwrap(), None);
     // fsync commits without an explicit commit.
-    let (_, fh) = v.create(ME, ROOT, b"synced", 0o644, false).unwrap();
+    let (_, fh) = v.names().create(ME, ROOT, b"synced", 0o644, false).unwrap();
     v.files().write(fh, 0, b"durable").unwrap();
     v.files().fsync(fh).unwrap();
     v.files().release(fh).unwrap();
@@ -632,7 +700,8 @@ fn tombstones_and_version_vectors() {
     };
     let (a1, b1) = (get(b"a"), get(b"b"));
     // Rename-over: b gets the join of both vectors, plus a bump.
-    v.rename(ROOT, b"a", ROOT, b"b", RenameMode::Replace)
+    v.names()
+        .rename(ROOT, b"a", ROOT, b"b", RenameMode::Replace)
         .unwrap();
     v.commit().unwrap();
     let (a2, b2) = (get(b"a"), get(b"b"));
@@ -648,7 +717,7 @@ fn tombstones_and_version_vectors() {
     assert!(!a3.deleted);
     assert_eq!(a3.vv.compare(&a2.vv), Causality::Dominates);
     // A directory's vector covers everything beneath it.
-    let d = v.mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
+    let d = v.names().mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
     fs.put(d, "deep", b"x");
     v.commit().unwrap();
     let dv = get(b"d").vv;
@@ -682,6 +751,7 @@ fn the_background_committer_coalesces_a_burst_into_one_root() {
     .unwrap();
     for i in 0..200 {
         let (_, fh) = vfs
+            .names()
             .create(ME, ROOT, format!("f{i}").as_bytes(), 0o644, false)
             .unwrap();
         vfs.files().write(fh, 0, b"x").unwrap();
@@ -712,7 +782,7 @@ fn a_full_disk_gives_enospc_and_a_consistent_store() {
     {
         let store = Arc::new(Store::create(&path).unwrap());
         let vfs = Vfs::new(store, VfsOptions::default()).unwrap();
-        let (_, fh) = vfs.create(ME, ROOT, b"kept", 0o644, false).unwrap();
+        let (_, fh) = vfs.names().create(ME, ROOT, b"kept", 0o644, false).unwrap();
         vfs.files().write(fh, 0, b"kept bytes").unwrap();
         vfs.files().fsync(fh).unwrap();
         vfs.files().release(fh).unwrap();
@@ -724,7 +794,7 @@ fn a_full_disk_gives_enospc_and_a_consistent_store() {
     };
     let store = Arc::new(Store::open_with(&path, opts).unwrap());
     let vfs = Vfs::new(store, VfsOptions::default()).unwrap();
-    let (a, fh) = vfs.create(ME, ROOT, b"big", 0o644, false).unwrap();
+    let (a, fh) = vfs.names().create(ME, ROOT, b"big", 0o644, false).unwrap();
     vfs.files().write(fh, 0, &random_bytes(100_000, 9)).unwrap(); // buffered
     assert_eq!(errno(vfs.files().fsync(fh)), libc::ENOSPC);
     assert_eq!(errno(vfs.files().release(fh)), libc::ENOSPC);
@@ -736,9 +806,13 @@ fn a_full_disk_gives_enospc_and_a_consistent_store() {
     // The bytes stay in memory for a later commit to store (a failed
     // release loses nothing it was given); the store holds none of them.
     // A commit goes on without them while there is no room.
-    assert_eq!(vfs.getattr(a.ino).unwrap().size, 100_000);
+    assert_eq!(vfs.names().getattr(a.ino).unwrap().size, 100_000);
     vfs.commit().unwrap();
-    assert_eq!(vfs.getattr(a.ino).unwrap().size, 100_000, "still kept");
+    assert_eq!(
+        vfs.names().getattr(a.ino).unwrap().size,
+        100_000,
+        "still kept"
+    );
     drop(vfs);
     let mut fs = TestFs { dir, vfs: None };
     fs.reopen();
@@ -772,7 +846,10 @@ fn close_reports_enospc_when_the_disk_is_tight() {
     // Room for these bytes, but not ample room: the close stores them.
     if free > AMPLE + (64 << 20) {
         let vfs = open(free - AMPLE / 2);
-        let (a, fh) = vfs.create(ME, ROOT, b"tight", 0o644, false).unwrap();
+        let (a, fh) = vfs
+            .names()
+            .create(ME, ROOT, b"tight", 0o644, false)
+            .unwrap();
         vfs.files().write(fh, 0, &random_bytes(100_000, 3)).unwrap();
         vfs.files().flush(fh).unwrap();
         vfs.commit().unwrap();
@@ -785,7 +862,7 @@ fn close_reports_enospc_when_the_disk_is_tight() {
     }
     // No room at all: close(2) gets ENOSPC, and the release too.
     let vfs = open(u64::MAX / 4);
-    let (_, fh) = vfs.create(ME, ROOT, b"full", 0o644, false).unwrap();
+    let (_, fh) = vfs.names().create(ME, ROOT, b"full", 0o644, false).unwrap();
     vfs.files().write(fh, 0, &random_bytes(100_000, 4)).unwrap();
     assert_eq!(errno(vfs.files().flush(fh)), libc::ENOSPC);
     assert_eq!(errno(vfs.files().release(fh)), libc::ENOSPC);

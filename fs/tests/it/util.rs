@@ -46,9 +46,12 @@ impl TestFs {
     /// Creates (or truncates) a file at `name` in `parent` with `data`.
     pub(crate) fn put(&self, parent: Ino, name: &str, data: &[u8]) -> Ino {
         let v = self.vfs();
-        let (attr, fh) = match v.lookup(parent, name.as_bytes()) {
+        let (attr, fh) = match v.names().lookup(parent, name.as_bytes()) {
             Ok(a) => (a.clone(), v.files().open(a.ino, true, false).unwrap()),
-            Err(_) => v.create(ME, parent, name.as_bytes(), 0o644, false).unwrap(),
+            Err(_) => v
+                .names()
+                .create(ME, parent, name.as_bytes(), 0o644, false)
+                .unwrap(),
         };
         write_all(v, fh, 0, data);
         v.files().release(fh).unwrap();
@@ -59,7 +62,7 @@ impl TestFs {
     pub(crate) fn get(&self, ino: Ino) -> Vec<u8> {
         let v = self.vfs();
         let fh = v.files().open(ino, false, false).unwrap();
-        let size = v.getattr(ino).unwrap().size;
+        let size = v.names().getattr(ino).unwrap().size;
         let mut out = Vec::new();
         while (out.len() as u64) < size {
             let chunk = v.files().read(fh, out.len() as u64, 1 << 20).unwrap();
@@ -74,7 +77,7 @@ impl TestFs {
     pub(crate) fn path(&self, path: &str) -> backer_fs::Result<Ino> {
         let mut ino = ROOT;
         for part in path.split('/').filter(|p| !p.is_empty()) {
-            ino = self.vfs().lookup(ino, part.as_bytes())?.ino;
+            ino = self.vfs().names().lookup(ino, part.as_bytes())?.ino;
         }
         Ok(ino)
     }
