@@ -1,13 +1,30 @@
 //! POSIX-like operations on the live namespace, with no FUSE types.
 //!
-//! The live namespace (inodes, names, link counts, owners, xattrs) is in
-//! the store and changes with every operation, atomically: each operation
-//! reads and writes through one [`Txn`] applied as one batch. Every name an
-//! operation touches is marked dirty in the same batch; [`Vfs::commit`]
-//! later folds the dirty names into new tree nodes (only the paths that
-//! changed) and appends the new root to the commit log. Marks are in the
-//! store, so a crash between an operation and its commit loses nothing:
-//! the next commit picks them up.
+//! A [`Vfs`] has three parts, each with its own requests and its own
+//! state, all under one lock (the kernel's requests are short, and one
+//! writer means no conflicting transactions):
+//! - the live namespace, [`Vfs::names`] ([`Names`]: `vfs/names.rs`,
+//!   `vfs/attrs.rs`, `vfs/xattr.rs`): inodes, names, link counts, owners,
+//!   xattrs, in the store;
+//! - the open files, [`Vfs::files`] ([`Files`]: `vfs/handles.rs`, state
+//!   in `vfs/open_files.rs`): handles and the bytes written through them;
+//! - history, [`Vfs::history`] ([`History`]: `vfs/history.rs`): the
+//!   snapshot view, restores, collections.
+//!
+//! The `Vfs` itself commits, installs trees made elsewhere and publishes
+//! new roots.
+//!
+//! The live namespace changes with every operation, atomically: each
+//! operation reads and writes through one [`Txn`] applied as one batch.
+//! What an operation changes in memory because of its transaction (an
+//! open file closed, a file displaced by a peer's version) runs only once
+//! that transaction applied (`Inner::on_commit`, as Garage's db layer
+//! does); what it changes ahead of it (a fold, a truncate) is put back if
+//! it does not. Every name an operation touches is marked dirty in the
+//! same batch; [`Vfs::commit`] later folds the dirty names into new tree
+//! nodes (only the paths that changed) and appends the new root to the
+//! commit log. Marks are in the store, so a crash between an operation
+//! and its commit loses nothing: the next commit picks them up.
 //!
 //! File bytes are buffered per open inode ([`file::FileData`]) and chunked
 //! at release and fsync (at the close when the disk is tight, and while
@@ -18,14 +35,11 @@
 //! one through [`Vfs::install_with`], which changes the namespace to match
 //! it in the same transaction.
 //!
-//! One lock serialises operations; the kernel's requests are short, and
-//! one writer means no conflicting transactions.
-//!
-//! A mount comes in through [`Door`] (`vfs/door.rs`), which holds the rules
-//! that are the file system's rather than the kernel protocol's (the
-//! read-only history view, set-id dropping, O_APPEND under the writeback
-//! cache). New roots reach peers through one event, published once durable
-//! (`vfs/publish.rs`).
+//! A mount comes in through [`Door`] (`vfs/door.rs`), which composes the
+//! three parts and holds the rules that are the file system's rather than
+//! the kernel protocol's (the read-only history view, set-id dropping,
+//! O_APPEND under the writeback cache). New roots reach peers through one
+//! event, published once durable (`vfs/publish.rs`).
 
 mod attrs;
 mod commit;
@@ -302,7 +316,7 @@ impl Vfs {
     }
 
     /// How long ago the last change was (monotonic clock).
-    pub fn since_last_change(&self) -> std::time::Duration {
+    pub(crate) fn since_last_change(&self) -> std::time::Duration {
         let now = self.started.elapsed().as_nanos() as u64;
         let last = self.last_change.load(Ordering::SeqCst);
         std::time::Duration::from_nanos(now.saturating_sub(last))
