@@ -6,22 +6,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use backer_fs::tree::Kind;
-use backer_fs::vfs::{Caller, Door, Ino, OpenMode, Vfs, RESERVED_NAME, ROOT};
+use backer_fs::vfs::{Caller, Door, Ino, OpenMode, RESERVED_NAME, ROOT};
 use backer_fs::Error;
 
-use crate::util::{vfs_with_clock, write_all, ME};
-
-fn put(v: &Vfs, parent: Ino, name: &str, data: &[u8]) {
-    let (_, fh) = match v.names().lookup(parent, name.as_bytes()) {
-        Ok(a) => (a.clone(), v.files().open(a.ino, true, false).unwrap()),
-        Err(_) => v
-            .names()
-            .create(ME, parent, name.as_bytes(), 0o644, false)
-            .unwrap(),
-    };
-    write_all(v, fh, 0, data);
-    v.files().release(fh).unwrap();
-}
+use crate::util::{put, vfs_with_clock, ME};
 
 const ME_CALLING: Caller = Caller {
     uid: ME.uid,

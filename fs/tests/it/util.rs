@@ -45,17 +45,7 @@ impl TestFs {
 
     /// Creates (or truncates) a file at `name` in `parent` with `data`.
     pub(crate) fn put(&self, parent: Ino, name: &str, data: &[u8]) -> Ino {
-        let v = self.vfs();
-        let (attr, fh) = match v.names().lookup(parent, name.as_bytes()) {
-            Ok(a) => (a.clone(), v.files().open(a.ino, true, false).unwrap()),
-            Err(_) => v
-                .names()
-                .create(ME, parent, name.as_bytes(), 0o644, false)
-                .unwrap(),
-        };
-        write_all(v, fh, 0, data);
-        v.files().release(fh).unwrap();
-        attr.ino
+        put(self.vfs(), parent, name, data)
     }
 
     /// The whole content of `ino`.
@@ -119,4 +109,18 @@ pub(crate) fn vfs_with_clock(
         ..VfsOptions::default()
     };
     Vfs::new(store, opts).unwrap()
+}
+
+/// Creates (or truncates) a file at `name` in `parent` of `v` with `data`.
+pub(crate) fn put(v: &Vfs, parent: Ino, name: &str, data: &[u8]) -> Ino {
+    let (attr, fh) = match v.names().lookup(parent, name.as_bytes()) {
+        Ok(a) => (a.clone(), v.files().open(a.ino, true, false).unwrap()),
+        Err(_) => v
+            .names()
+            .create(ME, parent, name.as_bytes(), 0o644, false)
+            .unwrap(),
+    };
+    write_all(v, fh, 0, data);
+    v.files().release(fh).unwrap();
+    attr.ino
 }
