@@ -177,6 +177,31 @@ impl Inner {
         };
         self.latest = Some(info.clone());
     }
+
+    /// Ends a transaction run outside [`Vfs::write_op`] (begun with
+    /// [`Inner::begin`]): `applied` says whether it applied; its effects
+    /// run if so, else the open files are put back.
+    fn settle(&mut self, applied: Result<()>) -> Result<()> {
+        match applied {
+            Ok(()) => self.applied(),
+            Err(_) => self.not_applied(),
+        }
+        applied
+    }
+
+    /// Marks every name of `ino` dirty (its entry must be rebuilt).
+    fn mark_names_dirty(&self, txn: &mut Txn<'_>, ino: Ino, rec: &InodeRecord) -> Result<()> {
+        if rec.is_dir() {
+            if ino != ROOT {
+                txn.mark_dirty(rec.parent, &rec.name);
+            }
+            return Ok(());
+        }
+        for (parent, name) in txn.names_of(ino, rec)? {
+            txn.mark_dirty(parent, &name);
+        }
+        Ok(())
+    }
 }
 
 /// The POSIX-like file system over a [`Store`]. Thread-safe.
@@ -385,32 +410,5 @@ impl Vfs {
         let out = self.lock().commit_deferring(now, Some(defer))?;
         self.flush_and_publish()?;
         Ok(out)
-    }
-}
-
-impl Inner {
-    /// Ends a transaction run outside [`Vfs::write_op`] (begun with
-    /// [`Inner::begin`]): `applied` says whether it applied; its effects
-    /// run if so, else the open files are put back.
-    fn settle(&mut self, applied: Result<()>) -> Result<()> {
-        match applied {
-            Ok(()) => self.applied(),
-            Err(_) => self.not_applied(),
-        }
-        applied
-    }
-
-    /// Marks every name of `ino` dirty (its entry must be rebuilt).
-    fn mark_names_dirty(&self, txn: &mut Txn<'_>, ino: Ino, rec: &InodeRecord) -> Result<()> {
-        if rec.is_dir() {
-            if ino != ROOT {
-                txn.mark_dirty(rec.parent, &rec.name);
-            }
-            return Ok(());
-        }
-        for (parent, name) in txn.names_of(ino, rec)? {
-            txn.mark_dirty(parent, &name);
-        }
-        Ok(())
     }
 }

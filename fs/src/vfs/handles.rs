@@ -28,7 +28,7 @@ enum AfterWrite {
 /// namespace's records in the same transaction.
 #[derive(Clone, Copy)]
 pub struct Files<'v> {
-    vfs: &'v Vfs,
+    pub(super) vfs: &'v Vfs,
 }
 
 impl Vfs {
@@ -163,8 +163,8 @@ impl Files<'_> {
         })?;
         match next {
             AfterWrite::Done => {}
-            AfterWrite::StreamFold(t) => self.vfs.finish_stream_fold(ino, t)?,
-            AfterWrite::WaitForFold => self.vfs.wait_for_stream_fold(ino),
+            AfterWrite::StreamFold(t) => self.finish_stream_fold(ino, t)?,
+            AfterWrite::WaitForFold => self.wait_for_stream_fold(ino),
         }
         Ok(data.len() as u32)
     }
@@ -260,7 +260,7 @@ impl Files<'_> {
             .map(|t| (h.ino, t))
         };
         match begun {
-            Some((ino, t)) => self.vfs.finish_stream_fold(ino, t),
+            Some((ino, t)) => self.finish_stream_fold(ino, t),
             None => Ok(()),
         }
     }
