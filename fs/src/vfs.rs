@@ -204,7 +204,9 @@ impl Inner {
     }
 }
 
-/// The POSIX-like file system over a [`Store`]. Thread-safe.
+/// The POSIX-like file system over a [`Store`]. Thread-safe. Requests go
+/// to its three parts ([`Vfs::names`], [`Vfs::files`], [`Vfs::history`]);
+/// the vfs itself commits, installs trees and publishes roots.
 pub struct Vfs {
     inner: Mutex<Inner>,
     clock: Clock,
