@@ -21,7 +21,7 @@ pub use du::{du, Du};
 pub use export::{check_target, export, export_tree, Exported};
 pub use log::{kind_name::name as kind_name, log, Change, ChangeKind, LogEntry};
 pub use restore::{restore, restore_to, version_at, Outcome, RestoreRequest, Restored, Version};
-pub use write::{LiveTree, Source, WriteOptions};
+pub use write::{LiveFile, LiveTree, Source, WriteOptions};
 
 use crate::error::{Error, Result};
 use crate::store::Store;

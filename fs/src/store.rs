@@ -215,8 +215,10 @@ fn upgrade_sled(dir: &Path, sled: sled_kv::SledKv, cache_bytes: u64) -> Result<s
 }
 
 impl Store {
-    /// Creates a store in `dir` (made if missing) with a new node key.
-    /// `Err(Exists)` if a store is already there. A `node.key` without a
+    /// Creates a private store in `dir` (made 0700 if missing) with a new
+    /// node key. `Err(Exists)` if a store is already there; a folder that
+    /// holds anything else is refused ([`Error::Request`]): the store
+    /// would make it private and call it its own. A `node.key` without a
     /// database (an init that was cut short) is kept, not replaced.
     pub fn create(dir: &Path) -> Result<Store> {
         Self::create_with(dir, Options::default())
@@ -226,6 +228,12 @@ impl Store {
     pub fn create_with(dir: &Path, opts: Options) -> Result<Store> {
         if db_dir(dir).exists() {
             return Err(Error::Exists);
+        }
+        if !private::holds_only_store_names(dir)? {
+            return Err(Error::Request(format!(
+                "{} is not empty and holds no store: make the store in a new or empty folder",
+                dir.display()
+            )));
         }
         private::create_dir(dir)?;
         let _open = OpenLock::take(dir)?;
@@ -323,6 +331,25 @@ impl Store {
             id,
             appending: RwLock::new(()),
         })
+    }
+
+    /// Runs `tidy` if no process holds the store at `dir` open (a node
+    /// that died left its socket behind), and says whether it ran. Asked
+    /// under the open lock, so an open racing this waits for it rather
+    /// than failing on the engine lock it tries, and a node that holds
+    /// the store keeps what it made (its new socket).
+    ///
+    /// Errors: I/O errors taking the locks; `Ok(false)` for no store.
+    pub fn tidy_if_unheld(dir: &Path, tidy: impl FnOnce()) -> Result<bool> {
+        if !db_dir(dir).is_dir() {
+            return Ok(false);
+        }
+        let _open = OpenLock::take(dir)?;
+        if sled_kv::is_held(&db_dir(dir))? {
+            return Ok(false);
+        }
+        tidy();
+        Ok(true)
     }
 
     /// The store's folder.

@@ -33,8 +33,12 @@ pub enum Error {
     /// The stream closed before the session was finished.
     #[error("the connection closed")]
     Closed,
-    /// The session's driver could not go on (its runtime is shutting
-    /// down).
+    /// The peer stopped reading: no write went through for this long.
+    #[error("the peer stopped reading: no write went through in {0:?}")]
+    Stalled(std::time::Duration),
+    /// The session's driver could not go on (a step was cancelled, or
+    /// the state it steps is gone): a fault on our side, not a shutdown
+    /// (a shutdown ends the session cleanly and tells the peer itself).
     #[error("the session driver stopped: {0}")]
     Stopped(String),
 }
@@ -49,11 +53,23 @@ impl Error {
             Error::Frame(_) => Some(AbortReason::Protocol),
             Error::BadData(_) => Some(AbortReason::BadData),
             Error::Local(_) => Some(AbortReason::Internal),
-            Error::PeerAborted(_) | Error::Closed => None,
-            Error::Stopped(_) => Some(AbortReason::Shutdown),
+            // A peer that does not read would not read it either.
+            Error::PeerAborted(_) | Error::Closed | Error::Stalled(_) => None,
+            Error::Stopped(_) => Some(AbortReason::Internal),
         }
     }
 }
 
 /// Results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_driver_that_stopped_is_an_internal_fault_not_a_shutdown() {
+        let e = Error::Stopped("the session has ended".into());
+        assert_eq!(e.abort_reason(), Some(AbortReason::Internal));
+    }
+}

@@ -10,8 +10,12 @@
 //! - Two peers dialling each other keep one connection: the one dialled
 //!   by the lower node id (DESIGN.md, "Traps"); [`link`] has the rule.
 //! - [`Peers::shutdown`] tells every connected peer (`Abort(Shutdown)`,
-//!   then a QUIC close), so they show this node disconnected at once
-//!   instead of after the idle timeout.
+//!   and waits, briefly, until the peers have read it and closed), so
+//!   they show this node disconnected at once instead of after the idle
+//!   timeout, and know why.
+//! - A session that ended in an error does not reset its dialler's
+//!   backoff: a peer whose sessions keep failing is not redialled in a
+//!   loop.
 //! - A node told no listen address dials out from a wildcard socket and
 //!   accepts nothing ([`Endpoint::dial_only`]).
 //! - A peer is held to what it needs: a stream within
@@ -42,9 +46,14 @@ use crate::local::InstallHook;
 use crate::quic::{self, Endpoint, Trust};
 use crate::Progress;
 
-/// How long [`Peers::shutdown`] waits for sessions to say goodbye, and
-/// then for the endpoint to tell the peers it closed (each at most).
-const GOODBYE: Duration = Duration::from_millis(500);
+/// How long [`Peers::shutdown`] waits, in all, for every session to send
+/// its `Abort(Shutdown)` and for the peers to close their connections
+/// once they read it (a peer that does not read cannot hold us longer).
+const GOODBYE: Duration = Duration::from_secs(2);
+
+/// How long [`Peers::shutdown`] then waits for the endpoint to tell every
+/// connection left that it closed.
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
 
 /// How long a new connection may go without its session's stream: the
 /// dialler opens it and writes its hello right after the handshake, so a
@@ -76,6 +85,10 @@ pub struct Options {
     /// Called after every merge a session installs (a mount tells the
     /// kernel what changed).
     pub install_hook: Option<InstallHook>,
+    /// Where new local roots come in. Made (and fed: the vfs's root
+    /// observer registered) before [`Peers::start`], so that no root
+    /// committed while the manager starts goes unannounced.
+    pub roots: RootFeed,
 }
 
 /// One peer as `status` shows it (`status --json` prints these fields as
@@ -104,8 +117,16 @@ fn display<S: Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
 /// Where new local roots enter the peer manager: whoever learns of a new
 /// committed root (today the vfs's root observer) calls
 /// [`publish`](RootFeed::publish), and every live session announces it.
+/// Make it first ([`RootFeed::default`]), register its publisher, then
+/// hand it to [`Peers::start`] in [`Options::roots`].
 #[derive(Clone, Debug)]
 pub struct RootFeed(watch::Sender<Hash>);
+
+impl Default for RootFeed {
+    fn default() -> Self {
+        RootFeed(watch::channel(Hash::ZERO).0)
+    }
+}
 
 impl RootFeed {
     /// Tells every session that `root` is our root now.
@@ -128,6 +149,10 @@ struct PeerState {
     session: Option<Active>,
     /// Wakes the dialler (a new address, a dropped session).
     wake: Arc<Notify>,
+    /// Set with a wake that lets the dialler start over at its shortest
+    /// backoff: a new address, or a session the peer dialled that ended
+    /// cleanly (not one that ended in an error).
+    fresh_start: bool,
     /// Which dialler is the peer's: drawn from [`Shared::generations`]
     /// (never reused, so a dialler of a removed peer can never mistake a
     /// re-added one for its own); 0 at shutdown, which stops it.
@@ -158,6 +183,9 @@ struct Shared {
     generations: AtomicU64,
     /// Dial loops running (a test checks that a peer has one at most).
     dial_loops: AtomicUsize,
+    /// Sessions between their start and their goodbye (see
+    /// [`Peers::shutdown`]).
+    sessions: watch::Sender<usize>,
     /// Live incoming connections per peer (see [`MAX_CONNECTIONS_PER_PEER`]).
     incoming: Mutex<HashMap<NodeId, usize>>,
     /// Set by [`Peers::shutdown`]: no new session starts.
@@ -213,17 +241,17 @@ impl Peers {
             }
             None => None,
         };
-        let (roots, _) = watch::channel(Hash::ZERO);
         let shared = Arc::new(Shared {
             me,
             vfs,
             hook: opts.install_hook,
             trust,
-            roots,
+            roots: opts.roots.0,
             peers: Mutex::new(HashMap::new()),
             next_session: Mutex::new(0),
             generations: AtomicU64::new(0),
             dial_loops: AtomicUsize::new(0),
+            sessions: watch::channel(0).0,
             incoming: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
         });
@@ -293,6 +321,7 @@ impl Peers {
                     let (shared, endpoint) = (self.shared.clone(), self.endpoint.clone());
                     st.dialler = self.spawn(link::dial_loop(shared, endpoint, id, generation));
                 } else {
+                    st.fresh_start = true;
                     st.wake.notify_one();
                 }
             }
@@ -334,9 +363,12 @@ impl Peers {
     }
 
     /// Stops every session, telling each peer we shut down
-    /// (`Abort(Shutdown)`), then closes the endpoint, which tells every
-    /// connection; waits about a second at most. Takes `&self`, so a
-    /// clone of an `Arc<Peers>` held elsewhere (a control thread) cannot
+    /// (`Abort(Shutdown)`), waits until every session has written it and
+    /// its peer has closed the connection (so the peer learns why, not
+    /// just that the connection went), then closes the endpoint, which
+    /// tells any connection left. Waits [`GOODBYE`] for the sessions and
+    /// [`CLOSE_WAIT`] for the endpoint at most. Takes `&self`, so a clone
+    /// of an `Arc<Peers>` held elsewhere (a control thread) cannot
     /// prevent it. Later calls do nothing; afterwards no session starts.
     /// Must not be called from inside a tokio runtime.
     pub fn shutdown(&self) {
@@ -354,20 +386,19 @@ impl Peers {
             }
         }
         let Some(rt) = &self.rt else { return };
-        let (endpoint, shared) = (self.endpoint.clone(), self.shared.clone());
+        let (endpoint, mut sessions) = (self.endpoint.clone(), self.shared.sessions.subscribe());
+        let live = *sessions.borrow();
+        let start = Instant::now();
         rt.block_on(async move {
-            let start = Instant::now();
-            while start.elapsed() < GOODBYE {
-                if !shared.peers().values().any(|st| st.session.is_some()) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            let all_gone = sessions.wait_for(|n| *n == 0);
+            if tokio::time::timeout(GOODBYE, all_gone).await.is_err() {
+                tracing::info!("closing: a peer did not acknowledge our goodbye in time");
             }
             // Whatever is left hears the close; a peer that does not
             // acknowledge it must not hold us.
-            let _ = tokio::time::timeout(GOODBYE, endpoint.close()).await;
+            let _ = tokio::time::timeout(CLOSE_WAIT, endpoint.close()).await;
         });
-        tracing::info!("network stopped");
+        tracing::info!(sessions = live, took = ?start.elapsed(), "network stopped");
     }
 }
 

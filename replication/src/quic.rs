@@ -177,6 +177,15 @@ fn dual_stack_socket() -> io::Result<std::net::UdpSocket> {
     }
     // SAFETY: `fd` is a new socket that nothing else owns.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Without SOCK_CLOEXEC, set it at once: a child we spawn (fusermount)
+    // must not inherit the socket.
+    #[cfg(not(target_os = "linux"))]
+    {
+        // SAFETY: fcntl on a valid fd with an int flag argument.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
     let off: libc::c_int = 0;
     // SAFETY: a valid socket fd and a c_int option value of the right size.
     let set = unsafe {

@@ -17,8 +17,12 @@
 //!   verified items. The merge, the one step that walks whole trees and
 //!   commits, is an output instead.
 //!
-//! After every input: poll transmits until `None`, then events, then the
-//! merge (whose result is an input again).
+//! After an input, poll transmits, then events, then the merge (whose
+//! result is an input again). A driver may take further inputs before it
+//! has polled every transmit (the session driver does while its writer
+//! is backed up); it polls the merge only once transmits return `None`.
+//! The deterministic test harness (`mesh`) lets its seed pick among
+//! these orders, so the properties hold for all of them.
 //!
 //! Both directions run at once: each side serves the other's requests and
 //! pulls what it lacks ([`pull`]). An error from any input ends the

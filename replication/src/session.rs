@@ -9,12 +9,21 @@
 //! whole trees) runs on tokio's blocking pool, so the runtime never waits
 //! on the disk. Around that loop, two small tasks move bytes:
 //!
-//! - a reader task decodes frames into a small queue. The loop takes
-//!   inputs even while its frames wait for the writer, so two peers
-//!   writing to each other cannot deadlock (the protocol's windows bound
-//!   what can be in flight), and a peer that asks without reading meets
-//!   the machine's limit on outstanding requests;
-//! - a writer task writes frames, flushing when it runs out of them.
+//! - a reader task decodes frames into a small queue, bounded in frames
+//!   and in bytes ([`INPUT_BYTES`]: a frame waits for room before it is
+//!   read), so a session's memory is bounded whatever the peer sends. The
+//!   loop takes inputs even while its frames wait for the writer, so two
+//!   peers writing to each other cannot deadlock (the protocol's windows
+//!   bound what can be in flight), and a peer that asks without reading
+//!   meets the machine's limit on outstanding requests;
+//! - a writer task writes frames, flushing when it runs out of them. A
+//!   write that makes no progress for [`WRITE_STALL`] ends the session: a
+//!   peer that stopped reading is cut off ([`Error::Stalled`]).
+//!
+//! A stop ([`Channels::stop`]) is taken after any local root published
+//! before it, and the frames already made go out before the goodbye
+//! (`Abort(Shutdown)`): a node's last commit is announced before it
+//! leaves.
 //!
 //! In live mode ([`Config::once`] false) the session runs until the stream
 //! closes or fails; new local roots come in through a `watch` channel.
@@ -27,7 +36,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+
+mod stall;
+#[cfg(test)]
+mod tests;
+
+use stall::Stall;
 
 use crate::error::{Error, Result};
 use crate::hello::Hello;
@@ -83,7 +98,8 @@ pub struct Outcome<L> {
     pub local: L,
 }
 
-/// Where a session's events and local roots come from and go to.
+/// Where a session's events and local roots come from and go to, and how
+/// long it waits on a peer that does not read.
 #[derive(Default)]
 pub struct Channels {
     /// Our committed root, whenever it changes.
@@ -93,18 +109,37 @@ pub struct Channels {
     /// Ends the session (telling the peer we shut down) when it fires or
     /// its sender is dropped.
     pub stop: Option<oneshot::Receiver<()>>,
+    /// How long a write may make no progress before the peer is cut off;
+    /// `None`: [`WRITE_STALL`].
+    pub write_stall: Option<Duration>,
 }
 
 enum Input {
-    Peer(Message, usize),
+    /// A frame, its length, and the room it takes in the input queue
+    /// (given back when the driver takes it).
+    Peer(Message, usize, OwnedSemaphorePermit),
     LocalRoot(Hash),
     Failed(FrameError),
     Eof,
     Stop,
+    /// The writer made no progress for this long.
+    Stalled(Duration),
 }
 
 /// Inputs waiting for the driver: a slow driver slows the reader.
 const INPUTS: usize = 64;
+
+/// Bytes of the peer's frames waiting for the driver, at most (frames
+/// may be up to [`proto::MAX_FRAME`]; [`INPUTS`] of those would be 1 GiB).
+/// A frame that does not fit waits, unread, until the driver takes
+/// others (DESIGN.md: bounded memory per session).
+pub const INPUT_BYTES: usize = 32 << 20;
+
+/// How long a write to the peer may make no progress before the session
+/// ends: a peer that stops reading our frames is cut off. Generous: a
+/// healthy peer stops reading only while its own queue is full, which
+/// lasts as long as one step of its driver (a merge of a large tree).
+pub const WRITE_STALL: Duration = Duration::from_secs(60);
 
 /// Runs one session over `stream` until it ends: for a one-shot session
 /// ([`Config::once`]) when both sides hold the same root; for a live one
@@ -118,27 +153,11 @@ where
     let (rd, wr) = tokio::io::split(stream);
     let (in_tx, in_rx) = mpsc::channel(INPUTS);
     let (out_tx, out_rx) = mpsc::channel::<Outgoing>(64);
-    let reader = tokio::spawn(read_loop(rd, in_tx.clone()));
-    let watcher = ch.roots.map(|mut roots| {
-        let tx = in_tx.clone();
-        tokio::spawn(async move {
-            while roots.changed().await.is_ok() {
-                let root = *roots.borrow_and_update();
-                if tx.send(Input::LocalRoot(root)).await.is_err() {
-                    break;
-                }
-            }
-        })
-    });
-    let stopper = ch.stop.map(|stop| {
-        let tx = in_tx.clone();
-        tokio::spawn(async move {
-            let _ = stop.await;
-            let _ = tx.send(Input::Stop).await;
-        })
-    });
-    drop(in_tx);
-    let writer = tokio::spawn(write_loop(wr, out_rx));
+    let room = Arc::new(Semaphore::new(INPUT_BYTES));
+    let reader = tokio::spawn(read_loop(rd, in_tx.clone(), room));
+    let local_inputs = tokio::spawn(local_inputs(ch.roots, ch.stop, in_tx.clone()));
+    let stall = ch.write_stall.unwrap_or(WRITE_STALL);
+    let writer = tokio::spawn(write_loop(Stall::new(wr, stall), out_rx, in_tx));
     let state = Arc::new(Mutex::new(Some(State { local, m: None })));
     let mut report = Report::default();
     let result = drive(&state, hello, cfg, in_rx, &out_tx, ch.events, &mut report).await;
@@ -164,14 +183,20 @@ where
         Duration::from_secs(2)
     };
     let abort = writer.abort_handle();
+    let mut result = result;
     match tokio::time::timeout(grace, writer).await {
-        Ok(sent) => report.sent = sent.unwrap_or_default(),
+        Ok(Ok(w)) => {
+            report.sent = w.sent;
+            if w.stalled && matches!(result, Err(Error::Closed)) {
+                // The writer gave up first and the loop saw it as a close.
+                result = Err(Error::Stalled(stall));
+            }
+        }
+        Ok(Err(_)) => {}
         Err(_) => abort.abort(),
     }
     reader.abort();
-    for task in [watcher, stopper].into_iter().flatten() {
-        task.abort();
-    }
+    local_inputs.abort();
     match &result {
         // A peer or connection going away is ordinary for a live session.
         Err(e @ (Error::PeerAborted(AbortReason::Shutdown) | Error::Closed)) => {
@@ -335,15 +360,17 @@ async fn drive<L: Local + Send + 'static>(
                 input.recv().await
             };
             break match next {
-                Some(Input::Peer(msg, len)) => {
+                // The frame's room in the queue is given back here.
+                Some(Input::Peer(msg, len, _room)) => {
                     report.received.count(&msg, len);
                     Todo::Peer(msg)
                 }
                 Some(Input::LocalRoot(root)) => Todo::LocalRoot(root),
                 Some(Input::Failed(e)) => return Err(e.into()),
                 Some(Input::Eof) | None => return Err(Error::Closed),
+                Some(Input::Stalled(after)) => return Err(Error::Stalled(after)),
                 Some(Input::Stop) => {
-                    send_abort(out, AbortReason::Shutdown).await;
+                    goodbye(out, &mut pending).await;
                     return Ok(());
                 }
             };
@@ -351,11 +378,72 @@ async fn drive<L: Local + Send + 'static>(
     }
 }
 
-/// Queues an abort for the peer, giving up after a moment if the writer
-/// is stuck on a peer that does not read.
-async fn send_abort(out: &mpsc::Sender<Outgoing>, reason: AbortReason) {
-    if let Ok(frame) = Outgoing::new(&Message::Abort(reason)) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), out.send(frame)).await;
+/// Hands the writer the frames already made, then `Abort(Shutdown)`,
+/// giving up after a moment if the writer is stuck on a peer that does
+/// not read.
+async fn goodbye(out: &mpsc::Sender<Outgoing>, pending: &mut VecDeque<Outgoing>) {
+    let abort = Outgoing::new(&Message::Abort(AbortReason::Shutdown)).ok();
+    let frames = pending.drain(..).chain(abort);
+    let send = async {
+        for frame in frames {
+            if out.send(frame).await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), send).await;
+}
+
+/// Hands the driver every new local root and, last, the stop (when it
+/// fires or its sender is dropped). A root published before the stop
+/// fired is handed over before it, so a node's last commit is announced
+/// before its goodbye.
+async fn local_inputs(
+    mut roots: Option<watch::Receiver<Hash>>,
+    stop: Option<oneshot::Receiver<()>>,
+    tx: mpsc::Sender<Input>,
+) {
+    if roots.is_none() && stop.is_none() {
+        return; // nothing will come: the queue must not wait on us
+    }
+    let stop = async move {
+        match stop {
+            Some(stop) => {
+                let _ = stop.await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stop);
+    loop {
+        let changed = tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            changed = root_changed(&mut roots) => changed,
+        };
+        match roots.as_mut() {
+            Some(r) if changed => {
+                let root = *r.borrow_and_update();
+                if tx.send(Input::LocalRoot(root)).await.is_err() {
+                    return;
+                }
+            }
+            _ => roots = None, // its sender is gone: no more roots
+        }
+    }
+    if let Some(r) = roots.as_mut().filter(|r| r.has_changed().unwrap_or(false)) {
+        let root = *r.borrow_and_update();
+        let _ = tx.send(Input::LocalRoot(root)).await;
+    }
+    let _ = tx.send(Input::Stop).await;
+}
+
+/// Whether `roots` has a new value (`false`: its sender is gone); never
+/// ready without one.
+async fn root_changed(roots: &mut Option<watch::Receiver<Hash>>) -> bool {
+    match roots {
+        Some(r) => r.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 
@@ -378,11 +466,26 @@ impl Outgoing {
     }
 }
 
-async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(rd: R, tx: mpsc::Sender<Input>) {
+/// Reads frames into the driver's queue, each once `room` has space for
+/// it (its length is known before its payload is read or allocated).
+async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
+    rd: R,
+    tx: mpsc::Sender<Input>,
+    room: Arc<Semaphore>,
+) {
     let mut rd = BufReader::with_capacity(256 << 10, rd);
     loop {
-        let input = match read_frame(&mut rd).await {
-            Ok(Some((msg, len))) => Input::Peer(msg, len),
+        let input = match read_prefix(&mut rd).await {
+            Ok(Some(len)) => {
+                let want = u32::try_from((4 + len).min(INPUT_BYTES)).unwrap_or(u32::MAX);
+                let Ok(permit) = room.clone().acquire_many_owned(want).await else {
+                    return; // never closed
+                };
+                match read_payload(&mut rd, len).await {
+                    Ok(msg) => Input::Peer(msg, 4 + len, permit),
+                    Err(e) => Input::Failed(e),
+                }
+            }
             Ok(None) => Input::Eof,
             Err(e) => Input::Failed(e),
         };
@@ -397,15 +500,28 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(rd: R, tx: mpsc::Sende
 pub async fn read_frame<R: AsyncRead + Unpin>(
     rd: &mut R,
 ) -> Result<Option<(Message, usize)>, FrameError> {
+    let Some(len) = read_prefix(rd).await? else {
+        return Ok(None);
+    };
+    Ok(Some((read_payload(rd, len).await?, 4 + len)))
+}
+
+/// Reads a frame's length prefix (checked against [`proto::MAX_FRAME`]):
+/// `None` at a clean end of stream.
+async fn read_prefix<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Option<usize>, FrameError> {
     let mut prefix = [0u8; 4];
     if rd.read(&mut prefix[..1]).await? == 0 {
         return Ok(None);
     }
     rd.read_exact(&mut prefix[1..]).await.map_err(truncated)?;
-    let len = proto::frame_len(prefix)?;
+    Ok(Some(proto::frame_len(prefix)?))
+}
+
+/// Reads and decodes a payload of `len` bytes.
+async fn read_payload<R: AsyncRead + Unpin>(rd: &mut R, len: usize) -> Result<Message, FrameError> {
     let mut payload = vec![0u8; len];
     rd.read_exact(&mut payload).await.map_err(truncated)?;
-    Ok(Some((proto::decode(&payload)?, 4 + len)))
+    proto::decode(&payload)
 }
 
 fn truncated(e: io::Error) -> FrameError {
@@ -416,10 +532,22 @@ fn truncated(e: io::Error) -> FrameError {
     }
 }
 
+/// What the writer did.
+struct Written {
+    sent: Traffic,
+    /// It gave up on a peer that stopped reading.
+    stalled: bool,
+}
+
+/// Writes the driver's frames until its channel closes or a write fails;
+/// a write that makes no progress for the stall limit tells the driver
+/// (through `inputs`) and ends the writer.
 async fn write_loop<W: AsyncWrite + Unpin + Send + 'static>(
-    wr: W,
+    wr: Stall<W>,
     mut rx: mpsc::Receiver<Outgoing>,
-) -> Traffic {
+    inputs: mpsc::Sender<Input>,
+) -> Written {
+    let limit = wr.limit();
     let mut wr = BufWriter::with_capacity(256 << 10, wr);
     let mut sent = Traffic::default();
     let result: io::Result<()> = async {
@@ -427,10 +555,17 @@ async fn write_loop<W: AsyncWrite + Unpin + Send + 'static>(
         wr.shutdown().await
     }
     .await;
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "sync stream write failed");
+    let stalled = result.as_ref().is_err_and(stall::is_stall);
+    match result {
+        Err(_) if stalled => {
+            tracing::debug!(?limit, "the peer stopped reading");
+            drop(rx); // the driver sees no one takes its frames
+            let _ = inputs.send(Input::Stalled(limit)).await;
+        }
+        Err(e) => tracing::debug!(error = %e, "sync stream write failed"),
+        Ok(()) => {}
     }
-    sent
+    Written { sent, stalled }
 }
 
 /// Writes the next frame and every one already queued, then flushes;

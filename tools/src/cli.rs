@@ -71,11 +71,13 @@ pub(crate) enum Command {
     },
     /// Write the current tree of the store to a plain folder, with your
     /// own permissions (from a running node's newest commit). Set-id bits
-    /// are dropped and devices skipped unless root asks with --keep-setid.
+    /// are dropped and devices skipped unless root asks with --keep-setid
+    /// (and then only those the live tree has the same, owned alike).
     Export {
         /// Where to write it (created if missing; must be empty if not).
         dir: PathBuf,
-        /// Keep setuid/setgid bits and make device nodes (root only).
+        /// Keep setuid/setgid bits the live tree vouches for, and (with
+        /// --keep-owners) its root-made device nodes (root only).
         #[arg(long)]
         keep_setid: bool,
         /// Give each file the owner the live tree gives its path (root
@@ -112,8 +114,8 @@ pub(crate) enum Command {
         /// tree, with your own permissions.
         #[arg(long, value_name = "DIR")]
         to: Option<PathBuf>,
-        /// With --to: keep setuid/setgid bits and make device nodes (root
-        /// only).
+        /// With --to: keep setuid/setgid bits the live tree vouches for,
+        /// and (with --keep-owners) its root-made device nodes (root only).
         #[arg(long, requires = "to")]
         keep_setid: bool,
         /// With --to: give each file the owner the live tree gives its

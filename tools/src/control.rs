@@ -32,7 +32,7 @@ mod source;
 use std::path::{Path, PathBuf};
 
 use backer_fs::gc::Report;
-use backer_fs::history::{Du, LogEntry, RestoreRequest, Restored, Version};
+use backer_fs::history::{Du, LiveFile, LogEntry, RestoreRequest, Restored, Version};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use local::Local;
@@ -98,8 +98,9 @@ pub(crate) enum Request {
         /// The node's hash.
         hash: String,
     },
-    /// The (uid, gid) the live tree gives a path (for root's
-    /// `--keep-owners`).
+    /// What the live tree has at a path: owners and the local facts that
+    /// vouch for set-id bits and devices (for root's `--keep-owners` and
+    /// `--keep-setid`).
     Owner {
         /// The path's names joined by `/`, in hex (names are bytes).
         path: String,
@@ -118,7 +119,7 @@ pub(crate) enum Response {
     /// To [`Request::Status`].
     Status(Status),
     /// To [`Request::Reload`].
-    Reloaded,
+    Reloaded(Reloaded),
     /// To [`Request::Log`], newest first.
     Log(Vec<LogEntry>),
     /// To [`Request::Du`].
@@ -132,7 +133,7 @@ pub(crate) enum Response {
     /// To [`Request::Node`] and [`Request::Chunk`]: the bytes, in hex.
     Bytes(String),
     /// To [`Request::Owner`] (`None`: the live tree lacks the path).
-    Owner(Option<(u32, u32)>),
+    Owner(Option<LiveFile>),
     /// The request failed: one line for the user.
     Error(String),
 }
@@ -144,8 +145,8 @@ pub(crate) struct Status {
     pub(crate) root: String,
     /// The node's id.
     pub(crate) node: String,
-    /// The peers: id, address, connected, last sync...
-    pub(crate) peers: serde_json::Value,
+    /// The peers, in one shape whether a node runs or not.
+    pub(crate) peers: Vec<PeerInfo>,
     /// Where it accepts peers.
     pub(crate) listen: Option<String>,
     /// Where it is mounted.
@@ -154,6 +155,33 @@ pub(crate) struct Status {
     pub(crate) commits: u64,
     /// The running node's process (`None`: no node runs).
     pub(crate) pid: Option<u32>,
+}
+
+/// One peer as `status --json` prints it (DESIGN.md: "id", "addr",
+/// "connected" as a JSON boolean, "last_sync"), and what is left to
+/// fetch from it. A node that does not run reports every peer of
+/// config.toml in this shape too, none connected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PeerInfo {
+    /// Its node id, in the displayed form.
+    pub(crate) id: String,
+    /// Where the node dials it (`None`: it dials us).
+    pub(crate) addr: Option<String>,
+    /// Whether a session runs and both sides accepted each other.
+    pub(crate) connected: bool,
+    /// When both sides last held the same root (Unix seconds).
+    pub(crate) last_sync: Option<u64>,
+    /// Files the current pull still has to fetch.
+    pub(crate) files_to_go: u64,
+    /// Chunk bytes the current pull still has to fetch.
+    pub(crate) bytes_to_go: u64,
+}
+
+/// What a node did on [`Request::Reload`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Reloaded {
+    /// The peers it trusts now.
+    pub(crate) peers: usize,
 }
 
 #[cfg(test)]

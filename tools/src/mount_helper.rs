@@ -129,7 +129,7 @@ fn apply_options(opts: &str, mount: &mut MountArgs) -> Result<()> {
 pub(crate) fn run() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let result = parse(&args).and_then(|h| {
-        crate::store_dir::check_owner(&h.store)?;
+        crate::store_dir::act_as_store_owner(&h.store)?;
         crate::commands::mount::run(&h.store, &h.mount)
     });
     match result {

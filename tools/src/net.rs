@@ -15,6 +15,7 @@ use backer_replication::peers::Options;
 use backer_replication::{PeerSpec, Peers, RootFeed};
 
 use crate::config::Config;
+use crate::control::PeerInfo;
 
 /// The running network side of a node.
 pub(crate) struct Net {
@@ -33,16 +34,20 @@ impl Net {
     ) -> Result<Net> {
         let cfg = Config::load(store_dir)?;
         let listen = listen.or(cfg.listen);
+        // Fed before the manager starts: a root committed meanwhile still
+        // reaches the sessions.
+        let roots = RootFeed::default();
+        feed_roots(&vfs, roots.clone());
         let opts = Options {
             listen,
             peers: peer_specs(&cfg)?,
             install_hook: hook,
+            roots,
         };
-        let peers = Peers::start(vfs.clone(), opts).map_err(|e| match listen {
+        let peers = Peers::start(vfs, opts).map_err(|e| match listen {
             Some(addr) => anyhow!("cannot listen on {addr}: {e}"),
             None => anyhow!("cannot start the network: {e}"),
         })?;
-        feed_roots(&vfs, peers.root_feed());
         Ok(Net {
             peers,
             store_dir: store_dir.to_path_buf(),
@@ -51,15 +56,29 @@ impl Net {
 
     /// Re-reads `config.toml` and applies its peers (the control socket's
     /// `reload`, after `peer add`/`peer remove`).
-    pub(crate) fn reload(&self) -> Result<()> {
+    /// Returns how many peers are trusted now.
+    pub(crate) fn reload(&self) -> Result<usize> {
         let cfg = Config::load(&self.store_dir)?;
-        self.peers.reload(peer_specs(&cfg)?);
-        Ok(())
+        let specs = peer_specs(&cfg)?;
+        let n = specs.len();
+        self.peers.reload(specs);
+        Ok(n)
     }
 
     /// The peers as `status --json` shows them.
-    pub(crate) fn status(&self) -> serde_json::Value {
-        serde_json::to_value(self.peers.status()).unwrap_or_default()
+    pub(crate) fn status(&self) -> Vec<PeerInfo> {
+        self.peers
+            .status()
+            .into_iter()
+            .map(|p| PeerInfo {
+                id: p.id.to_string(),
+                addr: p.addr,
+                connected: p.connected,
+                last_sync: p.last_sync,
+                files_to_go: p.files_to_go,
+                bytes_to_go: p.bytes_to_go,
+            })
+            .collect()
     }
 
     /// What tells the kernel about a tree installed outside a sync (a
@@ -73,8 +92,8 @@ impl Net {
         self.peers.listen_addr()
     }
 
-    /// Tells every peer we stop and closes the endpoint (about a second
-    /// at most).
+    /// Tells every peer we stop, waits until they have heard it, and
+    /// closes the endpoint (a few seconds at most).
     pub(crate) fn shutdown(&self) {
         self.peers.shutdown();
     }

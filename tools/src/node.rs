@@ -60,7 +60,7 @@ pub(crate) fn run(
     listen: Option<std::net::SocketAddr>,
 ) -> Result<()> {
     let signals = block_signals();
-    crate::logging::init();
+    crate::logging::init(Some(store_dir));
     let store = Store::open(store_dir).map_err(|e| match e {
         backer_fs::Error::Locked => anyhow!(
             "the store at {} is in use by another process",
@@ -121,11 +121,14 @@ pub(crate) fn run(
             Ok(())
         }
     };
-    // Peers hear at once that we stop (the control thread's clone of
+    // A last commit, made durable and published: the sessions announce it
+    // before they say goodbye, so peers learn our last changes now.
+    drop(committer);
+    let synced = vfs.sync().context("final sync");
+    // Then peers hear at once that we stop (the control thread's clone of
     // `net` cannot hold this up).
     net.shutdown();
-    drop(committer); // a last commit, made durable
-    vfs.sync().context("final sync")?;
+    synced?;
     let _ = std::fs::remove_file(&pid_path);
     let _ = std::fs::remove_file(crate::control::socket_path(store_dir));
     tracing::info!("stopped");

@@ -10,13 +10,70 @@ use anyhow::{bail, Context, Result};
 
 /// The store folder for this run, made absolute (so messages name it
 /// unambiguously), reading the real environment; refused if this process
-/// would leave files in it that its owner cannot use ([`check_owner`]).
+/// would leave files in it that its owner cannot use ([`check_owner`]),
+/// unless the mount helper started it ([`act_as_store_owner`]).
 pub(crate) fn resolve(flag: Option<&Path>) -> Result<PathBuf> {
     let dir = choose(flag, |name| std::env::var_os(name))?;
     let dir =
         std::path::absolute(&dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
-    check_owner(&dir)?;
+    if std::env::var_os(AS_OWNER_ENV).is_some() {
+        act_as_store_owner(&dir)?;
+    } else {
+        check_owner(&dir)?;
+    }
     Ok(dir)
+}
+
+/// Set by the mount helper for the node it starts: that node runs on its
+/// store as [`act_as_store_owner`] says.
+pub(crate) const AS_OWNER_ENV: &str = "BACKER_AS_STORE_OWNER";
+
+/// Whether this process acts as its store's owner ([`act_as_store_owner`]).
+static ACTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`act_as_store_owner`] made this process act as another user.
+#[cfg(feature = "fuse")]
+pub(crate) fn acting_as_store_owner() -> bool {
+    ACTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// For the mount(8) helper only (DESIGN.md: `mount -t backer STORE DIR`
+/// and fstab lines are root's): root may run a node on a store another
+/// user owns, but every file it makes there is born the owner's: the
+/// file-system uid and gid of this thread become the store folder's
+/// owner's (setfsuid, setfsgid), and every thread started after inherits
+/// them, so the store never holds a file its owner cannot use. Call it
+/// before any other thread starts. The node keeps root's other powers
+/// (mounting); the mount point must be reachable by the store's owner.
+/// Anyone but root, or root on its own store: nothing to do.
+pub(crate) fn act_as_store_owner(dir: &Path) -> Result<()> {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(()); // no store: the open says so
+    };
+    let (uid, gid) = (meta.uid(), meta.gid());
+    if uid == 0 {
+        return Ok(());
+    }
+    // SAFETY: setfsgid/setfsuid change this thread's credentials only;
+    // each returns the previous id, so a second call tells whether the
+    // first took.
+    let took = unsafe {
+        libc::setfsgid(gid);
+        libc::setfsuid(uid);
+        libc::setfsgid(gid) as u32 == gid && libc::setfsuid(uid) as u32 == uid
+    };
+    if !took {
+        bail!(
+            "cannot act as the owner (uid {uid}) of the store at {}",
+            dir.display()
+        );
+    }
+    ACTING.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
 }
 
 /// Refuses root on a store that belongs to another user (`sudo backer
@@ -24,7 +81,7 @@ pub(crate) fn resolve(flag: Option<&Path>) -> Result<PathBuf> {
 /// the log, a pack) would be root's, and the store's owner could no longer
 /// open it. A store not made yet counts as its nearest existing folder's.
 /// Everyone else is stopped by the store's 0700 modes anyway.
-pub(crate) fn check_owner(dir: &Path) -> Result<()> {
+fn check_owner(dir: &Path) -> Result<()> {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     if unsafe { libc::geteuid() } != 0 {
         return Ok(());

@@ -1,10 +1,11 @@
 //! `backer export`: a committed tree written to a plain folder by
 //! [`super::write`]: folders, files with their bytes (holes stay holes),
 //! symlinks with their targets, fifos; each with its permission bits
-//! (set-id bits only for root's `--keep-setid`) and mtime (a folder's
-//! after its children are written). Sockets, and devices unless root asks
-//! for them, are skipped with a warning. Files are streamed one chunk at
-//! a time.
+//! (set-id bits only for root's `--keep-setid`, and only where the live
+//! tree vouches for them: [`super::write`]) and mtime (a folder's after
+//! its children are written). Sockets, and devices unless root asks for
+//! them and the live tree vouches for them, are skipped with a warning.
+//! Files are streamed one chunk at a time.
 //!
 //! The tree is a committed root: immutable, so the export is consistent
 //! even while a node goes on changing the live tree.
@@ -15,7 +16,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::head;
-use super::write::{live_entries, write_entries, Source, Tell, WriteOptions};
+use super::write::{live_entries, open_target, write_entries, Source, Tell, WriteOptions};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::tree::Kind;
@@ -34,7 +35,7 @@ pub struct Exported {
     pub symlinks: u64,
     /// Fifos written.
     pub fifos: u64,
-    /// Device nodes written (root's `--keep-setid` only).
+    /// Device nodes written (root's `--keep-setid --keep-owners` only).
     #[serde(default)]
     pub devices: u64,
     /// Devices and sockets skipped.
@@ -80,7 +81,8 @@ pub fn export(
 }
 
 /// Writes the folder tree `root` (`None`: an empty tree) from `src` into
-/// `out` (a new or empty folder), in this process. `progress` hears
+/// `out` (a new or empty folder of the caller's; made with the caller's
+/// umask, see [`super::write`]), in this process. `progress` hears
 /// (bytes written, bytes in all) as files are written.
 ///
 /// Errors: [`Error::Request`] for a target that is in the way or options
@@ -93,10 +95,8 @@ pub fn export_tree(
     progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<Exported> {
     opts.check()?;
-    if !check_target(out)? {
-        fs::create_dir_all(out)
-            .map_err(|e| Error::io(format!("cannot create {}", out.display()), e))?;
-    }
+    check_target(out)?;
+    let dir = open_target(out)?;
     let Some(root) = root else {
         return Ok(Exported::default());
     };
@@ -104,7 +104,15 @@ pub fn export_tree(
         Some(to) => Some(Tell::new(to, tree_bytes(src, root)?)),
         None => None,
     };
-    write_entries(src, out, Vec::new(), live_entries(src, root)?, opts, tell)
+    write_entries(
+        src,
+        dir,
+        out,
+        Vec::new(),
+        live_entries(src, root)?,
+        opts,
+        tell,
+    )
 }
 
 /// The bytes of every live file under the folder tree `root`.

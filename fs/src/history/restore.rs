@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::write::{write_entries, Source, WriteOptions};
+use super::write::{exists_at, open_target, write_entries, Source, WriteOptions};
 use super::{commit_id, commits, resolve_at, split_path, time_name};
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -105,8 +105,9 @@ pub fn version_at(store: &Store, at: &str) -> Result<Version> {
 }
 
 /// Writes `path` as it was in the version `v` into the plain folder
-/// `folder` (created if missing) as `folder/<last name of path>`, in this
-/// process, nodes and chunks from `src`.
+/// `folder` (the caller's; made with the caller's umask if missing, see
+/// [`super::write`]) as `folder/<last name of path>`, in this process,
+/// nodes and chunks from `src`.
 ///
 /// Errors: [`Error::Request`] for a path that names nothing, a target
 /// that is in the way or options the caller may not use; the source's
@@ -121,10 +122,9 @@ pub fn restore_to(
     opts.check()?;
     let names = split_path(path)?;
     let (entry, shown, last) = entry_of(src, v, &names)?;
-    std::fs::create_dir_all(folder)
-        .map_err(|e| Error::io(format!("cannot create {}", folder.display()), e))?;
+    let out = open_target(folder)?;
     let target = folder.join(OsStr::from_bytes(&last));
-    if target.symlink_metadata().is_ok() {
+    if exists_at(&out, &last, &target)? {
         return Err(Error::Request(format!(
             "{} already exists",
             target.display()
@@ -135,7 +135,7 @@ pub fn restore_to(
         .split_last()
         .map(|(_, up)| up.to_vec())
         .unwrap_or_default();
-    let stats = write_entries(src, folder, base, vec![entry], opts, None)?;
+    let stats = write_entries(src, out, folder, base, vec![entry], opts, None)?;
     Ok(Restored {
         path: shown,
         commit: v.commit.clone(),

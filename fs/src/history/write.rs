@@ -13,19 +13,38 @@
 //! grows past `PATH_MAX`). A folder's way back up (`..`) is checked to be
 //! the folder it came from.
 //!
-//! No privilege comes from a copy: setuid and setgid bits are dropped
-//! from files, and device nodes are skipped, unless the caller is root and
-//! asks for them ([`WriteOptions::keep_setid`]). Everything written
-//! belongs to the caller, unless root asks for the owners
-//! ([`WriteOptions::keep_owners`]): the tree records none per commit, so
-//! they are the live tree's owners of the same paths ([`Source::owner`]).
+//! No privilege comes from a copy. Setuid and setgid bits are dropped
+//! and device nodes skipped, unless the caller is root and asks for them
+//! ([`WriteOptions::keep_setid`]), and even then only where this machine
+//! vouches for them ([`Source::live`]): the tree's modes and devices are
+//! whatever a peer sent or any local user committed, so they alone never
+//! make a privilege. The rule:
+//!
+//! - a set-id bit is kept only if the live tree has the same version of
+//!   the file at that path (kind, size, mtime) carrying that bit, and its
+//!   live owner (uid for setuid, gid for setgid) is the owner the written
+//!   file has: a tree installed from a peer never carries set-id bits
+//!   live, and only the file's owner or root can set them, so no one
+//!   gains a privilege they did not hold; every bit dropped is a warning;
+//! - a device node is made only when root asks `--keep-setid` and
+//!   `--keep-owners`, the live tree has the same device (kind and number)
+//!   at that path owned by root (only root makes devices), and it gets
+//!   the live owner and no more permission than the live device has.
+//!   (On a mount root shares with peers, a device a trusted peer sent is
+//!   live too: the flags trust root's own peers.)
+//!
+//! Everything written belongs to the caller, unless root asks for the
+//! owners ([`WriteOptions::keep_owners`]): the tree records none per
+//! commit, so they are the live tree's owners of the same paths.
 
 use std::ffi::{CString, OsStr};
-use std::fs::{File, OpenOptions};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use super::export::Exported;
 use crate::error::{Error, Result};
@@ -50,11 +69,45 @@ pub trait Source: NodeStore {
     /// The bytes of the chunk `hash`, checked against it.
     fn chunk(&self, hash: &Hash) -> Result<Vec<u8>>;
 
-    /// The (uid, gid) the live tree gives the path `names`, if it has it
-    /// (for [`WriteOptions::keep_owners`]); none by default.
-    fn owner(&self, names: &[Vec<u8>]) -> Result<Option<(u32, u32)>> {
+    /// What the live tree has at the path `names`, if it has it (for
+    /// root's [`WriteOptions`]); none by default, so nothing is vouched
+    /// for.
+    fn live(&self, names: &[Vec<u8>]) -> Result<Option<LiveFile>> {
         let _ = names;
         Ok(None)
+    }
+}
+
+/// What the live tree has at a path: local facts (owners, and set-id bits
+/// set on this machine) that the writer trusts where the tree's own modes
+/// cannot be.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveFile {
+    /// What kind of file it is.
+    #[serde(with = "super::log::kind_name")]
+    pub kind: Kind,
+    /// Its permission bits (`& 0o7777`).
+    pub perm: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last content change (seconds, nanoseconds).
+    pub mtime: (i64, u32),
+    /// Device number (devices only).
+    pub rdev: u64,
+}
+
+impl LiveFile {
+    /// Whether `e` is the version the live tree has (the same kind, size
+    /// and mtime; for devices, the same number).
+    fn same_version(&self, e: &Entry) -> bool {
+        self.kind == e.kind
+            && self.size == e.size
+            && self.mtime == (e.mtime.secs, e.mtime.nanos)
+            && self.rdev == e.rdev
     }
 }
 
@@ -95,28 +148,37 @@ impl Source for LiveTree<'_> {
         self.store.read_chunk(hash)
     }
 
-    fn owner(&self, names: &[Vec<u8>]) -> Result<Option<(u32, u32)>> {
-        let mut at = ROOT;
-        let mut ids = None;
+    fn live(&self, names: &[Vec<u8>]) -> Result<Option<LiveFile>> {
+        let mut at = None;
         for name in names {
-            match self.vfs.names().lookup(at, name) {
-                Ok(a) => {
-                    at = a.ino;
-                    ids = Some((a.uid, a.gid));
-                }
+            match self
+                .vfs
+                .names()
+                .lookup(at.as_ref().map_or(ROOT, |a: &crate::vfs::Attr| a.ino), name)
+            {
+                Ok(a) => at = Some(a),
                 Err(Error::NotFound | Error::NotDir) => return Ok(None),
                 Err(e) => return Err(e),
             }
         }
-        Ok(ids)
+        Ok(at.map(|a| LiveFile {
+            kind: a.kind,
+            perm: a.perm & 0o7777,
+            uid: a.uid,
+            gid: a.gid,
+            size: a.size,
+            mtime: (a.mtime.secs, a.mtime.nanos),
+            rdev: a.rdev,
+        }))
     }
 }
 
 /// How a tree is written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriteOptions {
-    /// Keep setuid and setgid bits and create device nodes: root only
-    /// (refused otherwise), for a full restore of a system folder.
+    /// Keep setuid and setgid bits and create device nodes where this
+    /// machine vouches for them (see the module's doc): root only
+    /// (refused otherwise), for a restore of a system folder.
     pub keep_setid: bool,
     /// Give each name the owner the live tree gives its path (root only;
     /// else, and for paths the live tree lacks, the caller owns it).
@@ -143,31 +205,27 @@ impl WriteOptions {
         Ok(())
     }
 
-    /// The permission bits a `kind` written from `mode` gets.
-    fn mode(&self, kind: Kind, mode: u32) -> u32 {
-        let mode = mode & 0o7777;
-        match kind {
-            _ if self.keep_setid => mode,
-            // Setgid on a folder is inheritance, not privilege.
-            Kind::Dir => mode & !0o4000,
-            _ => mode & !SETID,
-        }
+    /// The permission bits a folder written from `mode` gets: setgid on
+    /// a folder is inheritance, not privilege, and setuid means nothing.
+    fn dir_mode(&self, mode: u32) -> u32 {
+        mode & 0o7777 & !0o4000
     }
 }
 
 /// Writes the entries `todo` (in order, in the tree's folder `base`) into
-/// the folder `dir`, nodes and chunks from `src`; `progress` hears (bytes
-/// written, `total`).
+/// the open folder `dir` (shown as `shown`: [`open_target`]), nodes and
+/// chunks from `src`; `progress` hears (bytes written, `total`).
 pub(crate) fn write_entries(
     src: &impl Source,
-    dir: &Path,
+    dir: OwnedFd,
+    shown: &Path,
     base: Vec<Vec<u8>>,
     entries: Vec<Entry>,
     opts: WriteOptions,
     progress: Option<Tell<'_>>,
 ) -> Result<Exported> {
     opts.check()?;
-    let mut w = Writer::new(src, dir, opts, progress)?;
+    let mut w = Writer::new(src, dir, shown, opts, progress);
     w.names = base;
     let todo = entries.into_iter().rev().map(Work::Entry).collect();
     w.run(todo)?;
@@ -224,28 +282,24 @@ struct Writer<'a, S> {
 }
 
 impl<'a, S: Source> Writer<'a, S> {
-    /// A writer into the folder `dir`.
+    /// A writer into the open folder `dir` (shown as `shown`).
     fn new(
         src: &'a S,
-        dir: &Path,
+        dir: OwnedFd,
+        shown: &Path,
         opts: WriteOptions,
         progress: Option<Tell<'a>>,
-    ) -> Result<Writer<'a, S>> {
-        let cur = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(dir)
-            .map_err(|e| Error::io(format!("cannot open {}", dir.display()), e))?;
-        Ok(Writer {
+    ) -> Writer<'a, S> {
+        Writer {
             src,
             opts,
             progress,
             stats: Exported::default(),
-            cur: cur.into(),
-            path: dir.to_path_buf(),
+            cur: dir,
+            path: shown.to_path_buf(),
             up: Vec::new(),
             names: Vec::new(),
-        })
+        }
     }
 
     fn run(&mut self, mut todo: Vec<Work>) -> Result<()> {
@@ -257,7 +311,7 @@ impl<'a, S: Source> Writer<'a, S> {
                     if let Some(ids) = owner {
                         fchown(&self.cur, ids, &p)?;
                     }
-                    fchmod(&self.cur, self.opts.mode(Kind::Dir, mode), &p)?;
+                    fchmod(&self.cur, self.opts.dir_mode(mode), &p)?;
                     futimens(&self.cur, mtime, &p)?;
                     let parent = open_dir_at(&self.cur, &cname(b"..")?, &p)?;
                     let want = self.up.pop();
@@ -290,13 +344,17 @@ impl<'a, S: Source> Writer<'a, S> {
         }
         let c = cname(&e.name)?;
         let p = self.path.join(OsStr::from_bytes(&e.name));
-        let owner = if self.opts.keep_owners {
+        let live = if self.opts.keep_owners || self.opts.keep_setid {
             self.names.push(e.name.clone());
-            let ids = self.src.owner(&self.names);
+            let live = self.src.live(&self.names);
             self.names.pop();
-            ids?
+            live?
         } else {
             None
+        };
+        let owner = match &live {
+            Some(l) if self.opts.keep_owners => Some((l.uid, l.gid)),
+            _ => None,
         };
         match e.kind {
             Kind::Dir => {
@@ -320,7 +378,8 @@ impl<'a, S: Source> Writer<'a, S> {
                 if let Some(ids) = owner {
                     fchown(&f, ids, &p)?;
                 }
-                fchmod(&f, self.opts.mode(Kind::File, e.mode), &p)?;
+                let perm = self.perm(&e, live.as_ref(), &f, &p)?;
+                fchmod(&f, perm, &p)?;
                 futimens(&f, e.mtime, &p)?;
                 self.stats.files += 1;
             }
@@ -361,11 +420,21 @@ impl<'a, S: Source> Writer<'a, S> {
                 if let Some(ids) = owner {
                     fchown(&f, ids, &p)?;
                 }
-                fchmod(&f, self.opts.mode(Kind::Fifo, e.mode), &p)?;
+                let perm = self.perm(&e, live.as_ref(), &f, &p)?;
+                fchmod(&f, perm, &p)?;
                 futimens(&f, e.mtime, &p)?;
                 self.stats.fifos += 1;
             }
-            Kind::CharDev | Kind::BlockDev if self.opts.keep_setid => {
+            Kind::CharDev | Kind::BlockDev => {
+                let Some(live) = self.vouched_device(&e, live.as_ref()) else {
+                    self.warn(format!(
+                        "skipping the device {}: only root's --keep-setid --keep-owners makes \
+                         devices, and only those the live tree has the same, made by root",
+                        p.display()
+                    ));
+                    self.stats.skipped += 1;
+                    return Ok(());
+                };
                 let kind = if e.kind == Kind::CharDev {
                     libc::S_IFCHR
                 } else {
@@ -384,20 +453,15 @@ impl<'a, S: Source> Writer<'a, S> {
                 if made != 0 {
                     return Err(last_error(format!("cannot create {}", p.display())));
                 }
-                if let Some(ids) = owner {
-                    chown_at(&self.cur, &c, ids, &p)?;
-                }
-                set_mode_at(&self.cur, &c, self.opts.mode(e.kind, e.mode), &p)?;
+                chown_at(&self.cur, &c, (live.uid, live.gid), &p)?;
+                // No more permission than the live device has.
+                let perm = e.mode & live.perm & 0o777;
+                set_mode_at(&self.cur, &c, perm, &p)?;
                 set_mtime_at(&self.cur, &c, e.mtime, &p)?;
                 self.stats.devices += 1;
             }
-            Kind::CharDev | Kind::BlockDev | Kind::Socket => {
-                let what = match e.kind {
-                    Kind::CharDev => "character device (only root's --keep-setid makes devices)",
-                    Kind::BlockDev => "block device (only root's --keep-setid makes devices)",
-                    _ => "socket",
-                };
-                self.warn(format!("skipping the {what} {}", p.display()));
+            Kind::Socket => {
+                self.warn(format!("skipping the socket {}", p.display()));
                 self.stats.skipped += 1;
             }
         }
@@ -447,179 +511,65 @@ impl<'a, S: Source> Writer<'a, S> {
         Ok(f)
     }
 
+    /// The permission bits of `e` written as the open file `f`: the
+    /// tree's, less every set-id bit this machine does not vouch for (see
+    /// the module's doc), each one dropped so warned about.
+    fn perm(
+        &mut self,
+        e: &Entry,
+        live: Option<&LiveFile>,
+        f: &impl AsRawFd,
+        p: &Path,
+    ) -> Result<u32> {
+        let mode = e.mode & 0o7777;
+        let asked = mode & SETID;
+        if asked == 0 {
+            return Ok(mode);
+        }
+        if !self.opts.keep_setid {
+            return Ok(mode & !SETID);
+        }
+        // The owner the file really has (the folder's setgid, a chown).
+        let st = fstat(f, p)?;
+        let mut kept = 0;
+        if let Some(l) = live.filter(|l| l.same_version(e)) {
+            if l.perm & 0o4000 != 0 && l.uid == st.st_uid {
+                kept |= 0o4000;
+            }
+            if l.perm & 0o2000 != 0 && l.gid == st.st_gid {
+                kept |= 0o2000;
+            }
+        }
+        kept &= asked;
+        if kept != asked {
+            self.warn(format!(
+                "{}: set-id bits dropped: the live tree does not have this version \
+                 with them, owned as it is written",
+                p.display()
+            ));
+        }
+        Ok(mode & !SETID | kept)
+    }
+
+    /// The live device that vouches for the device `e`, if root asked for
+    /// devices and owners and the live tree has the same one, made by root.
+    fn vouched_device(&self, e: &Entry, live: Option<&LiveFile>) -> Option<LiveFile> {
+        if !(self.opts.keep_setid && self.opts.keep_owners) {
+            return None;
+        }
+        live.filter(|l| l.same_version(e) && l.uid == 0).cloned()
+    }
+
     fn warn(&mut self, line: String) {
         self.stats.warnings.push(line);
     }
 }
 
-/// A name as C wants it (validated names hold no NUL).
-fn cname(name: &[u8]) -> Result<CString> {
-    CString::new(name).map_err(|_| Error::InvalidName)
-}
+mod sys;
+mod target;
 
-/// The last OS error, saying what we were doing.
-fn last_error(doing: String) -> Error {
-    Error::io(doing, std::io::Error::last_os_error())
-}
-
-/// Opens `name` in `dir` (shown as `p`) with `flags`, never through a
-/// symlink; new files are made 0600.
-fn open_at(dir: &OwnedFd, name: &CString, flags: libc::c_int, p: &Path) -> Result<OwnedFd> {
-    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: openat on an open folder and a NUL-terminated name.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, 0o600 as libc::c_uint) };
-    if fd < 0 {
-        return Err(last_error(format!("cannot open {}", p.display())));
-    }
-    // SAFETY: `fd` was just opened and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Opens the folder `name` in `dir` (shown as `p`), not through a symlink.
-fn open_dir_at(dir: &OwnedFd, name: &CString, p: &Path) -> Result<OwnedFd> {
-    open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, p)
-}
-
-/// The `stat` of an open file.
-fn fstat(fd: &impl AsRawFd, p: &Path) -> Result<libc::stat> {
-    // SAFETY: a zeroed stat is a valid out-parameter.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: an open descriptor and a stat to fill.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(last_error(format!("cannot stat {}", p.display())));
-    }
-    Ok(st)
-}
-
-/// The (device, inode) of an open file.
-fn dev_ino(fd: &impl AsRawFd, p: &Path) -> Result<(u64, u64)> {
-    let st = fstat(fd, p)?;
-    #[allow(clippy::unnecessary_cast)] // the widths differ between systems
-    Ok((st.st_dev as u64, st.st_ino as u64))
-}
-
-/// The file type bits of an open file.
-fn kind_of(fd: &impl AsRawFd, p: &Path) -> Result<libc::mode_t> {
-    Ok(fstat(fd, p)?.st_mode & libc::S_IFMT)
-}
-
-/// Sets the permission bits of an open file.
-fn fchmod(fd: &impl AsRawFd, mode: u32, p: &Path) -> Result<()> {
-    // SAFETY: an open descriptor.
-    if unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) } != 0 {
-        return Err(last_error(format!(
-            "cannot set the mode of {}",
-            p.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Gives an open file the owner `ids` (before its mode: a chown drops
-/// set-id bits).
-fn fchown(fd: &impl AsRawFd, ids: (u32, u32), p: &Path) -> Result<()> {
-    // SAFETY: an open descriptor.
-    if unsafe { libc::fchown(fd.as_raw_fd(), ids.0, ids.1) } != 0 {
-        return Err(last_error(format!(
-            "cannot set the owner of {}",
-            p.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Gives `name` in `dir` itself (a symlink's own) the owner `ids`.
-fn chown_at(dir: &OwnedFd, name: &CString, ids: (u32, u32), p: &Path) -> Result<()> {
-    // SAFETY: fchownat on an open folder and a NUL-terminated name.
-    let r = unsafe {
-        libc::fchownat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            ids.0,
-            ids.1,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r != 0 {
-        return Err(last_error(format!(
-            "cannot set the owner of {}",
-            p.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Sets the permission bits of `name` in `dir`, failing rather than
-/// following it if it is a symlink (for device nodes, which are not
-/// opened).
-fn set_mode_at(dir: &OwnedFd, name: &CString, mode: u32, p: &Path) -> Result<()> {
-    // SAFETY: fchmodat on an open folder and a NUL-terminated name.
-    let r = unsafe {
-        libc::fchmodat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            mode as libc::mode_t,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r != 0 {
-        return Err(last_error(format!(
-            "cannot set the mode of {}",
-            p.display()
-        )));
-    }
-    Ok(())
-}
-
-/// The times `futimens` and `utimensat` take: the atime left alone.
-fn mtime_only(t: Timestamp) -> [libc::timespec; 2] {
-    [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: t.secs as libc::time_t,
-            tv_nsec: t.nanos as libc::c_long,
-        },
-    ]
-}
-
-/// Sets the mtime of an open file.
-fn futimens(fd: &impl AsRawFd, t: Timestamp, p: &Path) -> Result<()> {
-    let times = mtime_only(t);
-    // SAFETY: an open descriptor and two initialised timespecs.
-    if unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) } != 0 {
-        return Err(last_error(format!(
-            "cannot set the mtime of {}",
-            p.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Sets the mtime of `name` in `dir` itself (a symlink's own), leaving
-/// the atime alone.
-fn set_mtime_at(dir: &OwnedFd, name: &CString, t: Timestamp, p: &Path) -> Result<()> {
-    let times = mtime_only(t);
-    // SAFETY: an open folder, a NUL-terminated name and two initialised
-    // timespecs.
-    let r = unsafe {
-        libc::utimensat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r != 0 {
-        return Err(last_error(format!(
-            "cannot set the mtime of {}",
-            p.display()
-        )));
-    }
-    Ok(())
-}
+use sys::*;
+pub(crate) use target::{exists_at, open_target};
 
 #[cfg(test)]
 mod tests;

@@ -11,11 +11,14 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::error::{Error, Result};
+
+mod tighten;
+pub use tighten::{holds_only_store_names, lstat_at, tighten, STORE_NAMES};
 
 /// The mode of every folder in the store.
 pub const DIR_MODE: u32 = 0o700;
@@ -42,8 +45,8 @@ pub fn restrict_umask() {
 
 /// The umask the process started with, if [`restrict_umask`] changed it:
 /// what files written for the user outside the store (an export, a
-/// restore into a folder) should follow. `None`: the process umask is
-/// still the caller's own.
+/// restore into a folder: `history::write`'s target folders) follow.
+/// `None`: the process umask is still the caller's own.
 pub fn caller_umask() -> Option<u32> {
     match CALLER_UMASK.load(Ordering::Relaxed) {
         u32::MAX => None,
@@ -52,7 +55,7 @@ pub fn caller_umask() -> Option<u32> {
 }
 
 /// Creates `dir` as a private folder (its missing parents with the
-/// caller's usual modes), or makes an existing one private.
+/// caller's usual modes); an existing one is left to [`tighten`].
 pub fn create_dir(dir: &Path) -> Result<()> {
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)
@@ -60,11 +63,19 @@ pub fn create_dir(dir: &Path) -> Result<()> {
     }
     match DirBuilder::new().mode(DIR_MODE).create(dir) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+        // An existing folder is made private by [`tighten`], which checks
+        // what it leads to first.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
         Err(e) => return Err(Error::io(format!("create {}", dir.display()), e)),
     }
-    // The mode given to mkdir passed through the umask; set it exactly.
-    fs::set_permissions(dir, Permissions::from_mode(DIR_MODE))
+    // The mode given to mkdir passed through the umask; set it exactly, on
+    // the folder just made (not on whatever the name leads to by now).
+    let made = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .map_err(|e| Error::io(format!("open {}", dir.display()), e))?;
+    made.set_permissions(Permissions::from_mode(DIR_MODE))
         .map_err(|e| Error::io(format!("chmod {}", dir.display()), e))
 }
 
@@ -104,57 +115,6 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(format!("fsync {}", dir.display()), e))
-}
-
-/// Sets every folder under `dir` (itself included) to 0700 and every file
-/// to 0600, without following symbolic links; returns how many it had to
-/// change. Sockets and other special files only lose group and other bits.
-pub fn tighten(dir: &Path) -> Result<usize> {
-    let mut changed = 0;
-    tighten_one(dir, 0, &mut changed)?;
-    Ok(changed)
-}
-
-/// The store is two levels deep (STORE/db/..., STORE/packs/...); anything
-/// deeper than this is not ours to walk.
-const MAX_DEPTH: usize = 8;
-
-fn tighten_one(path: &Path, depth: usize, changed: &mut usize) -> Result<()> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        // Gone meanwhile (a temporary file of the engine): nothing to do.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(format!("stat {}", path.display()), e)),
-    };
-    let ft = meta.file_type();
-    let mode = meta.permissions().mode() & 0o7777;
-    let want = if ft.is_symlink() {
-        return Ok(());
-    } else if ft.is_dir() {
-        DIR_MODE
-    } else if ft.is_file() {
-        FILE_MODE
-    } else if ft.is_socket() || ft.is_fifo() {
-        mode & FILE_MODE
-    } else {
-        mode & DIR_MODE
-    };
-    if mode != want {
-        match fs::set_permissions(path, Permissions::from_mode(want)) {
-            Ok(()) => *changed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("chmod {}", path.display()), e)),
-        }
-    }
-    if ft.is_dir() && depth < MAX_DEPTH {
-        let entries =
-            fs::read_dir(path).map_err(|e| Error::io(format!("list {}", path.display()), e))?;
-        for ent in entries {
-            let ent = ent.map_err(|e| Error::io(format!("list {}", path.display()), e))?;
-            tighten_one(&ent.path(), depth + 1, changed)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -197,6 +157,50 @@ mod tests {
     }
 
     #[test]
+    fn tighten_touches_only_the_stores_own_names() {
+        let t = tempfile::tempdir().unwrap();
+        let s = t.path().join("store");
+        fs::create_dir_all(s.join("packs")).unwrap();
+        fs::create_dir_all(s.join("photos")).unwrap();
+        fs::write(s.join("packs/1.pack"), b"").unwrap();
+        fs::write(s.join("notes.txt"), b"").unwrap();
+        for p in [s.join("packs/1.pack"), s.join("notes.txt")] {
+            fs::set_permissions(&p, Permissions::from_mode(0o644)).unwrap();
+        }
+        fs::set_permissions(s.join("photos"), Permissions::from_mode(0o755)).unwrap();
+        tighten(&s).unwrap();
+        assert_eq!(mode(&s.join("packs/1.pack")), 0o600);
+        assert_eq!(mode(&s.join("notes.txt")), 0o644, "not the store's");
+        assert_eq!(mode(&s.join("photos")), 0o755, "not the store's");
+    }
+
+    #[test]
+    fn tighten_follows_a_symlinked_store_only_to_its_owners_folder() {
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("real");
+        fs::create_dir(&real).unwrap();
+        fs::write(real.join("config.toml"), b"").unwrap();
+        fs::set_permissions(real.join("config.toml"), Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(&real, Permissions::from_mode(0o755)).unwrap();
+        let link = t.path().join("store");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        // A link to a folder of the same owner: tightened through it.
+        assert_eq!(tighten(&link).unwrap(), 2);
+        assert_eq!(mode(&real), 0o700);
+        assert_eq!(mode(&real.join("config.toml")), 0o600);
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        // Root's link into another user's folder: refused, untouched.
+        fs::set_permissions(real.join("config.toml"), Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::chown(&real, Some(65534), Some(65534)).unwrap();
+        let e = tighten(&link).unwrap_err().to_string();
+        assert!(e.contains("another user"), "{e}");
+        assert_eq!(mode(&real.join("config.toml")), 0o644);
+    }
+
+    #[test]
     fn write_atomic_replaces_the_file_privately() {
         let t = tempfile::tempdir().unwrap();
         write_atomic(t.path(), "k", b"one").unwrap();
@@ -212,7 +216,6 @@ mod tests {
         let d = t.path().join("a/b");
         create_dir(&d).unwrap();
         assert_eq!(mode(&d), 0o700);
-        fs::set_permissions(&d, Permissions::from_mode(0o755)).unwrap();
         create_dir(&d).unwrap();
         assert_eq!(mode(&d), 0o700);
     }

@@ -37,6 +37,31 @@ fn key(space: Space, k: &[u8]) -> Vec<u8> {
     v
 }
 
+/// Whether a process holds the engine in `dir` open: sled keeps an
+/// exclusive `flock` on `dir/db` while it is open. Tried without waiting
+/// and let go at once (an open racing this one may fail on it: callers
+/// hold the store's open lock).
+///
+/// Errors: I/O errors other than a missing engine (held by no one).
+pub fn is_held(dir: &Path) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("db");
+    let f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
+    };
+    // SAFETY: flock on a descriptor we own; no memory is passed.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(false); // closing `f` lets go of it
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(true),
+        _ => Err(Error::io(format!("lock {}", path.display()), e)),
+    }
+}
+
 impl SledKv {
     /// Opens (or creates) the database in `dir`.
     ///

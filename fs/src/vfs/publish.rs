@@ -55,7 +55,11 @@ impl Drop for HoldToken {
 pub(super) struct Announcer {
     /// The newest durable commit not yet told.
     offered: Mutex<Option<CommitInfo>>,
-    /// The observer and the last sequence number told; held while telling.
+    /// Held by the one thread telling, for as long as it tells.
+    telling: Mutex<()>,
+    /// The observer and the last sequence number told: locked only to
+    /// read or change them, never while the observer runs (which may
+    /// replace itself).
     told: Mutex<Told>,
     /// Installs not yet let go.
     holds: Arc<AtomicU64>,
@@ -92,30 +96,45 @@ impl Announcer {
     /// Tells the observer what was offered. One thread tells at a time,
     /// in order; another (or the observer itself, publishing from inside)
     /// leaves its offer to the one telling.
+    ///
+    /// An offer is taken first and the holds looked at after: an install
+    /// takes its hold before it offers its root, so a root taken while
+    /// its install is not let go is seen held, and put back for the next
+    /// publish (looking first, then taking, could take a root held in
+    /// between).
     fn tell(&self) {
         loop {
-            if self.held() {
-                return;
-            }
-            let mut told = match self.told.try_lock() {
+            let telling = match self.telling.try_lock() {
                 Ok(g) => g,
                 Err(TryLockError::Poisoned(p)) => p.into_inner(),
                 Err(TryLockError::WouldBlock) => return,
             };
-            while !self.held() {
-                let Some(info) = lock(&self.offered).take() else {
+            loop {
+                // Its own statement: the offer lock must not be held while
+                // the observer runs (it may offer).
+                let taken = lock(&self.offered).take();
+                let Some(info) = taken else {
                     break;
                 };
-                if info.seq > told.seq {
-                    told.seq = info.seq;
-                    if let Some(f) = told.observer.clone() {
-                        f(&info);
+                if self.held() {
+                    self.offer(info);
+                    break;
+                }
+                let observer = {
+                    let mut told = lock(&self.told);
+                    if info.seq <= told.seq {
+                        continue;
                     }
+                    told.seq = info.seq;
+                    told.observer.clone()
+                };
+                if let Some(f) = observer {
+                    f(&info);
                 }
             }
-            drop(told);
+            drop(telling);
             // An offer made while this thread told but after it looked.
-            if lock(&self.offered).is_none() {
+            if self.held() || lock(&self.offered).is_none() {
                 return;
             }
         }
@@ -128,11 +147,13 @@ impl Vfs {
     /// durable, with no vfs lock held, in commit order (a root committed
     /// and flushed right after another may be told alone: the newest is
     /// what counts). `f` may call the vfs; a durable commit it makes is
-    /// told after it returns. Replaces any earlier observer.
+    /// told after it returns. Replaces any earlier observer (also when
+    /// called from inside the observer: the next root goes to the new one).
     pub fn observe_roots(&self, f: impl Fn(&CommitInfo) + Send + Sync + 'static) {
+        let seq = self.lock().head.seq;
         let mut told = lock(&self.announce.told);
         told.observer = Some(Arc::new(f));
-        told.seq = self.lock().head.seq;
+        told.seq = told.seq.max(seq);
     }
 
     /// Makes the store durable (pack bytes, then the engine), and returns

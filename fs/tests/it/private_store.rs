@@ -208,3 +208,71 @@ fn init_over_a_key_file_without_a_database_keeps_the_key() {
     drop(store);
     assert!(matches!(Store::create(&dir), Err(Error::Exists)));
 }
+
+#[test]
+fn init_refuses_a_folder_that_holds_something_else() {
+    let t = tempfile::tempdir().unwrap();
+    fs::write(t.path().join("thesis.tex"), b"mine").unwrap();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let err = Store::create(t.path()).unwrap_err().to_string();
+    assert!(err.contains("not empty and holds no store"), "{err}");
+    assert_eq!(mode(t.path()), 0o755, "left as it was");
+    assert!(!t.path().join("db").exists());
+}
+
+/// A FUSE mount at `at` whose daemon is gone: every stat of it fails with
+/// ENOTCONN (as a crashed `backer mount` leaves). Unmounted when dropped.
+struct DeadMount(PathBuf);
+
+impl DeadMount {
+    fn new(at: &Path) -> DeadMount {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let dev = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&dev);
+        let opts = CString::new(format!("fd={fd},rootmode=40000,user_id=0,group_id=0")).unwrap();
+        let target = CString::new(at.as_os_str().as_bytes()).unwrap();
+        // SAFETY: NUL-terminated strings that outlive the call.
+        let r = unsafe {
+            libc::mount(
+                c"backer-test".as_ptr(),
+                target.as_ptr(),
+                c"fuse".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                opts.as_ptr().cast(),
+            )
+        };
+        assert_eq!(r, 0, "mount: {}", std::io::Error::last_os_error());
+        drop(dev); // the daemon's end closed: the mount is dead
+        DeadMount(at.to_path_buf())
+    }
+}
+
+impl Drop for DeadMount {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        let target = std::ffi::CString::new(self.0.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn a_dead_mount_left_in_the_store_does_not_stop_an_open() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/fuse").exists() {
+        return;
+    }
+    let (_t, dir, id) = store_with_a_file();
+    fs::create_dir(dir.join("mnt")).unwrap();
+    fs::create_dir(dir.join("packs/mnt")).unwrap();
+    let _a = DeadMount::new(&dir.join("mnt"));
+    let _b = DeadMount::new(&dir.join("packs/mnt"));
+    let e = fs::metadata(dir.join("mnt")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "the setup");
+    assert_eq!(Store::open(&dir).unwrap().node_id(), id);
+}

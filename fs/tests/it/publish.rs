@@ -134,20 +134,33 @@ fn an_installed_root_is_published_only_after_the_install_is_let_go() {
     assert_eq!((c.seq, c.root, on_disk), (seq, old.root, seq));
 }
 
-#[test]
-fn an_observer_may_make_a_durable_commit_itself() {
-    let f = fixture();
-    let vfs = f.vfs.clone();
-    let weak = Arc::downgrade(&vfs);
+/// Makes `on` the observer of `vfs`: it hears each root with the vfs and
+/// a sender to the receiver returned.
+fn observe_with<T: Send + 'static>(
+    vfs: &Arc<Vfs>,
+    on: impl Fn(&Arc<Vfs>, &CommitInfo, mpsc::Sender<T>) + Send + Sync + 'static,
+) -> mpsc::Receiver<T> {
+    let weak = Arc::downgrade(vfs);
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
     vfs.observe_roots(move |c| {
         let v = weak.upgrade().unwrap();
+        let tx = tx.lock().unwrap().clone();
+        on(&v, c, tx);
+    });
+    rx
+}
+
+#[test]
+fn an_observer_may_make_a_durable_commit_itself() {
+    let f = fixture();
+    let vfs = f.vfs.clone();
+    let rx = observe_with(&vfs, |v, c, tx| {
         if c.seq == 1 {
-            put(&v, b"from the observer");
+            put(v, b"from the observer");
             v.sync().unwrap();
         }
-        let _ = tx.lock().unwrap().send(c.seq);
+        let _ = tx.send(c.seq);
     });
     drop(f.seen);
     let v = vfs.clone();
@@ -157,4 +170,29 @@ fn an_observer_may_make_a_durable_commit_itself() {
     });
     // The observer's own commit is told after it returned, in order.
     assert_eq!(rx.try_iter().collect::<Vec<_>>(), [1, 2]);
+}
+
+#[test]
+fn an_observer_may_replace_itself() {
+    let f = fixture();
+    let vfs = f.vfs.clone();
+    let rx = observe_with(&vfs, |v, c, tx| {
+        let _ = tx.send(("first", c.seq));
+        let tx = Mutex::new(tx);
+        v.observe_roots(move |c| {
+            let _ = tx.lock().unwrap().send(("second", c.seq));
+        });
+    });
+    drop(f.seen);
+    let v = vfs.clone();
+    within_seconds(move || {
+        put(&v, b"a");
+        v.sync().unwrap();
+        put(&v, b"b");
+        v.sync().unwrap()
+    });
+    assert_eq!(
+        rx.try_iter().collect::<Vec<_>>(),
+        [("first", 1), ("second", 2)]
+    );
 }

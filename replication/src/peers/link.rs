@@ -12,9 +12,10 @@ use backer_fs::{chunk, NodeId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::first_hello::CheckedHello;
-use super::{Active, Shared, FIRST_STREAM_TIMEOUT, MAX_CONNECTIONS_PER_PEER};
+use super::{Active, Shared, FIRST_STREAM_TIMEOUT, GOODBYE, MAX_CONNECTIONS_PER_PEER};
+use crate::proto::AbortReason;
 use crate::quic::{self, Connection, Endpoint};
-use crate::{Channels, Config, Event, Hello, VfsLocal};
+use crate::{Channels, Config, Error, Event, Hello, VfsLocal};
 
 /// The longest wait between two dials of an unreachable peer.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -144,14 +145,18 @@ pub(super) async fn dial_loop(
         };
         if connected || addr.is_none() {
             wake.notified().await;
-            backoff = MIN_BACKOFF;
+            if take_fresh_start(&shared, peer) {
+                backoff = MIN_BACKOFF;
+            }
             continue;
         }
         match dial(&endpoint, addr.as_deref(), peer).await {
             Ok(conn) => match first_stream(&conn, conn.open_stream()).await {
                 Some(stream) => {
                     if run_session(shared.clone(), conn, stream, peer, shared.me).await {
-                        // It worked and then ended: try again soon.
+                        // It ended cleanly: try again soon. One that ended
+                        // in an error backs off like a failed dial, or a
+                        // peer whose sessions fail is redialled in a loop.
                         backoff = MIN_BACKOFF;
                     }
                 }
@@ -210,7 +215,8 @@ async fn dial(endpoint: &Endpoint, addr: Option<&str>, peer: NodeId) -> Result<C
 
 /// Runs one live session with `peer` over `stream` (on a connection
 /// `dialled_by` one of us), unless a session with it already runs on the
-/// connection we prefer. Returns whether both sides accepted each other.
+/// connection we prefer. Returns whether it ran and ended cleanly (we or
+/// the peer stopped it, not an error).
 async fn run_session(
     shared: Arc<Shared>,
     conn: Connection,
@@ -218,7 +224,7 @@ async fn run_session(
     peer: NodeId,
     dialled_by: NodeId,
 ) -> bool {
-    let Some((id, stop_rx)) = register(&shared, &conn, peer, dialled_by) else {
+    let Some((id, stop_rx, _live)) = register(&shared, &conn, peer, dialled_by) else {
         return false;
     };
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
@@ -231,6 +237,7 @@ async fn run_session(
         roots: Some(shared.roots.subscribe()),
         events: Some(ev_tx),
         stop: Some(stop_rx),
+        ..Channels::default()
     };
     // The peer's hello must name the node its key proved.
     let stream = CheckedHello::new(stream, conn.clone(), peer);
@@ -241,20 +248,19 @@ async fn run_session(
         Config::default(),
         channels,
     ));
-    let mut worked = false;
     while let Some(ev) = ev_rx.recv().await {
         if matches!(ev, Event::Ready { .. }) {
             // Both sides accepted each other: only now is the peer connected
             // (a dialler's TLS handshake ends before the peer checks its key).
-            worked = true;
             tracing::info!(peer = %peer.short(), addr = %conn.remote_addr(), "peer connected");
         }
-        on_event(&shared, peer, ev);
+        on_event(&shared, peer, id, ev);
     }
     // The state machine has ended (its events are closed): the peer is
     // gone now, even if our last frames are still being flushed.
-    unregister(&shared, peer, id, dialled_by);
-    match session.await {
+    unregister(&shared, peer, id);
+    // Whether it ended cleanly, and what the peer is told as we close.
+    let (clean, close) = match session.await {
         Ok(o) => {
             let r = o.report;
             let why = match &o.result {
@@ -269,11 +275,48 @@ async fn run_session(
                 merges = r.stats.merges,
                 "peer disconnected"
             );
+            match &o.result {
+                Ok(()) => {
+                    // We stopped it, and our abort is written: the peer
+                    // closes the connection once it has read it. Closing
+                    // first would drop the abort on its way.
+                    let _ = tokio::time::timeout(GOODBYE, conn.closed()).await;
+                    (true, "session ended")
+                }
+                // It would not read an abort: the close says why.
+                Err(Error::Stalled(_)) => (false, "not reading"),
+                Err(e) => (
+                    matches!(e, Error::PeerAborted(AbortReason::Shutdown)),
+                    "session ended",
+                ),
+            }
         }
-        Err(e) => tracing::warn!(peer = %peer.short(), error = %e, "sync session failed"),
+        Err(e) => {
+            tracing::warn!(peer = %peer.short(), error = %e, "sync session failed");
+            (false, "session ended")
+        }
+    };
+    conn.close(close);
+    ended(&shared, peer, dialled_by, clean);
+    clean
+}
+
+/// One session between its start and its goodbye, counted in
+/// [`Shared::sessions`] (which [`Peers::shutdown`](super::Peers::shutdown)
+/// waits on).
+struct LiveSession(Arc<Shared>);
+
+impl LiveSession {
+    fn count(shared: &Arc<Shared>) -> LiveSession {
+        shared.sessions.send_modify(|n| *n += 1);
+        LiveSession(shared.clone())
     }
-    conn.close("session ended");
-    worked
+}
+
+impl Drop for LiveSession {
+    fn drop(&mut self) {
+        self.0.sessions.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// Makes the session on `conn` the peer's session, unless the peer is not
@@ -281,12 +324,16 @@ async fn run_session(
 /// runs: both dialled, so the connection dialled by the lower id stays.
 /// The same side dialling again gave up its old connection (it restarted,
 /// or its network changed), so the new one wins.
+/// The session is counted live (see [`LiveSession`]) from here, under the
+/// same lock [`Peers::shutdown`](super::Peers::shutdown) stops sessions
+/// under: it either stops this one and waits for it, or this one sees it
+/// closing and never starts.
 fn register(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     conn: &Connection,
     peer: NodeId,
     dialled_by: NodeId,
-) -> Option<(u64, oneshot::Receiver<()>)> {
+) -> Option<(u64, oneshot::Receiver<()>, LiveSession)> {
     let preferred = shared.me.min(peer);
     let (stop_tx, stop_rx) = oneshot::channel();
     let id = {
@@ -321,11 +368,11 @@ fn register(
         dialled_by,
         stop: Some(stop_tx),
     });
-    Some((id, stop_rx))
+    Some((id, stop_rx, LiveSession::count(shared)))
 }
 
 /// Marks session `id` with `peer` ended, if it is still the peer's.
-fn unregister(shared: &Shared, peer: NodeId, id: u64, dialled_by: NodeId) {
+fn unregister(shared: &Shared, peer: NodeId, id: u64) {
     let mut peers = shared.peers();
     let Some(st) = peers.get_mut(&peer) else {
         return;
@@ -335,21 +382,43 @@ fn unregister(shared: &Shared, peer: NodeId, id: u64, dialled_by: NodeId) {
         st.connected = false;
         st.files_to_go = 0;
         st.bytes_to_go = 0;
-        // A session the peer dialled ended: our dialler may try now. One
-        // we dialled returns to its dialler, which backs off (a wake here
-        // made a refused dial loop at once).
-        if dialled_by != shared.me {
-            st.wake.notify_one();
-        }
     }
 }
 
-/// Updates the peer's state from one session event (and logs it).
-fn on_event(shared: &Shared, peer: NodeId, ev: Event) {
+/// A session the peer dialled has said goodbye: our dialler may try now,
+/// soon if it ended cleanly. One we dialled returns to its dialler, which
+/// backs off (a wake here made a refused dial loop at once).
+fn ended(shared: &Shared, peer: NodeId, dialled_by: NodeId, clean: bool) {
+    if dialled_by == shared.me {
+        return;
+    }
+    if let Some(st) = shared.peers().get_mut(&peer) {
+        st.fresh_start |= clean;
+        st.wake.notify_one();
+    }
+}
+
+/// Whether the dialler of `peer` may start over at the shortest backoff
+/// (its address changed, or the peer's own session ended cleanly); the
+/// flag is consumed.
+fn take_fresh_start(shared: &Shared, peer: NodeId) -> bool {
+    shared
+        .peers()
+        .get_mut(&peer)
+        .is_some_and(|st| std::mem::take(&mut st.fresh_start))
+}
+
+/// Updates the peer's state from one event of its session `id` (and
+/// logs it). An event of a session that is no longer the peer's (one a
+/// reconnect replaced, still winding down) changes nothing.
+pub(super) fn on_event(shared: &Shared, peer: NodeId, id: u64, ev: Event) {
     let mut peers = shared.peers();
     let Some(st) = peers.get_mut(&peer) else {
         return;
     };
+    if st.session.as_ref().is_none_or(|s| s.id != id) {
+        return;
+    }
     match ev {
         Event::Ready { .. } => st.connected = true,
         Event::Progress(p) => {

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use backer_fs::store::Store;
 use backer_fs::vfs::{Vfs, VfsOptions};
-use backer_fs::NodeId;
+use backer_fs::{Hash, NodeId};
 
 use super::{Options, PeerSpec, Peers};
+use crate::Event;
 
 fn vfs(dir: &tempfile::TempDir, name: &str) -> Arc<Vfs> {
     let store = Arc::new(Store::create(&dir.path().join(name)).unwrap());
@@ -41,7 +42,7 @@ fn a_peer_removed_and_added_again_has_one_dialler() {
     let opts = Options {
         listen: None,
         peers: vec![spec.clone()],
-        install_hook: None,
+        ..Options::default()
     };
     let peers = Peers::start(vfs(&dir, "me"), opts).unwrap();
     let loops = || peers.shared.dial_loops.load(Ordering::SeqCst);
@@ -58,4 +59,32 @@ fn a_peer_removed_and_added_again_has_one_dialler() {
         eventually(|| loops() == 0),
         "a removed peer is still dialled"
     );
+}
+
+#[test]
+fn an_event_of_a_replaced_session_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let other: NodeId = vfs(&dir, "other").store().node_id();
+    let opts = Options {
+        peers: vec![PeerSpec {
+            id: other,
+            addr: None,
+        }],
+        ..Options::default()
+    };
+    let peers = Peers::start(vfs(&dir, "me"), opts).unwrap();
+    // Session 2 replaced session 1, which is still winding down.
+    peers.shared.peers().get_mut(&other).unwrap().session = Some(super::Active {
+        id: 2,
+        dialled_by: other,
+        stop: None,
+    });
+    let ready = || Event::Ready { peer: other };
+    let connected = || peers.status()[0].connected;
+    super::link::on_event(&peers.shared, other, 1, ready());
+    assert!(!connected(), "the old session's event marked the new one");
+    super::link::on_event(&peers.shared, other, 2, ready());
+    assert!(connected());
+    super::link::on_event(&peers.shared, other, 1, Event::InSync { root: Hash::ZERO });
+    assert_eq!(peers.status()[0].last_sync, None);
 }

@@ -148,3 +148,14 @@ async fn a_server_with_a_stolen_certificate_is_refused() {
 fn keep_alive_is_below_the_idle_timeout() {
     assert!(KEEP_ALIVE * 2 <= IDLE_TIMEOUT);
 }
+
+#[test]
+fn the_dial_only_socket_is_not_inherited_by_children() {
+    use std::os::fd::AsRawFd;
+    let Ok(socket) = dual_stack_socket() else {
+        return; // no IPv6 here: the IPv4 socket std makes is CLOEXEC
+    };
+    // SAFETY: F_GETFD on a valid fd.
+    let flags = unsafe { libc::fcntl(socket.as_raw_fd(), libc::F_GETFD) };
+    assert!(flags >= 0 && flags & libc::FD_CLOEXEC != 0, "{flags:#x}");
+}

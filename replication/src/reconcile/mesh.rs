@@ -4,9 +4,13 @@
 //! clock: a seed picks which side acts next, so every interleaving a test
 //! meets is reproduced by its seed.
 //!
-//! Each step is what the session driver does for one side: transmit every
-//! message the machine has (as frames, into the peer's stream), perform a
-//! merge it hands out, then read one frame from its own stream. A side
+//! Each step is something the session driver may do next for one side,
+//! and the seed picks what: an input (a new local root, or one frame from
+//! its own stream) or outputs (some or all of the messages the machine
+//! has, as frames into the peer's stream; once it has none, a merge it
+//! hands out). The driver takes inputs before every transmit is polled
+//! whenever its writer is backed up, so both orders are explored; as in
+//! the driver, a merge is run only once transmits return `None`. A side
 //! whose machine fails sends the abort reason (if any) and closes its
 //! stream, as the session does. Faults damage one frame on the wire.
 
@@ -118,6 +122,8 @@ pub(crate) struct Side {
     frames: u64,
     /// This side closed its writing half.
     closed: bool,
+    /// Its last outputs stopped with messages left to poll.
+    undrained: bool,
     /// How this side's session ended; `None` while it runs.
     pub(crate) end: Option<Result<()>>,
 }
@@ -133,6 +139,10 @@ pub(crate) struct Mesh {
     rng: Rng,
     /// A fault on the wire of one link.
     fault: Option<(usize, Fault)>,
+    /// The fault's frame was written (the fault happened).
+    pub(crate) fired: bool,
+    /// Inputs handed to a machine that still had messages to send.
+    pub(crate) early_inputs: u64,
     /// Steps taken.
     pub(crate) steps: u64,
 }
@@ -152,6 +162,8 @@ impl Mesh {
             links: Vec::new(),
             rng: Rng::new(seed),
             fault: None,
+            fired: false,
+            early_inputs: 0,
             steps: 0,
         }
     }
@@ -168,6 +180,7 @@ impl Mesh {
                 eof: false,
                 frames: 0,
                 closed: false,
+                undrained: false,
                 end: None,
             }
         };
@@ -228,20 +241,65 @@ impl Mesh {
         }
     }
 
-    /// What the session's driver does for one side, once.
+    /// Something the session's driver may do next for one side: inputs
+    /// or outputs, in the order the seed picks (the other if the first has
+    /// nothing to do). Whether it did anything.
     fn drive(&mut self, link: usize, s: usize) -> Result<bool> {
-        let mut busy = false;
+        let inputs_first = self.rng.below(2) == 0;
+        // Some of the messages, or all (the writer keeps up).
+        let budget = match self.rng.below(3) {
+            0 => u64::MAX,
+            n => n,
+        };
+        // The first that does something; the other only if it did not.
+        let busy = if inputs_first {
+            let took = self.input(link, s)?;
+            took || self.output(link, s, budget)?
+        } else {
+            let sent = self.output(link, s, budget)?;
+            sent || self.input(link, s)?
+        };
+        let side = &self.links[link][s];
+        match busy {
+            true => Ok(true),
+            // Nothing left to do and nothing more will come.
+            false if side.eof && side.inbox.is_empty() => Err(Error::Closed),
+            false if side.eof => Err(FrameError::Truncated.into()),
+            false => Ok(false),
+        }
+    }
+
+    /// One input, if there is one: the node's new root, else a frame.
+    fn input(&mut self, link: usize, s: usize) -> Result<bool> {
         let side = &mut self.links[link][s];
         let local = &mut self.nodes[side.node];
         if side.told != local.0.root {
             // The node's root moved (another link's merge, or a commit).
             side.told = local.0.root;
+            self.early_inputs += u64::from(side.undrained);
             side.m.handle_local_root(side.told, local)?;
-            busy = true;
+            return Ok(true);
         }
-        loop {
+        match proto::decode_frame(side.inbox.make_contiguous())? {
+            Some((msg, len)) => {
+                side.inbox.drain(..len);
+                self.early_inputs += u64::from(side.undrained);
+                side.m.handle_message(msg, local)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Up to `budget` messages, as frames to the peer; once the machine
+    /// has none, the merge it hands out, if any, or the end of a session
+    /// that is finished.
+    fn output(&mut self, link: usize, s: usize, budget: u64) -> Result<bool> {
+        let mut busy = false;
+        for _ in 0..budget {
             let side = &mut self.links[link][s];
             let local = &mut self.nodes[side.node];
+            side.undrained = true;
             if let Some(msg) = side.m.poll_transmit(local)? {
                 busy = true;
                 self.write(link, s, &msg);
@@ -250,33 +308,23 @@ impl Mesh {
                 }
                 continue;
             }
+            side.undrained = false;
             while side.m.poll_event().is_some() {}
-            let Some(remote) = side.m.poll_merge() else {
-                break;
-            };
-            let merged = local.merge(remote)?;
-            side.told = merged.root;
-            side.m.handle_merged(merged, local)?;
-            busy = true;
-        }
-        let side = &mut self.links[link][s];
-        if side.m.is_finished() {
-            self.close(link, s);
-            self.links[link][s].end = Some(Ok(()));
-            return Ok(true);
-        }
-        let side = &mut self.links[link][s];
-        let local = &mut self.nodes[side.node];
-        match proto::decode_frame(side.inbox.make_contiguous())? {
-            Some((msg, len)) => {
-                side.inbox.drain(..len);
-                side.m.handle_message(msg, local)?;
-                Ok(true)
+            if let Some(remote) = side.m.poll_merge() {
+                let merged = local.merge(remote)?;
+                side.told = merged.root;
+                side.m.handle_merged(merged, local)?;
+                busy = true;
+                continue;
             }
-            None if side.eof && side.inbox.is_empty() => Err(Error::Closed),
-            None if side.eof => Err(FrameError::Truncated.into()),
-            None => Ok(busy),
+            if side.m.is_finished() {
+                self.close(link, s);
+                self.links[link][s].end = Some(Ok(()));
+                return Ok(true);
+            }
+            break;
         }
+        Ok(busy)
     }
 
     /// Side `s` of `link` writes `msg` to its peer, through the fault if
@@ -292,6 +340,7 @@ impl Mesh {
             .fault
             .filter(|(l, f)| *l == link && f.at() == (s, n))
             .map(|(_, f)| f);
+        self.fired |= fault.is_some();
         let peer = &mut self.links[link][1 - s];
         match fault {
             None => peer.inbox.extend(&frame),

@@ -25,6 +25,7 @@ fn start(node: &Node, stream: tokio::io::DuplexStream) -> Live {
         roots: Some(roots_rx),
         events: Some(ev_tx),
         stop: Some(stop_rx),
+        ..Channels::default()
     };
     let done = tokio::spawn(run(
         stream,
@@ -123,4 +124,51 @@ async fn a_live_session_carries_every_new_root_both_ways_until_stopped() {
     );
     assert_eq!(oa.report.stats.merges, 5);
     assert_eq!(ob.report.stats.merges, 5);
+}
+
+/// A root published just before the stop (a node's last commit as it
+/// shuts down) is announced before the goodbye, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_root_before_a_stop_is_announced_before_the_goodbye() {
+    use backer_replication::proto::{encode, Message};
+    use backer_replication::session::read_frame;
+    use tokio::io::AsyncWriteExt;
+
+    for round in 0..20u8 {
+        let node = Node::new();
+        let (x, y) = tokio::io::duplex(1 << 20);
+        let mut live = start(&node, x);
+        let (mut rd, mut wr) = tokio::io::split(y);
+        let other = Node::new();
+        wr.write_all(&encode(&Message::Hello(other.hello())).unwrap())
+            .await
+            .unwrap();
+        // The first announcement: the session runs.
+        let first = node.root();
+        loop {
+            match read_frame(&mut rd).await.unwrap() {
+                Some((Message::Root(r), _)) if r == first => break,
+                Some(_) => continue,
+                None => panic!("the session ended"),
+            }
+        }
+        node.write("last", &[round; 100]);
+        let last = node.root();
+        live.commit(&node);
+        live.stop.take().unwrap().send(()).unwrap();
+        let mut announced = false;
+        loop {
+            match read_frame(&mut rd).await.unwrap() {
+                Some((Message::Root(r), _)) => announced |= r == last,
+                Some((Message::Abort(reason), _)) => {
+                    assert_eq!(reason, AbortReason::Shutdown);
+                    break;
+                }
+                Some(_) => continue,
+                None => panic!("no goodbye"),
+            }
+        }
+        assert!(announced, "round {round}: the goodbye came first");
+        assert!(live.done.await.unwrap().result.is_ok());
+    }
 }

@@ -1,17 +1,20 @@
-//! A trusted peer that misbehaves on real QUIC over 127.0.0.1, against a
-//! node's peer manager: a hello that names another node than the key the
-//! handshake proved, a connection that never opens its stream, and more
-//! connections than a peer needs. Each is cut off with a reason the peer
-//! is told. Measured times are printed (`--nocapture`), never asserted.
+//! A hand-driven peer on real QUIC over 127.0.0.1, against a node's peer
+//! manager. When it misbehaves (a hello that names another node than the
+//! key the handshake proved, a connection that never opens its stream,
+//! more connections than a peer needs) it is cut off with a reason it is
+//! told; when its sessions keep failing, it is not redialled in a loop;
+//! when the node shuts down, it reads why. Measured times are printed
+//! (`--nocapture`), never asserted.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use backer_fs::chunk;
 use backer_fs::identity::{NodeId, NodeKey};
+use backer_fs::{chunk, Hash};
 use backer_replication::peers::{Options, FIRST_STREAM_TIMEOUT, MAX_CONNECTIONS_PER_PEER};
-use backer_replication::proto::{encode, Message};
-use backer_replication::quic::{Connection, Endpoint, Trust};
+use backer_replication::proto::{encode, AbortReason, Message, MAX_BATCH};
+use backer_replication::quic::{self, Connection, Endpoint, Trust};
+use backer_replication::session::read_frame;
 use backer_replication::{Hello, PeerSpec, Peers};
 use tokio::io::AsyncWriteExt;
 use tokio::runtime::Runtime;
@@ -51,7 +54,7 @@ impl Setup {
         let opts = Options {
             listen: node_listens.then_some(local),
             peers: vec![spec],
-            install_hook: None,
+            ..Options::default()
         };
         let peers = Peers::start(node.vfs.clone(), opts).unwrap();
         Setup {
@@ -65,6 +68,28 @@ impl Setup {
 
     fn node_id(&self) -> NodeId {
         self.node.vfs.store().node_id()
+    }
+
+    /// The next connection the node dials to the rogue, and its stream.
+    async fn dialled(&self) -> (Connection, quic::Stream) {
+        let conn = tokio::time::timeout(Duration::from_secs(10), self.rogue.accept())
+            .await
+            .expect("the node never dialled")
+            .expect("the endpoint is open")
+            .unwrap();
+        let stream = conn.accept_stream().await.unwrap();
+        (conn, stream)
+    }
+
+    /// [`Setup::dialled`], once the rogue answered the node's hello with
+    /// its own.
+    async fn answer(&self) -> (Connection, quic::Stream) {
+        let (conn, mut stream) = self.dialled().await;
+        let first = read_frame(&mut stream).await.unwrap();
+        assert!(matches!(first, Some((Message::Hello(_), _))), "{first:?}");
+        let hello = hello_frame(self.rogue_key.node_id());
+        stream.write_all(&hello).await.unwrap();
+        (conn, stream)
     }
 
     /// The rogue dials the node.
@@ -122,12 +147,7 @@ fn a_hello_naming_another_node_than_the_tls_key_closes_the_connection() {
     // The node dials, and the rogue lies in its answer.
     let s = Setup::new(false);
     let why = s.rt.block_on(async {
-        let conn = tokio::time::timeout(Duration::from_secs(10), s.rogue.accept())
-            .await
-            .expect("the node never dialled")
-            .expect("the endpoint is open")
-            .unwrap();
-        let mut stream = conn.accept_stream().await.unwrap();
+        let (conn, mut stream) = s.dialled().await;
         stream.write_all(&hello_frame(impostor)).await.unwrap();
         closed_within(&conn, Duration::from_secs(10)).await
     });
@@ -182,4 +202,91 @@ fn a_peer_gets_a_few_connections_at_most() {
             .is_some_and(|w| w.contains("too many connections"))),
         "{closed:?}"
     );
+}
+
+#[test]
+fn a_shutdown_tells_the_peer_why_with_answers_queued() {
+    let s = Setup::new(false);
+    // One chunk (a file under the chunker's minimum), asked for many
+    // times: 4 MiB of answers queued when the node shuts down, ahead of
+    // its goodbye.
+    let data = bytes(7, 16 << 10);
+    s.node.write("one-chunk", &data);
+    let c = Hash::of(&data);
+    let asked = MAX_BATCH;
+    let (conn, mut stream) = s.rt.block_on(async {
+        let (conn, mut stream) = s.answer().await;
+        let get = encode(&Message::GetChunks(vec![c; asked])).unwrap();
+        stream.write_all(&get).await.unwrap();
+        // The first answer is here: the rest are made, waiting for us.
+        loop {
+            match read_frame(&mut stream).await.unwrap() {
+                Some((Message::Chunk(_), _)) => break,
+                Some(_) => continue,
+                None => panic!("the node closed the stream"),
+            }
+        }
+        (conn, stream)
+    });
+    // The peer reads on, as a node's session does, and closes the
+    // connection once it reads the goodbye.
+    let reader = s.rt.spawn(async move {
+        let mut chunks = 1;
+        loop {
+            match read_frame(&mut stream).await {
+                Ok(Some((Message::Abort(reason), _))) => {
+                    conn.close("session ended");
+                    return (chunks, Ok(reason));
+                }
+                Ok(Some((Message::Chunk(_), _))) => chunks += 1,
+                Ok(Some(_)) => continue,
+                Ok(None) => return (chunks, Err("the stream ended without a reason".into())),
+                Err(e) => return (chunks, Err(e.to_string())),
+            }
+        }
+    });
+    let start = Instant::now();
+    s.peers.shutdown();
+    println!("shutdown took {:?}", start.elapsed());
+    let (chunks, heard) = s.rt.block_on(reader).unwrap();
+    println!("the peer read {chunks} of {asked} answers, then {heard:?}");
+    assert_eq!(heard, Ok(AbortReason::Shutdown), "after {chunks} chunks");
+}
+
+#[test]
+fn a_peer_whose_sessions_fail_is_not_redialled_in_a_loop() {
+    let s = Setup::new(false);
+    // Every session the node dials gets as far as both hellos (the node
+    // shows the peer connected), then fails on the peer's side.
+    let window = Duration::from_secs(4);
+    let fail = |conn: Connection, mut stream: quic::Stream| async move {
+        let abort = encode(&Message::Abort(AbortReason::Internal)).unwrap();
+        let _ = stream.write_all(&abort).await;
+        let _ = stream.shutdown().await;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            conn.close("session ended");
+        });
+    };
+    let (dials, again) = s.rt.block_on(async {
+        let (conn, stream) = s.answer().await;
+        fail(conn, stream).await;
+        let start = Instant::now();
+        let mut dials = 1;
+        while let Ok((conn, stream)) =
+            tokio::time::timeout(window.saturating_sub(start.elapsed()), s.answer()).await
+        {
+            dials += 1;
+            fail(conn, stream).await;
+        }
+        // It backs off; it does not give up.
+        let again = tokio::time::timeout(Duration::from_secs(40), s.answer()).await;
+        (dials, again.is_ok())
+    });
+    println!("{dials} dials in {window:?}");
+    // Backing off from 250 ms and doubling: 5 dials in 4 s at most (a
+    // slow machine makes fewer, never more). Starting over after each
+    // failed session made one every 250 ms or so.
+    assert!(dials <= 6, "{dials} dials in {window:?}: no backoff");
+    assert!(again, "the node stopped dialling its peer");
 }

@@ -30,7 +30,7 @@ impl Running {
         let opts = Options {
             listen: listen.then(|| SocketAddr::from(([127, 0, 0, 1], 0))),
             peers,
-            install_hook: None,
+            ..Options::default()
         };
         let peers = Peers::start(node.vfs.clone(), opts).unwrap();
         Running { node, peers }
@@ -115,11 +115,25 @@ fn shutdown_is_not_held_up_by_other_handles() {
     let (a, b) = pair(false);
     let b = std::sync::Arc::new(b);
     let other_handle = b.clone();
-    let start = Instant::now();
-    b.peers.shutdown();
-    println!("shutdown took {:?}", start.elapsed());
+    // Shut down on another thread while this one keeps its handle: a
+    // shutdown that waited for the other handles to go would not return.
+    let (done, returned) = std::sync::mpsc::channel();
+    let shutter = {
+        let b = b.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            b.peers.shutdown();
+            let _ = done.send(start.elapsed());
+        })
+    };
+    let took = returned.recv_timeout(DEADLINE);
+    assert!(took.is_ok(), "shutdown waited while another handle lived");
+    println!("shutdown took {took:?}");
     wait("A to see B disconnected", || !a.connected_to(&b));
+    // The other handle still works, and sees the node stopped.
+    assert!(!other_handle.connected_to(&a));
     drop(other_handle);
+    shutter.join().unwrap();
 }
 
 #[test]

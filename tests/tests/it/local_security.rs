@@ -324,3 +324,57 @@ fn copies_belong_to_the_caller_unless_root_keeps_owners() {
     );
     assert!(!Path::new("/tmp/never-written").exists());
 }
+
+#[test]
+fn another_users_setuid_copy_never_becomes_setuid_root() {
+    let m = Mount::new();
+    chmod(&m.root(), 0o755);
+    fs::create_dir(m.path("shared")).expect("mkdir");
+    chmod(&m.path("shared"), 0o777);
+    let myid = m.path("shared/myid");
+    let myid = myid.to_str().expect("utf-8");
+    as_nobody(&["cp", "/usr/bin/id", myid]).assert_success();
+    as_nobody(&["chmod", "4755", myid]).assert_success();
+    let out = |name: &str| m.root().join(name);
+    let shown = |name: &str| out(name).to_string_lossy().into_owned();
+    let owner_mode = |p: &Path| {
+        let md = fs::symlink_metadata(p).expect("stat");
+        (md.uid(), md.mode() & 0o7777)
+    };
+    let run = backer(&m, &["export", &shown("kept"), "--keep-setid"]);
+    run.assert_success();
+    assert!(run.stderr.contains("set-id bits dropped"), "{run:#?}");
+    assert_eq!(owner_mode(&out("kept/shared/myid")), (0, 0o755));
+    let at = newest_commit(&m);
+    let to = shown("restored");
+    let args = [
+        "restore",
+        "shared",
+        "--at",
+        &at,
+        "--to",
+        &to,
+        "--keep-setid",
+    ];
+    backer(&m, &args).assert_success();
+    assert_eq!(owner_mode(&out("restored/shared/myid")), (0, 0o755));
+    // Written as its owner, the bit is nobody's privilege, no more.
+    let args = ["export", &shown("owned"), "--keep-setid", "--keep-owners"];
+    backer(&m, &args).assert_success();
+    assert_eq!(owner_mode(&out("owned/shared/myid")), (65534, 0o4755));
+}
+
+#[test]
+fn a_folder_export_makes_follows_the_callers_umask() {
+    let (m, _) = committed_file("f", b"x");
+    let out = m.root().join("new/out");
+    let cmd = format!(
+        "umask 022; exec {} --store {} export {}",
+        backer_tests::backer_bin().display(),
+        m.store().dir().display(),
+        out.display()
+    );
+    Run::of(std::process::Command::new("sh").args(["-c", &cmd])).assert_success();
+    assert_eq!(mode(&out), 0o755, "as mkdir -p would make it");
+    assert_eq!(mode(&m.root().join("new")), 0o755);
+}

@@ -281,3 +281,69 @@ fn mount_t_backer_and_an_fstab_line_mount_and_umount() {
         "the node left its pid file after umount"
     );
 }
+
+/// Every path under `dir` (itself included) with its owner.
+fn owners(dir: &Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = vec![(
+        dir.to_path_buf(),
+        fs::symlink_metadata(dir).expect("stat").uid(),
+    )];
+    if fs::symlink_metadata(dir).expect("stat").is_dir() {
+        for ent in fs::read_dir(dir).expect("list") {
+            out.extend(owners(&ent.expect("entry").path()));
+        }
+    }
+    out
+}
+
+#[test]
+fn root_mounts_a_users_store_whose_files_stay_the_users() {
+    let mut m = Mount::init();
+    let store = m.store().dir();
+    let chown = Run::of(Command::new("chown").args([
+        "-R".as_ref(),
+        "65534:65534".as_ref(),
+        store.as_os_str(),
+    ]));
+    chown.assert_success();
+    // The store's owner must reach the store and the mount point.
+    fs::set_permissions(
+        m.root(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let helper = helper_dir(&m).join("mount.backer");
+    let run = Run::of(
+        Command::new(&helper)
+            .args([store.as_os_str(), m.dir().as_os_str()])
+            .env_remove("BACKER_STORE")
+            .stdin(Stdio::null()),
+    );
+    if run.code == Some(0) {
+        m.adopt_running_node();
+    }
+    assert_eq!(run.code, Some(0), "{run:#?}\nlog:\n{}", m.log());
+    fs::write(m.path("f"), b"root's write").expect("write");
+    let f = fs::File::open(m.path("f")).expect("open");
+    f.sync_all().expect("fsync");
+    drop(f);
+    m.unmount_with("umount", &[]);
+    let foreign: Vec<_> = owners(&store)
+        .into_iter()
+        .filter(|(_, uid)| *uid != 65534)
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "files the owner cannot use: {foreign:?}"
+    );
+    // And the owner's own command opens it.
+    let bin = backer_bin();
+    let run = crate::posix_meta::as_nobody(&[
+        bin.to_str().expect("utf-8"),
+        "--store",
+        store.to_str().expect("utf-8"),
+        "id",
+    ]);
+    run.assert_success();
+}

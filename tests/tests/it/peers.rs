@@ -53,6 +53,15 @@ fn a_stopped_node_shows_disconnected_on_its_peer_at_once() {
         took.as_secs_f64() * 1e3
     );
     assert_eq!(b.stop(), Some(0), "B's exit after SIGTERM");
+
+    // With no node running, B's status reads its config: its peers come
+    // in the shape the running node gives them (DESIGN.md, `status --json`).
+    let offline = status(b.store()).expect("status of a stopped node");
+    let a_on_b = peer_in(&offline, &a.id).expect("B lists A");
+    let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+    assert_eq!(keys(a_on_b), keys(&last), "{a_on_b} vs {last}");
+    assert_eq!(a_on_b["connected"], Value::Bool(false));
+    assert_eq!(a_on_b["id"], Value::from(a.id.as_str()));
 }
 
 /// Two network namespaces joined by a veth pair, 10.99.0.1/24 and

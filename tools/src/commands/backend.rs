@@ -42,7 +42,7 @@ impl Remote {
     /// Asks the node to re-read config.toml.
     pub(crate) fn reload(&self) -> Result<()> {
         match self.call(Request::Reload, QUICK)? {
-            Response::Reloaded => Ok(()),
+            Response::Reloaded(_) => Ok(()),
             other => Err(unexpected(other)),
         }
     }

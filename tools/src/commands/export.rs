@@ -1,4 +1,4 @@
-//! `backer export DIR [--keep-setid]`: write the store's newest committed
+//! `backer export DIR [--keep-setid] [--keep-owners]`: write the store's newest committed
 //! tree to a plain folder (see [`backer_fs::history::export_tree`]), in
 //! this process with the caller's permissions: when a node runs, it
 //! streams its newest commit while it goes on; else the store is opened

@@ -93,6 +93,9 @@ fn start_daemon(store: &Path, args: &MountArgs, listen: Option<SocketAddr>) -> R
     if let Some(addr) = listen {
         cmd.arg("--listen").arg(addr.to_string());
     }
+    if crate::store_dir::acting_as_store_owner() {
+        cmd.env(crate::store_dir::AS_OWNER_ENV, "1");
+    }
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

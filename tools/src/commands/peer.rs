@@ -11,7 +11,6 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
 use backer_fs::NodeId;
-use serde_json::Value;
 
 use super::backend::Remote;
 use crate::config::{self, Config, Peer};
@@ -74,7 +73,7 @@ pub(crate) fn list(store: &Path) -> Result<()> {
     let cfg = Config::load(&store)?;
     // A node that does not answer in time should not hide the list.
     let live = Remote::find(&store).unwrap_or(None);
-    let live_peers = live.as_ref().and_then(|(_, s)| s.peers.as_array());
+    let live_peers = live.as_ref().map(|(_, s)| &s.peers);
     let width = cfg
         .peers
         .iter()
@@ -86,10 +85,10 @@ pub(crate) fn list(store: &Path) -> Result<()> {
         let addr = p.addr.as_deref().unwrap_or("-");
         match live_peers {
             Some(peers) => {
-                let state = peers
-                    .iter()
-                    .find(|v| v["id"].as_str().is_some_and(|s| same_str_id(s, &id)))
-                    .map_or_else(|| "unknown to the node".to_string(), live_state);
+                let state = peers.iter().find(|p| same_str_id(&p.id, &id)).map_or_else(
+                    || "unknown to the node".to_string(),
+                    |p| live_state(p.connected, p.last_sync),
+                );
                 println!("{id}  {addr:<width$}  {state}");
             }
             None => println!("{id}  {addr}"),
@@ -98,27 +97,18 @@ pub(crate) fn list(store: &Path) -> Result<()> {
     Ok(())
 }
 
-/// "connected|not connected, last sync TIME|never" for one object of the
-/// node's "peers" array.
-pub(crate) fn live_state(peer: &Value) -> String {
-    let connected = if peer["connected"].as_bool().unwrap_or(false) {
+/// "connected|not connected, last sync TIME|never" for one peer.
+pub(crate) fn live_state(connected: bool, last_sync: Option<u64>) -> String {
+    let connected = if connected {
         "connected"
     } else {
         "not connected"
     };
-    format!("{connected}, last sync {}", last_sync(&peer["last_sync"]))
-}
-
-/// A `last_sync` value (Unix seconds, or already text) for people.
-fn last_sync(v: &Value) -> String {
-    match v {
-        Value::Null => "never".to_string(),
-        Value::String(s) => s.clone(),
-        v => match v.as_i64() {
-            Some(secs) => utc_time(secs),
-            None => v.to_string(),
-        },
-    }
+    let last = last_sync.map_or_else(
+        || "never".to_string(),
+        |secs| utc_time(i64::try_from(secs).unwrap_or(i64::MAX)),
+    );
+    format!("{connected}, last sync {last}")
 }
 
 /// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
@@ -202,7 +192,6 @@ mod tests {
         assert_eq!(utc_time(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(utc_time(1_795_000_000), "2026-11-18T11:06:40Z");
         assert_eq!(utc_time(-1), "1969-12-31T23:59:59Z");
-        assert_eq!(last_sync(&Value::Null), "never");
     }
 
     #[test]
@@ -234,10 +223,11 @@ mod tests {
     }
 
     #[test]
-    fn live_state_reads_the_status_object() {
-        let v = serde_json::json!({"connected": true, "last_sync": 0});
-        assert_eq!(live_state(&v), "connected, last sync 1970-01-01T00:00:00Z");
-        let v = serde_json::json!({"connected": false, "last_sync": null});
-        assert_eq!(live_state(&v), "not connected, last sync never");
+    fn live_state_reads_connection_and_last_sync() {
+        assert_eq!(
+            live_state(true, Some(0)),
+            "connected, last sync 1970-01-01T00:00:00Z"
+        );
+        assert_eq!(live_state(false, None), "not connected, last sync never");
     }
 }

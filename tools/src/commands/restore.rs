@@ -1,4 +1,5 @@
-//! `backer restore PATH --at TIME|COMMIT [--to DIR [--keep-setid]]`: bring
+//! `backer restore PATH --at TIME|COMMIT [--to DIR [--keep-setid]
+//! [--keep-owners]]`: bring
 //! a file or a whole folder back as it was at TIME (the newest commit at
 //! or before it) or in COMMIT, into the live tree or, with `--to`, into
 //! the plain folder DIR (see [`backer_fs::history::restore`] and

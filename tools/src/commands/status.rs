@@ -47,7 +47,11 @@ pub(crate) fn run(store_dir: &Path, json: bool) -> Result<()> {
 fn peer_line(p: &serde_json::Value) -> String {
     let id = printable(p["id"].as_str().unwrap_or("?"));
     let addr = printable(p["addr"].as_str().unwrap_or("(dials us)"));
-    let mut line = format!("{id}  {addr}  {}", super::peer::live_state(p));
+    let state = super::peer::live_state(
+        p["connected"].as_bool().unwrap_or(false),
+        p["last_sync"].as_u64(),
+    );
+    let mut line = format!("{id}  {addr}  {state}");
     let files = p["files_to_go"].as_u64().unwrap_or(0);
     let bytes = p["bytes_to_go"].as_u64().unwrap_or(0);
     if files > 0 || bytes > 0 {

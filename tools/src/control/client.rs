@@ -6,7 +6,8 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use backer_fs::store::Store;
 
 use super::{socket_path, Request, Response};
 
@@ -18,15 +19,28 @@ pub(crate) struct Session {
 
 impl Session {
     /// Connects to the node running on the store at `store`, waiting up
-    /// to `timeout` for each reply; `None` if no node answers (a stale
-    /// socket is removed).
+    /// to `timeout` for each reply; `None` if no node runs (a stale
+    /// socket is removed, but only when no process holds the store: a
+    /// node starting meanwhile keeps the socket it just made).
+    ///
+    /// Errors: a node holds the store but its socket refuses us.
     pub(crate) fn connect(store: &Path, timeout: Duration) -> Result<Option<Session>> {
         let path = socket_path(store);
         let conn = match UnixStream::connect(&path) {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                let _ = std::fs::remove_file(&path);
-                return Ok(None);
+                let gone = Store::tidy_if_unheld(store, || {
+                    let _ = std::fs::remove_file(&path);
+                })
+                .map_err(|e| anyhow!("cannot tell whether a node runs: {e}"))?;
+                if gone {
+                    return Ok(None);
+                }
+                bail!(
+                    "the node running on {} refused the connection (starting or \
+                     stopping?): {e}",
+                    store.display()
+                );
             }
             Err(_) => return Ok(None),
         };
@@ -50,10 +64,51 @@ impl Session {
 }
 
 /// Asks the node running on the store at `store`, waiting up to `timeout`
-/// for the reply; `None` if no node answers (a stale socket is removed).
+/// for the reply; `None` if no node runs (see [`Session::connect`]).
 pub(crate) fn ask(store: &Path, request: &Request, timeout: Duration) -> Result<Option<Response>> {
     match Session::connect(store, timeout)? {
         Some(mut s) => s.call(request).map(Some),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+
+    use super::*;
+
+    /// A store with a socket file that refuses connections (its listener
+    /// is gone), as a node that died leaves it.
+    fn store_with_dead_socket() -> (tempfile::TempDir, std::path::PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("store");
+        drop(Store::create(&dir).unwrap());
+        drop(UnixListener::bind(socket_path(&dir)).unwrap());
+        (t, dir)
+    }
+
+    #[test]
+    fn a_stale_socket_is_removed_when_no_node_holds_the_store() {
+        let (_t, dir) = store_with_dead_socket();
+        assert!(Session::connect(&dir, Duration::from_secs(5))
+            .unwrap()
+            .is_none());
+        assert!(!socket_path(&dir).exists());
+    }
+
+    #[test]
+    fn a_socket_is_kept_while_a_node_holds_the_store() {
+        let (_t, dir) = store_with_dead_socket();
+        let held = Store::open(&dir).unwrap();
+        let e = Session::connect(&dir, Duration::from_secs(5))
+            .err()
+            .expect("an error, not `no node`");
+        assert!(e.to_string().contains("refused"), "{e}");
+        assert!(
+            socket_path(&dir).exists(),
+            "a live node's socket was removed"
+        );
+        drop(held);
     }
 }

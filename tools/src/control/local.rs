@@ -7,14 +7,15 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Result};
 use backer_fs::gc::Report;
 use backer_fs::history::{
-    self, Du, Exported, LiveTree, LogEntry, RestoreRequest, Restored, Source, Version, WriteOptions,
+    self, Du, Exported, LiveFile, LiveTree, LogEntry, RestoreRequest, Restored, Source, Version,
+    WriteOptions,
 };
 use backer_fs::store::Store;
 use backer_fs::tree::NodeStore;
 use backer_fs::vfs::{Ctx, Vfs, VfsOptions};
 use backer_fs::{Error, Hash};
 
-use super::{to_hex, Request, Response, Status};
+use super::{to_hex, PeerInfo, Reloaded, Request, Response, Status};
 use crate::config::Config;
 use crate::net::Net;
 
@@ -89,7 +90,7 @@ impl Local {
     pub(crate) fn handle(&self, req: Request) -> Response {
         let reply = match req {
             Request::Status => self.status().map(Response::Status),
-            Request::Reload => self.reload().map(|()| Response::Reloaded),
+            Request::Reload => self.reload().map(Response::Reloaded),
             Request::Log { path } => self.log(path.as_deref()).map(Response::Log),
             Request::Du => self.du().map(Response::Du),
             Request::Gc => self.gc().map(Response::Gc),
@@ -115,16 +116,17 @@ impl Local {
             Some(n) => n.status(),
             None => {
                 let cfg = Config::load(store.dir()).unwrap_or_default();
-                serde_json::Value::Array(
-                    cfg.peers
-                        .iter()
-                        .map(|p| {
-                            serde_json::json!({
-                                "id": p.id, "addr": p.addr, "connected": false, "last_sync": null,
-                            })
-                        })
-                        .collect(),
-                )
+                cfg.peers
+                    .iter()
+                    .map(|p| PeerInfo {
+                        id: p.node_id().map_or_else(|_| p.id.clone(), |n| n.to_string()),
+                        addr: p.addr.clone(),
+                        connected: false,
+                        last_sync: None,
+                        files_to_go: 0,
+                        bytes_to_go: 0,
+                    })
+                    .collect()
             }
         };
         Ok(Status {
@@ -138,12 +140,14 @@ impl Local {
         })
     }
 
-    /// Re-reads config.toml's peers (nothing to do without a node).
-    pub(crate) fn reload(&self) -> Result<()> {
-        match &self.net {
-            Some(net) => net.reload(),
-            None => Ok(()),
-        }
+    /// Re-reads config.toml's peers (a node that does not run has
+    /// nothing to apply: it reports what the file holds).
+    pub(crate) fn reload(&self) -> Result<Reloaded> {
+        let peers = match &self.net {
+            Some(net) => net.reload()?,
+            None => Config::load(self.vfs.store().dir())?.peers.len(),
+        };
+        Ok(Reloaded { peers })
     }
 
     /// The log, of everything or of `path`.
@@ -214,13 +218,13 @@ impl Local {
         }
     }
 
-    /// The live tree's (uid, gid) of the path `hex` (names joined by `/`,
-    /// in hex).
-    fn owner(&self, hex: &str) -> Result<Option<(u32, u32)>> {
+    /// What the live tree has at the path `hex` (names joined by `/`, in
+    /// hex).
+    fn owner(&self, hex: &str) -> Result<Option<LiveFile>> {
         let path = super::from_hex(hex).ok_or_else(|| anyhow!("{hex:?} is not hex"))?;
         let names: Vec<Vec<u8>> = path.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
         LiveTree::new(&self.vfs)
-            .owner(&names)
+            .live(&names)
             .map_err(explain("cannot read the live tree"))
     }
 

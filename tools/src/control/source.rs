@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 
-use backer_fs::history::Source;
+use backer_fs::history::{LiveFile, Source};
 use backer_fs::tree::NodeStore;
 use backer_fs::{Error, Hash};
 
@@ -69,7 +69,7 @@ impl Source for RemoteSource {
         Ok(bytes)
     }
 
-    fn owner(&self, names: &[Vec<u8>]) -> backer_fs::Result<Option<(u32, u32)>> {
+    fn live(&self, names: &[Vec<u8>]) -> backer_fs::Result<Option<LiveFile>> {
         let req = Request::Owner {
             path: super::to_hex(&names.join(&b'/')),
         };

@@ -26,7 +26,7 @@ mod swaps {
     use std::sync::Arc;
 
     use super::*;
-    use crate::history::{export, head};
+    use crate::history::{export, export_tree, head};
     use crate::vfs::{Ctx, SetAttr, Vfs, VfsOptions, ROOT};
 
     const ROOT_USER: Ctx = Ctx { uid: 0, gid: 0 };
@@ -76,9 +76,18 @@ mod swaps {
                 keep_setid: true,
                 ..WriteOptions::default()
             };
-            export(&store, &kept, opts, None).unwrap();
-            assert_eq!(mode(&kept.join("d/s")), 0o4755);
-            assert_eq!(mode(&kept.join("d/g")), 0o2755);
+            // The store alone vouches for nothing: the tree's bits could
+            // be anyone's.
+            let done = export(&store, &kept, opts, None).unwrap();
+            assert_eq!(mode(&kept.join("d/s")), 0o755);
+            assert_eq!(done.warnings.len(), 2, "{:?}", done.warnings);
+            // The live tree has them, root's own: kept.
+            let v = Vfs::new(store.clone(), VfsOptions::default()).unwrap();
+            let root = head(&store).unwrap().map(|c| Hash(c.root));
+            let live = dir.path().join("live");
+            export_tree(&LiveTree::new(&v), root, &live, opts, None).unwrap();
+            assert_eq!(mode(&live.join("d/s")), 0o4755);
+            assert_eq!(mode(&live.join("d/g")), 0o2755);
         }
     }
 
@@ -147,7 +156,8 @@ mod swaps {
         // The file's swap makes `d.real/f` a link to `outside` (a folder
         // here, so a write through it would fail loudly too).
         let opts = WriteOptions::default();
-        let _ = write_entries(&src, &out, Vec::new(), entries, opts, None);
+        let target = open_target(&out).unwrap();
+        let _ = write_entries(&src, target, &out, Vec::new(), entries, opts, None);
         assert!(src.swapped_dir.get() && src.swapped_file.get());
         let now = std::fs::metadata(&outside).unwrap();
         assert_eq!(now.mode() & 0o7777, 0o700, "the outside folder's mode");
@@ -159,5 +169,57 @@ mod swaps {
         // What was written went into the real folders.
         assert_eq!(mode(&out.join("d.real")), 0o755);
         assert_eq!(mode(&out.join("d.real/f.real")), 0o644);
+    }
+}
+
+mod setid;
+
+mod target {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use super::*;
+
+    fn umask() -> u32 {
+        // SAFETY: umask(2) swaps the mask; it is put back at once.
+        let m = unsafe { libc::umask(0o022) };
+        // SAFETY: as above.
+        unsafe { libc::umask(m) };
+        m as u32
+    }
+
+    #[test]
+    fn missing_folders_are_made_with_the_callers_umask_and_opened() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("a/b");
+        let fd = open_target(&out).unwrap();
+        assert_eq!(dev_ino(&fd, &out).unwrap(), {
+            let m = std::fs::metadata(&out).unwrap();
+            (m.dev(), m.ino())
+        });
+        let m = std::fs::metadata(&out).unwrap().mode() & 0o7777;
+        assert_eq!(m, 0o777 & !umask());
+    }
+
+    #[test]
+    fn a_symlink_or_another_users_folder_is_not_written_into() {
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, t.path().join("link")).unwrap();
+        assert!(open_target(&t.path().join("link")).is_err());
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        // Made first by someone else (in /tmp, say): refused, not used.
+        let theirs = t.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        let e = open_target(&theirs).unwrap_err().to_string();
+        assert!(e.contains("another user"), "{e}");
+        // A folder made inside it is ours, held open: usable.
+        let fd = open_target(&theirs.join("mine")).unwrap();
+        assert_eq!(fstat(&fd, &theirs).unwrap().st_uid, 0);
     }
 }

@@ -262,17 +262,24 @@ async fn messages_out_of_place_are_protocol_violations() {
     assert_recovers(&v, root, what).await;
 }
 
+/// A victim holding one small file of one chunk: the node, its root and
+/// the chunk's hash.
+fn victim_with_a_chunk() -> (Node, Hash, Hash) {
+    let v = Node::new();
+    let data = bytes(600, 1024);
+    v.write("small.bin", &data);
+    let c = Hash::of(&data);
+    assert!(v.local().has_chunk(&c).unwrap());
+    let root = v.root();
+    (v, root, c)
+}
+
 /// proto.rs: "The most items a peer may have asked for and not yet been
 /// answered. A peer that asks for more is cut off (it would make us queue
 /// without bound)." Here the peer asks for twice that and reads nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_asks_for_more_than_max_outstanding_without_reading_is_cut_off() {
-    let v = Node::new();
-    let data = bytes(600, 1024);
-    v.write("small.bin", &data);
-    let root = v.root();
-    let c = Hash::of(&data);
-    assert!(v.local().has_chunk(&c).unwrap());
+    let (v, root, c) = victim_with_a_chunk();
     // A small pipe, so the victim's answers back up at once.
     let (x, y) = tokio::io::duplex(64 << 10);
     let session = tokio::spawn(run(x, v.local(), v.hello(), once(), Channels::default()));
@@ -318,6 +325,42 @@ async fn a_peer_that_asks_for_more_than_max_outstanding_without_reading_is_cut_o
         "{:?}",
         got.last()
     );
+}
+
+/// A peer that asks within the limits but never reads the answers (and
+/// never closes) is cut off once our writes make no progress for the
+/// session's stall limit, instead of holding the session forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_cut_off() {
+    let (v, root, c) = victim_with_a_chunk();
+    // A small pipe, so the victim's answers back up at once.
+    let (x, y) = tokio::io::duplex(64 << 10);
+    let limit = Duration::from_millis(500);
+    let ch = Channels {
+        write_stall: Some(limit),
+        ..Channels::default()
+    };
+    let session = tokio::spawn(run(x, v.local(), v.hello(), once(), ch));
+    let (_rd, mut wr) = tokio::io::split(y);
+    let mut frames = proto::encode(&Message::Hello(fake_hello())).unwrap();
+    frames.extend(proto::encode(&Message::Root(root)).unwrap());
+    let get = proto::encode(&Message::GetChunks(vec![c; MAX_BATCH])).unwrap();
+    for _ in 0..MAX_OUTSTANDING / MAX_BATCH {
+        frames.extend_from_slice(&get);
+    }
+    wr.write_all(&frames).await.unwrap();
+    // Never read, never close: only the stall limit ends this.
+    let out = tokio::time::timeout(Duration::from_secs(20), session)
+        .await
+        .expect("a peer that does not read held the session")
+        .unwrap();
+    println!("the victim ended with {:?}", out.result);
+    assert!(
+        matches!(out.result, Err(Error::Stalled(d)) if d == limit),
+        "{:?}",
+        out.result
+    );
+    drop(wr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
