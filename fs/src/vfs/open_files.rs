@@ -37,7 +37,7 @@ pub(super) struct OpenFile {
     /// close of a duplicate, e.g. a shell's before `exec` of the writer).
     pub(super) wrote_since_flush: bool,
     /// Closed after writing: the bytes are whole, commit them once folded
-    /// (at the release that follows the close; see [`super::Vfs::files`]).
+    /// (at the release that follows the close; see [`super::Files::flush`]).
     pub(super) closed_whole: bool,
 }
 

@@ -5,6 +5,7 @@ mod crash;
 mod defer;
 mod door;
 mod failed_txn;
+mod full_disk;
 mod gc;
 mod history;
 mod ignore;
