@@ -104,6 +104,11 @@ pub enum Error {
     /// Stored bytes that do not decode or do not match their hash (`EIO`).
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// A chunk a tree names that this node cannot produce (`EIO`): its
+    /// copy failed its hash check (and was quarantined: the index no
+    /// longer claims it) or the index lacks it.
+    #[error("chunk {0} is damaged or missing")]
+    BadChunk(crate::hash::Hash),
     /// The node's key file is missing, damaged or disagrees with the
     /// database (`EIO`): the store refuses to open rather than become a
     /// new node.
@@ -152,6 +157,7 @@ impl Error {
             Error::Format { .. } => libc::EIO,
             Error::Request(_) => libc::EINVAL,
             Error::Corrupt(_) => libc::EIO,
+            Error::BadChunk(_) => libc::EIO,
             Error::NodeKey(_) => libc::EIO,
             Error::Engine(_) => libc::EIO,
             Error::Io { source, .. } => match source.raw_os_error() {

@@ -7,6 +7,7 @@
 //! touched dirty; a commit folds dirty entries into new immutable tree nodes
 //! (only the paths that changed) and appends the new root to the commit log.
 
+pub mod check;
 pub mod chunk;
 pub mod error;
 #[cfg(feature = "fuse")]

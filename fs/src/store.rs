@@ -18,9 +18,11 @@ pub mod packs;
 pub mod private;
 pub mod sled_kv;
 pub mod txn;
+mod verify;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 pub use kv::{Batch, Kv, Space};
 pub use packs::{Location, Packs};
@@ -70,6 +72,14 @@ pub struct Store {
     /// their append to their index entry; a collection takes it alone to
     /// know that every pack before the active one is fully indexed.
     appending: RwLock<()>,
+    /// Chunks verified in this process, kept for the reads that follow.
+    verified: verify::Verified,
+    /// Held while an index entry is quarantined or a chunk recorded
+    /// missing (each is a look, then a write).
+    quarantining: Mutex<()>,
+    /// Whether [`Space::Missing`] may hold anything: a store with nothing
+    /// missing spares every new chunk a look there.
+    missing_any: AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -323,6 +333,7 @@ impl Store {
         // and later appends go after it).
         let synced = packs.clone();
         kv.before_handing_down(Box::new(move || synced.sync().map(|_| ())));
+        let missing_any = !kv.scan(Space::Missing, &[], None, 1)?.is_empty();
         Ok(Store {
             dir: dir.to_path_buf(),
             kv,
@@ -330,6 +341,9 @@ impl Store {
             key,
             id,
             appending: RwLock::new(()),
+            verified: verify::Verified::default(),
+            quarantining: Mutex::new(()),
+            missing_any: AtomicBool::new(missing_any),
         })
     }
 
@@ -399,6 +413,12 @@ impl Store {
             hash.as_bytes().to_vec(),
             loc.encode().to_vec(),
         );
+        if self.missing_any.load(Ordering::SeqCst)
+            && txn.get(Space::Missing, hash.as_bytes())?.is_some()
+        {
+            // A good copy again: a quarantined or unobtainable chunk healed.
+            txn.remove(Space::Missing, hash.as_bytes().to_vec());
+        }
         Ok(hash)
     }
 
@@ -435,20 +455,6 @@ impl Store {
         match self.kv.get(Space::Chunks, hash.as_bytes())? {
             Some(v) => Ok(Some(Location::decode(&v)?)),
             None => Ok(None),
-        }
-    }
-
-    /// A whole chunk, checked against its hash.
-    pub fn read_chunk(&self, hash: &Hash) -> Result<Vec<u8>> {
-        let loc = self.chunk_location(hash)?.ok_or(Error::NotFound)?;
-        match self.packs.read_verified(hash, &loc) {
-            Ok(b) => Ok(b),
-            // A collection may have moved it between the lookup and the
-            // read (and deleted the old pack): look again once.
-            Err(e) => match self.chunk_location(hash)? {
-                Some(now) if now != loc => self.packs.read_verified(hash, &now),
-                _ => Err(e),
-            },
         }
     }
 

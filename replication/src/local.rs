@@ -37,8 +37,15 @@ pub trait Local {
     fn chunk(&self, hash: &Hash) -> Result<Option<Vec<u8>>>;
     /// Stores a verified chunk.
     fn put_chunk(&mut self, hash: Hash, bytes: &[u8]) -> Result<()>;
-    /// Merges the tree `remote` (every node and chunk it needs is held)
-    /// into the committed tree, commits the result, and returns it.
+    /// The peer could not produce the chunk `hash` that its tree names:
+    /// remember it as missing (the merge goes ahead without it).
+    fn chunk_unavailable(&mut self, hash: &Hash) -> Result<()> {
+        let _ = hash;
+        Ok(())
+    }
+    /// Merges the tree `remote` (every node and chunk it needs is held,
+    /// or recorded missing by [`Local::chunk_unavailable`]) into the
+    /// committed tree, commits the result, and returns it.
     fn merge(&mut self, remote: Hash) -> Result<Merged>;
 }
 
@@ -220,9 +227,18 @@ impl Local for VfsLocal {
     fn chunk(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
         match self.vfs.store().read_chunk(hash) {
             Ok(b) => Ok(Some(b)),
-            Err(Error::NotFound) => Ok(None),
+            // Damaged (now quarantined) or not held: the peer hears
+            // `Missing` and the session goes on.
+            Err(Error::BadChunk(_) | Error::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn chunk_unavailable(&mut self, hash: &Hash) -> Result<()> {
+        // Pinned like a held chunk: a collection before the merge must
+        // not drop the record of a chunk no root reaches yet.
+        self.pins.add(*hash);
+        self.vfs.store().record_missing(hash)
     }
 
     fn put_chunk(&mut self, hash: Hash, bytes: &[u8]) -> Result<()> {
@@ -244,7 +260,7 @@ impl Local for VfsLocal {
             let generation = vfs.gc_generation();
             if generation != *seen {
                 backer_fs::gc::check_whole(&nodes, root, |h| {
-                    Ok(store.chunk_location(h)?.is_some())
+                    Ok(store.chunk_location(h)?.is_some() || store.is_missing(h)?)
                 })?;
                 *seen = generation;
             }

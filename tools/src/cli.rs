@@ -137,6 +137,18 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Verify every pack record, tree node and index entry; exit 1 if
+    /// anything is still bad. Through the running node, else on the
+    /// store itself.
+    Check {
+        /// Rebuild index entries the packs prove, write records with a
+        /// damaged header again, and quarantine bad chunks.
+        #[arg(long)]
+        repair: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The `peer` subcommands.

@@ -3,6 +3,7 @@
 //! store opened here.
 
 mod backend;
+mod check;
 mod du;
 mod export;
 mod gc;
@@ -94,6 +95,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         ),
         Command::Du { json } => du::run(&dir, json),
         Command::Gc { json } => gc::run(&dir, json),
+        Command::Check { repair, json } => check::run(&dir, repair, json),
     }
 }
 

@@ -84,6 +84,11 @@ pub(crate) enum Request {
     Du,
     /// Collect history by the config's retention policy.
     Gc,
+    /// Verify the store; with `repair`, fix what its own files allow.
+    Check {
+        /// Re-index, rewrite and quarantine as `backer check --repair`.
+        repair: bool,
+    },
     /// Bring a path back as it was, into the live tree (a request with a
     /// folder `to` is refused: the command writes folders itself).
     Restore(RestoreRequest),
@@ -126,6 +131,8 @@ pub(crate) enum Response {
     Du(Du),
     /// To [`Request::Gc`].
     Gc(Report),
+    /// To [`Request::Check`].
+    Check(backer_fs::check::Report),
     /// To [`Request::Restore`].
     Restored(Restored),
     /// To [`Request::Version`] (`None`: the store has no commits).
@@ -155,6 +162,9 @@ pub(crate) struct Status {
     pub(crate) commits: u64,
     /// The running node's process (`None`: no node runs).
     pub(crate) pid: Option<u32>,
+    /// Chunks the tree names that this node does not hold (damaged and
+    /// quarantined, or no peer could supply them), in hex.
+    pub(crate) missing_chunks: Vec<String>,
 }
 
 /// One peer as `status --json` prints it (DESIGN.md: "id", "addr",
@@ -220,6 +230,7 @@ mod tests {
             },
             Request::Du,
             Request::Gc,
+            Request::Check { repair: true },
             restore,
             Request::Version { at: None },
             Request::Node {

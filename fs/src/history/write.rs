@@ -488,7 +488,15 @@ impl<'a, S: Source> Writer<'a, S> {
                         continue; // written whole with the previous window
                     }
                     if let Extent::Data { hash, .. } = ext {
-                        let data = self.src.chunk(&hash)?;
+                        let data = match self.src.chunk(&hash) {
+                            Ok(d) => d,
+                            Err(err) => {
+                                // No partial file is left behind as if whole.
+                                // SAFETY: a name relative to a folder we hold open.
+                                unsafe { libc::unlinkat(self.cur.as_raw_fd(), name.as_ptr(), 0) };
+                                return Err(Error::corrupt(format!("{}: {err}", p.display())));
+                            }
+                        };
                         f.write_all_at(&data, at).map_err(cannot_write)?;
                     }
                     pos = at + ext.len();

@@ -32,10 +32,15 @@ pub enum Space {
     Dirty = b'Y',
     /// The commit log: sequence number -> commit.
     Commits = b'G',
+    /// Chunks a tree names that this node does not hold: chunk hash ->
+    /// where its copy failed its hash check (a quarantined copy: 16
+    /// bytes, a [`crate::store::Location`]) or nothing (no peer could
+    /// supply it). Cleared when the chunk is stored again.
+    Missing = b'Q',
 }
 
 /// Keyspaces in a fixed order, for tests and tools that walk them all.
-pub const ALL_SPACES: [Space; 11] = [
+pub const ALL_SPACES: [Space; 12] = [
     Space::Meta,
     Space::Nodes,
     Space::Chunks,
@@ -47,6 +52,7 @@ pub const ALL_SPACES: [Space; 11] = [
     Space::Orphans,
     Space::Dirty,
     Space::Commits,
+    Space::Missing,
 ];
 
 /// See [`Kv::before_handing_down`].

@@ -100,20 +100,15 @@ impl ReadPlan {
 
     /// Fills `out` (exactly [`ReadPlan::len`] bytes, whatever it held)
     /// with the read's bytes: only holes are zeroed, so a reused buffer
-    /// costs no memset of the chunk bytes. A chunk that a collection moved
-    /// since it was located is looked up again.
+    /// costs no memset of the chunk bytes. Every chunk is checked against
+    /// its hash ([`Store::read_chunk_range`]).
     pub(crate) fn run_into(&self, store: &Store, out: &mut [u8]) -> Result<()> {
         debug_assert_eq!(out.len(), self.len);
         let mut done = 0;
         for c in &self.chunks {
             out[done..c.at].fill(0);
             let dst = &mut out[c.at..c.at + c.len];
-            if let Err(e) = store.packs().read_at(&c.loc, c.skip, dst) {
-                match store.chunk_location(&c.hash)? {
-                    Some(now) if now != c.loc => store.packs().read_at(&now, c.skip, dst)?,
-                    _ => return Err(e),
-                }
-            }
+            store.read_chunk_range(&c.hash, Some(c.loc), c.skip, dst)?;
             done = c.at + c.len;
         }
         out[done..].fill(0);
@@ -226,9 +221,7 @@ impl FileData {
         if let Some(l) = self.locs.get(hash) {
             return Ok(*l);
         }
-        let l = store
-            .chunk_location(hash)?
-            .ok_or_else(|| Error::corrupt(format!("chunk {hash} is missing")))?;
+        let l = store.chunk_location(hash)?.ok_or(Error::BadChunk(*hash))?;
         self.locs.insert(*hash, l);
         Ok(l)
     }

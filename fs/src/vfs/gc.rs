@@ -115,6 +115,15 @@ impl History<'_> {
             }
             Ok(())
         })?;
+        // Chunks recorded missing that nothing reaches any more.
+        let mut dead_missing = Vec::new();
+        for_each(kv, Space::Missing, &[], None, |k, _| {
+            let h = hash_key(k)?;
+            if !marks.chunks.contains(&h) {
+                dead_missing.push(h);
+            }
+            Ok(())
+        })?;
 
         // 2. Under the lock: mark what changed since, then delete.
         {
@@ -156,6 +165,9 @@ impl History<'_> {
                 b.remove(Space::Chunks, h.as_bytes().to_vec());
                 report.chunks_freed += 1;
                 report.chunk_bytes_freed += u64::from(loc.len);
+            }
+            for h in dead_missing.iter().filter(|h| !marks.chunks.contains(h)) {
+                b.remove(Space::Missing, h.as_bytes().to_vec());
             }
             for c in log.iter().filter(|c| !kept.contains(&c.seq)) {
                 b.remove(Space::Commits, c.seq.to_be_bytes().to_vec());
@@ -234,7 +246,13 @@ impl History<'_> {
                 continue;
             }
             for (h, old) in chunks {
-                let bytes = packs.read_verified(&h, &old)?;
+                let mut bytes = vec![0u8; old.len as usize];
+                match store.read_chunk_range(&h, Some(old), 0, &mut bytes) {
+                    Ok(()) => {}
+                    // Quarantined: its bytes are as dead as a deleted chunk's.
+                    Err(Error::BadChunk(_)) => continue,
+                    Err(e) => return Err(e),
+                }
                 let new = packs.append(&h, &bytes)?;
                 moves.push((h, old, new));
             }
@@ -252,6 +270,8 @@ impl History<'_> {
                 Some(cur) if cur == *old => {
                     b.put(Space::Chunks, h.as_bytes().to_vec(), new.encode().to_vec());
                 }
+                // Quarantined meanwhile (a reader found the old copy bad).
+                None => {}
                 _ => {
                     return Err(Error::corrupt(format!(
                         "chunk {h} moved during a collection"

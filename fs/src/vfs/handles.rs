@@ -72,20 +72,30 @@ impl Files<'_> {
     /// bytes (the count returned) are the result: a caller that keeps one
     /// buffer per thread spares each read a fresh zeroed allocation.
     pub fn read_into(&self, fh: Fh, offset: u64, size: u32, buf: &mut Vec<u8>) -> Result<usize> {
-        let (plan, store) = {
+        let (plan, store, ino) = {
             let mut inner = self.vfs.lock();
             let h = inner.files.handle(fh)?;
             let store = inner.store.clone();
             let of = inner.files.get_mut(h.ino).ok_or(Error::BadHandle)?;
-            (of.data.plan_read(&store, offset, u64::from(size))?, store)
+            (
+                of.data.plan_read(&store, offset, u64::from(size)),
+                store,
+                h.ino,
+            )
         };
         // The disk reads run without the lock.
-        let n = plan.len();
-        if buf.len() < n {
-            buf.resize(n, 0);
+        let read = plan.and_then(|plan| {
+            let n = plan.len();
+            if buf.len() < n {
+                buf.resize(n, 0);
+            }
+            plan.run_into(&store, &mut buf[..n]).map(|()| n)
+        });
+        if let Err(Error::BadChunk(chunk)) = &read {
+            let path = super::records::path_for_log(&store, ino);
+            tracing::error!(path, %chunk, offset, "a read met a damaged or missing chunk: EIO");
         }
-        plan.run_into(&store, &mut buf[..n])?;
-        Ok(n)
+        read
     }
 
     /// copy_file_range, when it copies a whole file: `len` bytes from 0 of

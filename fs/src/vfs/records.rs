@@ -341,6 +341,31 @@ impl NamespaceTxn for Txn<'_> {
     }
 }
 
+/// The path of `ino` (by its first name, up to the root) for a log line,
+/// control characters escaped; what cannot be read shows as `?`.
+pub(crate) fn path_for_log(store: &crate::store::Store, mut ino: Ino) -> String {
+    let txn = Txn::new(store.kv());
+    let mut names = Vec::new();
+    while ino != super::ROOT && names.len() < 4096 {
+        match txn.inode_opt(ino) {
+            Ok(Some(rec)) if !rec.name.is_empty() => {
+                names.push(
+                    String::from_utf8_lossy(&rec.name)
+                        .escape_debug()
+                        .to_string(),
+                );
+                ino = rec.parent;
+            }
+            _ => {
+                names.push("?".into());
+                break;
+            }
+        }
+    }
+    names.reverse();
+    format!("/{}", names.join("/"))
+}
+
 /// How many directories lie between `dir` and the root (0 for the root).
 pub(crate) fn depth(txn: &Txn<'_>, mut dir: Ino) -> Result<u32> {
     let mut d = 0;

@@ -480,11 +480,8 @@ fn read_range(store: &Store, root: Hash, start: u64, end: u64) -> Result<Vec<u8>
         if from >= to {
             continue;
         }
-        let bytes = store.read_chunk(&hash)?;
-        let src = bytes
-            .get((from - at) as usize..(to - at) as usize)
-            .ok_or_else(|| Error::corrupt("chunk shorter than its extent"))?;
-        out[(from - start) as usize..(to - start) as usize].copy_from_slice(src);
+        let dst = &mut out[(from - start) as usize..(to - start) as usize];
+        store.read_chunk_range(&hash, None, from - at, dst)?;
     }
     Ok(out)
 }

@@ -11,6 +11,7 @@ mod history;
 mod ignore;
 mod ignore_syncthing;
 mod install;
+mod integrity;
 mod kv_suite;
 mod large_dir;
 mod links;

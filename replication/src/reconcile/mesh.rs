@@ -77,6 +77,9 @@ impl Local for Checked {
         assert_eq!(Hash::of(bytes), hash, "an unverified chunk was stored");
         self.0.put_chunk(hash, bytes)
     }
+    fn chunk_unavailable(&mut self, hash: &Hash) -> FsResult<()> {
+        self.0.chunk_unavailable(hash)
+    }
     fn merge(&mut self, remote: Hash) -> FsResult<Merged> {
         self.0.merge(remote)
     }

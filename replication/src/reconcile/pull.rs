@@ -292,8 +292,9 @@ impl Pull {
         })
     }
 
-    /// Takes one answer (`None`: the peer lacks the item), verifies it and
-    /// stores it. Wrong kind or no question pending: a protocol error;
+    /// Takes one answer (`None`: the peer lacks the item: a chunk is
+    /// recorded missing, a node fails the pull), verifies it and stores
+    /// it. Wrong kind or no question pending: a protocol error;
     /// bytes that do not match the hash asked for: bad data.
     pub(crate) fn receive(
         &mut self,
@@ -318,6 +319,15 @@ impl Pull {
         }
         self.in_flight_bytes -= cost;
         let Some(bytes) = bytes else {
+            if want_kind == Item::Chunk {
+                // A chunk the peer cannot produce (damaged or missing
+                // there): recorded as missing here, and the pull goes on,
+                // so everything else converges.
+                local.chunk_unavailable(&hash)?;
+                self.progress.bytes_total -= cost;
+                self.file_step_done(file);
+                return Ok(());
+            }
             self.failed
                 .get_or_insert_with(|| format!("the peer lacks {want_kind:?} {hash}"));
             return Ok(());

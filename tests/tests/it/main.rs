@@ -6,6 +6,7 @@ mod cli;
 mod copy;
 mod durability;
 mod history;
+mod integrity;
 mod lifecycle;
 mod local_security;
 mod mirror;

@@ -156,6 +156,18 @@ impl Backend {
         either!(self, Local::gc, Request::Gc, LONG, Response::Gc)
     }
 
+    /// Verifies the store; with `repair`, fixes what its files allow.
+    pub(crate) fn check(&self, repair: bool) -> Result<backer_fs::check::Report> {
+        let local = |l: &Local| l.check(repair);
+        either!(
+            self,
+            local,
+            Request::Check { repair },
+            LONG,
+            Response::Check
+        )
+    }
+
     /// Restores as `req` says, into the live tree.
     pub(crate) fn restore(&self, req: RestoreRequest) -> Result<Restored> {
         let local = |l: &Local| l.restore(&req);

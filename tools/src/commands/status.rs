@@ -28,6 +28,10 @@ pub(crate) fn run(store_dir: &Path, json: bool) -> Result<()> {
         println!("listen  {listen}");
     }
     println!("commits {}", status["commits"].as_u64().unwrap_or(0));
+    let missing = status["missing_chunks"].as_array().map_or(0, Vec::len);
+    if missing > 0 {
+        println!("missing {missing} chunks no peer could supply or that failed their check");
+    }
     let peers = status["peers"].as_array().map_or(&[][..], Vec::as_slice);
     if peers.is_empty() {
         println!("peers   none");

@@ -94,6 +94,7 @@ impl Local {
             Request::Log { path } => self.log(path.as_deref()).map(Response::Log),
             Request::Du => self.du().map(Response::Du),
             Request::Gc => self.gc().map(Response::Gc),
+            Request::Check { repair } => self.check(repair).map(Response::Check),
             Request::Restore(RestoreRequest { to: Some(_), .. }) => Err(anyhow!(
                 "restore --to is written by the command, not the node: update backer"
             )),
@@ -137,6 +138,12 @@ impl Local {
             mount: self.mount.as_ref().map(|m| m.display().to_string()),
             commits: head.map_or(0, |c| c.seq),
             pid: self.pid,
+            missing_chunks: store
+                .missing_chunks()
+                .map_err(explain("cannot read the missing chunks"))?
+                .iter()
+                .map(Hash::to_hex)
+                .collect(),
         })
     }
 
@@ -170,6 +177,12 @@ impl Local {
             .map_err(|e| anyhow!("history collection failed: {e}"))?;
         self.sync_if_own()?;
         Ok(report)
+    }
+
+    /// Verifies the store (see [`backer_fs::check`]); with `repair`,
+    /// fixes what its own files allow.
+    pub(crate) fn check(&self, repair: bool) -> Result<backer_fs::check::Report> {
+        backer_fs::check::run(&self.vfs.store(), repair).map_err(|e| anyhow!("check failed: {e}"))
     }
 
     /// Restores a path as `req` says; a mounted node's kernel hears of

@@ -121,34 +121,40 @@ async fn a_peer_that_announces_a_root_it_cannot_serve_ends_a_one_shot_session() 
     assert_recovers(&v, root, what).await;
 }
 
-/// The same with two real nodes: `a` announces a tree whose chunk it no
-/// longer holds, so `b`'s pull fails; both must end rather than wait for
-/// each other's `Done` forever.
+/// Two real nodes: `a` announces a tree one of whose chunks it no longer
+/// holds. It answers `Missing` for that chunk and the session goes on:
+/// `b` converges on everything else, records the chunk as missing (and
+/// reads of the file give an error, never wrong bytes); a chunk stored
+/// later clears the record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_whose_store_lost_a_chunk_ends_a_one_shot_session_with_an_error() {
+async fn a_peer_whose_store_lost_a_chunk_is_converged_on_and_the_chunk_recorded_missing() {
     let (a, b) = (Node::new(), Node::new());
     a.write("f.bin", &bytes(400, 300_000));
-    a.root();
-    let b_root = b.root();
-    // Damage a's store: one chunk of its tree is no longer indexed.
-    let lost = *chunk_set(&a).iter().next().unwrap();
-    let kv = |n: &Node, batch| n.vfs.store().kv().apply(batch).unwrap();
-    let location = a.vfs.store().kv().get(Space::Chunks, lost.as_bytes());
-    let location = location.unwrap().unwrap();
+    a.write("g.bin", &bytes(401, 200_000));
+    let a_root = a.root();
+    // Damage a's store: one chunk of f.bin is no longer indexed.
+    let lost = backer_fs::chunk::chunks(&bytes(400, 300_000))[0].hash;
+    assert!(chunk_set(&a).contains(&lost));
     let mut batch = Batch::default();
     batch.remove(Space::Chunks, lost.as_bytes().to_vec());
-    kv(&a, batch);
+    a.vfs.store().kv().apply(batch).unwrap();
     let (oa, ob) = guard("a sync with a peer that lost a chunk", sync(&a, &b)).await;
-    assert!(ob.result.is_err(), "b: {:?}", ob.result);
-    assert!(oa.result.is_err(), "a: {:?}", oa.result);
-    assert_eq!(b.root(), b_root);
-    assert_all_verified(&b, "after a failed pull");
-    // Repaired, a syncs.
-    let mut batch = Batch::default();
-    batch.put(Space::Chunks, lost.as_bytes().to_vec(), location);
-    kv(&a, batch);
-    sync_ok(&a, &b).await;
-    assert_eq!(b.read("f.bin").unwrap(), bytes(400, 300_000));
+    assert!(ob.result.is_ok(), "b: {:?}", ob.result);
+    assert!(oa.result.is_ok(), "a: {:?}", oa.result);
+    assert_eq!(b.root(), a_root);
+    assert_eq!(b.vfs.store().missing_chunks().unwrap(), vec![lost]);
+    let read = |path: &str| {
+        let ino = b.lookup(path).unwrap();
+        let fh = b.vfs.files().open(ino, false, false).unwrap();
+        b.vfs.files().read(fh, 0, 1 << 20)
+    };
+    assert_eq!(read("g.bin").unwrap(), bytes(401, 200_000));
+    let err = read("f.bin").unwrap_err();
+    assert!(
+        matches!(err, backer_fs::Error::BadChunk(h) if h == lost),
+        "{err}"
+    );
+    assert_all_verified(&b, "after a pull with a missing chunk");
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,314 @@
+//! `backer check`: verify the whole store against its own files, as
+//! restic's `check` does (and, with `repair`, what its `repair index`
+//! does from the packs alone).
+//!
+//! Three passes:
+//! 1. **Packs**, front to back by their record headers (no index): every
+//!    record's bytes are hashed; bytes that hold no readable record are
+//!    reported as damaged ranges.
+//! 2. **The index** against what the packs hold: every entry must name a
+//!    record with its hash and length whose bytes check out. An entry
+//!    whose bytes fail is a bad chunk; one whose bytes are good but whose
+//!    record header is damaged is a bad record (the store reads it, but a
+//!    rebuild from the packs would lose it).
+//! 3. **Trees**: every node reachable from the kept roots (the commit
+//!    log) is read and checked against its hash; every chunk they name
+//!    must be held. Chunks recorded missing ([`Space::Missing`]) are
+//!    reported too.
+//!
+//! `repair` changes only what the store's own files prove: a bad chunk
+//! whose good copy lies elsewhere in the packs is re-indexed there, any
+//! other is quarantined (the index no longer claims it: it reads as
+//! missing, and a pull or a write of the same bytes brings it back); a
+//! bad record is written again as a whole new record; a chunk the trees
+//! name that the index lacks is re-indexed from a good record when the
+//! packs hold one. It does not heal from peers yet, nor rebuild tree
+//! nodes or the database itself.
+//!
+//! It runs on a stopped store or beside a running node (reads only
+//! committed data; a collection moving chunks meanwhile is looked up
+//! again, never reported as damage).
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::hash::Hash;
+use crate::store::kv::for_each;
+use crate::store::packs::{Damage, Location, Record};
+use crate::store::{Space, Store};
+use crate::tree::content::{self, ContentNode, Extent};
+use crate::tree::dir::{self, DirNode};
+use crate::tree::{Kind, NodeStore};
+
+/// What a check read and found (hashes in hex).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// Pack files read.
+    pub packs: u64,
+    /// Pack bytes read and hashed.
+    pub bytes: u64,
+    /// Records found in the packs.
+    pub records: u64,
+    /// Chunk index entries checked.
+    pub index_entries: u64,
+    /// Kept roots walked.
+    pub roots: u64,
+    /// Tree nodes read and verified.
+    pub nodes: u64,
+    /// Distinct chunks the kept trees name.
+    pub chunks: u64,
+    /// Ranges of pack bytes that hold no readable record.
+    pub damaged: Vec<Damage>,
+    /// Index entries whose bytes fail their hash or cannot be read.
+    pub bad_chunks: Vec<String>,
+    /// Index entries whose bytes check out but whose record header does
+    /// not (a rebuild from the packs would lose them).
+    pub bad_records: Vec<String>,
+    /// Chunks the trees name, or recorded missing, that the store does
+    /// not hold.
+    pub missing_chunks: Vec<String>,
+    /// Tree nodes that fail their hash or do not decode.
+    pub bad_nodes: Vec<String>,
+    /// Tree nodes a kept tree names that the store lacks.
+    pub missing_nodes: Vec<String>,
+    /// Whether this check repaired what it could.
+    pub repair: bool,
+    /// What the repair did.
+    pub repaired: Repaired,
+    /// How many of the problems above are still there (0: the store is
+    /// whole). `backer check` exits 1 while this is not 0.
+    pub still_bad: u64,
+}
+
+/// What `repair` changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repaired {
+    /// Chunks whose index entry now names a good copy found in the packs.
+    pub reindexed: Vec<String>,
+    /// Chunks written again as a new record (their header was damaged).
+    pub rewritten: Vec<String>,
+    /// Bad chunks quarantined (no good copy here: they read as missing).
+    pub quarantined: Vec<String>,
+}
+
+/// Verifies `store`; with `repair`, fixes what its own files allow.
+pub fn run(store: &Store, repair: bool) -> Result<Report> {
+    let mut r = Report {
+        repair,
+        ..Report::default()
+    };
+    let scanned = scan_packs(store, &mut r)?;
+    check_index(store, &scanned, repair, &mut r)?;
+    let named = walk_trees(store, &mut r)?;
+    check_held(store, &scanned, named, repair, &mut r)?;
+    for list in [
+        &mut r.bad_chunks,
+        &mut r.bad_records,
+        &mut r.missing_chunks,
+        &mut r.bad_nodes,
+        &mut r.missing_nodes,
+    ] {
+        list.sort();
+        list.dedup();
+    }
+    let fixed = |list: &[String], by: &[&[String]]| {
+        list.iter()
+            .filter(|h| !by.iter().any(|l| l.contains(h)))
+            .count() as u64
+    };
+    let rep = &r.repaired;
+    // A quarantined chunk is no longer bad; it counts again as missing if
+    // a tree still names it.
+    r.still_bad = fixed(&r.bad_chunks, &[&rep.reindexed, &rep.quarantined])
+        + fixed(&r.bad_records, &[&rep.rewritten])
+        + r.missing_chunks.len() as u64
+        + r.bad_nodes.len() as u64
+        + r.missing_nodes.len() as u64;
+    Ok(r)
+}
+
+/// What pass 1 found.
+#[derive(Default)]
+struct Scanned {
+    /// Every record, by where its bytes are.
+    records: HashMap<(u32, u64), Record>,
+    /// A good copy of each chunk, where the packs hold one.
+    good: HashMap<Hash, Location>,
+    /// Packs up to here were read (the active one up to its length then).
+    head: (u32, u64),
+}
+
+impl Scanned {
+    /// Whether `loc` lies past what was read (appended since).
+    fn is_newer(&self, loc: &Location) -> bool {
+        loc.pack > self.head.0 || (loc.pack == self.head.0 && loc.offset >= self.head.1)
+    }
+}
+
+fn scan_packs(store: &Store, r: &mut Report) -> Result<Scanned> {
+    let packs = store.packs();
+    let mut s = Scanned {
+        head: packs.head(),
+        ..Scanned::default()
+    };
+    for id in packs.ids()? {
+        if id > s.head.0 {
+            continue;
+        }
+        let end = if id == s.head.0 { s.head.1 } else { u64::MAX };
+        r.bytes += packs.scan(
+            id,
+            end,
+            |rec| {
+                r.records += 1;
+                if rec.good {
+                    s.good.entry(rec.hash).or_insert(rec.loc);
+                }
+                s.records.insert((rec.loc.pack, rec.loc.offset), rec);
+            },
+            |d| r.damaged.push(d),
+        )?;
+        r.packs += 1;
+    }
+    Ok(s)
+}
+
+fn check_index(store: &Store, s: &Scanned, repair: bool, r: &mut Report) -> Result<()> {
+    let mut entries = Vec::new();
+    for_each(store.kv(), Space::Chunks, &[], None, |k, v| {
+        entries.push((hash_key(k)?, Location::decode(v)?));
+        Ok(())
+    })?;
+    for (hash, loc) in entries {
+        r.index_entries += 1;
+        let rec = s.records.get(&(loc.pack, loc.offset));
+        let header_ok = rec.is_some_and(|rec| rec.hash == hash && rec.loc.len == loc.len);
+        if header_ok && rec.is_some_and(|rec| rec.good) {
+            continue;
+        }
+        let why = match store.probe(&hash, &loc)? {
+            None if header_ok || s.is_newer(&loc) => continue,
+            why => why,
+        };
+        if store.chunk_location(&hash)? != Some(loc) {
+            continue; // moved by a collection (or quarantined) meanwhile
+        }
+        let hex = hash.to_hex();
+        let Some(why) = why else {
+            r.bad_records.push(hex.clone());
+            if repair && store.rewrite_record(&hash, loc)? {
+                r.repaired.rewritten.push(hex);
+            }
+            continue;
+        };
+        r.bad_chunks.push(hex.clone());
+        if !repair {
+            continue;
+        }
+        if let Some(&good) = s.good.get(&hash).filter(|g| **g != loc) {
+            if store.reindex(&hash, Some(loc), good)? {
+                r.repaired.reindexed.push(hex);
+                continue;
+            }
+        }
+        store.quarantine(&hash, loc, &why)?;
+        r.repaired.quarantined.push(hex);
+    }
+    Ok(())
+}
+
+/// Walks every kept root; returns the chunks the trees name.
+fn walk_trees(store: &Store, r: &mut Report) -> Result<HashSet<Hash>> {
+    let mut roots: Vec<Hash> = crate::history::commits(store)?
+        .iter()
+        .map(|c| Hash(c.root))
+        .collect();
+    roots.sort();
+    roots.dedup();
+    r.roots = roots.len() as u64;
+    let mut seen = HashSet::new();
+    let mut named = HashSet::new();
+    let mut stack: Vec<(Hash, bool)> = roots.into_iter().map(|h| (h, true)).collect();
+    while let Some((h, is_dir)) = stack.pop() {
+        if h == Hash::ZERO || !seen.insert(h) {
+            continue;
+        }
+        if store.get_node(&h)?.is_none() {
+            r.missing_nodes.push(h.to_hex());
+            continue;
+        }
+        let read = if is_dir {
+            dir::read_node(store, h).map(|n| match n {
+                DirNode::Internal { children, .. } => {
+                    stack.extend(children.into_iter().map(|(_, c)| (c, true)));
+                }
+                DirNode::Leaf(entries) => {
+                    for e in entries.iter().filter(|e| !e.deleted) {
+                        match e.kind {
+                            Kind::Dir => stack.push((e.hash, true)),
+                            Kind::File => stack.push((e.hash, false)),
+                            _ => {}
+                        }
+                    }
+                }
+            })
+        } else {
+            content::read_node(store, h).map(|n| match n {
+                ContentNode::Internal { children, .. } => {
+                    stack.extend(children.into_iter().map(|(c, _)| (c, false)));
+                }
+                ContentNode::Leaf(extents) => {
+                    for e in extents {
+                        if let Extent::Data { hash, .. } = e {
+                            named.insert(hash);
+                        }
+                    }
+                }
+            })
+        };
+        match read {
+            Ok(()) => r.nodes += 1,
+            Err(Error::Corrupt(_)) => r.bad_nodes.push(h.to_hex()),
+            Err(e) => return Err(e),
+        }
+    }
+    r.chunks = named.len() as u64;
+    Ok(named)
+}
+
+/// Every chunk the trees name, and every one recorded missing, must be
+/// held; with `repair`, re-indexes those the packs hold a good copy of.
+fn check_held(
+    store: &Store,
+    s: &Scanned,
+    mut named: HashSet<Hash>,
+    repair: bool,
+    r: &mut Report,
+) -> Result<()> {
+    named.extend(store.missing_chunks()?);
+    let mut wanted: Vec<Hash> = named.into_iter().collect();
+    wanted.sort();
+    for hash in wanted {
+        if store.chunk_location(&hash)?.is_some() {
+            continue;
+        }
+        if repair {
+            if let Some(&good) = s.good.get(&hash) {
+                if store.reindex(&hash, None, good)? {
+                    r.repaired.reindexed.push(hash.to_hex());
+                    continue;
+                }
+            }
+        }
+        r.missing_chunks.push(hash.to_hex());
+    }
+    Ok(())
+}
+
+fn hash_key(k: &[u8]) -> Result<Hash> {
+    Ok(Hash(k.try_into().map_err(|_| {
+        Error::corrupt("a chunk index key of the wrong length")
+    })?))
+}
