@@ -86,14 +86,14 @@ fn main() {
     let vfs = Vfs::new(store, VfsOptions::default()).unwrap();
     let me = Ctx { uid: 0, gid: 0 };
     let t = Instant::now();
-    let (_, fh) = vfs.create(me, ROOT, b"big", 0o644, false).unwrap();
+    let (_, fh) = vfs.names().create(me, ROOT, b"big", 0o644, false).unwrap();
     let mut off = 0u64;
     for piece in big.chunks(128 << 10) {
-        vfs.write(fh, off, piece).unwrap();
+        vfs.files().write(fh, off, piece).unwrap();
         off += piece.len() as u64;
     }
-    vfs.fsync(fh).unwrap();
-    vfs.release(fh).unwrap();
+    vfs.files().fsync(fh).unwrap();
+    vfs.files().release(fh).unwrap();
     let ours = t.elapsed().as_secs_f64();
     println!(
         "{:<34} {:>9.0} MB/s {:>7.0} MB/s {:>7.2}x",
@@ -115,14 +115,15 @@ fn main() {
     }
     std::process::Command::new("sync").status().ok();
     let native = t.elapsed().as_secs_f64();
-    let d = vfs.mkdir(me, ROOT, b"small", 0o755).unwrap().ino;
+    let d = vfs.names().mkdir(me, ROOT, b"small", 0o755).unwrap().ino;
     let t = Instant::now();
     for i in 0..n {
         let (_, fh) = vfs
+            .names()
             .create(me, d, format!("f{i}").as_bytes(), 0o644, false)
             .unwrap();
-        vfs.write(fh, 0, &small).unwrap();
-        vfs.release(fh).unwrap();
+        vfs.files().write(fh, 0, &small).unwrap();
+        vfs.files().release(fh).unwrap();
     }
     vfs.sync().unwrap();
     let ours = t.elapsed().as_secs_f64();

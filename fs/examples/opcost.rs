@@ -37,7 +37,7 @@ fn main() {
         .expect("committer")
     });
     let me = Ctx { uid: 0, gid: 0 };
-    let dir = vfs.mkdir(me, ROOT, b"d", 0o755).expect("mkdir").ino;
+    let dir = vfs.names().mkdir(me, ROOT, b"d", 0o755).expect("mkdir").ino;
     // Distinct bytes per file (as real files are): nothing dedups.
     let mut data = vec![0u8; 4096];
     let mut spent = [Duration::ZERO; OPS.len()];
@@ -51,39 +51,42 @@ fn main() {
             spent[k] += t.elapsed();
             t = Instant::now();
         };
-        let _ = vfs.lookup(dir, name);
+        let _ = vfs.names().lookup(dir, name);
         lap(0);
-        let (a, fh) = vfs.create(me, dir, name, 0o644, false).expect("create");
+        let (a, fh) = vfs
+            .names()
+            .create(me, dir, name, 0o644, false)
+            .expect("create");
         lap(1);
-        let _ = vfs.getxattr(a.ino, b"security.capability", 0);
+        let _ = vfs.names().getxattr(a.ino, b"security.capability", 0);
         lap(2);
-        vfs.write(fh, 0, &data).expect("write");
+        vfs.files().write(fh, 0, &data).expect("write");
         lap(3);
         let owner = SetAttr {
             uid: Some(0),
             gid: Some(0),
             ..Default::default()
         };
-        vfs.setattr(a.ino, &owner).expect("chown");
+        vfs.names().setattr(a.ino, &owner).expect("chown");
         lap(4);
         let mode = SetAttr {
             mode: Some(0o644),
             ..Default::default()
         };
-        vfs.setattr(a.ino, &mode).expect("chmod");
+        vfs.names().setattr(a.ino, &mode).expect("chmod");
         lap(5);
         let times = SetAttr {
             atime: Some(SetTime::Now),
             mtime: Some(SetTime::Now),
             ..Default::default()
         };
-        vfs.setattr(a.ino, &times).expect("utimens");
+        vfs.names().setattr(a.ino, &times).expect("utimens");
         lap(6);
-        vfs.getattr(dir).expect("getattr");
+        vfs.names().getattr(dir).expect("getattr");
         lap(7);
-        vfs.flush(fh).expect("flush");
+        vfs.files().flush(fh).expect("flush");
         lap(8);
-        vfs.release(fh).expect("release");
+        vfs.files().release(fh).expect("release");
         lap(9);
     }
     let total = all.elapsed().as_secs_f64();

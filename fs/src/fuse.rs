@@ -465,7 +465,7 @@ impl Filesystem for BackerFs {
     ) {
         let r = self.door.release(Ino(ino.0), Fh(fh.0));
         if let Err(e) = &r {
-            // The fold of a closed file runs here (see `Vfs::flush`), and
+            // The fold of a closed file runs here (see `Files::flush`), and
             // the kernel drops a RELEASE's error: say it where it is seen.
             tracing::error!(ino = ino.0, error = %e, "a closed file's last bytes could not be stored");
         }

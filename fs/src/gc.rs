@@ -2,7 +2,7 @@
 //! ([`select`], pure), and what those roots reach ([`Marks`]).
 //!
 //! The collection itself needs the live namespace and open files, so it is
-//! run by the vfs ([`crate::vfs::Vfs::gc`]); this module has no I/O beyond
+//! run by the vfs ([`crate::vfs::History::gc`]); this module has no I/O beyond
 //! reading nodes through a [`NodeStore`].
 
 use std::collections::{BTreeSet, HashSet};

@@ -1,13 +1,30 @@
 //! POSIX-like operations on the live namespace, with no FUSE types.
 //!
-//! The live namespace (inodes, names, link counts, owners, xattrs) is in
-//! the store and changes with every operation, atomically: each operation
-//! reads and writes through one [`Txn`] applied as one batch. Every name an
-//! operation touches is marked dirty in the same batch; [`Vfs::commit`]
-//! later folds the dirty names into new tree nodes (only the paths that
-//! changed) and appends the new root to the commit log. Marks are in the
-//! store, so a crash between an operation and its commit loses nothing:
-//! the next commit picks them up.
+//! A [`Vfs`] has three parts, each with its own requests and its own
+//! state, all under one lock (the kernel's requests are short, and one
+//! writer means no conflicting transactions):
+//! - the live namespace, [`Vfs::names`] ([`Names`]: `vfs/names.rs`,
+//!   `vfs/attrs.rs`, `vfs/xattr.rs`): inodes, names, link counts, owners,
+//!   xattrs, in the store;
+//! - the open files, [`Vfs::files`] ([`Files`]: `vfs/handles.rs`, state
+//!   in `vfs/open_files.rs`): handles and the bytes written through them;
+//! - history, [`Vfs::history`] ([`History`]: `vfs/history.rs`): the
+//!   snapshot view, restores, collections.
+//!
+//! The `Vfs` itself commits, installs trees made elsewhere and publishes
+//! new roots.
+//!
+//! The live namespace changes with every operation, atomically: each
+//! operation reads and writes through one [`Txn`] applied as one batch.
+//! What an operation changes in memory because of its transaction (an
+//! open file closed, a file displaced by a peer's version) runs only once
+//! that transaction applied (`Inner::on_commit`, as Garage's db layer
+//! does); what it changes ahead of it (a fold, a truncate) is put back if
+//! it does not. Every name an operation touches is marked dirty in the
+//! same batch; [`Vfs::commit`] later folds the dirty names into new tree
+//! nodes (only the paths that changed) and appends the new root to the
+//! commit log. Marks are in the store, so a crash between an operation
+//! and its commit loses nothing: the next commit picks them up.
 //!
 //! File bytes are buffered per open inode ([`file::FileData`]) and chunked
 //! at release and fsync (at the close when the disk is tight, and while
@@ -18,23 +35,23 @@
 //! one through [`Vfs::install_with`], which changes the namespace to match
 //! it in the same transaction.
 //!
-//! One lock serialises operations; the kernel's requests are short, and
-//! one writer means no conflicting transactions.
-//!
-//! A mount comes in through [`Door`] (`vfs/door.rs`), which holds the rules
-//! that are the file system's rather than the kernel protocol's (the
-//! read-only history view, set-id dropping, O_APPEND under the writeback
-//! cache). New roots reach peers through one event, published once durable
-//! (`vfs/publish.rs`).
+//! A mount comes in through [`Door`] (`vfs/door.rs`), which composes the
+//! three parts and holds the rules that are the file system's rather than
+//! the kernel protocol's (the read-only history view, set-id dropping,
+//! O_APPEND under the writeback cache). New roots reach peers through one
+//! event, published once durable (`vfs/publish.rs`).
 
+mod attrs;
 mod commit;
 mod committer;
 mod door;
 mod file;
 mod gc;
 mod handles;
+mod history;
 mod install;
 mod names;
+mod open_files;
 mod publish;
 mod records;
 mod restore;
@@ -42,7 +59,6 @@ mod snapshots;
 mod types;
 mod xattr;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -50,20 +66,22 @@ pub use commit::{read_log, Commit};
 pub use committer::Committer;
 pub use door::{Caller, Door, OpenMode};
 pub use gc::Pins;
+pub use handles::Files;
+pub use history::History;
 pub use install::Installed;
-pub use names::NewNode;
+pub use names::{Names, NewNode};
 pub use publish::{Durable, Hold, RootObserver};
 pub use restore::entry_at;
 pub use snapshots::{is_view, snapshot_name, VIEW_BIT};
 pub use types::*;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::hash::Hash;
 use crate::store::{Space, Store, Txn};
-use crate::tree::{Kind, Timestamp};
+use crate::tree::Timestamp;
 use commit::Head;
-use file::FileData;
-use records::{ts, ts_pair, InodeRecord, NamespaceTxn};
+use open_files::OpenFiles;
+use records::{InodeRecord, NamespaceTxn};
 
 /// The vfs's clock: wall time for mtimes and commits. Tests inject one.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -98,125 +116,56 @@ impl Default for VfsOptions {
     }
 }
 
-/// An open regular file's state, shared by all its handles.
-#[derive(Clone, Debug)]
-struct OpenFile {
-    data: FileData,
-    /// Open handles; the state is dropped at the last release.
-    opens: u32,
-    /// Bytes or size changed since the last fold into the namespace.
-    dirty: bool,
-    /// mtime of the last write, not yet in the inode record.
-    mtime: Option<Timestamp>,
-    /// When bytes or size last changed while open (see [`Defer`]).
-    last_change: Option<Timestamp>,
-    /// Since when the background committer has been leaving it out.
-    deferred_since: Option<Timestamp>,
-    /// Written since the last flush (a flush with nothing written is the
-    /// close of a duplicate, e.g. a shell's before `exec` of the writer).
-    wrote_since_flush: bool,
-    /// Closed after writing: the bytes are whole, commit them once folded
-    /// (at the release that follows the close; see [`Vfs::flush`]).
-    closed_whole: bool,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Handle {
-    ino: Ino,
-    append: bool,
-}
-
-/// An open file whose name a peer's change took away (DESIGN.md, "Traps":
-/// open files vs peer changes). At its last release, if it holds bytes
-/// written here that no commit has (unflushed at the install, or written
-/// after), it is linked back beside its old name as a conflict copy.
-#[derive(Debug)]
-struct Displaced {
-    parent: Ino,
-    name: Vec<u8>,
-    /// Its content hash when it was displaced.
-    hash: Hash,
-    /// Whether it had unfolded writes then.
-    dirty: bool,
-}
-
 struct Inner {
     store: Arc<Store>,
-    open: HashMap<Ino, OpenFile>,
-    displaced: HashMap<Ino, Displaced>,
-    handles: HashMap<Fh, Handle>,
-    next_fh: Fh,
+    /// The open files and their handles (`vfs/open_files.rs`).
+    files: OpenFiles,
     head: Head,
     /// The newest commit this process made (for [`Vfs::make_durable`]).
     latest: Option<CommitInfo>,
     /// This node's edit clock: every version-vector bump takes the next
     /// tick ([`crate::tree::VersionVector::bump_to`]); kept in the store.
     clock: u64,
-    /// Open files as they were before the running operation changed them
-    /// ahead of its transaction (a fold, a truncate): put back if that
-    /// transaction does not apply, so memory never claims what the store
-    /// lacks (see [`Inner::keep_for_rollback`]).
-    rollback: Vec<(Ino, OpenFile)>,
+    /// What the running operation changes in memory once its transaction
+    /// applied (see [`Inner::on_commit`]).
+    on_commit: Vec<OnCommit>,
 }
 
+/// An in-memory change that an operation's transaction stands for, run
+/// only once that transaction applied (as Garage's db layer runs a
+/// `Transaction::on_commit` closure), and dropped with it otherwise.
+type OnCommit = Box<dyn FnOnce(&mut Inner) + Send>;
+
 impl Inner {
-    /// Remembers that the open file `ino`, named `name` in `parent`, lost
-    /// its name to a peer's version (called by the install).
-    fn displace(&mut self, ino: Ino, parent: Ino, name: &[u8], hash: Hash) {
-        if let Some(of) = self.open.get(&ino) {
-            self.displaced.insert(
-                ino,
-                Displaced {
-                    parent,
-                    name: name.to_vec(),
-                    hash,
-                    dirty: of.dirty,
-                },
-            );
+    /// Starts an operation's transaction: nothing is kept from an earlier
+    /// one that ended early (an error before its [`Inner::settle`]).
+    fn begin(&mut self) {
+        self.files.forget_rollback();
+        self.on_commit.clear();
+    }
+
+    /// Runs `f` once the running operation's transaction applied
+    /// ([`Inner::settle`]); if it does not, `f` never runs, so memory
+    /// never claims what the store lacks (a closed file whose bytes were
+    /// not stored, a displaced file that kept its name).
+    fn on_commit(&mut self, f: impl FnOnce(&mut Inner) + Send + 'static) {
+        self.on_commit.push(Box::new(f));
+    }
+
+    /// The running operation's transaction applied: its in-memory effects
+    /// run, in the order they were staged.
+    fn applied(&mut self) {
+        self.files.forget_rollback();
+        for f in std::mem::take(&mut self.on_commit) {
+            f(self);
         }
     }
 
-    /// Links the released orphan `ino` beside its old name as a conflict
-    /// copy (in the root if its directory is gone), to be committed and
-    /// replicated like any new file.
-    fn keep_as_conflict(
-        &mut self,
-        txn: &mut Txn<'_>,
-        ino: Ino,
-        mut rec: records::InodeRecord,
-        d: Displaced,
-        now: Timestamp,
-    ) -> Result<()> {
-        use records::NamespaceTxn;
-        let parent = match txn.inode_opt(d.parent)? {
-            Some(p) if p.is_dir() && p.nlink > 0 => d.parent,
-            _ => ROOT,
-        };
-        let me = self.store.node_id();
-        let mut attempt = 1;
-        let name = loop {
-            let n =
-                crate::tree::conflict::conflict_name(&d.name, records::ts(rec.mtime), me, attempt);
-            if txn.dirent(parent, &n)?.is_none() {
-                break n;
-            }
-            attempt += 1;
-        };
-        let mut prec = txn.inode(parent)?;
-        txn.add_dirent(parent, &mut prec, &name, ino, crate::tree::Kind::File);
-        prec.mtime = records::ts_pair(now);
-        prec.ctime = records::ts_pair(now);
-        txn.put_inode(parent, &prec)?;
-        rec.nlink = 1;
-        rec.ctime = records::ts_pair(now);
-        txn.add_name(ino, &mut rec, parent, &name);
-        txn.put_inode(ino, &rec)?;
-        txn.remove(Space::Orphans, ino.to_be_bytes().to_vec());
-        tracing::warn!(
-            name = %String::from_utf8_lossy(&name),
-            "a file open here was changed by a peer: local writes kept as a conflict copy"
-        );
-        Ok(())
+    /// The running operation's transaction did not apply: its effects are
+    /// dropped and the open files it changed ahead of it are put back.
+    fn not_applied(&mut self) {
+        self.on_commit.clear();
+        self.files.roll_back();
     }
 
     /// The head moved to the commit `info` (applied): remember it (it is
@@ -228,9 +177,36 @@ impl Inner {
         };
         self.latest = Some(info.clone());
     }
+
+    /// Ends a transaction run outside [`Vfs::write_op`] (begun with
+    /// [`Inner::begin`]): `applied` says whether it applied; its effects
+    /// run if so, else the open files are put back.
+    fn settle(&mut self, applied: Result<()>) -> Result<()> {
+        match applied {
+            Ok(()) => self.applied(),
+            Err(_) => self.not_applied(),
+        }
+        applied
+    }
+
+    /// Marks every name of `ino` dirty (its entry must be rebuilt).
+    fn mark_names_dirty(&self, txn: &mut Txn<'_>, ino: Ino, rec: &InodeRecord) -> Result<()> {
+        if rec.is_dir() {
+            if ino != ROOT {
+                txn.mark_dirty(rec.parent, &rec.name);
+            }
+            return Ok(());
+        }
+        for (parent, name) in txn.names_of(ino, rec)? {
+            txn.mark_dirty(parent, &name);
+        }
+        Ok(())
+    }
 }
 
-/// The POSIX-like file system over a [`Store`]. Thread-safe.
+/// The POSIX-like file system over a [`Store`]. Thread-safe. Requests go
+/// to its three parts ([`Vfs::names`], [`Vfs::files`], [`Vfs::history`]);
+/// the vfs itself commits, installs trees and publishes roots.
 pub struct Vfs {
     inner: Mutex<Inner>,
     clock: Clock,
@@ -244,10 +220,9 @@ pub struct Vfs {
     /// When the vfs was opened, and the last change after it (ns).
     started: std::time::Instant,
     last_change: AtomicU64,
-    /// The read-only history view's inodes (`.backer/snapshots`).
-    view: snapshots::View,
-    /// History collection ([`Vfs::gc`]).
-    gc: gc::GcState,
+    /// History's part: the snapshot view, collections
+    /// (`vfs/history.rs`).
+    history: history::HistoryState,
     /// Signalled when a fold without the lock ends (writers that ran too
     /// far ahead of one wait for it).
     stream_folded: (Mutex<()>, Condvar),
@@ -279,14 +254,11 @@ impl Vfs {
         Ok(Vfs {
             inner: Mutex::new(Inner {
                 store,
-                open: HashMap::new(),
-                displaced: HashMap::new(),
-                handles: HashMap::new(),
-                next_fh: Fh(1),
+                files: OpenFiles::default(),
                 head,
                 latest: None,
                 clock,
-                rollback: Vec::new(),
+                on_commit: Vec::new(),
             }),
             clock: opts.clock,
             owner: opts.owner,
@@ -296,8 +268,7 @@ impl Vfs {
             committer_asleep: AtomicBool::new(false),
             started: std::time::Instant::now(),
             last_change: AtomicU64::new(0),
-            view: snapshots::View::default(),
-            gc: gc::GcState::default(),
+            history: history::HistoryState::default(),
             announce: publish::Announcer::default(),
         })
     }
@@ -322,9 +293,11 @@ impl Vfs {
         self.owner
     }
 
-    /// Runs `f` with a transaction and applies it; marks the vfs changed.
-    /// If `f` fails or the transaction does not apply, the handles `f`
-    /// opened are dropped again (see [`Inner::drop_handles_from`]).
+    /// Runs `f` with a transaction and applies it, then the in-memory
+    /// effects `f` staged ([`Inner::on_commit`]); marks the vfs changed.
+    /// If `f` fails or the transaction does not apply, the effects are
+    /// dropped, the open files `f` changed are put back and the handles
+    /// it opened are dropped again (see [`OpenFiles::drop_handles_from`]).
     fn write_op<T>(
         &self,
         f: impl FnOnce(&mut Inner, &mut Txn<'_>, Timestamp) -> Result<T>,
@@ -333,8 +306,8 @@ impl Vfs {
         let mut inner = self.lock();
         let store = inner.store.clone();
         let mut txn = Txn::new(store.kv());
-        let first_fh = inner.next_fh;
-        inner.rollback.clear();
+        let first_fh = inner.files.next_fh();
+        inner.begin();
         let out = f(&mut inner, &mut txn, now).and_then(|out| {
             let changed = !txn.is_empty();
             txn.commit()?;
@@ -343,12 +316,12 @@ impl Vfs {
         let (out, changed) = match out {
             Ok(done) => done,
             Err(e) => {
-                inner.roll_back_open_files();
-                inner.drop_handles_from(first_fh);
+                inner.not_applied();
+                inner.files.drop_handles_from(first_fh);
                 return Err(e);
             }
         };
-        inner.rollback.clear();
+        inner.applied();
         drop(inner);
         if changed {
             self.note_change();
@@ -370,7 +343,7 @@ impl Vfs {
     }
 
     /// How long ago the last change was (monotonic clock).
-    pub fn since_last_change(&self) -> std::time::Duration {
+    pub(crate) fn since_last_change(&self) -> std::time::Duration {
         let now = self.started.elapsed().as_nanos() as u64;
         let last = self.last_change.load(Ordering::SeqCst);
         std::time::Duration::from_nanos(now.saturating_sub(last))
@@ -389,77 +362,14 @@ impl Vfs {
         Ok(txn.inode(ROOT)?.hash())
     }
 
-    /// Attributes of `ino`.
-    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
-        let inner = self.lock();
-        let txn = Txn::new(inner.store.kv());
-        inner.attr(&txn, ino)
-    }
-
-    /// Changes attributes; `size` truncates (a file only).
-    pub fn setattr(&self, ino: Ino, set: &SetAttr) -> Result<Attr> {
-        self.write_op(|inner, txn, now| {
-            let mut rec = txn.inode(ino)?;
-            let kind = rec.kind()?;
-            if let Some(size) = set.size {
-                match kind {
-                    Kind::File => {}
-                    Kind::Dir => return Err(Error::IsDir),
-                    _ => return Err(Error::InvalidArgument("truncate of a special file")),
-                }
-                if size > MAX_FILE_SIZE {
-                    return Err(Error::FileTooLarge);
-                }
-                inner.truncate(txn, ino, &mut rec, size, now)?;
-            }
-            if let Some(mode) = set.mode {
-                rec.perm = mode & 0o7777;
-            }
-            let setid_cleared = set.clear_setid && kind != Kind::Dir && {
-                let before = rec.perm;
-                rec.perm = without_setid(before);
-                rec.perm != before
-            };
-            if let Some(uid) = set.uid {
-                rec.uid = uid;
-            }
-            if let Some(gid) = set.gid {
-                rec.gid = gid;
-            }
-            let at = |t: SetTime| match t {
-                SetTime::At(t) => t,
-                SetTime::Now => now,
-            };
-            if let Some(t) = set.atime {
-                rec.atime = ts_pair(at(t));
-            }
-            if let Some(t) = set.mtime {
-                rec.mtime = ts_pair(at(t));
-                if let Some(of) = inner.open.get_mut(&ino) {
-                    of.mtime = None;
-                }
-            }
-            rec.ctime = ts_pair(set.ctime.unwrap_or(now));
-            txn.put_inode(ino, &rec)?;
-            // Owners and atime are not in the hashed entry, and a truncate
-            // marked its names when it folded: only mode and mtime need a
-            // new entry (this spares the writeback cache's many mtime-free
-            // setattrs a links scan).
-            if set.mode.is_some() || setid_cleared || set.mtime.is_some() {
-                inner.mark_names_dirty(txn, ino, &rec)?;
-            }
-            inner.attr(txn, ino)
-        })
-    }
-
     /// Folds every open file, commits and makes the store durable.
     pub fn sync(&self) -> Result<()> {
         let now = self.now();
         let mut inner = self.lock();
         let store = inner.store.clone();
         let mut txn = Txn::new(store.kv());
-        let inos: Vec<Ino> = inner.open.keys().copied().collect();
-        inner.rollback.clear();
+        let inos = inner.files.inos();
+        inner.begin();
         let folded = inos
             .into_iter()
             .try_for_each(|ino| inner.fold_file(&mut txn, ino))
@@ -502,284 +412,5 @@ impl Vfs {
         let out = self.lock().commit_deferring(now, Some(defer))?;
         self.flush_and_publish()?;
         Ok(out)
-    }
-
-    /// Answers statfs from the disk holding the store.
-    pub fn statfs(&self) -> Result<StatFs> {
-        let inner = self.lock();
-        let store = inner.store.clone();
-        let d = crate::store::packs::disk_space(store.dir())?;
-        let bsize = 4096u64;
-        let reserve = store.packs().reserve();
-        Ok(StatFs {
-            blocks: d.total / bsize,
-            bfree: d.free / bsize,
-            bavail: d.avail.saturating_sub(reserve) / bsize,
-            files: d.files_free.max(1 << 20) * 2,
-            ffree: d.files_free.max(1 << 20),
-            bsize: bsize as u32,
-            namelen: NAME_MAX as u32,
-            frsize: bsize as u32,
-        })
-    }
-
-    /// Checks `mask` (R_OK=4, W_OK=2, X_OK=1, F_OK=0) for `ctx` against the
-    /// mode bits, as the kernel's `default_permissions` would.
-    pub fn access(&self, ctx: Ctx, ino: Ino, mask: u32) -> Result<()> {
-        check_access(ctx, &self.getattr(ino)?, mask)
-    }
-}
-
-impl Inner {
-    /// Undoes the opens of an operation that failed (its transaction was
-    /// not applied): handles from `first` on, and the open files only
-    /// they held. The caller never learns those handle numbers, and such
-    /// an open file would answer sizes and bytes (an O_TRUNC's empty
-    /// file) that the store does not hold.
-    fn drop_handles_from(&mut self, first: Fh) {
-        let made: Vec<Fh> = self
-            .handles
-            .keys()
-            .filter(|fh| **fh >= first)
-            .copied()
-            .collect();
-        for fh in made {
-            let Some(h) = self.handles.remove(&fh) else {
-                continue;
-            };
-            if let Some(of) = self.open.get_mut(&h.ino) {
-                of.opens = of.opens.saturating_sub(1);
-                if of.opens == 0 {
-                    self.open.remove(&h.ino);
-                }
-            }
-        }
-    }
-
-    /// Keeps `ino`'s open file as it is now, to be put back if the running
-    /// operation's transaction does not apply: called before a change to
-    /// it that the transaction's writes stand for (a fold moving buffered
-    /// bytes into chunks, a truncate).
-    fn keep_for_rollback(&mut self, ino: Ino) {
-        if let Some(of) = self.open.get(&ino) {
-            self.rollback.push((ino, of.clone()));
-        }
-    }
-
-    /// Puts back the open files [`Inner::keep_for_rollback`] kept, oldest
-    /// last so the state before the operation wins. The handle counts stay
-    /// as they are: handles come and go with their own bookkeeping
-    /// ([`Inner::drop_handles_from`]); a file closed meanwhile is not
-    /// brought back (a reopen reads the store).
-    fn roll_back_open_files(&mut self) {
-        while let Some((ino, kept)) = self.rollback.pop() {
-            if let Some(of) = self.open.get_mut(&ino) {
-                let opens = of.opens;
-                *of = kept;
-                of.opens = opens;
-            }
-        }
-    }
-
-    /// Ends a fold done outside [`Vfs::write_op`]: `applied` says whether
-    /// its transaction applied; if not, the open files are put back.
-    fn settle(&mut self, applied: Result<()>) -> Result<()> {
-        if applied.is_err() {
-            self.roll_back_open_files();
-        }
-        self.rollback.clear();
-        applied
-    }
-
-    fn handle(&self, fh: Fh) -> Result<Handle> {
-        self.handles.get(&fh).copied().ok_or(Error::BadHandle)
-    }
-
-    fn attr(&self, txn: &Txn<'_>, ino: Ino) -> Result<Attr> {
-        let rec = txn.inode(ino)?;
-        let kind = rec.kind()?;
-        let mut attr = Attr {
-            ino,
-            kind,
-            perm: rec.perm,
-            nlink: rec.nlink,
-            uid: rec.uid,
-            gid: rec.gid,
-            size: match kind {
-                Kind::Dir => rec.entries,
-                _ => rec.size,
-            },
-            blocks: rec.blocks,
-            atime: ts(rec.atime),
-            mtime: ts(rec.mtime),
-            ctime: ts(rec.ctime),
-            rdev: rec.rdev,
-        };
-        if let Some(of) = self.open.get(&ino) {
-            attr.size = of.data.size;
-            attr.blocks = of.data.blocks();
-            if let Some(m) = of.mtime {
-                attr.mtime = m;
-                attr.ctime = m.max(attr.ctime);
-            }
-        }
-        Ok(attr)
-    }
-
-    fn open_handle(
-        &mut self,
-        txn: &Txn<'_>,
-        ino: Ino,
-        rec: &InodeRecord,
-        append: bool,
-    ) -> Result<Fh> {
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.open.entry(ino) {
-            let extents = commit::load_extents(txn, rec.hash())?;
-            let mut data = FileData::new(extents);
-            // The content tree holds the bytes; the record's size may be
-            // larger after a truncate up (a trailing hole).
-            data.size = rec.size.max(data.size);
-            slot.insert(OpenFile {
-                data,
-                opens: 0,
-                dirty: false,
-                mtime: None,
-                last_change: None,
-                deferred_since: None,
-                wrote_since_flush: false,
-                closed_whole: false,
-            });
-        }
-        let of = self.open.get_mut(&ino).ok_or(Error::BadHandle)?;
-        of.opens += 1;
-        let fh = self.next_fh;
-        self.next_fh.0 += 1;
-        self.handles.insert(fh, Handle { ino, append });
-        Ok(fh)
-    }
-
-    /// Truncates an open or closed file, folding the result.
-    fn truncate(
-        &mut self,
-        txn: &mut Txn<'_>,
-        ino: Ino,
-        rec: &mut InodeRecord,
-        size: u64,
-        now: Timestamp,
-    ) -> Result<()> {
-        let fh = self.open_handle(txn, ino, rec, false)?;
-        self.keep_for_rollback(ino);
-        let store = self.store.clone();
-        let res = (|| {
-            let of = self.open.get_mut(&ino).ok_or(Error::BadHandle)?;
-            of.data.truncate(&store, size)?;
-            of.dirty = true;
-            of.mtime = Some(now);
-            of.last_change = Some(now);
-            self.fold_into(txn, ino, rec)
-        })();
-        self.handles.remove(&fh);
-        if let Some(of) = self.open.get_mut(&ino) {
-            of.opens -= 1;
-            if of.opens == 0 {
-                self.open.remove(&ino);
-            }
-        }
-        res
-    }
-
-    /// [`Inner::fold_file`], and if a handle was closed after writing,
-    /// stops leaving the file out of background commits (its bytes are
-    /// whole). Returns whether it did that.
-    fn fold_closed(&mut self, txn: &mut Txn<'_>, ino: Ino) -> Result<bool> {
-        self.fold_file(txn, ino)?;
-        let Some(of) = self.open.get_mut(&ino) else {
-            return Ok(false);
-        };
-        if !std::mem::take(&mut of.closed_whole) {
-            return Ok(false);
-        }
-        of.last_change = None;
-        of.deferred_since = None;
-        Ok(true)
-    }
-
-    /// Folds an open file's bytes into chunks and its record.
-    fn fold_file(&mut self, txn: &mut Txn<'_>, ino: Ino) -> Result<()> {
-        if !self.open.get(&ino).is_some_and(|of| of.dirty) {
-            return Ok(());
-        }
-        let mut rec = txn.inode(ino)?;
-        self.fold_into(txn, ino, &mut rec)?;
-        txn.put_inode(ino, &rec)
-    }
-
-    fn fold_into(&mut self, txn: &mut Txn<'_>, ino: Ino, rec: &mut InodeRecord) -> Result<()> {
-        let store = self.store.clone();
-        if !self.open.get(&ino).is_some_and(|of| of.dirty) {
-            return Ok(());
-        }
-        self.keep_for_rollback(ino);
-        let Some(of) = self.open.get_mut(&ino) else {
-            return Ok(());
-        };
-        of.data.fold(&store, txn, true)?;
-        let (hash, len) = commit::store_content(txn, &of.data.extents())?;
-        debug_assert_eq!(len, of.data.size);
-        rec.hash = hash.0;
-        rec.size = of.data.size;
-        rec.blocks = of.data.blocks();
-        // Every write sets `of.mtime`; None means a setattr gave the file
-        // an explicit time after its last write (`cp -p`, `tar x` with the
-        // writeback cache: WRITE, SETATTR(mtime), then FLUSH): keep it.
-        if let Some(mtime) = of.mtime.take() {
-            rec.mtime = ts_pair(mtime);
-            rec.ctime = ts_pair(mtime.max(ts(rec.ctime)));
-        }
-        of.dirty = false;
-        self.mark_names_dirty(txn, ino, rec)
-    }
-
-    /// Marks every name of `ino` dirty (its entry must be rebuilt).
-    fn mark_names_dirty(&self, txn: &mut Txn<'_>, ino: Ino, rec: &InodeRecord) -> Result<()> {
-        if rec.is_dir() {
-            if ino != ROOT {
-                txn.mark_dirty(rec.parent, &rec.name);
-            }
-            return Ok(());
-        }
-        for (parent, name) in txn.names_of(ino, rec)? {
-            txn.mark_dirty(parent, &name);
-        }
-        Ok(())
-    }
-}
-
-/// Whether `ctx` may access a file with attributes `attr` as `mask` asks
-/// (`R_OK` 4, `W_OK` 2, `X_OK` 1): mode bits of owner, group or others;
-/// root may do anything but execute a file no one may execute.
-pub(crate) fn check_access(ctx: Ctx, attr: &Attr, mask: u32) -> Result<()> {
-    let mask = mask & 7;
-    if mask == 0 {
-        return Ok(());
-    }
-    let bits = if ctx.uid == 0 {
-        let exec_ok = attr.kind == Kind::Dir || attr.perm & 0o111 != 0;
-        if exec_ok {
-            7
-        } else {
-            6
-        }
-    } else if ctx.uid == attr.uid {
-        (attr.perm >> 6) & 7
-    } else if ctx.gid == attr.gid {
-        (attr.perm >> 3) & 7
-    } else {
-        attr.perm & 7
-    };
-    if bits & mask == mask {
-        Ok(())
-    } else {
-        Err(Error::AccessDenied)
     }
 }

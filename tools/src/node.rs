@@ -159,7 +159,7 @@ fn spawn_collector(vfs: Arc<Vfs>, bus: Bus) -> Result<()> {
                     .unwrap_or(crate::config::DEFAULT_GC_EVERY);
                 std::thread::sleep(every);
                 match load().and_then(|c| c.retention.policy()) {
-                    Ok(policy) => match vfs.gc(&policy) {
+                    Ok(policy) => match vfs.history().gc(&policy) {
                         Ok(report) => {
                             bus.publish(EventKind::collected(&report));
                         }

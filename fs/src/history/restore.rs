@@ -3,7 +3,7 @@
 //! it) or in COMMIT.
 //!
 //! Without a folder to write to, the restore is a new change of the live
-//! tree ([`Vfs::restore`]): it replicates like any edit and is itself in
+//! tree ([`crate::vfs::History::restore`]): it replicates like any edit and is itself in
 //! the history, so it can be undone. With one, the old version is written
 //! into that plain folder (created if missing) as `DIR/<last name of
 //! PATH>`, and the tree is left alone: by the process that runs
@@ -191,10 +191,13 @@ pub fn restore(
     let (entry, shown, _) = entry_of(&*store, &v, &names)?;
     let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
     let no = |why: String| Error::Request(why);
-    let installed = vfs.restore(&names, v.root_hash()?).map_err(|e| match e {
-        Error::NotFound => no(format!("{shown}: no such file or folder in that version")),
-        other => no(format!("cannot restore {shown}: {other}")),
-    })?;
+    let installed = vfs
+        .history()
+        .restore(&names, v.root_hash()?)
+        .map_err(|e| match e {
+            Error::NotFound => no(format!("{shown}: no such file or folder in that version")),
+            other => no(format!("cannot restore {shown}: {other}")),
+        })?;
     // Durable before it is reported done, like an fsync; peers hear of it
     // after the kernel was told and the install's hold is dropped
     // (`Vfs::publish`).

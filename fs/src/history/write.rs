@@ -153,6 +153,7 @@ impl Source for LiveTree<'_> {
         for name in names {
             match self
                 .vfs
+                .names()
                 .lookup(at.as_ref().map_or(ROOT, |a: &crate::vfs::Attr| a.ino), name)
             {
                 Ok(a) => at = Some(a),

@@ -273,13 +273,13 @@ impl Inner {
     fn deferred_files(&mut self, now: Timestamp, defer: Defer) -> Result<BTreeSet<Ino>> {
         let mut out = BTreeSet::new();
         let inos: Vec<Ino> = self
-            .open
+            .files
             .iter()
             .filter(|(_, of)| of.last_change.is_some())
-            .map(|(i, _)| *i)
+            .map(|(i, _)| i)
             .collect();
         for ino in inos {
-            let Some(of) = self.open.get_mut(&ino) else {
+            let Some(of) = self.files.get_mut(ino) else {
                 continue;
             };
             let last = of.last_change.unwrap_or(now);
@@ -294,7 +294,7 @@ impl Inner {
             }
             let store = self.store.clone();
             let mut txn = Txn::new(store.kv());
-            self.rollback.clear();
+            self.begin();
             let folded = self.fold_file(&mut txn, ino).and_then(|()| txn.commit());
             self.settle(folded)?;
         }
@@ -309,6 +309,11 @@ impl Inner {
         now: Timestamp,
         defer: Option<Defer>,
     ) -> Result<(Option<CommitInfo>, bool)> {
+        if let Err(e) = self.finish_closes(now) {
+            // The commit goes on without those files (still open here,
+            // with their bytes): the next commit tries again.
+            tracing::warn!(error = %e, "storing a released file failed");
+        }
         let held = match defer {
             Some(d) => self.deferred_files(now, d)?,
             None => BTreeSet::new(),

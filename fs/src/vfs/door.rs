@@ -18,8 +18,8 @@
 use std::sync::Arc;
 
 use super::{
-    is_view, Attr, Ctx, DirEntry, Fh, Ino, NewNode, RenameMode, SetAttr, StatFs, Vfs, XattrReply,
-    XattrSet,
+    is_view, Attr, Ctx, DirEntry, Fh, Files, History, Ino, Names, NewNode, RenameMode, SetAttr,
+    StatFs, Vfs, XattrReply, XattrSet,
 };
 use crate::error::{Error, Result};
 use crate::tree::Kind;
@@ -90,9 +90,24 @@ impl Door {
         &self.vfs
     }
 
+    /// The live namespace's part of the vfs.
+    fn names(&self) -> Names<'_> {
+        self.vfs.names()
+    }
+
+    /// The open files' part.
+    fn files(&self) -> Files<'_> {
+        self.vfs.files()
+    }
+
+    /// History's part (the snapshot view).
+    fn history(&self) -> History<'_> {
+        self.vfs.history()
+    }
+
     /// Whether `name` in `parent` is (or is in) the history view.
     fn names_view(&self, parent: Ino, name: &[u8]) -> bool {
-        self.vfs.in_view(parent, name)
+        self.history().in_view(parent, name)
     }
 
     /// [`Error::ReadOnly`] if `ino` is in the history view.
@@ -117,9 +132,9 @@ impl Door {
     /// reference ([`Door::forget`] gives it back).
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
         if self.names_view(parent, name) {
-            self.vfs.view_lookup(parent, name)
+            self.history().view_lookup(parent, name)
         } else {
-            self.vfs.lookup(parent, name)
+            self.names().lookup(parent, name)
         }
     }
 
@@ -127,16 +142,16 @@ impl Door {
     /// per-reference state).
     pub fn forget(&self, ino: Ino, n: u64) {
         if is_view(ino) {
-            self.vfs.view_forget(ino, n);
+            self.history().view_forget(ino, n);
         }
     }
 
     /// Attributes of `ino`.
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
         if is_view(ino) {
-            self.vfs.view_getattr(ino)
+            self.history().view_getattr(ino)
         } else {
-            self.vfs.getattr(ino)
+            self.names().getattr(ino)
         }
     }
 
@@ -150,15 +165,15 @@ impl Door {
             clear_setid: chown || (set.size.is_some() && !caller.may_keep_setid),
             ..set.clone()
         };
-        self.vfs.setattr(ino, &set)
+        self.names().setattr(ino, &set)
     }
 
     /// The target of a symbolic link.
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         if is_view(ino) {
-            self.vfs.view_readlink(ino)
+            self.history().view_readlink(ino)
         } else {
-            self.vfs.readlink(ino)
+            self.names().readlink(ino)
         }
     }
 
@@ -173,7 +188,7 @@ impl Door {
         umask: u32,
     ) -> Result<Attr> {
         self.writable_name(parent, name)?;
-        self.vfs
+        self.names()
             .mknod(caller.ctx(), parent, name, node, mode & !umask & 0o7777)
     }
 
@@ -186,19 +201,19 @@ impl Door {
         target: &[u8],
     ) -> Result<Attr> {
         self.writable_name(parent, name)?;
-        self.vfs.symlink(caller.ctx(), parent, name, target)
+        self.names().symlink(caller.ctx(), parent, name, target)
     }
 
     /// Removes a non-directory name.
     pub fn unlink(&self, parent: Ino, name: &[u8]) -> Result<()> {
         self.writable_name(parent, name)?;
-        self.vfs.unlink(parent, name)
+        self.names().unlink(parent, name)
     }
 
     /// Removes an empty directory.
     pub fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<()> {
         self.writable_name(parent, name)?;
-        self.vfs.rmdir(parent, name)
+        self.names().rmdir(parent, name)
     }
 
     /// Renames; neither name may be in the view.
@@ -212,22 +227,22 @@ impl Door {
     ) -> Result<()> {
         self.writable_name(parent, name)?;
         self.writable_name(newparent, newname)?;
-        self.vfs.rename(parent, name, newparent, newname, mode)
+        self.names().rename(parent, name, newparent, newname, mode)
     }
 
     /// Adds a hard link to `ino`.
     pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<Attr> {
         Self::writable(ino)?;
         self.writable_name(newparent, newname)?;
-        self.vfs.link(ino, newparent, newname)
+        self.names().link(ino, newparent, newname)
     }
 
     /// Opens a file. A write or truncate in the view is refused.
     pub fn open(&self, ino: Ino, how: OpenMode) -> Result<Fh> {
         if is_view(ino) {
-            return self.vfs.view_open(ino, how.write || how.truncate);
+            return self.history().view_open(ino, how.write || how.truncate);
         }
-        self.vfs.open(ino, how.truncate, self.appends(how))
+        self.files().open(ino, how.truncate, self.appends(how))
     }
 
     /// Whether writes through a handle opened `how` go to the end: with
@@ -247,7 +262,7 @@ impl Door {
         how: OpenMode,
     ) -> Result<(Attr, Fh)> {
         self.writable_name(parent, name)?;
-        self.vfs.create(
+        self.names().create(
             caller.ctx(),
             parent,
             name,
@@ -267,9 +282,9 @@ impl Door {
         buf: &mut Vec<u8>,
     ) -> Result<usize> {
         if !is_view(ino) {
-            return self.vfs.read_into(fh, offset, size, buf);
+            return self.files().read_into(fh, offset, size, buf);
         }
-        let d = self.vfs.view_read(ino, offset, size)?;
+        let d = self.history().view_read(ino, offset, size)?;
         buf.clear();
         buf.extend_from_slice(&d);
         Ok(d.len())
@@ -287,12 +302,12 @@ impl Door {
     ) -> Result<u32> {
         Self::writable(ino)?;
         if !caller.may_keep_setid {
-            self.vfs.clear_setid(ino)?;
+            self.names().clear_setid(ino)?;
         }
-        self.vfs.write(fh, offset, data)
+        self.files().write(fh, offset, data)
     }
 
-    /// copy_file_range ([`Vfs::copy_whole_file`]): `None` for a copy the
+    /// copy_file_range ([`Vfs::files`]): `None` for a copy the
     /// caller must do byte by byte (also any copy out of the view). A
     /// copier without CAP_FSETID drops the destination's setuid/setgid,
     /// as a write would.
@@ -308,10 +323,10 @@ impl Door {
             return Ok(None);
         }
         let n = self
-            .vfs
+            .files()
             .copy_whole_file(fh_in, off_in, fh_out, off_out, len)?;
         if n.is_some() && !caller.may_keep_setid {
-            self.vfs.clear_setid(ino_out)?;
+            self.names().clear_setid(ino_out)?;
         }
         Ok(n)
     }
@@ -321,7 +336,7 @@ impl Door {
         if is_view(ino) {
             return Ok(());
         }
-        self.vfs.flush(fh)
+        self.files().flush(fh)
     }
 
     /// The last close of `fh`.
@@ -329,7 +344,7 @@ impl Door {
         if is_view(ino) {
             return Ok(());
         }
-        self.vfs.release(fh)
+        self.files().release(fh)
     }
 
     /// fsync of `fh`.
@@ -337,7 +352,7 @@ impl Door {
         if is_view(ino) {
             return Ok(());
         }
-        self.vfs.fsync(fh)
+        self.files().fsync(fh)
     }
 
     /// Opens a folder ([`Error::NotDir`] for anything else).
@@ -348,12 +363,12 @@ impl Door {
         }
     }
 
-    /// Lists `ino` from `cookie` (see [`Vfs::readdir`]).
+    /// Lists `ino` from `cookie` (see [`super::Names::readdir`]).
     pub fn readdir(&self, ino: Ino, cookie: u64, limit: usize) -> Result<Vec<DirEntry>> {
         if is_view(ino) {
-            self.vfs.view_readdir(ino, cookie, limit)
+            self.history().view_readdir(ino, cookie, limit)
         } else {
-            self.vfs.readdir(ino, cookie, limit)
+            self.names().readdir(ino, cookie, limit)
         }
     }
 
@@ -377,7 +392,7 @@ impl Door {
                 break;
             }
             if is_view(e.ino) && e.name != b"." && e.name != b".." {
-                self.vfs.view_ref(e.ino);
+                self.history().view_ref(e.ino);
             }
         }
         Ok(())
@@ -390,13 +405,13 @@ impl Door {
 
     /// statfs.
     pub fn statfs(&self) -> Result<StatFs> {
-        self.vfs.statfs()
+        self.names().statfs()
     }
 
     /// Sets an extended attribute.
     pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], mode: XattrSet) -> Result<()> {
         Self::writable(ino)?;
-        self.vfs.setxattr(ino, name, value, mode)
+        self.names().setxattr(ino, name, value, mode)
     }
 
     /// An extended attribute (snapshots keep none).
@@ -404,13 +419,13 @@ impl Door {
         if is_view(ino) {
             return Err(Error::NoAttribute);
         }
-        self.vfs.getxattr(ino, name, size)
+        self.names().getxattr(ino, name, size)
     }
 
     /// The names of the extended attributes (snapshots keep none).
     pub fn listxattr(&self, ino: Ino, size: u32) -> Result<XattrReply> {
         if !is_view(ino) {
-            return self.vfs.listxattr(ino, size);
+            return self.names().listxattr(ino, size);
         }
         Ok(if size == 0 {
             XattrReply::Size(0)
@@ -422,15 +437,15 @@ impl Door {
     /// Removes an extended attribute.
     pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
         Self::writable(ino)?;
-        self.vfs.removexattr(ino, name)
+        self.names().removexattr(ino, name)
     }
 
     /// Checks `mask` (R_OK 4, W_OK 2, X_OK 1) for the caller.
     pub fn access(&self, caller: &Caller, ino: Ino, mask: u32) -> Result<()> {
         if is_view(ino) {
-            self.vfs.view_access(caller.ctx(), ino, mask)
+            self.history().view_access(caller.ctx(), ino, mask)
         } else {
-            self.vfs.access(caller.ctx(), ino, mask)
+            self.names().access(caller.ctx(), ino, mask)
         }
     }
 

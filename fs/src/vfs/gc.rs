@@ -14,7 +14,7 @@
 //! A peer's pull stores nodes and chunks without the lock and may have
 //! decided "we have this" before a collection deleted it; it catches that
 //! at its merge ([`Vfs::gc_generation`] changed: it checks that what it
-//! installs is whole, [`Vfs::missing_under`]).
+//! installs is whole).
 //!
 //! Packs: after the deletes are applied, a closed pack whose live bytes
 //! have fallen under half its size has its live chunks copied to the
@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::commit::{all_commits, commits_after, ReadNodes};
 use super::records::{kind_to_u8, InodeRecord};
-use super::Vfs;
+use super::{History, Vfs};
 use crate::error::{Error, Result};
 use crate::gc::{self, Dated, Marks, Policy, Report};
 use crate::hash::Hash;
@@ -52,15 +52,20 @@ fn hash_key(k: &[u8]) -> Result<Hash> {
     })?))
 }
 
-impl Vfs {
+impl History<'_> {
     /// Runs one collection with `policy` (see the module documentation).
     /// Collections are serialised; operations go on meanwhile, waiting
     /// only for the final mark and the deletes.
     pub fn gc(&self, policy: &Policy) -> Result<Report> {
-        let _one = self.gc.running.lock().unwrap_or_else(|p| p.into_inner());
-        let store = self.store();
+        let _one = self
+            .state()
+            .gc
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let store = self.vfs.store();
         let kv = store.kv();
-        let now = self.now();
+        let now = self.vfs.now();
         let mut report = Report {
             store_before: store.size_on_disk()?,
             ..Report::default()
@@ -122,7 +127,7 @@ impl Vfs {
 
         // 2. Under the lock: mark what changed since, then delete.
         {
-            let inner = self.lock();
+            let inner = self.vfs.lock();
             let txn = Txn::new(kv);
             let nodes = ReadNodes(&txn);
             for c in commits_after(kv, last_seq)? {
@@ -141,13 +146,13 @@ impl Vfs {
                     marks.dir_tree(&nodes, rec.hash())?;
                 }
             }
-            for of in inner.open.values() {
+            for (_, of) in inner.files.iter() {
                 marks.extents(&of.data.extents());
             }
-            for d in inner.displaced.values() {
-                marks.content(&nodes, d.hash)?;
+            for hash in inner.files.displaced_hashes() {
+                marks.content(&nodes, hash)?;
             }
-            self.gc.pinned(&mut marks);
+            self.state().gc.pinned(&mut marks);
             let mut b = Batch::default();
             for h in dead_nodes.iter().filter(|h| !marks.nodes.contains(h)) {
                 b.remove(Space::Nodes, h.as_bytes().to_vec());
@@ -169,7 +174,7 @@ impl Vfs {
             }
             if !b.is_empty() {
                 kv.apply(b)?;
-                self.gc.generation.fetch_add(1, Ordering::SeqCst);
+                self.state().gc.generation.fetch_add(1, Ordering::SeqCst);
             }
         }
 
@@ -212,7 +217,7 @@ impl Vfs {
         })?;
         let seal = head_len >= SEAL_AT_LEAST && mostly_dead(head_used, head_len);
         let closed = {
-            let _inner = self.lock();
+            let _inner = self.vfs.lock();
             store.pack_barrier(seal)?
         };
         // Every pack before `closed` is fully indexed and never written
@@ -256,7 +261,7 @@ impl Vfs {
         if moves.is_empty() {
             return Ok(victims);
         }
-        let mut inner = self.lock();
+        let mut inner = self.vfs.lock();
         let mut b = Batch::default();
         for (h, old, new) in &moves {
             // Only a collection deletes or moves index entries, and this
@@ -275,23 +280,30 @@ impl Vfs {
             }
         }
         kv.apply(b)?;
-        for of in inner.open.values_mut() {
+        for of in inner.files.values_mut() {
             of.data.forget_locations();
         }
         drop(inner);
         Ok(victims)
     }
+}
 
+impl Vfs {
     /// Bumped by every collection that deleted something: a pull that
     /// began before a change of this number checks what it installs.
     pub fn gc_generation(&self) -> u64 {
-        self.gc.generation.load(Ordering::SeqCst)
+        self.history.gc.generation.load(Ordering::SeqCst)
     }
 
     /// A new, empty set of pins for a transfer (see [`Pins`]).
     pub fn pins(&self) -> Pins {
         let pins = Pins::default();
-        let mut all = self.gc.pins.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self
+            .history
+            .gc
+            .pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         all.retain(|w| w.strong_count() > 0);
         all.push(Arc::downgrade(&pins.0));
         pins

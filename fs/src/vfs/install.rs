@@ -108,7 +108,7 @@ impl Vfs {
     /// Makes the live namespace match the tree `root` (the committed tree
     /// is `base`), records the commit of `root` with `parents` and applies
     /// `txn`, all under the vfs lock the caller holds (`inner`). Shared by
-    /// [`Vfs::install_with`] and [`Vfs::restore`].
+    /// [`Vfs::install_with`] and [`super::History::restore`].
     pub(super) fn install_root(
         &self,
         inner: &mut Inner,
@@ -119,6 +119,7 @@ impl Vfs {
         now: Timestamp,
     ) -> Result<Installed> {
         let store = inner.store.clone();
+        inner.begin();
         let mut apply = Apply {
             inner: &mut *inner,
             txn: &mut txn,
@@ -160,7 +161,7 @@ impl Vfs {
             store.node_id(),
             names.len(),
         )?;
-        txn.commit()?;
+        inner.settle(txn.commit())?;
         inner.moved_head(&info);
         tracing::debug!(
             seq = info.seq,

@@ -85,13 +85,28 @@ pub enum NewNode {
     Special(Kind, u64),
 }
 
+/// The live namespace's requests (names, attributes, extended
+/// attributes) on a [`Vfs`]: see [`Vfs::names`]. Each runs over one
+/// transaction of the store, applied whole, under the vfs's one lock.
+#[derive(Clone, Copy)]
+pub struct Names<'v> {
+    pub(super) vfs: &'v Vfs,
+}
+
 impl Vfs {
+    /// The live namespace: names, attributes, extended attributes.
+    pub fn names(&self) -> Names<'_> {
+        Names { vfs: self }
+    }
+}
+
+impl Names<'_> {
     /// Finds `name` in `parent`.
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
         if name.len() > NAME_MAX {
             return Err(Error::NameTooLong);
         }
-        let inner = self.lock();
+        let inner = self.vfs.lock();
         let txn = Txn::new(inner.store.kv());
         let prec = dir_record(&txn, parent)?;
         let ino = match name {
@@ -111,7 +126,7 @@ impl Vfs {
         node: NewNode,
         perm: u32,
     ) -> Result<Attr> {
-        self.write_op(|inner, txn, now| {
+        self.vfs.write_op(|inner, txn, now| {
             let ino = inner.make(txn, ctx, parent, name, node, perm, now)?;
             inner.attr(txn, ino)
         })
@@ -136,13 +151,13 @@ impl Vfs {
         perm: u32,
         append: bool,
     ) -> Result<(Attr, Fh)> {
-        self.write_op(|inner, txn, now| {
+        self.vfs.write_op(|inner, txn, now| {
             let ino = inner.make(txn, ctx, parent, name, NewNode::File, perm, now)?;
             let rec = txn.inode(ino)?;
             let fh = inner.open_handle(txn, ino, &rec, append)?;
             // A new file about to be written: the background committer
             // waits for its bytes rather than sending peers an empty file.
-            if let Some(of) = inner.open.get_mut(&ino) {
+            if let Some(of) = inner.files.get_mut(ino) {
                 of.last_change = Some(now);
             }
             Ok((inner.attr(txn, ino)?, fh))
@@ -151,7 +166,7 @@ impl Vfs {
 
     /// The target of a symbolic link.
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
-        let inner = self.lock();
+        let inner = self.vfs.lock();
         let txn = Txn::new(inner.store.kv());
         let rec = txn.inode(ino)?;
         if rec.kind()? != Kind::Symlink {
@@ -162,7 +177,7 @@ impl Vfs {
 
     /// Adds the name `newname` in `newparent` for `ino` (a hard link).
     pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<Attr> {
-        self.write_op(|inner, txn, now| {
+        self.vfs.write_op(|inner, txn, now| {
             check_new_name(newparent, newname)?;
             let mut rec = txn.inode(ino)?;
             if rec.is_dir() {
@@ -188,7 +203,7 @@ impl Vfs {
 
     /// Removes a non-directory name.
     pub fn unlink(&self, parent: Ino, name: &[u8]) -> Result<()> {
-        self.write_op(|inner, txn, now| {
+        self.vfs.write_op(|inner, txn, now| {
             validate_name(name)?;
             let mut prec = dir_record(txn, parent)?;
             let d = txn.dirent(parent, name)?.ok_or(Error::NotFound)?;
@@ -204,7 +219,7 @@ impl Vfs {
 
     /// Removes an empty directory.
     pub fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<()> {
-        self.write_op(|_, txn, now| {
+        self.vfs.write_op(|_, txn, now| {
             match name {
                 b"." => return Err(Error::InvalidArgument("rmdir of .")),
                 b".." => return Err(Error::NotEmpty),
@@ -236,7 +251,7 @@ impl Vfs {
         newname: &[u8],
         mode: RenameMode,
     ) -> Result<()> {
-        self.write_op(|inner, txn, now| {
+        self.vfs.write_op(|inner, txn, now| {
             inner.rename(txn, parent, name, newparent, newname, mode, now)
         })
     }
@@ -244,7 +259,7 @@ impl Vfs {
     /// Entries of a directory after `cookie` (0 to start; "." and ".."
     /// come first), at most `limit`.
     pub fn readdir(&self, ino: Ino, cookie: u64, limit: usize) -> Result<Vec<DirEntry>> {
-        let inner = self.lock();
+        let inner = self.vfs.lock();
         let txn = Txn::new(inner.store.kv());
         let rec = dir_record(&txn, ino)?;
         let mut out = Vec::new();
@@ -380,7 +395,7 @@ impl Inner {
         rec.nlink = rec.nlink.saturating_sub(1);
         rec.ctime = ts_pair(now);
         if rec.nlink == 0 {
-            if self.open.contains_key(&ino) {
+            if self.files.is_open(ino) {
                 txn.put(Space::Orphans, ino.to_be_bytes().to_vec(), Vec::new());
             } else {
                 return txn.remove_inode(ino);

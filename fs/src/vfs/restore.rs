@@ -18,7 +18,7 @@ use super::commit::{self, ReadNodes, TxnNodes};
 use super::install::Installed;
 use super::records::NamespaceTxn;
 use super::types::ROOT;
-use super::{Inner, Vfs};
+use super::{History, Inner};
 use crate::error::{Error, Result};
 use crate::hash::Hash;
 use crate::store::{Space, Txn};
@@ -178,7 +178,7 @@ impl Pending {
     }
 }
 
-impl Vfs {
+impl History<'_> {
     /// Restores the name at `path` (names from the root, at least one) to
     /// the entry it had in the tree `from_root`, as a new commit of the
     /// live tree: see the module documentation. Pending local changes are
@@ -192,8 +192,8 @@ impl Vfs {
         if path.is_empty() {
             return Err(Error::InvalidArgument("restore: an empty path"));
         }
-        let now = self.now();
-        let mut guard = self.lock();
+        let now = self.vfs.now();
+        let mut guard = self.vfs.lock();
         let inner = &mut *guard;
         let store = inner.store.clone();
         inner.commit(now)?;
@@ -267,7 +267,8 @@ impl Vfs {
             inner.clock = clock_before;
             return Ok(None);
         }
-        self.install_root(inner, txn, base, root, vec![base.0], now)
+        self.vfs
+            .install_root(inner, txn, base, root, vec![base.0], now)
             .map(Some)
     }
 }

@@ -1,11 +1,11 @@
-//! Tests of [`Vfs::restore`].
+//! Tests of [`History::restore`].
 
 use std::sync::Arc;
 
 use super::*;
 use crate::store::Store;
 use crate::tree::vv::Causality;
-use crate::vfs::{Ctx, Ino, VfsOptions};
+use crate::vfs::{Ctx, Ino, Vfs, VfsOptions};
 
 const ME: Ctx = Ctx {
     uid: 1000,
@@ -20,23 +20,26 @@ fn new_vfs() -> (tempfile::TempDir, Vfs) {
 }
 
 fn put(v: &Vfs, parent: Ino, name: &str, data: &[u8]) -> Ino {
-    let (ino, fh) = match v.lookup(parent, name.as_bytes()) {
-        Ok(a) => (a.ino, v.open(a.ino, true, false).unwrap()),
+    let (ino, fh) = match v.names().lookup(parent, name.as_bytes()) {
+        Ok(a) => (a.ino, v.files().open(a.ino, true, false).unwrap()),
         Err(_) => {
-            let (a, fh) = v.create(ME, parent, name.as_bytes(), 0o644, false).unwrap();
+            let (a, fh) = v
+                .names()
+                .create(ME, parent, name.as_bytes(), 0o644, false)
+                .unwrap();
             (a.ino, fh)
         }
     };
-    assert_eq!(v.write(fh, 0, data).unwrap() as usize, data.len());
-    v.release(fh).unwrap();
+    assert_eq!(v.files().write(fh, 0, data).unwrap() as usize, data.len());
+    v.files().release(fh).unwrap();
     ino
 }
 
 fn get(v: &Vfs, parent: Ino, name: &str) -> Vec<u8> {
-    let a = v.lookup(parent, name.as_bytes()).unwrap();
-    let fh = v.open(a.ino, false, false).unwrap();
-    let out = v.read(fh, 0, 1 << 20).unwrap();
-    v.release(fh).unwrap();
+    let a = v.names().lookup(parent, name.as_bytes()).unwrap();
+    let fh = v.files().open(a.ino, false, false).unwrap();
+    let out = v.files().read(fh, 0, 1 << 20).unwrap();
+    v.files().release(fh).unwrap();
     out
 }
 
@@ -55,13 +58,13 @@ fn entry(v: &Vfs, root: Hash, path: &[&str]) -> Option<Entry> {
 #[test]
 fn a_file_goes_back_to_an_older_version_that_dominates() {
     let (_d, v) = new_vfs();
-    let dir = v.mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
+    let dir = v.names().mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
     put(&v, dir, "f", b"one");
     let r1 = committed(&v);
     put(&v, dir, "f", b"two, longer");
     let r2 = committed(&v);
     let cur = entry(&v, r2, &["d", "f"]).unwrap();
-    let installed = v.restore(&[b"d", b"f"], r1).unwrap().unwrap();
+    let installed = v.history().restore(&[b"d", b"f"], r1).unwrap().unwrap();
     assert_eq!(get(&v, dir, "f"), b"one");
     let r3 = v.root_hash().unwrap();
     assert_eq!(installed.commit.root, r3);
@@ -76,7 +79,7 @@ fn a_file_goes_back_to_an_older_version_that_dominates() {
     let d_new = entry(&v, r3, &["d"]).unwrap();
     assert_eq!(d_new.vv.compare(&d_cur.vv), Causality::Dominates);
     // Restoring again changes nothing; a later edit still dominates.
-    assert!(v.restore(&[b"d", b"f"], r1).unwrap().is_none());
+    assert!(v.history().restore(&[b"d", b"f"], r1).unwrap().is_none());
     put(&v, dir, "f", b"three");
     let r4 = committed(&v);
     let later = entry(&v, r4, &["d", "f"]).unwrap();
@@ -86,23 +89,23 @@ fn a_file_goes_back_to_an_older_version_that_dominates() {
 #[test]
 fn a_deleted_directory_comes_back_whole() {
     let (_d, v) = new_vfs();
-    let top = v.mkdir(ME, ROOT, b"top", 0o755).unwrap().ino;
-    let sub = v.mkdir(ME, top, b"sub", 0o700).unwrap().ino;
+    let top = v.names().mkdir(ME, ROOT, b"top", 0o755).unwrap().ino;
+    let sub = v.names().mkdir(ME, top, b"sub", 0o700).unwrap().ino;
     put(&v, top, "a", b"aaa");
     put(&v, sub, "b", b"bbbb");
     put(&v, sub, "c", b"");
     let r1 = committed(&v);
-    v.unlink(sub, b"b").unwrap();
-    v.unlink(sub, b"c").unwrap();
-    v.rmdir(top, b"sub").unwrap();
-    v.unlink(top, b"a").unwrap();
-    v.rmdir(ROOT, b"top").unwrap();
+    v.names().unlink(sub, b"b").unwrap();
+    v.names().unlink(sub, b"c").unwrap();
+    v.names().rmdir(top, b"sub").unwrap();
+    v.names().unlink(top, b"a").unwrap();
+    v.names().rmdir(ROOT, b"top").unwrap();
     let r2 = committed(&v);
     let tomb = entry(&v, r2, &["top"]).unwrap();
     assert!(tomb.deleted);
-    v.restore(&[b"top"], r1).unwrap().unwrap();
-    let top = v.lookup(ROOT, b"top").unwrap().ino;
-    let sub = v.lookup(top, b"sub").unwrap();
+    v.history().restore(&[b"top"], r1).unwrap().unwrap();
+    let top = v.names().lookup(ROOT, b"top").unwrap().ino;
+    let sub = v.names().lookup(top, b"sub").unwrap();
     assert_eq!(sub.perm & 0o777, 0o700);
     assert_eq!(get(&v, top, "a"), b"aaa");
     assert_eq!(get(&v, sub.ino, "b"), b"bbbb");
@@ -126,15 +129,15 @@ fn a_deleted_directory_comes_back_whole() {
 #[test]
 fn a_directory_goes_back_to_its_old_set_of_names() {
     let (_d, v) = new_vfs();
-    let d = v.mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
+    let d = v.names().mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
     put(&v, d, "keep", b"old");
     let r1 = committed(&v);
     put(&v, d, "keep", b"new");
     put(&v, d, "extra", b"x");
     committed(&v);
-    v.restore(&[b"d"], r1).unwrap().unwrap();
+    v.history().restore(&[b"d"], r1).unwrap().unwrap();
     assert_eq!(get(&v, d, "keep"), b"old");
-    assert!(v.lookup(d, b"extra").is_err());
+    assert!(v.names().lookup(d, b"extra").is_err());
     let r3 = v.root_hash().unwrap();
     assert!(entry(&v, r3, &["d", "extra"]).unwrap().deleted);
 }
@@ -142,19 +145,19 @@ fn a_directory_goes_back_to_its_old_set_of_names() {
 #[test]
 fn a_file_in_a_deleted_directory_brings_its_ancestor_back() {
     let (_d, v) = new_vfs();
-    let d = v.mkdir(ME, ROOT, b"d", 0o750).unwrap().ino;
+    let d = v.names().mkdir(ME, ROOT, b"d", 0o750).unwrap().ino;
     put(&v, d, "f", b"f");
     put(&v, d, "g", b"g");
     let r1 = committed(&v);
-    v.unlink(d, b"f").unwrap();
-    v.unlink(d, b"g").unwrap();
-    v.rmdir(ROOT, b"d").unwrap();
+    v.names().unlink(d, b"f").unwrap();
+    v.names().unlink(d, b"g").unwrap();
+    v.names().rmdir(ROOT, b"d").unwrap();
     committed(&v);
-    v.restore(&[b"d", b"f"], r1).unwrap().unwrap();
-    let d = v.lookup(ROOT, b"d").unwrap();
+    v.history().restore(&[b"d", b"f"], r1).unwrap().unwrap();
+    let d = v.names().lookup(ROOT, b"d").unwrap();
     assert_eq!(d.perm & 0o777, 0o750);
     assert_eq!(get(&v, d.ino, "f"), b"f");
-    assert!(v.lookup(d.ino, b"g").is_err());
+    assert!(v.names().lookup(d.ino, b"g").is_err());
 }
 
 #[test]
@@ -162,7 +165,16 @@ fn bad_paths_are_refused() {
     let (_d, v) = new_vfs();
     put(&v, ROOT, "f", b"f");
     let r1 = committed(&v);
-    assert!(matches!(v.restore(&[b"nope"], r1), Err(Error::NotFound)));
-    assert!(matches!(v.restore(&[b"f", b"x"], r1), Err(Error::NotFound)));
-    assert!(matches!(v.restore(&[], r1), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        v.history().restore(&[b"nope"], r1),
+        Err(Error::NotFound)
+    ));
+    assert!(matches!(
+        v.history().restore(&[b"f", b"x"], r1),
+        Err(Error::NotFound)
+    ));
+    assert!(matches!(
+        v.history().restore(&[], r1),
+        Err(Error::InvalidArgument(_))
+    ));
 }

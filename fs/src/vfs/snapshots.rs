@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::commit::ReadNodes;
 use super::types::{Attr, Ctx, DirEntry, Fh, Ino, RESERVED_NAME, ROOT};
-use super::Vfs;
+use super::History;
 use crate::error::{Error, Result};
 use crate::hash::Hash;
 use crate::store::{Store, Txn};
@@ -93,7 +93,7 @@ struct Table {
     by_name: HashMap<(Ino, Vec<u8>), Ino>,
     next: Ino,
     /// The kernel's lookup count of each inode it was handed; an inode it
-    /// forgets entirely is dropped (see [`Vfs::view_forget`]).
+    /// forgets entirely is dropped (see [`History::view_forget`]).
     refs: HashMap<Ino, u64>,
     /// The snapshot list and the commit count (and collection count) it
     /// was read at.
@@ -165,16 +165,16 @@ fn snapshot_entry(s: &Snapshot) -> Entry {
     }
 }
 
-impl Vfs {
+impl History<'_> {
     /// Whether a lookup of `name` in `parent` belongs to the history view
-    /// ([`Vfs::view_lookup`] answers it) rather than the live namespace.
+    /// ([`History::view_lookup`] answers it) rather than the live namespace.
     pub(super) fn in_view(&self, parent: Ino, name: &[u8]) -> bool {
         is_view(parent) || (parent == ROOT && name == RESERVED_NAME)
     }
 
     /// Looks `name` up in the view folder `parent` (or `.backer` in the
     /// root). Each success counts as one kernel reference to the inode
-    /// (FUSE's lookup count), given back by [`Vfs::view_forget`].
+    /// (FUSE's lookup count), given back by [`History::view_forget`].
     pub(super) fn view_lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
         let attr = self.view_lookup_uncounted(parent, name)?;
         self.view_ref(attr.ino);
@@ -184,14 +184,14 @@ impl Vfs {
     /// Counts one more kernel reference to the view inode `ino` (a
     /// readdirplus entry the kernel was given).
     pub(super) fn view_ref(&self, ino: Ino) {
-        *self.view.lock().refs.entry(ino).or_default() += 1;
+        *self.state().view.lock().refs.entry(ino).or_default() += 1;
     }
 
     /// The kernel dropped `n` references to the view inode `ino`: at zero
     /// the inode is forgotten (a later lookup makes a new one), so memory
     /// follows what the kernel holds, not all that was ever browsed.
     pub(super) fn view_forget(&self, ino: Ino, n: u64) {
-        let mut t = self.view.lock();
+        let mut t = self.state().view.lock();
         let left = match t.refs.get_mut(&ino) {
             Some(r) => {
                 *r = r.saturating_sub(n);
@@ -221,7 +221,7 @@ impl Vfs {
             }
             return Err(Error::NotFound);
         }
-        let node = self.view.lock().node(parent)?;
+        let node = self.state().view.lock().node(parent)?;
         match name {
             b"." => return self.view_getattr(parent),
             b".." => return self.view_getattr(self.view_parent(&node)),
@@ -236,18 +236,21 @@ impl Vfs {
                     .iter()
                     .find(|s| s.name == name)
                     .ok_or(Error::NotFound)?;
-                self.view.lock().intern(SNAPSHOTS, snapshot_entry(s))
+                self.state()
+                    .view
+                    .lock()
+                    .intern(SNAPSHOTS, snapshot_entry(s))
             }
             Node::Item { entry, .. } => {
                 if entry.kind != Kind::Dir {
                     return Err(Error::NotDir);
                 }
-                let store = self.store();
+                let store = self.vfs.store();
                 let txn = Txn::new(store.kv());
                 let e = dir::get(&ReadNodes(&txn), entry.hash, name)?
                     .filter(|e| !e.deleted)
                     .ok_or(Error::NotFound)?;
-                self.view.lock().intern(parent, e)
+                self.state().view.lock().intern(parent, e)
             }
         };
         self.view_getattr(ino)
@@ -255,8 +258,8 @@ impl Vfs {
 
     /// Attributes of the view's inode `ino`.
     pub(super) fn view_getattr(&self, ino: Ino) -> Result<Attr> {
-        let node = self.view.lock().node(ino)?;
-        let owner = self.owner();
+        let node = self.state().view.lock().node(ino)?;
+        let owner = self.vfs.owner();
         let mut attr = Attr {
             ino,
             kind: Kind::Dir,
@@ -296,7 +299,7 @@ impl Vfs {
         Ok(attr)
     }
 
-    /// Lists the view folder `ino` from `cookie` (as [`Vfs::readdir`]:
+    /// Lists the view folder `ino` from `cookie` (as [`super::Names::readdir`]:
     /// "." and ".." first; the cookie of an entry continues after it).
     pub(super) fn view_readdir(
         &self,
@@ -304,7 +307,7 @@ impl Vfs {
         cookie: u64,
         limit: usize,
     ) -> Result<Vec<DirEntry>> {
-        let node = self.view.lock().node(ino)?;
+        let node = self.state().view.lock().node(ino)?;
         let mut all = vec![
             DirEntry {
                 ino,
@@ -323,7 +326,7 @@ impl Vfs {
             Node::Backer => vec![(SNAPSHOTS, snapshot_entry_named(SNAPSHOTS_NAME))],
             Node::Snapshots => {
                 let snaps = self.snapshot_list()?;
-                let mut t = self.view.lock();
+                let mut t = self.state().view.lock();
                 snaps
                     .iter()
                     .map(|s| {
@@ -336,10 +339,10 @@ impl Vfs {
                 if entry.kind != Kind::Dir {
                     return Err(Error::NotDir);
                 }
-                let store = self.store();
+                let store = self.vfs.store();
                 let txn = Txn::new(store.kv());
                 let entries = dir::entries(&ReadNodes(&txn), entry.hash)?;
-                let mut t = self.view.lock();
+                let mut t = self.state().view.lock();
                 entries
                     .into_iter()
                     .filter(|e| !e.deleted)
@@ -364,7 +367,7 @@ impl Vfs {
 
     /// The target of a symlink in a snapshot.
     pub(super) fn view_readlink(&self, ino: Ino) -> Result<Vec<u8>> {
-        match self.view.lock().node(ino)? {
+        match self.state().view.lock().node(ino)? {
             Node::Item { entry, .. } if entry.kind == Kind::Symlink => Ok(entry.target),
             _ => Err(Error::NotSymlink),
         }
@@ -373,7 +376,7 @@ impl Vfs {
     /// Opens a file in a snapshot for reading; `write` (any write access
     /// or O_TRUNC) is refused. The handle is the inode number itself.
     pub(super) fn view_open(&self, ino: Ino, write: bool) -> Result<Fh> {
-        match self.view.lock().node(ino)? {
+        match self.state().view.lock().node(ino)? {
             _ if write => Err(Error::ReadOnly),
             Node::Item { entry, .. } if entry.kind == Kind::File => Ok(Fh(ino.0)),
             Node::Item { entry, .. } if entry.kind != Kind::Dir => Err(Error::NotSupported),
@@ -383,7 +386,7 @@ impl Vfs {
 
     /// Reads up to `size` bytes at `offset` of the snapshot file `ino`.
     pub(super) fn view_read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let entry = match self.view.lock().node(ino)? {
+        let entry = match self.state().view.lock().node(ino)? {
             Node::Item { entry, .. } if entry.kind == Kind::File => entry,
             _ => return Err(Error::BadHandle),
         };
@@ -391,7 +394,7 @@ impl Vfs {
         if offset >= end {
             return Ok(Vec::new());
         }
-        let store = self.store();
+        let store = self.vfs.store();
         read_range(&store, entry.hash, offset, end)
     }
 
@@ -402,7 +405,7 @@ impl Vfs {
         if mask & 2 != 0 {
             return Err(Error::ReadOnly);
         }
-        super::check_access(ctx, &attr, mask)
+        super::attrs::check_access(ctx, &attr, mask)
     }
 
     fn view_parent(&self, node: &Node) -> Ino {
@@ -417,11 +420,14 @@ impl Vfs {
     /// millisecond); read again only when new commits were made.
     fn snapshot_list(&self) -> Result<Arc<Vec<Snapshot>>> {
         let (seq, store) = {
-            let inner = self.lock();
+            let inner = self.vfs.lock();
             // A collection drops snapshots without a new commit.
-            ((inner.head.seq, self.gc_generation()), inner.store.clone())
+            (
+                (inner.head.seq, self.vfs.gc_generation()),
+                inner.store.clone(),
+            )
         };
-        if let Some((at, list)) = &self.view.lock().snapshots {
+        if let Some((at, list)) = &self.state().view.lock().snapshots {
             if *at == seq {
                 return Ok(list.clone());
             }
@@ -446,7 +452,7 @@ impl Vfs {
         }
         list.reverse();
         let list = Arc::new(list);
-        self.view.lock().snapshots = Some((seq, list.clone()));
+        self.state().view.lock().snapshots = Some((seq, list.clone()));
         Ok(list)
     }
 }

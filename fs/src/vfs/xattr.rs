@@ -2,7 +2,7 @@
 
 use super::records::{ino_key, ts_pair, NamespaceTxn};
 use super::types::{Ino, XattrReply, XattrSet, NAME_MAX, XATTR_VALUE_MAX};
-use super::Vfs;
+use super::Names;
 use crate::error::{Error, Result};
 use crate::store::{Space, Txn};
 
@@ -40,11 +40,11 @@ fn sized(bytes: Vec<u8>, size: u32) -> Result<XattrReply> {
     }
 }
 
-impl Vfs {
+impl Names<'_> {
     /// The value of attribute `name`.
     pub fn getxattr(&self, ino: Ino, name: &[u8], size: u32) -> Result<XattrReply> {
         check_name(name)?;
-        let inner = self.lock();
+        let inner = self.vfs.lock();
         let txn = Txn::new(inner.store.kv());
         // The kernel asks for security.capability before every write(2)
         // and chown: the usual answer is "none", found without decoding
@@ -62,7 +62,7 @@ impl Vfs {
         if value.len() > XATTR_VALUE_MAX {
             return Err(Error::AttributeTooLarge);
         }
-        self.write_op(|_, txn, now| {
+        self.vfs.write_op(|_, txn, now| {
             let mut rec = txn.inode(ino)?;
             let exists = txn.get(Space::Xattrs, &key(ino, name))?.is_some();
             match (mode, exists) {
@@ -78,7 +78,7 @@ impl Vfs {
 
     /// The NUL-terminated names of every attribute.
     pub fn listxattr(&self, ino: Ino, size: u32) -> Result<XattrReply> {
-        let inner = self.lock();
+        let inner = self.vfs.lock();
         let txn = Txn::new(inner.store.kv());
         txn.inode(ino)?;
         let mut out = Vec::new();
@@ -92,7 +92,7 @@ impl Vfs {
     /// Removes attribute `name`.
     pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
         check_name(name)?;
-        self.write_op(|_, txn, now| {
+        self.vfs.write_op(|_, txn, now| {
             let mut rec = txn.inode(ino)?;
             if txn.get(Space::Xattrs, &key(ino, name))?.is_none() {
                 return Err(Error::NoAttribute);

@@ -11,26 +11,27 @@ fn a_whole_file_copy_shares_the_content_and_stays_independent() {
     let data = random_bytes(5 << 20, 7);
     let src = fs.put(ROOT, "src", &data);
     let v = fs.vfs();
-    let fin = v.open(src, false, false).unwrap();
-    let (dst, fout) = v.create(ME, ROOT, b"dst", 0o644, false).unwrap();
+    let fin = v.files().open(src, false, false).unwrap();
+    let (dst, fout) = v.names().create(ME, ROOT, b"dst", 0o644, false).unwrap();
     let n = v
+        .files()
         .copy_whole_file(fin, 0, fout, 0, u64::from(u32::MAX))
         .unwrap();
     assert_eq!(n, Some(data.len() as u64));
-    assert_eq!(v.getattr(dst.ino).unwrap().size, data.len() as u64);
+    assert_eq!(v.names().getattr(dst.ino).unwrap().size, data.len() as u64);
     // Read through the still-open handle, then after the release.
     assert_eq!(
-        v.read(fout, 1 << 20, 10).unwrap(),
+        v.files().read(fout, 1 << 20, 10).unwrap(),
         &data[1 << 20..(1 << 20) + 10]
     );
-    v.release(fout).unwrap();
-    v.release(fin).unwrap();
+    v.files().release(fout).unwrap();
+    v.files().release(fin).unwrap();
     assert_eq!(fs.get(dst.ino), data);
 
     // Writing the copy leaves the source alone.
-    let fh = fs.vfs().open(dst.ino, false, false).unwrap();
+    let fh = fs.vfs().files().open(dst.ino, false, false).unwrap();
     write_all(fs.vfs(), fh, 100, b"changed");
-    fs.vfs().release(fh).unwrap();
+    fs.vfs().files().release(fh).unwrap();
     assert_eq!(fs.get(src), data);
     let mut changed = data.clone();
     changed[100..107].copy_from_slice(b"changed");
@@ -46,16 +47,16 @@ fn a_whole_file_copy_shares_the_content_and_stays_independent() {
 fn unchunked_bytes_of_the_source_are_folded_then_shared() {
     let fs = TestFs::new();
     let v = fs.vfs();
-    let (src, fin) = v.create(ME, ROOT, b"src", 0o644, false).unwrap();
+    let (src, fin) = v.names().create(ME, ROOT, b"src", 0o644, false).unwrap();
     let data = random_bytes(300_000, 8);
     write_all(v, fin, 0, &data);
-    let (dst, fout) = v.create(ME, ROOT, b"dst", 0o644, false).unwrap();
+    let (dst, fout) = v.names().create(ME, ROOT, b"dst", 0o644, false).unwrap();
     assert_eq!(
-        v.copy_whole_file(fin, 0, fout, 0, 1 << 30).unwrap(),
+        v.files().copy_whole_file(fin, 0, fout, 0, 1 << 30).unwrap(),
         Some(data.len() as u64)
     );
-    v.release(fout).unwrap();
-    v.release(fin).unwrap();
+    v.files().release(fout).unwrap();
+    v.files().release(fin).unwrap();
     assert_eq!(fs.get(dst.ino), data);
     assert_eq!(fs.get(src.ino), data);
 }
@@ -67,10 +68,10 @@ fn other_copies_are_left_to_the_caller() {
     let src = fs.put(ROOT, "src", &data);
     let full = fs.put(ROOT, "full", b"already here");
     let v = fs.vfs();
-    let fin = v.open(src, false, false).unwrap();
-    let (_, fout) = v.create(ME, ROOT, b"dst", 0o644, false).unwrap();
-    let ffull = v.open(full, false, false).unwrap();
-    let fapp = v.open(full, false, true).unwrap();
+    let fin = v.files().open(src, false, false).unwrap();
+    let (_, fout) = v.names().create(ME, ROOT, b"dst", 0o644, false).unwrap();
+    let ffull = v.files().open(full, false, false).unwrap();
+    let fapp = v.files().open(full, false, true).unwrap();
     let all = u64::from(u32::MAX);
     for (why, (i, oi, o, oo, len)) in [
         ("a range from inside the source", (fin, 1, fout, 0, all)),
@@ -80,15 +81,19 @@ fn other_copies_are_left_to_the_caller() {
         ("into an append handle", (fin, 0, fapp, 0, all)),
         ("a file onto itself", (fin, 0, fin, 0, all)),
     ] {
-        assert_eq!(v.copy_whole_file(i, oi, o, oo, len).unwrap(), None, "{why}");
+        assert_eq!(
+            v.files().copy_whole_file(i, oi, o, oo, len).unwrap(),
+            None,
+            "{why}"
+        );
     }
-    assert_eq!(v.getattr(full).unwrap().size, 12);
+    assert_eq!(v.names().getattr(full).unwrap().size, 12);
     for fh in [fin, fout, ffull, fapp] {
-        v.release(fh).unwrap();
+        v.files().release(fh).unwrap();
     }
     assert_eq!(fs.get(full), b"already here");
     assert_eq!(
-        errno_of(v.copy_whole_file(fin, 0, fout, 0, all)),
+        errno_of(v.files().copy_whole_file(fin, 0, fout, 0, all)),
         libc::EBADF
     );
 }

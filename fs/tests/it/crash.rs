@@ -25,17 +25,21 @@ fn crash_child_writer() {
     for i in 0u64.. {
         let name = format!("f{i}");
         let data = random_bytes(10_000 + (i as usize * 7919) % 300_000, i);
-        let (_, fh) = vfs.create(ME, ROOT, name.as_bytes(), 0o644, false).unwrap();
+        let (_, fh) = vfs
+            .names()
+            .create(ME, ROOT, name.as_bytes(), 0o644, false)
+            .unwrap();
         write_all(&vfs, fh, 0, &data);
-        vfs.fsync(fh).unwrap();
+        vfs.files().fsync(fh).unwrap();
         println!("synced {name}");
         // Unsynced noise that may or may not survive.
         let (_, fh2) = vfs
+            .names()
             .create(ME, ROOT, format!("u{i}").as_bytes(), 0o644, false)
             .unwrap();
         write_all(&vfs, fh2, 0, &data[..5000]);
-        vfs.release(fh2).unwrap();
-        vfs.release(fh).unwrap();
+        vfs.files().release(fh2).unwrap();
+        vfs.files().release(fh).unwrap();
     }
 }
 
@@ -76,25 +80,26 @@ fn fsynced_writes_survive_sigkill() {
             let i: u64 = name[1..].parse().unwrap();
             let want = random_bytes(10_000 + (i as usize * 7919) % 300_000, i);
             let a = vfs
+                .names()
                 .lookup(ROOT, name.as_bytes())
                 .unwrap_or_else(|e| panic!("round {round}: {name} lost: {e}"));
-            let fh = vfs.open(a.ino, false, false).unwrap();
+            let fh = vfs.files().open(a.ino, false, false).unwrap();
             assert_eq!(
-                vfs.read(fh, 0, 1 << 20).unwrap(),
+                vfs.files().read(fh, 0, 1 << 20).unwrap(),
                 want,
                 "round {round}: {name} differs"
             );
-            vfs.release(fh).unwrap();
+            vfs.files().release(fh).unwrap();
         }
         // Everything that survived, synced or not, reads without error.
-        for e in vfs.readdir(ROOT, 2, usize::MAX).unwrap() {
-            let fh = vfs.open(e.ino, false, false).unwrap();
-            vfs.read(fh, 0, 1 << 20).unwrap();
-            vfs.release(fh).unwrap();
+        for e in vfs.names().readdir(ROOT, 2, usize::MAX).unwrap() {
+            let fh = vfs.files().open(e.ino, false, false).unwrap();
+            vfs.files().read(fh, 0, 1 << 20).unwrap();
+            vfs.files().release(fh).unwrap();
         }
         // The next child starts numbering from 0 again: clear the names.
-        for e in vfs.readdir(ROOT, 2, usize::MAX).unwrap() {
-            vfs.unlink(ROOT, &e.name).unwrap();
+        for e in vfs.names().readdir(ROOT, 2, usize::MAX).unwrap() {
+            vfs.names().unlink(ROOT, &e.name).unwrap();
         }
         vfs.sync().unwrap();
     }

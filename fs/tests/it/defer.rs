@@ -38,12 +38,12 @@ fn a_file_being_rewritten_is_committed_once_quiet_not_half_written() {
     let at = |ms: i64| clock.store(T0 + ms, Ordering::SeqCst);
     let v = vfs_with_clock(dir.path(), clock.clone());
     // A new file is not committed empty while it is being written.
-    let (attr, fh) = v.create(ME, ROOT, b"doc", 0o644, false).unwrap();
+    let (attr, fh) = v.names().create(ME, ROOT, b"doc", 0o644, false).unwrap();
     assert!(v.commit_background(defer()).unwrap().1);
     assert_eq!(committed_size(&v, b"doc"), None);
     write_all(&v, fh, 0, &[7u8; 5000]);
     let changes = v.change_count();
-    v.release(fh).unwrap();
+    v.files().release(fh).unwrap();
     assert!(
         v.change_count() > changes,
         "a release must wake the committer"
@@ -56,8 +56,8 @@ fn a_file_being_rewritten_is_committed_once_quiet_not_half_written() {
     // its copy of the descriptor (a flush with nothing written), then the
     // writes. Not committed meanwhile.
     at(100);
-    let fh = v.open(attr.ino, true, false).unwrap();
-    v.flush(fh).unwrap();
+    let fh = v.files().open(attr.ino, true, false).unwrap();
+    v.files().flush(fh).unwrap();
     at(150);
     let (info, left_out) = v.commit_background(defer()).unwrap();
     assert!(
@@ -74,27 +74,27 @@ fn a_file_being_rewritten_is_committed_once_quiet_not_half_written() {
     let (info, left_out) = v.commit_background(defer()).unwrap();
     assert!(info.is_some() && !left_out);
     assert_eq!(committed_size(&v, b"doc"), Some(3000));
-    v.release(fh).unwrap();
+    v.files().release(fh).unwrap();
 
     // A close (flush) says the bytes are whole: committed at once, though
     // another handle keeps the file open.
-    let other = v.open(attr.ino, false, false).unwrap();
-    let fh = v.open(attr.ino, true, false).unwrap();
+    let other = v.files().open(attr.ino, false, false).unwrap();
+    let fh = v.files().open(attr.ino, true, false).unwrap();
     at(4_000);
     write_all(&v, fh, 0, &[1u8; 700]);
-    v.flush(fh).unwrap();
-    v.release(fh).unwrap();
+    v.files().flush(fh).unwrap();
+    v.files().release(fh).unwrap();
     let (info, left_out) = v.commit_background(defer()).unwrap();
     assert!(info.is_some() && !left_out);
     assert_eq!(committed_size(&v, b"doc"), Some(700));
-    v.release(other).unwrap();
+    v.files().release(other).unwrap();
 
     // A plain commit (fsync's, a merge's) never leaves anything out.
-    let fh = v.open(attr.ino, true, false).unwrap();
+    let fh = v.files().open(attr.ino, true, false).unwrap();
     write_all(&v, fh, 0, b"short");
-    v.fsync(fh).unwrap();
+    v.files().fsync(fh).unwrap();
     assert_eq!(committed_size(&v, b"doc"), Some(5));
-    v.release(fh).unwrap();
+    v.files().release(fh).unwrap();
 }
 
 #[test]
@@ -102,7 +102,7 @@ fn a_file_written_forever_is_committed_every_max() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(AtomicI64::new(T0));
     let v = vfs_with_clock(dir.path(), clock.clone());
-    let (_, fh) = v.create(ME, ROOT, b"log", 0o644, false).unwrap();
+    let (_, fh) = v.names().create(ME, ROOT, b"log", 0o644, false).unwrap();
     let mut size = 0u64;
     let mut commits_with_bytes = 0;
     for second in 0..25i64 {
@@ -118,5 +118,5 @@ fn a_file_written_forever_is_committed_every_max() {
     // alone: at 10 s and 20 s.
     assert_eq!(commits_with_bytes, 2);
     assert!(committed_size(&v, b"log").unwrap() >= 1000);
-    v.release(fh).unwrap();
+    v.files().release(fh).unwrap();
 }

@@ -12,9 +12,9 @@ use backer_fs::vfs::{RenameMode, Vfs, ROOT};
 use crate::util::{TestFs, ME};
 
 fn put(vfs: &Vfs, name: &[u8], bytes: &[u8]) {
-    let (_, fh) = vfs.create(ME, ROOT, name, 0o644, false).unwrap();
-    vfs.write(fh, 0, bytes).unwrap();
-    vfs.release(fh).unwrap();
+    let (_, fh) = vfs.names().create(ME, ROOT, name, 0o644, false).unwrap();
+    vfs.files().write(fh, 0, bytes).unwrap();
+    vfs.files().release(fh).unwrap();
 }
 
 /// Waits (up to 10 s) until the bus holds `n` events after `since`.
@@ -55,9 +55,10 @@ fn published_roots_become_local_changes() {
     );
 
     let seen = bus.last_id();
-    vfs.rename(ROOT, b"a.txt", ROOT, b"c.txt", RenameMode::default())
+    vfs.names()
+        .rename(ROOT, b"a.txt", ROOT, b"c.txt", RenameMode::default())
         .unwrap();
-    vfs.unlink(ROOT, b"b.txt").unwrap();
+    vfs.names().unlink(ROOT, b"b.txt").unwrap();
     vfs.commit_durable().unwrap();
     let got = collect(&bus, seen, 2);
     assert!(

@@ -2,12 +2,12 @@
 //! leaves the vfs's memory as it was: no handle, no open file claiming a
 //! size or bytes the store does not hold.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use backer_fs::store::mem_kv::MemKv;
 use backer_fs::store::{Space, Store};
-use backer_fs::vfs::{Vfs, VfsOptions, ROOT};
+use backer_fs::vfs::{Attr, Fh, Ino, Vfs, VfsOptions, ROOT};
 
 use crate::kv_suite::Shared;
 use crate::util::ME;
@@ -19,32 +19,55 @@ fn failed_opens_and_creates_leave_no_handle_or_open_file() {
     let refuse = kv.refuse.clone();
     let store = Arc::new(Store::with_engine(dir.path(), kv, Default::default()).unwrap());
     let vfs = Vfs::new(store.clone(), VfsOptions::default()).unwrap();
-    let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
-    vfs.write(fh, 0, b"hello").unwrap();
-    vfs.release(fh).unwrap();
+    let (f, fh) = hello(&vfs);
+    vfs.files().release(fh).unwrap();
 
     refuse.store(true, Ordering::SeqCst);
     assert!(
-        vfs.open(f.ino, true, false).is_err(),
+        vfs.files().open(f.ino, true, false).is_err(),
         "O_TRUNC: not applied"
     );
-    assert_eq!(vfs.getattr(f.ino).unwrap().size, 5, "nor claimed");
-    assert!(vfs.create(ME, ROOT, b"g", 0o644, false).is_err());
+    assert_eq!(vfs.names().getattr(f.ino).unwrap().size, 5, "nor claimed");
+    assert!(vfs.names().create(ME, ROOT, b"g", 0o644, false).is_err());
     refuse.store(false, Ordering::SeqCst);
 
-    let fh = vfs.open(f.ino, false, false).unwrap();
-    assert_eq!(vfs.read(fh, 0, 100).unwrap(), b"hello");
-    vfs.release(fh).unwrap();
+    let fh = vfs.files().open(f.ino, false, false).unwrap();
+    assert_eq!(vfs.files().read(fh, 0, 100).unwrap(), b"hello");
+    vfs.files().release(fh).unwrap();
     // The failed create's inode number is handed out again: nothing of
     // the failed open of it is left, so once closed and unlinked it is
     // gone, not kept as an open orphan.
-    let (g, fh) = vfs.create(ME, ROOT, b"g", 0o644, false).unwrap();
-    vfs.write(fh, 0, b"abc").unwrap();
-    vfs.release(fh).unwrap();
-    vfs.unlink(ROOT, b"g").unwrap();
+    let (g, fh) = vfs.names().create(ME, ROOT, b"g", 0o644, false).unwrap();
+    vfs.files().write(fh, 0, b"abc").unwrap();
+    vfs.files().release(fh).unwrap();
+    vfs.names().unlink(ROOT, b"g").unwrap();
     let orphans = store.kv().scan(Space::Orphans, &[], None, 10).unwrap();
     assert!(orphans.is_empty(), "{g:?} is no orphan: {orphans:?}");
-    assert!(vfs.getattr(g.ino).is_err());
+    assert!(vfs.names().getattr(g.ino).is_err());
+}
+
+/// Creates `f` in the root and writes "hello" through the handle
+/// returned (still open).
+fn hello(vfs: &Vfs) -> (Attr, Fh) {
+    let (f, fh) = vfs.names().create(ME, ROOT, b"f", 0o644, false).unwrap();
+    vfs.files().write(fh, 0, b"hello").unwrap();
+    (f, fh)
+}
+
+/// Runs `op` while the engine refuses writes: it must fail.
+fn refused<T: std::fmt::Debug>(refuse: &AtomicBool, op: impl FnOnce() -> backer_fs::Result<T>) {
+    refuse.store(true, Ordering::SeqCst);
+    let out = op();
+    refuse.store(false, Ordering::SeqCst);
+    assert!(out.is_err(), "the transaction is refused: {out:?}");
+}
+
+/// The bytes of `ino` that the store holds, read by a vfs that never had
+/// the file open.
+fn stored(store: Arc<Store>, ino: Ino) -> Vec<u8> {
+    let fresh = Vfs::new(store, VfsOptions::default()).unwrap();
+    let fh = fresh.files().open(ino, false, false).unwrap();
+    fresh.files().read(fh, 0, 100).unwrap()
 }
 
 /// A vfs over an engine that refuses writes while `refuse` is set.
@@ -65,33 +88,51 @@ fn refusing() -> (
 #[test]
 fn a_failed_fsync_keeps_the_bytes_to_store_and_a_retry_stores_them() {
     let (_dir, store, vfs, refuse) = refusing();
-    let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
-    vfs.write(fh, 0, b"hello").unwrap();
-    refuse.store(true, Ordering::SeqCst);
-    assert!(vfs.fsync(fh).is_err(), "the fold's transaction is refused");
-    refuse.store(false, Ordering::SeqCst);
-    vfs.fsync(fh).unwrap();
-    // What the store holds, seen by a vfs that never had the file open.
-    let fresh = Vfs::new(store, VfsOptions::default()).unwrap();
-    assert_eq!(fresh.getattr(f.ino).unwrap().size, 5);
-    let fh2 = fresh.open(f.ino, false, false).unwrap();
-    assert_eq!(fresh.read(fh2, 0, 100).unwrap(), b"hello");
+    let (f, fh) = hello(&vfs);
+    refused(&refuse, || vfs.files().fsync(fh));
+    vfs.files().fsync(fh).unwrap();
+    assert_eq!(stored(store, f.ino), b"hello");
 }
 
 #[test]
 fn a_failed_truncate_leaves_the_other_handles_bytes() {
     let (_dir, _store, vfs, refuse) = refusing();
-    let (f, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
-    vfs.write(fh, 0, b"hello").unwrap();
-    vfs.release(fh).unwrap();
-    let held = vfs.open(f.ino, false, false).unwrap();
-    refuse.store(true, Ordering::SeqCst);
+    let (f, fh) = hello(&vfs);
+    vfs.files().release(fh).unwrap();
+    let held = vfs.files().open(f.ino, false, false).unwrap();
+    refused(&refuse, || vfs.files().open(f.ino, true, false));
+    assert_eq!(vfs.files().read(held, 0, 100).unwrap(), b"hello");
+    assert_eq!(vfs.names().getattr(f.ino).unwrap().size, 5);
+    vfs.files().release(held).unwrap();
+}
+
+#[test]
+fn a_failed_last_release_keeps_the_bytes_and_the_next_commit_stores_them() {
+    let (_dir, store, vfs, refuse) = refusing();
+    let (f, fh) = hello(&vfs);
+    refused(&refuse, || vfs.files().release(fh));
     assert!(
-        vfs.open(f.ino, true, false).is_err(),
-        "O_TRUNC: not applied"
+        vfs.files().read(fh, 0, 100).is_err(),
+        "the handle is gone all the same"
     );
-    refuse.store(false, Ordering::SeqCst);
-    assert_eq!(vfs.read(held, 0, 100).unwrap(), b"hello");
-    assert_eq!(vfs.getattr(f.ino).unwrap().size, 5);
-    vfs.release(held).unwrap();
+    assert_eq!(
+        vfs.names().getattr(f.ino).unwrap().size,
+        5,
+        "the bytes are kept"
+    );
+    vfs.commit().unwrap();
+    assert_eq!(stored(store, f.ino), b"hello");
+}
+
+#[test]
+fn a_failed_last_release_of_an_unlinked_file_frees_it_at_the_next_commit() {
+    let (_dir, store, vfs, refuse) = refusing();
+    let (f, fh) = hello(&vfs);
+    vfs.names().unlink(ROOT, b"f").unwrap();
+    refused(&refuse, || vfs.files().release(fh));
+    let orphans = || store.kv().scan(Space::Orphans, &[], None, 10).unwrap();
+    assert_eq!(orphans().len(), 1, "not freed: the release did not apply");
+    vfs.commit().unwrap();
+    assert!(orphans().is_empty(), "the commit finished the close");
+    assert!(vfs.names().getattr(f.ino).is_err(), "and the inode is gone");
 }

@@ -58,7 +58,7 @@ pub(crate) fn read_tree(store: &Store, root: Hash) -> BTreeMap<String, Vec<u8>> 
 #[test]
 fn keeping_two_roots_frees_the_others_and_both_read_back() {
     let mut t = TestFs::new();
-    let a = t.vfs().mkdir(ME, ROOT, b"a", 0o755).unwrap().ino;
+    let a = t.vfs().names().mkdir(ME, ROOT, b"a", 0o755).unwrap().ino;
     t.put(ROOT, "same.txt", b"in every version");
     let mut trees = BTreeMap::new();
     for i in 0..5u64 {
@@ -70,7 +70,7 @@ fn keeping_two_roots_frees_the_others_and_both_read_back() {
     t.vfs().store().flush_durable().unwrap();
     let before = t.vfs().store().size_on_disk().unwrap();
 
-    let report = t.vfs().gc(&keep_last(2)).unwrap();
+    let report = t.vfs().history().gc(&keep_last(2)).unwrap();
     assert_eq!((report.roots_before, report.roots_kept), (5, 2));
     assert!(
         report.chunks_freed > 0 && report.nodes_freed > 0,
@@ -98,7 +98,7 @@ fn keeping_two_roots_frees_the_others_and_both_read_back() {
     }
 
     // A second collection has nothing left to do.
-    let again = t.vfs().gc(&keep_last(2)).unwrap();
+    let again = t.vfs().history().gc(&keep_last(2)).unwrap();
     assert_eq!((again.nodes_freed, again.chunks_freed), (0, 0), "{again:?}");
 
     // Writing a collected version again stores it again (the index no
@@ -118,27 +118,27 @@ fn open_and_unlinked_files_are_not_collected() {
     v.commit().unwrap();
     // Open it, then unlink it: only the open handle reaches its bytes.
     let ino = t.path("f").unwrap();
-    let fh = v.open(ino, false, false).unwrap();
-    v.unlink(ROOT, b"f").unwrap();
+    let fh = v.files().open(ino, false, false).unwrap();
+    v.names().unlink(ROOT, b"f").unwrap();
     // A second file with unflushed writes past a partial fold.
-    let (g, gh) = v.create(ME, ROOT, b"g", 0o644, false).unwrap();
+    let (g, gh) = v.names().create(ME, ROOT, b"g", 0o644, false).unwrap();
     let fresh = random_bytes(20 << 20, 2);
     write_all(v, gh, 0, &fresh);
     v.commit().unwrap();
     t.put(ROOT, "other", b"x");
     v.commit().unwrap();
 
-    let report = v.gc(&keep_last(1)).unwrap();
+    let report = v.history().gc(&keep_last(1)).unwrap();
     assert!(report.roots_before > report.roots_kept, "{report:?}");
     let mut got = Vec::new();
     while got.len() < old.len() {
-        let piece = v.read(fh, got.len() as u64, 1 << 20).unwrap();
+        let piece = v.files().read(fh, got.len() as u64, 1 << 20).unwrap();
         assert!(!piece.is_empty());
         got.extend(piece);
     }
     assert!(got == old, "the unlinked open file lost bytes");
-    v.release(fh).unwrap();
-    v.release(gh).unwrap();
+    v.files().release(fh).unwrap();
+    v.files().release(gh).unwrap();
     assert!(
         t.get(g.ino) == fresh,
         "the file written during the collection lost bytes"

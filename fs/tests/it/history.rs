@@ -39,19 +39,21 @@ fn the_log_names_each_kind_of_change() {
     use ChangeKind::*;
     let t = TestFs::new();
     let v = t.vfs();
-    let d = v.mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
+    let d = v.names().mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
     t.put(d, "b", b"moves");
     t.put(ROOT, "a.txt", b"one");
     v.commit().unwrap();
     t.put(ROOT, "a.txt", b"two");
-    v.rename(d, b"b", d, b"c", RenameMode::Replace).unwrap();
+    v.names()
+        .rename(d, b"b", d, b"c", RenameMode::Replace)
+        .unwrap();
     t.put(
         ROOT,
         "a.sync-conflict-20261126-043000-ABCDEFG.txt",
         b"other",
     );
     v.commit().unwrap();
-    v.unlink(ROOT, b"a.txt").unwrap();
+    v.names().unlink(ROOT, b"a.txt").unwrap();
     v.commit().unwrap();
 
     let log = history::log(&v.store(), None).unwrap();
@@ -95,7 +97,7 @@ fn deep_tree(t: &TestFs, depth: u32) {
     let v = t.vfs();
     let mut parent = ROOT;
     for _ in 0..depth {
-        parent = v.mkdir(ME, parent, b"d", 0o755).unwrap().ino;
+        parent = v.names().mkdir(ME, parent, b"d", 0o755).unwrap().ino;
     }
     t.put(parent, "f", b"at the bottom");
     v.commit().unwrap();
@@ -109,7 +111,8 @@ fn log_and_restore_walk_the_deepest_tree_on_a_small_stack() {
     let store = v.store();
     let first = history::head(&store).unwrap().unwrap();
     let first_id = history::commit_id(&first).unwrap();
-    v.rename(ROOT, b"d", ROOT, b"moved", RenameMode::Replace)
+    v.names()
+        .rename(ROOT, b"d", ROOT, b"moved", RenameMode::Replace)
         .unwrap();
     v.commit().unwrap();
 

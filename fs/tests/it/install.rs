@@ -117,16 +117,16 @@ fn listing(fs: &TestFs, perm_mask: u32) -> Vec<Seen> {
     let mut out = Vec::new();
     let mut todo = vec![(ROOT, String::new())];
     while let Some((dir, prefix)) = todo.pop() {
-        for d in v.readdir(dir, 0, usize::MAX).unwrap() {
+        for d in v.names().readdir(dir, 0, usize::MAX).unwrap() {
             if d.name == b"." || d.name == b".." {
                 continue;
             }
             let path = format!("{prefix}/{}", String::from_utf8_lossy(&d.name));
-            let a = v.lookup(dir, &d.name).unwrap();
+            let a = v.names().lookup(dir, &d.name).unwrap();
             assert_eq!((a.ino, a.kind), (d.ino, d.kind), "{path}");
             let data = match a.kind {
                 Kind::File => fs.get(a.ino),
-                Kind::Symlink => v.readlink(a.ino).unwrap(),
+                Kind::Symlink => v.names().readlink(a.ino).unwrap(),
                 Kind::Dir => {
                     todo.push((a.ino, path.clone()));
                     Vec::new()
@@ -163,36 +163,40 @@ fn assert_same(a: &TestFs, b: &TestFs) {
 /// link.
 fn make_mixed(a: &TestFs) {
     let v = a.vfs();
-    let docs = v.mkdir(ME, ROOT, b"docs", 0o755).unwrap().ino;
-    let deep = v.mkdir(ME, docs, b"deep", 0o700).unwrap().ino;
-    let er = v.mkdir(ME, deep, b"er", 0o755).unwrap().ino;
+    let docs = v.names().mkdir(ME, ROOT, b"docs", 0o755).unwrap().ino;
+    let deep = v.names().mkdir(ME, docs, b"deep", 0o700).unwrap().ino;
+    let er = v.names().mkdir(ME, deep, b"er", 0o755).unwrap().ino;
     let readme = a.put(docs, "readme", &random_bytes(300 << 10, 1));
     a.put(er, "big", &random_bytes(700 << 10, 2));
     a.put(ROOT, "small", b"hello");
     a.put(ROOT, "empty", b"");
-    let (sparse, fh) = v.create(ME, ROOT, b"sparse", 0o640, false).unwrap();
-    v.write(fh, 1 << 20, b"tail").unwrap();
-    v.release(fh).unwrap();
-    assert!(v.getattr(sparse.ino).unwrap().blocks < 8);
+    let (sparse, fh) = v.names().create(ME, ROOT, b"sparse", 0o640, false).unwrap();
+    v.files().write(fh, 1 << 20, b"tail").unwrap();
+    v.files().release(fh).unwrap();
+    assert!(v.names().getattr(sparse.ino).unwrap().blocks < 8);
     let tool = a.put(ROOT, "tool", b"#!/bin/sh\n");
     let suid = SetAttr {
         mode: Some(0o4755),
         ..SetAttr::default()
     };
-    v.setattr(tool, &suid).unwrap();
-    v.symlink(ME, ROOT, b"link", b"docs/readme").unwrap();
-    v.mknod(ME, ROOT, b"pipe", NewNode::Special(Kind::Fifo, 0), 0o644)
+    v.names().setattr(tool, &suid).unwrap();
+    v.names()
+        .symlink(ME, ROOT, b"link", b"docs/readme")
         .unwrap();
-    v.mknod(
-        ME,
-        docs,
-        b"tty",
-        NewNode::Special(Kind::CharDev, 0x0401),
-        0o600,
-    )
-    .unwrap();
-    v.link(readme, ROOT, b"readme-link").unwrap();
-    let swap = v.mkdir(ME, ROOT, b"swap", 0o755).unwrap().ino;
+    v.names()
+        .mknod(ME, ROOT, b"pipe", NewNode::Special(Kind::Fifo, 0), 0o644)
+        .unwrap();
+    v.names()
+        .mknod(
+            ME,
+            docs,
+            b"tty",
+            NewNode::Special(Kind::CharDev, 0x0401),
+            0o600,
+        )
+        .unwrap();
+    v.names().link(readme, ROOT, b"readme-link").unwrap();
+    let swap = v.names().mkdir(ME, ROOT, b"swap", 0o755).unwrap().ino;
     a.put(swap, "inner", b"inner");
 }
 
@@ -207,7 +211,7 @@ fn installed_trees_equal_their_source_and_survive_reopen() {
     assert!(first.names.contains(&(ROOT, b"docs".to_vec())));
     let bv = b.vfs();
     let owner = bv.owner();
-    let tool = bv.getattr(b.path("tool").unwrap()).unwrap();
+    let tool = bv.names().getattr(b.path("tool").unwrap()).unwrap();
     assert_eq!(
         (tool.perm, tool.uid, tool.gid),
         (0o755, owner.uid, owner.gid)
@@ -218,7 +222,7 @@ fn installed_trees_equal_their_source_and_survive_reopen() {
         b.path("readme-link").unwrap(),
     );
     assert_ne!(l1, l2);
-    assert_eq!(bv.getattr(l1).unwrap().nlink, 1);
+    assert_eq!(bv.names().getattr(l1).unwrap().nlink, 1);
     // Nothing is left to fold: the namespace is the tree.
     assert_eq!(bv.commit().unwrap(), None);
 
@@ -229,10 +233,11 @@ fn installed_trees_equal_their_source_and_survive_reopen() {
     a.put(docs_a, "readme", &random_bytes(200 << 10, 3));
     let deep = a.path("docs/deep").unwrap();
     let er = a.path("docs/deep/er").unwrap();
-    v.unlink(er, b"big").unwrap();
-    v.rmdir(deep, b"er").unwrap();
-    v.rmdir(docs_a, b"deep").unwrap();
-    v.rename(ROOT, b"small", docs_a, b"small2", RenameMode::Replace)
+    v.names().unlink(er, b"big").unwrap();
+    v.names().rmdir(deep, b"er").unwrap();
+    v.names().rmdir(docs_a, b"deep").unwrap();
+    v.names()
+        .rename(ROOT, b"small", docs_a, b"small2", RenameMode::Replace)
         .unwrap();
     a.put(ROOT, "new1", &random_bytes(50_000, 4));
     a.put(docs_a, "new2", b"two");
@@ -241,17 +246,17 @@ fn installed_trees_equal_their_source_and_survive_reopen() {
         mode: Some(0o600),
         ..SetAttr::default()
     };
-    v.setattr(empty, &mode).unwrap();
+    v.names().setattr(empty, &mode).unwrap();
     // Kinds change: a directory becomes a file, a fifo a directory, a
     // device a file.
     let swap = a.path("swap").unwrap();
-    v.unlink(swap, b"inner").unwrap();
-    v.rmdir(ROOT, b"swap").unwrap();
+    v.names().unlink(swap, b"inner").unwrap();
+    v.names().rmdir(ROOT, b"swap").unwrap();
     a.put(ROOT, "swap", b"now a file");
-    v.unlink(ROOT, b"pipe").unwrap();
-    let pipe = v.mkdir(ME, ROOT, b"pipe", 0o750).unwrap().ino;
+    v.names().unlink(ROOT, b"pipe").unwrap();
+    let pipe = v.names().mkdir(ME, ROOT, b"pipe", 0o750).unwrap().ino;
     a.put(pipe, "in-pipe", b"x");
-    v.unlink(docs_a, b"tty").unwrap();
+    v.names().unlink(docs_a, b"tty").unwrap();
     a.put(docs_a, "tty", b"not a device");
 
     let docs_b = b.path("docs").unwrap();
@@ -307,7 +312,7 @@ fn an_open_file_replaced_by_a_peer_keeps_its_old_bytes() {
     sync_to(&a, &b);
     let bv = b.vfs();
     let ino = b.path("f").unwrap();
-    let fh = bv.open(ino, false, false).unwrap();
+    let fh = bv.files().open(ino, false, false).unwrap();
 
     // A mode change keeps the inode: the handle goes on working.
     let fa = a.path("f").unwrap();
@@ -315,11 +320,11 @@ fn an_open_file_replaced_by_a_peer_keeps_its_old_bytes() {
         mode: Some(0o600),
         ..SetAttr::default()
     };
-    a.vfs().setattr(fa, &mode).unwrap();
+    a.vfs().names().setattr(fa, &mode).unwrap();
     let (_, done) = sync_to(&a, &b);
     assert!(done.names.is_empty() && done.inodes == vec![ino]);
     assert_eq!(b.path("f").unwrap(), ino);
-    assert_eq!(bv.getattr(ino).unwrap().perm, 0o600);
+    assert_eq!(bv.names().getattr(ino).unwrap().perm, 0o600);
 
     // New content: a new inode at the name, the old one an orphan.
     a.put(ROOT, "f", &new);
@@ -331,32 +336,32 @@ fn an_open_file_replaced_by_a_peer_keeps_its_old_bytes() {
     assert_eq!(b.get(now), new);
     let mut got = Vec::new();
     while got.len() < old.len() {
-        let piece = bv.read(fh, got.len() as u64, 1 << 20).unwrap();
+        let piece = bv.files().read(fh, got.len() as u64, 1 << 20).unwrap();
         assert!(!piece.is_empty());
         got.extend_from_slice(&piece);
     }
     assert!(got == old, "the old handle must read the old bytes");
-    assert_eq!(bv.getattr(ino).unwrap().nlink, 0);
+    assert_eq!(bv.names().getattr(ino).unwrap().nlink, 0);
     assert_eq!(count(&b, Space::Orphans), 1);
-    bv.release(fh).unwrap();
+    bv.files().release(fh).unwrap();
     assert_eq!(count(&b, Space::Orphans), 0);
-    assert!(matches!(bv.getattr(ino), Err(Error::NotFound)));
+    assert!(matches!(bv.names().getattr(ino), Err(Error::NotFound)));
     assert_same(&a, &b);
 
     // A file open in a directory the peer deleted: an orphan too.
-    let d = a.vfs().mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
+    let d = a.vfs().names().mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
     a.put(d, "g", b"in d");
     sync_to(&a, &b);
     let g = b.path("d/g").unwrap();
-    let fh = bv.open(g, false, false).unwrap();
-    a.vfs().unlink(d, b"g").unwrap();
-    a.vfs().rmdir(ROOT, b"d").unwrap();
+    let fh = bv.files().open(g, false, false).unwrap();
+    a.vfs().names().unlink(d, b"g").unwrap();
+    a.vfs().names().rmdir(ROOT, b"d").unwrap();
     let (_, done) = sync_to(&a, &b);
     assert!(done.names.contains(&(ROOT, b"d".to_vec())));
     assert!(matches!(b.path("d"), Err(Error::NotFound)));
-    assert_eq!(bv.read(fh, 0, 100).unwrap(), b"in d");
+    assert_eq!(bv.files().read(fh, 0, 100).unwrap(), b"in d");
     assert_eq!(count(&b, Space::Orphans), 1);
-    bv.release(fh).unwrap();
+    bv.files().release(fh).unwrap();
     assert_eq!(count(&b, Space::Orphans), 0);
     assert_same(&a, &b);
 }
@@ -367,21 +372,21 @@ fn a_peer_changing_one_name_of_a_hard_link_splits_it() {
     let b = TestFs::new();
     // The link is made on b, and its tree installed on a.
     let f = b.put(ROOT, "f", b"shared");
-    b.vfs().link(f, ROOT, b"g").unwrap();
+    b.vfs().names().link(f, ROOT, b"g").unwrap();
     sync_to(&b, &a);
     let g = a.path("g").unwrap();
     let mode = SetAttr {
         mode: Some(0o600),
         ..SetAttr::default()
     };
-    a.vfs().setattr(g, &mode).unwrap();
+    a.vfs().names().setattr(g, &mode).unwrap();
     let (_, done) = sync_to(&a, &b);
     assert!(done.names.contains(&(ROOT, b"g".to_vec())));
     let g = b.path("g").unwrap();
     assert_ne!(g, f);
-    assert_eq!(b.vfs().getattr(f).unwrap().nlink, 1);
-    assert_eq!(b.vfs().getattr(f).unwrap().perm, 0o644);
-    assert_eq!(b.vfs().getattr(g).unwrap().perm, 0o600);
+    assert_eq!(b.vfs().names().getattr(f).unwrap().nlink, 1);
+    assert_eq!(b.vfs().names().getattr(f).unwrap().perm, 0o644);
+    assert_eq!(b.vfs().names().getattr(g).unwrap().perm, 0o600);
     assert_eq!(b.get(g), b"shared");
     assert_same(&a, &b);
     assert_eq!(b.vfs().commit().unwrap(), None);
@@ -401,7 +406,7 @@ fn a_local_edit_after_install_dominates_the_installed_version() {
     let a = TestFs::new();
     let b = TestFs::new();
     a.put(ROOT, "f", b"one");
-    a.vfs().mkdir(ME, ROOT, b"d", 0o755).unwrap();
+    a.vfs().names().mkdir(ME, ROOT, b"d", 0o755).unwrap();
     sync_to(&a, &b);
     let theirs = root_entry(&a, b"f");
     assert_eq!(root_entry(&b, b"f"), theirs);
@@ -513,10 +518,10 @@ fn bad_trees_are_refused_whole() {
     v.install_with(chain(max)).unwrap().unwrap();
     let mut ino = b.path("top").unwrap();
     for _ in 1..max {
-        ino = v.lookup(ino, b"d").unwrap().ino;
+        ino = v.names().lookup(ino, b"d").unwrap().ino;
     }
     assert!(matches!(
-        v.mkdir(ME, ino, b"more", 0o755),
+        v.names().mkdir(ME, ino, b"more", 0o755),
         Err(Error::TooDeep)
     ));
 }
@@ -529,18 +534,21 @@ fn local_writes_to_a_file_a_peer_replaced_become_a_conflict_copy() {
     sync_to(&a, &b);
     let bv = b.vfs();
     let ino = b.path("doc.txt").unwrap();
-    let fh = bv.open(ino, false, false).unwrap();
-    bv.write(fh, 0, b"local edit, not yet flushed").unwrap();
+    let fh = bv.files().open(ino, false, false).unwrap();
+    bv.files()
+        .write(fh, 0, b"local edit, not yet flushed")
+        .unwrap();
 
     // The peer saves its own version meanwhile.
     a.put(ROOT, "doc.txt", b"the peer's version");
     sync_to(&a, &b);
     assert_eq!(b.get(b.path("doc.txt").unwrap()), b"the peer's version");
-    bv.write(fh, 0, b"LOCAL").unwrap();
-    bv.release(fh).unwrap();
+    bv.files().write(fh, 0, b"LOCAL").unwrap();
+    bv.files().release(fh).unwrap();
 
     // The local bytes live on beside the name, as a new file to replicate.
     let names: Vec<String> = bv
+        .names()
         .readdir(ROOT, 0, 100)
         .unwrap()
         .into_iter()
@@ -557,12 +565,13 @@ fn local_writes_to_a_file_a_peer_replaced_become_a_conflict_copy() {
 
     // An open file that was only read is let go, as before.
     let ino = b.path("doc.txt").unwrap();
-    let fh = bv.open(ino, false, false).unwrap();
+    let fh = bv.files().open(ino, false, false).unwrap();
     a.put(ROOT, "doc.txt", b"third");
     sync_to(&a, &b);
-    bv.release(fh).unwrap();
+    bv.files().release(fh).unwrap();
     // (This harness installs a's tree as is, so the first copy is gone too.)
     let copies = bv
+        .names()
         .readdir(ROOT, 0, 100)
         .unwrap()
         .into_iter()

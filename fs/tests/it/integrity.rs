@@ -70,13 +70,13 @@ fn first_chunk(store: &Store, data: &[u8]) -> (Hash, Location) {
 /// Reads `name` whole through the vfs, 128 KiB at a time as FUSE does.
 fn read(fs: &TestFs, name: &str) -> backer_fs::Result<Vec<u8>> {
     let v = fs.vfs();
-    let ino = v.lookup(ROOT, name.as_bytes())?.ino;
-    let size = v.getattr(ino)?.size;
-    let fh = v.open(ino, false, false)?;
+    let ino = v.names().lookup(ROOT, name.as_bytes())?.ino;
+    let size = v.names().getattr(ino)?.size;
+    let fh = v.files().open(ino, false, false)?;
     let mut out = Vec::new();
     let got = (|| {
         while (out.len() as u64) < size {
-            let part = v.read(fh, out.len() as u64, 128 << 10)?;
+            let part = v.files().read(fh, out.len() as u64, 128 << 10)?;
             if part.is_empty() {
                 break;
             }
@@ -84,7 +84,7 @@ fn read(fs: &TestFs, name: &str) -> backer_fs::Result<Vec<u8>> {
         }
         Ok(())
     })();
-    v.release(fh)?;
+    v.files().release(fh)?;
     got.map(|()| out)
 }
 
@@ -239,12 +239,12 @@ fn a_collection_leaves_a_damaged_chunk_out_and_forgets_it_once_unreachable() {
     fs.put(ROOT, "f", &f);
     fs.put(ROOT, "big", &random_bytes(20 << 20, 4));
     fs.vfs().commit_durable().unwrap();
-    fs.vfs().unlink(ROOT, b"big").unwrap();
+    fs.vfs().names().unlink(ROOT, b"big").unwrap();
     fs.vfs().commit_durable().unwrap();
     let (h, loc) = first_chunk(&store(&fs), &f);
     let s = damage_stopped(&mut fs, loc.pack, &[(loc.offset + 7, 1)]);
 
-    let report = fs.vfs().gc(&crate::gc::keep_last(1)).unwrap();
+    let report = fs.vfs().history().gc(&crate::gc::keep_last(1)).unwrap();
     assert!(report.packs_rewritten >= 1, "{report:?}");
     assert_eq!(s.missing_chunks().unwrap(), vec![h]);
     assert!(matches!(read(&fs, "f"), Err(Error::BadChunk(x)) if x == h));
@@ -252,9 +252,9 @@ fn a_collection_leaves_a_damaged_chunk_out_and_forgets_it_once_unreachable() {
     assert_eq!(r.missing_chunks, vec![h.to_hex()], "{r:?}");
     assert!(r.bad_chunks.is_empty(), "{r:?}");
 
-    fs.vfs().unlink(ROOT, b"f").unwrap();
+    fs.vfs().names().unlink(ROOT, b"f").unwrap();
     fs.vfs().commit_durable().unwrap();
-    fs.vfs().gc(&crate::gc::keep_last(1)).unwrap();
+    fs.vfs().history().gc(&crate::gc::keep_last(1)).unwrap();
     assert!(s.missing_chunks().unwrap().is_empty());
     assert_eq!(check::run(&s, false).unwrap().still_bad, 0);
 }

@@ -19,9 +19,9 @@ fn nodes(fs: &TestFs) -> usize {
 fn one_change_in_a_100k_directory_writes_few_nodes() {
     let fs = TestFs::new();
     let v = fs.vfs();
-    let d = v.mkdir(ME, ROOT, b"big", 0o755).unwrap().ino;
+    let d = v.names().mkdir(ME, ROOT, b"big", 0o755).unwrap().ino;
     for i in 0..100_000u32 {
-        let a = v.mknod(
+        let a = v.names().mknod(
             ME,
             d,
             format!("entry-{i:06}").as_bytes(),
@@ -37,14 +37,18 @@ fn one_change_in_a_100k_directory_writes_few_nodes() {
         (
             "insert",
             Box::new(|| {
-                v.symlink(ME, d, b"entry-new", b"t").unwrap();
+                v.names().symlink(ME, d, b"entry-new", b"t").unwrap();
             }),
         ),
-        ("delete", Box::new(|| v.unlink(d, b"entry-050000").unwrap())),
+        (
+            "delete",
+            Box::new(|| v.names().unlink(d, b"entry-050000").unwrap()),
+        ),
         (
             "rename",
             Box::new(|| {
-                v.rename(d, b"entry-000001", d, b"entry-999999", RenameMode::Replace)
+                v.names()
+                    .rename(d, b"entry-000001", d, b"entry-999999", RenameMode::Replace)
                     .unwrap()
             }),
         ),

@@ -70,43 +70,44 @@ fn run(fs: &mut TestFs, op: &Op) {
     match *op {
         Op::Write(i, len) => {
             let (p, n) = split(fs, i);
-            let ino = match v.lookup(p, n) {
+            let ino = match v.names().lookup(p, n) {
                 Ok(a) => a.ino,
-                Err(_) => match v.create(ME, p, n, 0o644, false) {
+                Err(_) => match v.names().create(ME, p, n, 0o644, false) {
                     Ok((a, fh)) => {
-                        v.release(fh).unwrap();
+                        v.files().release(fh).unwrap();
                         a.ino
                     }
                     Err(_) => return,
                 },
             };
-            let fh = v.open(ino, true, false).unwrap();
-            v.write(fh, 0, &vec![i as u8 + 1; usize::from(len)])
+            let fh = v.files().open(ino, true, false).unwrap();
+            v.files()
+                .write(fh, 0, &vec![i as u8 + 1; usize::from(len)])
                 .unwrap();
-            v.release(fh).unwrap();
+            v.files().release(fh).unwrap();
         }
         Op::Link(a, b) => {
             let ((pa, na), (pb, nb)) = (split(fs, a), split(fs, b));
-            if let Ok(attr) = v.lookup(pa, na) {
-                let _ = v.link(attr.ino, pb, nb);
+            if let Ok(attr) = v.names().lookup(pa, na) {
+                let _ = v.names().link(attr.ino, pb, nb);
             }
         }
         Op::Unlink(i) => {
             let (p, n) = split(fs, i);
-            let _ = v.unlink(p, n);
+            let _ = v.names().unlink(p, n);
         }
         Op::Rename(a, b, mode) => {
             let ((pa, na), (pb, nb)) = (split(fs, a), split(fs, b));
-            let _ = v.rename(pa, na, pb, nb, mode);
+            let _ = v.names().rename(pa, na, pb, nb, mode);
         }
         Op::Chmod(i, mode) => {
             let (p, n) = split(fs, i);
-            if let Ok(attr) = v.lookup(p, n) {
+            if let Ok(attr) = v.names().lookup(p, n) {
                 let set = SetAttr {
                     mode: Some(mode),
                     ..Default::default()
                 };
-                v.setattr(attr.ino, &set).unwrap();
+                v.names().setattr(attr.ino, &set).unwrap();
             }
         }
         Op::Commit => check(fs),
@@ -126,12 +127,12 @@ fn check(fs: &TestFs) {
     let root = v.root_hash().unwrap();
     let d = dir::get(&nodes, root, b"d").unwrap().expect("d committed");
     for (dir_ino, dir_hash, at) in [(ROOT, root, ""), (fs.path("d").unwrap(), d.hash, "d/")] {
-        for e in v.readdir(dir_ino, 0, usize::MAX).unwrap() {
+        for e in v.names().readdir(dir_ino, 0, usize::MAX).unwrap() {
             if e.kind == Kind::Dir {
                 continue;
             }
             let name = String::from_utf8_lossy(&e.name);
-            let attr = v.getattr(e.ino).unwrap();
+            let attr = v.names().getattr(e.ino).unwrap();
             let c = dir::get(&nodes, dir_hash, &e.name)
                 .unwrap()
                 .unwrap_or_else(|| panic!("{at}{name} is not committed"));
@@ -143,7 +144,7 @@ fn check(fs: &TestFs) {
             if !c.deleted && c.kind != Kind::Dir {
                 let name = String::from_utf8_lossy(&c.name);
                 assert!(
-                    v.lookup(dir_ino, &c.name).is_ok(),
+                    v.names().lookup(dir_ino, &c.name).is_ok(),
                     "{at}{name} is committed but gone"
                 );
             }
@@ -157,7 +158,7 @@ proptest! {
     #[test]
     fn every_name_of_a_changed_file_is_committed(ops in prop::collection::vec(op(), 1..40)) {
         let mut fs = TestFs::new();
-        fs.vfs().mkdir(ME, ROOT, b"d", 0o755).unwrap();
+        fs.vfs().names().mkdir(ME, ROOT, b"d", 0o755).unwrap();
         for op in &ops {
             run(&mut fs, op);
         }
@@ -171,7 +172,7 @@ proptest! {
 #[test]
 fn a_second_name_of_a_file_sees_its_changes() {
     let fs = TestFs::new();
-    fs.vfs().mkdir(ME, ROOT, b"d", 0o755).unwrap();
+    fs.vfs().names().mkdir(ME, ROOT, b"d", 0o755).unwrap();
     let ops = [
         Op::Write(0, 10),
         Op::Commit,
@@ -193,5 +194,12 @@ fn a_second_name_of_a_file_sees_its_changes() {
     for op in &ops {
         run(&mut fs, op);
     }
-    assert_eq!(fs.vfs().getattr(fs.path("b").unwrap()).unwrap().size, 40);
+    assert_eq!(
+        fs.vfs()
+            .names()
+            .getattr(fs.path("b").unwrap())
+            .unwrap()
+            .size,
+        40
+    );
 }

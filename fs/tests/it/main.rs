@@ -6,6 +6,7 @@ mod defer;
 mod door;
 mod events;
 mod failed_txn;
+mod full_disk;
 mod gc;
 mod history;
 mod ignore;

@@ -21,17 +21,17 @@ fn count(fs: &TestFs, space: Space) -> usize {
 #[test]
 fn write_read_round_trip_survives_reopen() {
     let mut fs = TestFs::new();
-    let d = fs.vfs().mkdir(ME, ROOT, b"dir", 0o755).unwrap();
+    let d = fs.vfs().names().mkdir(ME, ROOT, b"dir", 0o755).unwrap();
     let big = random_bytes(3 << 20, 1);
     let f = fs.put(d.ino, "big", &big);
     let small = fs.put(ROOT, "small", b"hello");
     assert_eq!(fs.get(f), big);
-    assert_eq!(fs.vfs().getattr(f).unwrap().size, big.len() as u64);
+    assert_eq!(fs.vfs().names().getattr(f).unwrap().size, big.len() as u64);
     fs.vfs().sync().unwrap();
     fs.reopen();
     assert_eq!(fs.get(fs.path("dir/big").unwrap()), big);
     assert_eq!(fs.get(small), b"hello");
-    let a = fs.vfs().getattr(small).unwrap();
+    let a = fs.vfs().names().getattr(small).unwrap();
     assert_eq!(
         (a.uid, a.gid, a.perm, a.kind, a.nlink),
         (1000, 1000, 0o644, backer_fs::tree::Kind::File, 1)
@@ -44,13 +44,13 @@ fn write_read_round_trip_survives_reopen() {
 fn reads_into_a_dirty_buffer_zero_the_holes() {
     let fs = TestFs::new();
     let v = fs.vfs();
-    let (_, fh) = v.create(ME, ROOT, b"holes", 0o644, false).unwrap();
+    let (_, fh) = v.names().create(ME, ROOT, b"holes", 0o644, false).unwrap();
     let chunk = vec![7u8; 300_000];
-    v.write(fh, 0, &chunk).unwrap();
-    v.write(fh, 1 << 20, &chunk).unwrap();
-    v.flush(fh).unwrap();
+    v.files().write(fh, 0, &chunk).unwrap();
+    v.files().write(fh, 1 << 20, &chunk).unwrap();
+    v.files().flush(fh).unwrap();
     // Unflushed bytes inside the hole, laid over it.
-    v.write(fh, 600_000, b"overlay").unwrap();
+    v.files().write(fh, 600_000, b"overlay").unwrap();
     let mut expect = vec![0u8; (1 << 20) + 300_000];
     expect[..300_000].fill(7);
     expect[1 << 20..].fill(7);
@@ -58,61 +58,64 @@ fn reads_into_a_dirty_buffer_zero_the_holes() {
     let mut buf = vec![0xAAu8; 2 << 20];
     for (off, len) in [(0u64, 2u32 << 20), (250_000, 900_000), (700_000, 400_000)] {
         buf.fill(0xAA);
-        let n = v.read_into(fh, off, len, &mut buf).unwrap();
+        let n = v.files().read_into(fh, off, len, &mut buf).unwrap();
         let want = &expect[off as usize..(off as usize + len as usize).min(expect.len())];
         assert_eq!(n, want.len());
         assert!(buf[..n] == *want, "read at {off} of {len} differs");
-        assert_eq!(v.read(fh, off, len).unwrap(), want);
+        assert_eq!(v.files().read(fh, off, len).unwrap(), want);
     }
-    v.release(fh).unwrap();
+    v.files().release(fh).unwrap();
 }
 
 #[test]
 fn sparse_files_read_zeros_and_store_nothing_for_holes() {
     let fs = TestFs::new();
     let v = fs.vfs();
-    let (a, fh) = v.create(ME, ROOT, b"sparse", 0o644, false).unwrap();
-    v.write(fh, 10 << 20, b"tail").unwrap();
-    v.write(fh, 100, b"head").unwrap();
-    v.release(fh).unwrap();
+    let (a, fh) = v.names().create(ME, ROOT, b"sparse", 0o644, false).unwrap();
+    v.files().write(fh, 10 << 20, b"tail").unwrap();
+    v.files().write(fh, 100, b"head").unwrap();
+    v.files().release(fh).unwrap();
     let data = fs.get(a.ino);
     assert_eq!(data.len(), (10 << 20) + 4);
     assert_eq!(&data[100..104], b"head");
     assert!(data[104..10 << 20].iter().all(|b| *b == 0));
     assert_eq!(&data[10 << 20..], b"tail");
-    let attr = v.getattr(a.ino).unwrap();
+    let attr = v.names().getattr(a.ino).unwrap();
     assert!(
         attr.blocks < 8,
         "holes must not be stored: {} blocks",
         attr.blocks
     );
     // Truncate up adds a hole; truncate down drops bytes.
-    v.setattr(
-        a.ino,
-        &SetAttr {
-            size: Some(20 << 20),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    v.names()
+        .setattr(
+            a.ino,
+            &SetAttr {
+                size: Some(20 << 20),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(fs.get(a.ino).len(), 20 << 20);
-    v.setattr(
-        a.ino,
-        &SetAttr {
-            size: Some(102),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    v.names()
+        .setattr(
+            a.ino,
+            &SetAttr {
+                size: Some(102),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(fs.get(a.ino), [vec![0u8; 100], b"he".to_vec()].concat());
-    v.setattr(
-        a.ino,
-        &SetAttr {
-            size: Some(104),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    v.names()
+        .setattr(
+            a.ino,
+            &SetAttr {
+                size: Some(104),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(fs.get(a.ino), [vec![0u8; 100], b"he\0\0".to_vec()].concat());
 }
 
@@ -123,19 +126,20 @@ fn truncate_and_overwrite_inside_chunks() {
     let f = fs.put(ROOT, "f", &model);
     let v = fs.vfs();
     for (i, size) in [700_000u64, 300_001, 900_000, 5].into_iter().enumerate() {
-        v.setattr(
-            f,
-            &SetAttr {
-                size: Some(size),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        v.names()
+            .setattr(
+                f,
+                &SetAttr {
+                    size: Some(size),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         model.resize(size as usize, 0);
-        let fh = v.open(f, false, false).unwrap();
+        let fh = v.files().open(f, false, false).unwrap();
         let patch = random_bytes(70_000, 10 + i as u64);
         let at = size / 3;
-        v.write(fh, at, &patch).unwrap();
+        v.files().write(fh, at, &patch).unwrap();
         let end = at as usize + patch.len();
         if model.len() < end {
             model.resize(end, 0);
@@ -143,11 +147,11 @@ fn truncate_and_overwrite_inside_chunks() {
         model[at as usize..end].copy_from_slice(&patch);
         // Read through the handle before the fold, then after.
         assert_eq!(
-            v.read(fh, 0, 4 << 20).unwrap(),
+            v.files().read(fh, 0, 4 << 20).unwrap(),
             model,
             "before fold, step {i}"
         );
-        v.release(fh).unwrap();
+        v.files().release(fh).unwrap();
         assert_eq!(fs.get(f), model, "after fold, step {i}");
     }
 }
@@ -160,9 +164,11 @@ fn overwrite_in_the_middle_stores_only_nearby_chunks() {
     let before = count(&fs, Space::Chunks);
     assert!(before > 64, "8 MiB should be ~128 chunks, got {before}");
     let v = fs.vfs();
-    let fh = v.open(f, false, false).unwrap();
-    v.write(fh, 4 << 20, &random_bytes(1000, 4)).unwrap();
-    v.release(fh).unwrap();
+    let fh = v.files().open(f, false, false).unwrap();
+    v.files()
+        .write(fh, 4 << 20, &random_bytes(1000, 4))
+        .unwrap();
+    v.files().release(fh).unwrap();
     let new = count(&fs, Space::Chunks) - before;
     assert!(
         (1..=3).contains(&new),
@@ -170,10 +176,11 @@ fn overwrite_in_the_middle_stores_only_nearby_chunks() {
     );
     // Writing the original bytes back gives the original chunks: no new
     // chunk, the same content hash as the first version.
-    let fh = v.open(f, false, false).unwrap();
-    v.write(fh, 4 << 20, &data[4 << 20..(4 << 20) + 1000])
+    let fh = v.files().open(f, false, false).unwrap();
+    v.files()
+        .write(fh, 4 << 20, &data[4 << 20..(4 << 20) + 1000])
         .unwrap();
-    v.release(fh).unwrap();
+    v.files().release(fh).unwrap();
     assert_eq!(count(&fs, Space::Chunks) - before, new);
     assert_eq!(fs.get(f), data);
 }
@@ -187,14 +194,16 @@ fn content_hash_does_not_depend_on_write_history() {
     // in between (file larger than the fold threshold is not needed: the
     // pieces are folded at each release).
     let v = fs.vfs();
-    let (b, fh) = v.create(ME, ROOT, b"b", 0o644, false).unwrap();
-    v.release(fh).unwrap();
+    let (b, fh) = v.names().create(ME, ROOT, b"b", 0o644, false).unwrap();
+    v.files().release(fh).unwrap();
     let mut end = data.len();
     while end > 0 {
         let start = end.saturating_sub(300_007);
-        let fh = v.open(b.ino, false, false).unwrap();
-        v.write(fh, start as u64, &data[start..end]).unwrap();
-        v.release(fh).unwrap();
+        let fh = v.files().open(b.ino, false, false).unwrap();
+        v.files()
+            .write(fh, start as u64, &data[start..end])
+            .unwrap();
+        v.files().release(fh).unwrap();
         end = start;
     }
     v.commit().unwrap();
@@ -225,14 +234,14 @@ fn unlinked_open_file_lives_until_release() {
     let fs = TestFs::new();
     let v = fs.vfs();
     let f = fs.put(ROOT, "f", b"data");
-    let fh = v.open(f, false, false).unwrap();
-    v.unlink(ROOT, b"f").unwrap();
-    assert_eq!(errno(v.lookup(ROOT, b"f")), libc::ENOENT);
-    assert_eq!(v.getattr(f).unwrap().nlink, 0);
-    v.write(fh, 4, b"more").unwrap();
-    assert_eq!(v.read(fh, 0, 100).unwrap(), b"datamore");
-    v.release(fh).unwrap();
-    assert_eq!(errno(v.getattr(f)), libc::ENOENT);
+    let fh = v.files().open(f, false, false).unwrap();
+    v.names().unlink(ROOT, b"f").unwrap();
+    assert_eq!(errno(v.names().lookup(ROOT, b"f")), libc::ENOENT);
+    assert_eq!(v.names().getattr(f).unwrap().nlink, 0);
+    v.files().write(fh, 4, b"more").unwrap();
+    assert_eq!(v.files().read(fh, 0, 100).unwrap(), b"datamore");
+    v.files().release(fh).unwrap();
+    assert_eq!(errno(v.names().getattr(f)), libc::ENOENT);
     assert_eq!(count(&fs, Space::Orphans), 0);
 }
 
@@ -240,12 +249,12 @@ fn unlinked_open_file_lives_until_release() {
 fn unlinked_open_file_is_reclaimed_after_a_crash() {
     let mut fs = TestFs::new();
     let f = fs.put(ROOT, "f", b"data");
-    let fh = fs.vfs().open(f, false, false).unwrap();
-    fs.vfs().unlink(ROOT, b"f").unwrap();
+    let fh = fs.vfs().files().open(f, false, false).unwrap();
+    fs.vfs().names().unlink(ROOT, b"f").unwrap();
     assert_eq!(count(&fs, Space::Orphans), 1);
     let _ = fh; // never released: the process "dies"
     fs.reopen();
-    assert_eq!(errno(fs.vfs().getattr(f)), libc::ENOENT);
+    assert_eq!(errno(fs.vfs().names().getattr(f)), libc::ENOENT);
     assert_eq!(count(&fs, Space::Orphans), 0);
 }
 
@@ -255,104 +264,135 @@ fn rename_rules() {
     let v = fs.vfs();
     let a = fs.put(ROOT, "a", b"A");
     let b = fs.put(ROOT, "b", b"B");
-    let d = v.mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
-    let e = v.mkdir(ME, ROOT, b"e", 0o755).unwrap().ino;
+    let d = v.names().mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
+    let e = v.names().mkdir(ME, ROOT, b"e", 0o755).unwrap().ino;
     fs.put(e, "inside", b"x");
-    let sub = v.mkdir(ME, d, b"sub", 0o755).unwrap().ino;
+    let sub = v.names().mkdir(ME, d, b"sub", 0o755).unwrap().ino;
     assert_eq!(
-        errno(v.rename(ROOT, b"a", ROOT, b"b", RenameMode::NoReplace)),
+        errno(
+            v.names()
+                .rename(ROOT, b"a", ROOT, b"b", RenameMode::NoReplace)
+        ),
         libc::EEXIST
     );
     assert_eq!(
-        errno(v.rename(ROOT, b"a", ROOT, b"d", RenameMode::Replace)),
+        errno(
+            v.names()
+                .rename(ROOT, b"a", ROOT, b"d", RenameMode::Replace)
+        ),
         libc::EISDIR
     );
     assert_eq!(
-        errno(v.rename(ROOT, b"d", ROOT, b"a", RenameMode::Replace)),
+        errno(
+            v.names()
+                .rename(ROOT, b"d", ROOT, b"a", RenameMode::Replace)
+        ),
         libc::ENOTDIR
     );
     assert_eq!(
-        errno(v.rename(ROOT, b"d", ROOT, b"e", RenameMode::Replace)),
+        errno(
+            v.names()
+                .rename(ROOT, b"d", ROOT, b"e", RenameMode::Replace)
+        ),
         libc::ENOTEMPTY
     );
     assert_eq!(
-        errno(v.rename(ROOT, b"d", sub, b"loop", RenameMode::Replace)),
+        errno(
+            v.names()
+                .rename(ROOT, b"d", sub, b"loop", RenameMode::Replace)
+        ),
         libc::EINVAL
     );
     assert_eq!(
-        errno(v.rename(ROOT, b"missing", ROOT, b"x", RenameMode::Replace)),
+        errno(
+            v.names()
+                .rename(ROOT, b"missing", ROOT, b"x", RenameMode::Replace)
+        ),
         libc::ENOENT
     );
     assert_eq!(
-        errno(v.rename(ROOT, b"a", ROOT, b"nothere", RenameMode::Exchange)),
+        errno(
+            v.names()
+                .rename(ROOT, b"a", ROOT, b"nothere", RenameMode::Exchange)
+        ),
         libc::ENOENT
     );
     assert_eq!(
-        errno(v.rename(ROOT, b"a", ROOT, b".backer", RenameMode::Replace)),
+        errno(
+            v.names()
+                .rename(ROOT, b"a", ROOT, b".backer", RenameMode::Replace)
+        ),
         libc::EEXIST
     );
     // Onto itself: nothing happens.
-    v.rename(ROOT, b"a", ROOT, b"a", RenameMode::Replace)
+    v.names()
+        .rename(ROOT, b"a", ROOT, b"a", RenameMode::Replace)
         .unwrap();
     assert_eq!(fs.get(a), b"A");
     // Exchange swaps.
-    v.rename(ROOT, b"a", ROOT, b"b", RenameMode::Exchange)
+    v.names()
+        .rename(ROOT, b"a", ROOT, b"b", RenameMode::Exchange)
         .unwrap();
     assert_eq!(fs.get(fs.path("a").unwrap()), b"B");
     assert_eq!(fs.get(fs.path("b").unwrap()), b"A");
     // Replace a file: the old target is gone.
-    v.rename(ROOT, b"a", ROOT, b"b", RenameMode::Replace)
+    v.names()
+        .rename(ROOT, b"a", ROOT, b"b", RenameMode::Replace)
         .unwrap();
     assert_eq!(fs.get(fs.path("b").unwrap()), b"B");
-    assert_eq!(errno(v.getattr(a)), libc::ENOENT);
+    assert_eq!(errno(v.names().getattr(a)), libc::ENOENT);
     assert_eq!(fs.path("b").unwrap(), b);
     // A directory over an empty directory, across parents, keeps its subtree.
-    let empty = v.mkdir(ME, e, b"empty", 0o755).unwrap().ino;
-    v.rename(ROOT, b"d", e, b"empty", RenameMode::Replace)
+    let empty = v.names().mkdir(ME, e, b"empty", 0o755).unwrap().ino;
+    v.names()
+        .rename(ROOT, b"d", e, b"empty", RenameMode::Replace)
         .unwrap();
-    assert_eq!(errno(v.getattr(empty)), libc::ENOENT);
+    assert_eq!(errno(v.names().getattr(empty)), libc::ENOENT);
     assert_eq!(fs.path("e/empty/sub").unwrap(), sub);
-    assert_eq!(v.lookup(sub, b"..").unwrap().ino, d);
-    assert_eq!(v.getattr(e).unwrap().nlink, 3);
-    assert_eq!(v.getattr(ROOT).unwrap().nlink, 3);
+    assert_eq!(v.names().lookup(sub, b"..").unwrap().ino, d);
+    assert_eq!(v.names().getattr(e).unwrap().nlink, 3);
+    assert_eq!(v.names().getattr(ROOT).unwrap().nlink, 3);
 }
 
 #[test]
 fn rmdir_unlink_errors_and_link_counts() {
     let fs = TestFs::new();
     let v = fs.vfs();
-    let d = v.mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
+    let d = v.names().mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
     let f = fs.put(d, "f", b"x");
-    assert_eq!(errno(v.rmdir(ROOT, b"d")), libc::ENOTEMPTY);
-    assert_eq!(errno(v.unlink(ROOT, b"d")), libc::EISDIR);
-    assert_eq!(errno(v.rmdir(d, b"f")), libc::ENOTDIR);
-    assert_eq!(errno(v.unlink(ROOT, b"nope")), libc::ENOENT);
-    assert_eq!(errno(v.mkdir(ME, ROOT, b"d", 0o755)), libc::EEXIST);
-    assert_eq!(errno(v.mkdir(ME, f, b"x", 0o755)), libc::ENOTDIR);
+    assert_eq!(errno(v.names().rmdir(ROOT, b"d")), libc::ENOTEMPTY);
+    assert_eq!(errno(v.names().unlink(ROOT, b"d")), libc::EISDIR);
+    assert_eq!(errno(v.names().rmdir(d, b"f")), libc::ENOTDIR);
+    assert_eq!(errno(v.names().unlink(ROOT, b"nope")), libc::ENOENT);
+    assert_eq!(errno(v.names().mkdir(ME, ROOT, b"d", 0o755)), libc::EEXIST);
+    assert_eq!(errno(v.names().mkdir(ME, f, b"x", 0o755)), libc::ENOTDIR);
     // Hard links share content and count.
-    v.link(f, ROOT, b"hard").unwrap();
-    assert_eq!(v.getattr(f).unwrap().nlink, 2);
+    v.names().link(f, ROOT, b"hard").unwrap();
+    assert_eq!(v.names().getattr(f).unwrap().nlink, 2);
     assert_eq!(fs.get(fs.path("hard").unwrap()), b"x");
-    assert_eq!(errno(v.link(d, ROOT, b"dirlink")), libc::EPERM);
-    v.unlink(d, b"f").unwrap();
-    assert_eq!(v.getattr(f).unwrap().nlink, 1);
+    assert_eq!(errno(v.names().link(d, ROOT, b"dirlink")), libc::EPERM);
+    v.names().unlink(d, b"f").unwrap();
+    assert_eq!(v.names().getattr(f).unwrap().nlink, 1);
     assert_eq!(fs.get(f), b"x");
-    v.rmdir(ROOT, b"d").unwrap();
-    assert_eq!(errno(v.getattr(d)), libc::ENOENT);
-    assert_eq!(v.getattr(ROOT).unwrap().nlink, 2);
+    v.names().rmdir(ROOT, b"d").unwrap();
+    assert_eq!(errno(v.names().getattr(d)), libc::ENOENT);
+    assert_eq!(v.names().getattr(ROOT).unwrap().nlink, 2);
 }
 
 #[test]
 fn symlinks_and_special_files() {
     let fs = TestFs::new();
     let v = fs.vfs();
-    let l = v.symlink(ME, ROOT, b"link", b"../some/where").unwrap();
-    assert_eq!(v.readlink(l.ino).unwrap(), b"../some/where");
+    let l = v
+        .names()
+        .symlink(ME, ROOT, b"link", b"../some/where")
+        .unwrap();
+    assert_eq!(v.names().readlink(l.ino).unwrap(), b"../some/where");
     assert_eq!(l.size, 13);
     let f = fs.put(ROOT, "f", b"");
-    assert_eq!(errno(v.readlink(f)), libc::EINVAL);
+    assert_eq!(errno(v.names().readlink(f)), libc::EINVAL);
     assert_eq!(
-        errno(v.symlink(ME, ROOT, b"long", &vec![b'a'; 4096])),
+        errno(v.names().symlink(ME, ROOT, b"long", &vec![b'a'; 4096])),
         libc::ENAMETOOLONG
     );
     use backer_fs::tree::Kind;
@@ -363,6 +403,7 @@ fn symlinks_and_special_files() {
         ("blk", Kind::BlockDev, 0x0801),
     ] {
         let a = v
+            .names()
             .mknod(
                 ME,
                 ROOT,
@@ -372,7 +413,7 @@ fn symlinks_and_special_files() {
             )
             .unwrap();
         assert_eq!((a.kind, a.rdev, a.perm), (kind, rdev, 0o600));
-        assert_eq!(v.lookup(ROOT, name.as_bytes()).unwrap().rdev, rdev);
+        assert_eq!(v.names().lookup(ROOT, name.as_bytes()).unwrap().rdev, rdev);
     }
     v.commit().unwrap();
     let e = backer_fs::tree::dir::get(&crate::posix::NodesOf(&fs), v.root_hash().unwrap(), b"blk")
@@ -386,40 +427,50 @@ fn xattrs_follow_linux_rules() {
     let fs = TestFs::new();
     let v = fs.vfs();
     let f = fs.put(ROOT, "f", b"");
-    assert_eq!(errno(v.getxattr(f, b"user.a", 100)), libc::ENODATA);
-    v.setxattr(f, b"user.a", b"value", XattrSet::Any).unwrap();
-    assert_eq!(v.getxattr(f, b"user.a", 0).unwrap(), XattrReply::Size(5));
+    assert_eq!(errno(v.names().getxattr(f, b"user.a", 100)), libc::ENODATA);
+    v.names()
+        .setxattr(f, b"user.a", b"value", XattrSet::Any)
+        .unwrap();
     assert_eq!(
-        v.getxattr(f, b"user.a", 5).unwrap(),
+        v.names().getxattr(f, b"user.a", 0).unwrap(),
+        XattrReply::Size(5)
+    );
+    assert_eq!(
+        v.names().getxattr(f, b"user.a", 5).unwrap(),
         XattrReply::Data(b"value".to_vec())
     );
-    assert_eq!(errno(v.getxattr(f, b"user.a", 2)), libc::ERANGE);
+    assert_eq!(errno(v.names().getxattr(f, b"user.a", 2)), libc::ERANGE);
     assert_eq!(
-        errno(v.setxattr(f, b"user.a", b"v", XattrSet::Create)),
+        errno(v.names().setxattr(f, b"user.a", b"v", XattrSet::Create)),
         libc::EEXIST
     );
     assert_eq!(
-        errno(v.setxattr(f, b"user.b", b"v", XattrSet::Replace)),
+        errno(v.names().setxattr(f, b"user.b", b"v", XattrSet::Replace)),
         libc::ENODATA
     );
     assert_eq!(
-        errno(v.setxattr(f, b"user.big", &vec![0; 65537], XattrSet::Any)),
+        errno(
+            v.names()
+                .setxattr(f, b"user.big", &vec![0; 65537], XattrSet::Any)
+        ),
         libc::E2BIG
     );
     assert_eq!(
-        errno(v.setxattr(f, &[b'u'; 256], b"v", XattrSet::Any)),
+        errno(v.names().setxattr(f, &[b'u'; 256], b"v", XattrSet::Any)),
         libc::ERANGE
     );
-    v.setxattr(f, b"user.b", b"", XattrSet::Any).unwrap();
-    assert_eq!(v.listxattr(f, 0).unwrap(), XattrReply::Size(14));
+    v.names()
+        .setxattr(f, b"user.b", b"", XattrSet::Any)
+        .unwrap();
+    assert_eq!(v.names().listxattr(f, 0).unwrap(), XattrReply::Size(14));
     assert_eq!(
-        v.listxattr(f, 100).unwrap(),
+        v.names().listxattr(f, 100).unwrap(),
         XattrReply::Data(b"user.a\0user.b\0".to_vec())
     );
-    assert_eq!(errno(v.listxattr(f, 3)), libc::ERANGE);
-    v.removexattr(f, b"user.a").unwrap();
-    assert_eq!(errno(v.removexattr(f, b"user.a")), libc::ENODATA);
-    v.unlink(ROOT, b"f").unwrap();
+    assert_eq!(errno(v.names().listxattr(f, 3)), libc::ERANGE);
+    v.names().removexattr(f, b"user.a").unwrap();
+    assert_eq!(errno(v.names().removexattr(f, b"user.a")), libc::ENODATA);
+    v.names().unlink(ROOT, b"f").unwrap();
     assert_eq!(
         count(&fs, Space::Xattrs),
         0,
@@ -439,7 +490,7 @@ fn readdir_offsets_are_stable_while_the_directory_changes() {
     let mut cookie = 0;
     let mut round = 0;
     loop {
-        let page = v.readdir(ROOT, cookie, 7).unwrap();
+        let page = v.names().readdir(ROOT, cookie, 7).unwrap();
         if page.is_empty() {
             break;
         }
@@ -451,7 +502,7 @@ fn readdir_offsets_are_stable_while_the_directory_changes() {
         // and add a new one.
         round += 1;
         for name in [format!("f{:02}", 49 - round), format!("f{:02}", round - 1)] {
-            if v.unlink(ROOT, name.as_bytes()).is_ok() {
+            if v.names().unlink(ROOT, name.as_bytes()).is_ok() {
                 removed.insert(name);
             }
         }
@@ -489,28 +540,37 @@ fn bad_names_and_offsets_are_errors_not_panics() {
         (b"a\0b", libc::EINVAL),
     ] {
         assert_eq!(
-            errno(v.create(ME, ROOT, name, 0o644, false)),
+            errno(v.names().create(ME, ROOT, name, 0o644, false)),
             want,
             "{name:?}"
         );
-        assert_eq!(errno(v.mkdir(ME, ROOT, name, 0o755)), want, "{name:?}");
+        assert_eq!(
+            errno(v.names().mkdir(ME, ROOT, name, 0o755)),
+            want,
+            "{name:?}"
+        );
     }
     let long = vec![b'x'; 256];
     assert_eq!(
-        errno(v.create(ME, ROOT, &long, 0o644, false)),
+        errno(v.names().create(ME, ROOT, &long, 0o644, false)),
         libc::ENAMETOOLONG
     );
-    assert_eq!(errno(v.lookup(ROOT, &long)), libc::ENAMETOOLONG);
-    v.create(ME, ROOT, &long[..255], 0o644, false).unwrap();
-    assert_eq!(errno(v.mkdir(ME, ROOT, b".backer", 0o755)), libc::EEXIST);
-    let d = v.mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
-    v.mkdir(ME, d, b".backer", 0o755).unwrap();
-    let (a, fh) = v.create(ME, ROOT, b"f", 0o644, false).unwrap();
-    assert_eq!(errno(v.write(fh, MAX_FILE_SIZE, b"x")), libc::EFBIG);
-    assert_eq!(errno(v.write(fh, u64::MAX, b"x")), libc::EFBIG);
-    assert_eq!(v.read(fh, u64::MAX, u32::MAX).unwrap(), b"");
+    assert_eq!(errno(v.names().lookup(ROOT, &long)), libc::ENAMETOOLONG);
+    v.names()
+        .create(ME, ROOT, &long[..255], 0o644, false)
+        .unwrap();
     assert_eq!(
-        errno(v.setattr(
+        errno(v.names().mkdir(ME, ROOT, b".backer", 0o755)),
+        libc::EEXIST
+    );
+    let d = v.names().mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
+    v.names().mkdir(ME, d, b".backer", 0o755).unwrap();
+    let (a, fh) = v.names().create(ME, ROOT, b"f", 0o644, false).unwrap();
+    assert_eq!(errno(v.files().write(fh, MAX_FILE_SIZE, b"x")), libc::EFBIG);
+    assert_eq!(errno(v.files().write(fh, u64::MAX, b"x")), libc::EFBIG);
+    assert_eq!(v.files().read(fh, u64::MAX, u32::MAX).unwrap(), b"");
+    assert_eq!(
+        errno(v.names().setattr(
             a.ino,
             &SetAttr {
                 size: Some(u64::MAX),
@@ -519,11 +579,11 @@ fn bad_names_and_offsets_are_errors_not_panics() {
         )),
         libc::EFBIG
     );
-    assert_eq!(errno(v.read(Fh(fh.0 + 100), 0, 1)), libc::EBADF);
-    assert_eq!(errno(v.getattr(Ino(999_999))), libc::ENOENT);
-    assert_eq!(errno(v.readdir(a.ino, 0, 10)), libc::ENOTDIR);
+    assert_eq!(errno(v.files().read(Fh(fh.0 + 100), 0, 1)), libc::EBADF);
+    assert_eq!(errno(v.names().getattr(Ino(999_999))), libc::ENOENT);
+    assert_eq!(errno(v.names().readdir(a.ino, 0, 10)), libc::ENOTDIR);
     assert_eq!(
-        errno(v.setattr(
+        errno(v.names().setattr(
             d,
             &SetAttr {
                 size: Some(0),
@@ -540,9 +600,12 @@ fn directories_nest_only_as_deep_as_a_path_can_name() {
     let v = fs.vfs();
     let mut ino = ROOT;
     for _ in 0..MAX_DEPTH {
-        ino = v.mkdir(ME, ino, b"d", 0o755).unwrap().ino;
+        ino = v.names().mkdir(ME, ino, b"d", 0o755).unwrap().ino;
     }
-    assert_eq!(errno(v.mkdir(ME, ino, b"d", 0o755)), libc::ENAMETOOLONG);
+    assert_eq!(
+        errno(v.names().mkdir(ME, ino, b"d", 0o755)),
+        libc::ENAMETOOLONG
+    );
     v.commit().unwrap();
 }
 
@@ -556,6 +619,7 @@ fn setattr_and_access() {
         nanos: 5,
     };
     let a = v
+        .names()
         .setattr(
             f,
             &SetAttr {
@@ -572,14 +636,23 @@ fn setattr_and_access() {
         (a.perm, a.uid, a.gid, a.atime, a.mtime),
         (0o4640, 7, 8, t, t)
     );
-    assert!(v.access(Ctx { uid: 7, gid: 0 }, f, 6).is_ok());
-    assert!(v.access(Ctx { uid: 7, gid: 0 }, f, 1).is_err());
-    assert!(v.access(Ctx { uid: 9, gid: 8 }, f, 4).is_ok());
-    assert_eq!(errno(v.access(Ctx { uid: 9, gid: 8 }, f, 2)), libc::EACCES);
-    assert_eq!(errno(v.access(Ctx { uid: 9, gid: 9 }, f, 4)), libc::EACCES);
-    assert!(v.access(Ctx { uid: 0, gid: 0 }, f, 6).is_ok());
-    assert_eq!(errno(v.access(Ctx { uid: 0, gid: 0 }, f, 1)), libc::EACCES);
-    let s = v.statfs().unwrap();
+    assert!(v.names().access(Ctx { uid: 7, gid: 0 }, f, 6).is_ok());
+    assert!(v.names().access(Ctx { uid: 7, gid: 0 }, f, 1).is_err());
+    assert!(v.names().access(Ctx { uid: 9, gid: 8 }, f, 4).is_ok());
+    assert_eq!(
+        errno(v.names().access(Ctx { uid: 9, gid: 8 }, f, 2)),
+        libc::EACCES
+    );
+    assert_eq!(
+        errno(v.names().access(Ctx { uid: 9, gid: 9 }, f, 4)),
+        libc::EACCES
+    );
+    assert!(v.names().access(Ctx { uid: 0, gid: 0 }, f, 6).is_ok());
+    assert_eq!(
+        errno(v.names().access(Ctx { uid: 0, gid: 0 }, f, 1)),
+        libc::EACCES
+    );
+    let s = v.names().statfs().unwrap();
     assert!(s.blocks > 0 && s.bsize == 4096 && s.namelen == 255);
 }
 
@@ -599,13 +672,13 @@ fn commits_coalesce_and_fsync_commits() {
     assert_eq!(v.commit().unwrap(), None);
     // A change that is undone before the commit makes no commit.
     fs.put(ROOT, "tmp", b"");
-    v.unlink(ROOT, b"tmp").unwrap();
+    v.names().unlink(ROOT, b"tmp").unwrap();
     assert_eq!(v.commit().unwrap(), None);
     // fsync commits without an explicit commit.
-    let (_, fh) = v.create(ME, ROOT, b"synced", 0o644, false).unwrap();
-    v.write(fh, 0, b"durable").unwrap();
-    v.fsync(fh).unwrap();
-    v.release(fh).unwrap();
+    let (_, fh) = v.names().create(ME, ROOT, b"synced", 0o644, false).unwrap();
+    v.files().write(fh, 0, b"durable").unwrap();
+    v.files().fsync(fh).unwrap();
+    v.files().release(fh).unwrap();
     let log = backer_fs::vfs::read_log(v.store().kv(), 10).unwrap();
     assert_eq!(log.len(), 2);
     assert_eq!(log[0].parents, vec![c.root.0]);
@@ -627,7 +700,8 @@ fn tombstones_and_version_vectors() {
     };
     let (a1, b1) = (get(b"a"), get(b"b"));
     // Rename-over: b gets the join of both vectors, plus a bump.
-    v.rename(ROOT, b"a", ROOT, b"b", RenameMode::Replace)
+    v.names()
+        .rename(ROOT, b"a", ROOT, b"b", RenameMode::Replace)
         .unwrap();
     v.commit().unwrap();
     let (a2, b2) = (get(b"a"), get(b"b"));
@@ -643,7 +717,7 @@ fn tombstones_and_version_vectors() {
     assert!(!a3.deleted);
     assert_eq!(a3.vv.compare(&a2.vv), Causality::Dominates);
     // A directory's vector covers everything beneath it.
-    let d = v.mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
+    let d = v.names().mkdir(ME, ROOT, b"d", 0o755).unwrap().ino;
     fs.put(d, "deep", b"x");
     v.commit().unwrap();
     let dv = get(b"d").vv;
@@ -677,10 +751,11 @@ fn the_background_committer_coalesces_a_burst_into_one_root() {
     .unwrap();
     for i in 0..200 {
         let (_, fh) = vfs
+            .names()
             .create(ME, ROOT, format!("f{i}").as_bytes(), 0o644, false)
             .unwrap();
-        vfs.write(fh, 0, b"x").unwrap();
-        vfs.release(fh).unwrap();
+        vfs.files().write(fh, 0, b"x").unwrap();
+        vfs.files().release(fh).unwrap();
     }
     let first = rx
         .recv_timeout(Duration::from_secs(60))
@@ -696,91 +771,4 @@ fn the_background_committer_coalesces_a_burst_into_one_root() {
         commits.len()
     );
     assert_eq!(vfs.root_hash().unwrap(), commits.last().unwrap().root);
-}
-
-#[test]
-fn a_full_disk_gives_enospc_and_a_consistent_store() {
-    use backer_fs::store::{Options, Store};
-    use std::sync::Arc;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store");
-    {
-        let store = Arc::new(Store::create(&path).unwrap());
-        let vfs = Vfs::new(store, VfsOptions::default()).unwrap();
-        let (_, fh) = vfs.create(ME, ROOT, b"kept", 0o644, false).unwrap();
-        vfs.write(fh, 0, b"kept bytes").unwrap();
-        vfs.fsync(fh).unwrap();
-        vfs.release(fh).unwrap();
-    }
-    // Reopen with a reserve larger than any disk: every new chunk is refused.
-    let opts = Options {
-        reserve_bytes: u64::MAX / 4,
-        ..Options::default()
-    };
-    let store = Arc::new(Store::open_with(&path, opts).unwrap());
-    let vfs = Vfs::new(store, VfsOptions::default()).unwrap();
-    let (a, fh) = vfs.create(ME, ROOT, b"big", 0o644, false).unwrap();
-    vfs.write(fh, 0, &random_bytes(100_000, 9)).unwrap(); // buffered
-    assert_eq!(errno(vfs.fsync(fh)), libc::ENOSPC);
-    assert_eq!(errno(vfs.release(fh)), libc::ENOSPC);
-    assert_eq!(
-        errno(vfs.release(fh)),
-        libc::EBADF,
-        "the handle is gone after a failed release"
-    );
-    assert_eq!(
-        vfs.getattr(a.ino).unwrap().size,
-        0,
-        "nothing unstored is claimed"
-    );
-    drop(vfs);
-    let mut fs = TestFs { dir, vfs: None };
-    fs.reopen();
-    assert_eq!(fs.get(fs.path("kept").unwrap()), b"kept bytes");
-    assert_eq!(fs.get(fs.path("big").unwrap()), b"");
-}
-
-/// A close leaves storing the bytes to the release only when the disk has
-/// ample room; near a full disk it stores them itself, so close(2) is the
-/// call that reports ENOSPC (the kernel drops a RELEASE's error).
-#[test]
-fn close_reports_enospc_when_the_disk_is_tight() {
-    use backer_fs::store::packs::{free_space, AMPLE};
-    use backer_fs::store::{Options, Store};
-    use std::sync::Arc;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store");
-    drop(Store::create(&path).unwrap());
-    let free = free_space(&path).unwrap();
-    let open = |reserve: u64| {
-        let opts = Options {
-            reserve_bytes: reserve,
-            ..Options::default()
-        };
-        Vfs::new(
-            Arc::new(Store::open_with(&path, opts).unwrap()),
-            VfsOptions::default(),
-        )
-        .unwrap()
-    };
-    // Room for these bytes, but not ample room: the close stores them.
-    if free > AMPLE + (64 << 20) {
-        let vfs = open(free - AMPLE / 2);
-        let (a, fh) = vfs.create(ME, ROOT, b"tight", 0o644, false).unwrap();
-        vfs.write(fh, 0, &random_bytes(100_000, 3)).unwrap();
-        vfs.flush(fh).unwrap();
-        vfs.commit().unwrap();
-        let store = vfs.store();
-        let e = backer_fs::tree::dir::get(&*store, vfs.root_hash().unwrap(), b"tight")
-            .unwrap()
-            .expect("stored at the close: in the next commit");
-        assert_eq!((e.size, a.ino.0 > 0), (100_000, true));
-        vfs.release(fh).unwrap();
-    }
-    // No room at all: close(2) gets ENOSPC, and the release too.
-    let vfs = open(u64::MAX / 4);
-    let (_, fh) = vfs.create(ME, ROOT, b"full", 0o644, false).unwrap();
-    vfs.write(fh, 0, &random_bytes(100_000, 4)).unwrap();
-    assert_eq!(errno(vfs.flush(fh)), libc::ENOSPC);
-    assert_eq!(errno(vfs.release(fh)), libc::ENOSPC);
 }

@@ -58,9 +58,11 @@ fn store_with_a_file() -> (tempfile::TempDir, PathBuf, backer_fs::NodeId) {
     let store = Arc::new(Store::create(&dir).unwrap());
     let id = store.node_id();
     let vfs = Vfs::new(store, VfsOptions::default()).unwrap();
-    let (_, fh) = vfs.create(ME, ROOT, b"f", 0o644, false).unwrap();
-    vfs.write(fh, 0, b"kept across the upgrade").unwrap();
-    vfs.release(fh).unwrap();
+    let (_, fh) = vfs.names().create(ME, ROOT, b"f", 0o644, false).unwrap();
+    vfs.files()
+        .write(fh, 0, b"kept across the upgrade")
+        .unwrap();
+    vfs.files().release(fh).unwrap();
     vfs.sync().unwrap();
     (t, dir, id)
 }

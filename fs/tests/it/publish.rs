@@ -40,7 +40,7 @@ fn fixture() -> Fixture {
     vfs.observe_roots(move |c| {
         let v = weak.upgrade().expect("the vfs lives");
         assert_eq!(v.root_hash().unwrap(), c.root, "the vfs answers");
-        v.getattr(ROOT).unwrap();
+        v.names().getattr(ROOT).unwrap();
         let log = read_log(&*on_disk, 1).unwrap();
         let seq = log.first().map_or(0, |c| c.seq);
         let _ = tx.lock().unwrap().send((c.clone(), seq));
@@ -65,9 +65,9 @@ fn within_seconds<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 fn put(vfs: &Vfs, name: &[u8]) {
-    let (_, fh) = vfs.create(ME, ROOT, name, 0o644, false).unwrap();
-    vfs.write(fh, 0, b"bytes").unwrap();
-    vfs.release(fh).unwrap();
+    let (_, fh) = vfs.names().create(ME, ROOT, name, 0o644, false).unwrap();
+    vfs.files().write(fh, 0, b"bytes").unwrap();
+    vfs.files().release(fh).unwrap();
 }
 
 #[test]
@@ -126,7 +126,7 @@ fn an_installed_root_is_published_only_after_the_install_is_let_go() {
     let v = vfs.clone();
     within_seconds(move || v.sync().unwrap());
     assert!(f.seen.try_recv().is_err(), "held while the install lives");
-    assert!(vfs.lookup(ROOT, b"b").is_err(), "installed");
+    assert!(vfs.names().lookup(ROOT, b"b").is_err(), "installed");
     let seq = installed.commit.seq;
     drop(installed);
     vfs.publish(durable);

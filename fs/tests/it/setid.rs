@@ -1,4 +1,4 @@
-//! Setuid and setgid dropping (`SetAttr::clear_setid`, `Vfs::clear_setid`):
+//! Setuid and setgid dropping (`SetAttr::clear_setid`, `Names::clear_setid`):
 //! what the mount's door (`vfs::Door`, tests in door.rs) asks for on
 //! chowns, truncates and unprivileged writes, since the mount takes that
 //! work from the kernel.
@@ -8,7 +8,7 @@ use backer_fs::vfs::*;
 use crate::util::*;
 
 fn perm(fs: &TestFs, ino: Ino) -> u32 {
-    fs.vfs().getattr(ino).unwrap().perm
+    fs.vfs().names().getattr(ino).unwrap().perm
 }
 
 fn set_mode(fs: &TestFs, ino: Ino, mode: u32) {
@@ -16,7 +16,7 @@ fn set_mode(fs: &TestFs, ino: Ino, mode: u32) {
         mode: Some(mode),
         ..Default::default()
     };
-    fs.vfs().setattr(ino, &set).unwrap();
+    fs.vfs().names().setattr(ino, &set).unwrap();
 }
 
 #[test]
@@ -39,7 +39,7 @@ fn setattr_and_writes_drop_setid_of_files_not_folders() {
     let mut fs = TestFs::new();
     let f = fs.put(ROOT, "f", b"#!/bin/sh\n");
     let g = fs.put(ROOT, "g", b"plain");
-    let d = fs.vfs().mkdir(ME, ROOT, b"d", 0o2775).unwrap().ino;
+    let d = fs.vfs().names().mkdir(ME, ROOT, b"d", 0o2775).unwrap().ino;
 
     set_mode(&fs, f, 0o6755);
     let chown = SetAttr {
@@ -47,9 +47,9 @@ fn setattr_and_writes_drop_setid_of_files_not_folders() {
         clear_setid: true,
         ..Default::default()
     };
-    let a = fs.vfs().setattr(f, &chown).unwrap();
+    let a = fs.vfs().names().setattr(f, &chown).unwrap();
     assert_eq!((a.perm, a.uid), (0o755, 7));
-    fs.vfs().setattr(d, &chown).unwrap();
+    fs.vfs().names().setattr(d, &chown).unwrap();
     assert_eq!(perm(&fs, d), 0o2775, "a folder keeps its setgid");
 
     // A new mode in the same request is applied first, then dropped.
@@ -58,20 +58,20 @@ fn setattr_and_writes_drop_setid_of_files_not_folders() {
         clear_setid: true,
         ..Default::default()
     };
-    assert_eq!(fs.vfs().setattr(f, &both).unwrap().perm, 0o700);
+    assert_eq!(fs.vfs().names().setattr(f, &both).unwrap().perm, 0o700);
 
     // An unprivileged write: dropped once; a file without them is not
     // touched (no change to commit).
     set_mode(&fs, g, 0o4644);
     fs.vfs().commit().unwrap();
-    fs.vfs().clear_setid(g).unwrap();
+    fs.vfs().names().clear_setid(g).unwrap();
     assert_eq!(perm(&fs, g), 0o644);
     assert!(
         fs.vfs().commit().unwrap().is_some(),
         "the new mode is committed"
     );
     let before = fs.vfs().change_count();
-    fs.vfs().clear_setid(g).unwrap();
+    fs.vfs().names().clear_setid(g).unwrap();
     assert_eq!(
         fs.vfs().change_count(),
         before,

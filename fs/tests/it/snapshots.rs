@@ -6,19 +6,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use backer_fs::tree::Kind;
-use backer_fs::vfs::{Caller, Door, Ino, OpenMode, Vfs, RESERVED_NAME, ROOT};
+use backer_fs::vfs::{Caller, Door, Ino, OpenMode, RESERVED_NAME, ROOT};
 use backer_fs::Error;
 
-use crate::util::{vfs_with_clock, write_all, ME};
-
-fn put(v: &Vfs, parent: Ino, name: &str, data: &[u8]) {
-    let (_, fh) = match v.lookup(parent, name.as_bytes()) {
-        Ok(a) => (a.clone(), v.open(a.ino, true, false).unwrap()),
-        Err(_) => v.create(ME, parent, name.as_bytes(), 0o644, false).unwrap(),
-    };
-    write_all(v, fh, 0, data);
-    v.release(fh).unwrap();
-}
+use crate::util::{put, vfs_with_clock, ME};
 
 const ME_CALLING: Caller = Caller {
     uid: ME.uid,
@@ -64,8 +55,8 @@ fn snapshots_show_every_committed_version_read_only() {
     let clock = Arc::new(AtomicI64::new(1_700_000_000_000));
     let v = Arc::new(vfs_with_clock(dir.path(), clock.clone()));
     let d = Door::new(v.clone(), true);
-    v.mkdir(ME, ROOT, b"sub", 0o755).unwrap();
-    let sub = v.lookup(ROOT, b"sub").unwrap().ino;
+    v.names().mkdir(ME, ROOT, b"sub", 0o755).unwrap();
+    let sub = v.names().lookup(ROOT, b"sub").unwrap().ino;
     let versions: Vec<Vec<u8>> = vec![
         b"first".to_vec(),
         crate::util::random_bytes(300_000, 7),
@@ -77,7 +68,7 @@ fn snapshots_show_every_committed_version_read_only() {
         v.commit().unwrap().expect("a commit");
     }
     // A second commit in the third's millisecond replaces it by name.
-    v.symlink(ME, ROOT, b"link", b"sub/f.txt").unwrap();
+    v.names().symlink(ME, ROOT, b"link", b"sub/f.txt").unwrap();
     v.commit().unwrap().expect("a commit");
 
     // `.backer` is found by name but not listed.
@@ -165,11 +156,11 @@ fn snapshots_show_every_committed_version_read_only() {
     ));
     // The live namespace still has no `.backer` and refuses to make one.
     assert!(matches!(
-        v.lookup(ROOT, RESERVED_NAME),
+        v.names().lookup(ROOT, RESERVED_NAME),
         Err(Error::NotFound)
     ));
     assert!(matches!(
-        v.mkdir(ME, ROOT, RESERVED_NAME, 0o755),
+        v.names().mkdir(ME, ROOT, RESERVED_NAME, 0o755),
         Err(Error::Exists)
     ));
 }

@@ -45,28 +45,21 @@ impl TestFs {
 
     /// Creates (or truncates) a file at `name` in `parent` with `data`.
     pub(crate) fn put(&self, parent: Ino, name: &str, data: &[u8]) -> Ino {
-        let v = self.vfs();
-        let (attr, fh) = match v.lookup(parent, name.as_bytes()) {
-            Ok(a) => (a.clone(), v.open(a.ino, true, false).unwrap()),
-            Err(_) => v.create(ME, parent, name.as_bytes(), 0o644, false).unwrap(),
-        };
-        write_all(v, fh, 0, data);
-        v.release(fh).unwrap();
-        attr.ino
+        put(self.vfs(), parent, name, data)
     }
 
     /// The whole content of `ino`.
     pub(crate) fn get(&self, ino: Ino) -> Vec<u8> {
         let v = self.vfs();
-        let fh = v.open(ino, false, false).unwrap();
-        let size = v.getattr(ino).unwrap().size;
+        let fh = v.files().open(ino, false, false).unwrap();
+        let size = v.names().getattr(ino).unwrap().size;
         let mut out = Vec::new();
         while (out.len() as u64) < size {
-            let chunk = v.read(fh, out.len() as u64, 1 << 20).unwrap();
+            let chunk = v.files().read(fh, out.len() as u64, 1 << 20).unwrap();
             assert!(!chunk.is_empty(), "short read at {}", out.len());
             out.extend_from_slice(&chunk);
         }
-        v.release(fh).unwrap();
+        v.files().release(fh).unwrap();
         out
     }
 
@@ -74,7 +67,7 @@ impl TestFs {
     pub(crate) fn path(&self, path: &str) -> backer_fs::Result<Ino> {
         let mut ino = ROOT;
         for part in path.split('/').filter(|p| !p.is_empty()) {
-            ino = self.vfs().lookup(ino, part.as_bytes())?.ino;
+            ino = self.vfs().names().lookup(ino, part.as_bytes())?.ino;
         }
         Ok(ino)
     }
@@ -82,7 +75,10 @@ impl TestFs {
 
 pub(crate) fn write_all(v: &Vfs, fh: Fh, off: u64, data: &[u8]) {
     for (i, piece) in data.chunks(128 * 1024).enumerate() {
-        let n = v.write(fh, off + (i * 128 * 1024) as u64, piece).unwrap();
+        let n = v
+            .files()
+            .write(fh, off + (i * 128 * 1024) as u64, piece)
+            .unwrap();
         assert_eq!(n as usize, piece.len());
     }
 }
@@ -113,4 +109,18 @@ pub(crate) fn vfs_with_clock(
         ..VfsOptions::default()
     };
     Vfs::new(store, opts).unwrap()
+}
+
+/// Creates (or truncates) a file at `name` in `parent` of `v` with `data`.
+pub(crate) fn put(v: &Vfs, parent: Ino, name: &str, data: &[u8]) -> Ino {
+    let (attr, fh) = match v.names().lookup(parent, name.as_bytes()) {
+        Ok(a) => (a.clone(), v.files().open(a.ino, true, false).unwrap()),
+        Err(_) => v
+            .names()
+            .create(ME, parent, name.as_bytes(), 0o644, false)
+            .unwrap(),
+    };
+    write_all(v, fh, 0, data);
+    v.files().release(fh).unwrap();
+    attr.ino
 }

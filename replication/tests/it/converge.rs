@@ -167,7 +167,12 @@ fn live(node: &Node) -> (Vec<String>, Vec<String>) {
     while let Some(d) = todo.pop() {
         for name in node.list(&d) {
             let p = join(&d, &name);
-            let kind = node.vfs.getattr(node.lookup(&p).unwrap()).unwrap().kind;
+            let kind = node
+                .vfs
+                .names()
+                .getattr(node.lookup(&p).unwrap())
+                .unwrap()
+                .kind;
             if kind == Kind::Dir {
                 dirs.push(p.clone());
                 todo.push(p);

@@ -152,7 +152,7 @@ proptest! {
                 Op::Gc { node, keep } => {
                     remember(&nodes[node], &mut seen);
                     let live = nodes[node].snapshot("");
-                    nodes[node].vfs.gc(&keep_last(keep)).unwrap();
+                    nodes[node].vfs.history().gc(&keep_last(keep)).unwrap();
                     prop_assert_eq!(nodes[node].snapshot(""), live);
                     let log = read_log(nodes[node].vfs.store().kv(), usize::MAX).unwrap();
                     prop_assert!(log.len() <= keep);
@@ -201,7 +201,7 @@ fn a_collection_during_a_pull_never_leaves_holes() {
             std::thread::spawn(move || {
                 let mut runs = 0;
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    vfs.gc(&keep_last(1)).unwrap();
+                    vfs.history().gc(&keep_last(1)).unwrap();
                     runs += 1;
                 }
                 runs
@@ -226,7 +226,7 @@ fn a_collection_during_a_pull_never_leaves_holes() {
                 "{p} after {failures} failed syncs"
             );
         }
-        b.vfs.gc(&keep_last(1)).unwrap();
+        b.vfs.history().gc(&keep_last(1)).unwrap();
         assert_eq!(read_tree(&b.vfs.store(), b.root()).unwrap(), b.snapshot(""));
     }
 }

@@ -43,7 +43,7 @@ impl Node {
     pub(crate) fn lookup(&self, path: &str) -> Option<Ino> {
         let mut ino = ROOT;
         for part in path.split('/').filter(|p| !p.is_empty()) {
-            ino = self.vfs.lookup(ino, part.as_bytes()).ok()?.ino;
+            ino = self.vfs.names().lookup(ino, part.as_bytes()).ok()?.ino;
         }
         Some(ino)
     }
@@ -57,9 +57,15 @@ impl Node {
     pub(crate) fn mkdir_p(&self, path: &str) -> Ino {
         let mut ino = ROOT;
         for part in path.split('/').filter(|p| !p.is_empty()) {
-            ino = match self.vfs.lookup(ino, part.as_bytes()) {
+            ino = match self.vfs.names().lookup(ino, part.as_bytes()) {
                 Ok(a) => a.ino,
-                Err(_) => self.vfs.mkdir(ME, ino, part.as_bytes(), 0o755).unwrap().ino,
+                Err(_) => {
+                    self.vfs
+                        .names()
+                        .mkdir(ME, ino, part.as_bytes(), 0o755)
+                        .unwrap()
+                        .ino
+                }
             };
         }
         ino
@@ -68,54 +74,59 @@ impl Node {
     /// Writes `data` as the whole content of the file at `path`.
     pub(crate) fn write(&self, path: &str, data: &[u8]) {
         let (parent, name) = self.parent_of(path);
-        let fh = match self.vfs.lookup(parent, name.as_bytes()) {
-            Ok(a) => self.vfs.open(a.ino, true, false).unwrap(),
+        let fh = match self.vfs.names().lookup(parent, name.as_bytes()) {
+            Ok(a) => self.vfs.files().open(a.ino, true, false).unwrap(),
             Err(_) => {
                 self.vfs
+                    .names()
                     .create(ME, parent, name.as_bytes(), 0o644, false)
                     .unwrap()
                     .1
             }
         };
-        self.vfs.write(fh, 0, data).unwrap();
-        self.vfs.release(fh).unwrap();
+        self.vfs.files().write(fh, 0, data).unwrap();
+        self.vfs.files().release(fh).unwrap();
     }
 
     /// Writes `data` at `offset` into the existing file at `path`.
     pub(crate) fn write_at(&self, path: &str, offset: u64, data: &[u8]) {
         let ino = self.lookup(path).unwrap();
-        let fh = self.vfs.open(ino, false, false).unwrap();
-        self.vfs.write(fh, offset, data).unwrap();
-        self.vfs.release(fh).unwrap();
+        let fh = self.vfs.files().open(ino, false, false).unwrap();
+        self.vfs.files().write(fh, offset, data).unwrap();
+        self.vfs.files().release(fh).unwrap();
     }
 
     /// The whole content of the file at `path`.
     pub(crate) fn read(&self, path: &str) -> Option<Vec<u8>> {
         let ino = self.lookup(path)?;
-        let size = self.vfs.getattr(ino).ok()?.size;
-        let fh = self.vfs.open(ino, false, false).ok()?;
+        let size = self.vfs.names().getattr(ino).ok()?.size;
+        let fh = self.vfs.files().open(ino, false, false).ok()?;
         let mut out = Vec::new();
         while (out.len() as u64) < size {
-            let part = self.vfs.read(fh, out.len() as u64, 1 << 20).unwrap();
+            let part = self
+                .vfs
+                .files()
+                .read(fh, out.len() as u64, 1 << 20)
+                .unwrap();
             if part.is_empty() {
                 break;
             }
             out.extend_from_slice(&part);
         }
-        self.vfs.release(fh).unwrap();
+        self.vfs.files().release(fh).unwrap();
         Some(out)
     }
 
     pub(crate) fn remove(&self, path: &str) {
         let (parent, name) = self.parent_of(path);
-        let attr = self.vfs.lookup(parent, name.as_bytes()).unwrap();
+        let attr = self.vfs.names().lookup(parent, name.as_bytes()).unwrap();
         if attr.kind == Kind::Dir {
             for e in self.list(path) {
                 self.remove(&format!("{path}/{e}"));
             }
-            self.vfs.rmdir(parent, name.as_bytes()).unwrap();
+            self.vfs.names().rmdir(parent, name.as_bytes()).unwrap();
         } else {
-            self.vfs.unlink(parent, name.as_bytes()).unwrap();
+            self.vfs.names().unlink(parent, name.as_bytes()).unwrap();
         }
     }
 
@@ -123,6 +134,7 @@ impl Node {
         let (p1, n1) = self.parent_of(from);
         let (p2, n2) = self.parent_of(to);
         self.vfs
+            .names()
             .rename(p1, n1.as_bytes(), p2, n2.as_bytes(), RenameMode::Replace)
             .unwrap();
     }
@@ -133,7 +145,7 @@ impl Node {
         let mut out = Vec::new();
         let mut cookie = 0;
         loop {
-            let batch = self.vfs.readdir(ino, cookie, 1000).unwrap();
+            let batch = self.vfs.names().readdir(ino, cookie, 1000).unwrap();
             let Some(last) = batch.last() else { break };
             cookie = last.cookie;
             for e in batch {
@@ -156,13 +168,15 @@ impl Node {
             } else {
                 format!("{path}/{name}")
             };
-            let attr = self.vfs.getattr(self.lookup(&p).unwrap()).unwrap();
+            let attr = self.vfs.names().getattr(self.lookup(&p).unwrap()).unwrap();
             match attr.kind {
                 Kind::Dir => {
                     out.push((format!("{p}/"), vec![]));
                     out.extend(self.snapshot(&p));
                 }
-                Kind::Symlink => out.push((p.clone(), self.vfs.readlink(attr.ino).unwrap())),
+                Kind::Symlink => {
+                    out.push((p.clone(), self.vfs.names().readlink(attr.ino).unwrap()))
+                }
                 _ => out.push((p.clone(), self.read(&p).unwrap())),
             }
         }

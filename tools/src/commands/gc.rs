@@ -1,6 +1,6 @@
 //! `backer gc [--json]`: drop the roots the retention policy of
 //! `config.toml` does not keep and free what only they reached (see
-//! [`backer_fs::vfs::Vfs::gc`]). Run by the node when one runs, else here.
+//! [`backer_fs::vfs::History::gc`]). Run by the node when one runs, else here.
 
 use std::path::Path;
 

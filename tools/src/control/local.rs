@@ -210,6 +210,7 @@ impl Local {
         let policy = Config::load(self.vfs.store().dir())?.retention.policy()?;
         let report = self
             .vfs
+            .history()
             .gc(&policy)
             .map_err(|e| anyhow!("history collection failed: {e}"))?;
         self.sync_if_own()?;

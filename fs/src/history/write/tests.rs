@@ -37,18 +37,19 @@ mod swaps {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::create(&dir.path().join("store")).unwrap());
         let v = Vfs::new(store.clone(), VfsOptions::default()).unwrap();
-        let d = v.mkdir(ROOT_USER, ROOT, b"d", 0o755).unwrap().ino;
+        let d = v.names().mkdir(ROOT_USER, ROOT, b"d", 0o755).unwrap().ino;
         for (name, mode) in [("f", 0o644), ("s", 0o4755), ("g", 0o2755)] {
             let (a, fh) = v
+                .names()
                 .create(ROOT_USER, d, name.as_bytes(), 0o600, false)
                 .unwrap();
-            v.write(fh, 0, b"#!/bin/sh\n").unwrap();
-            v.release(fh).unwrap();
+            v.files().write(fh, 0, b"#!/bin/sh\n").unwrap();
+            v.files().release(fh).unwrap();
             let set = SetAttr {
                 mode: Some(mode),
                 ..SetAttr::default()
             };
-            v.setattr(a.ino, &set).unwrap();
+            v.names().setattr(a.ino, &set).unwrap();
         }
         v.commit().unwrap();
         v.sync().unwrap();

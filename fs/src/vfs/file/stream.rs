@@ -25,7 +25,7 @@ use crate::chunk;
 use crate::error::Result;
 use crate::store::Store;
 use crate::tree::content::Extent;
-use crate::vfs::{Ino, Pins, Vfs};
+use crate::vfs::{Files, Ino, Pins};
 
 /// A run of a file's bytes being folded without the lock.
 #[derive(Debug)]
@@ -148,31 +148,32 @@ impl FileData {
     }
 }
 
-impl Vfs {
+impl Files<'_> {
     /// Runs a fold begun by a write without the lock, then swaps its
     /// chunks in (see [`StreamFold`]). A failure leaves the bytes
     /// in the overlay, for the next fold to store.
     pub(in crate::vfs) fn finish_stream_fold(&self, ino: Ino, t: StreamFold) -> Result<()> {
-        let store = self.store();
-        let pins = self.pins();
+        let store = self.vfs.store();
+        let pins = self.vfs.pins();
         let done = t.run(&store, &pins);
-        let mut inner = self.lock();
+        let mut inner = self.vfs.lock();
         let (done, err) = match done {
             Ok(d) => (d, None),
             Err(e) => (None, Some(e)),
         };
-        if let Some(of) = inner.open.get_mut(&ino) {
+        if let Some(of) = inner.files.get_mut(ino) {
             of.data.finish_stream_fold(t, done);
         }
         drop(inner);
         drop(pins);
         {
             let _g = self
+                .vfs
                 .stream_folded
                 .0
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            self.stream_folded.1.notify_all();
+            self.vfs.stream_folded.1.notify_all();
         }
         match err {
             // ENOSPC and friends reach the writer now, like an inline fold's.
@@ -180,20 +181,19 @@ impl Vfs {
             None => Ok(()),
         }
     }
-}
 
-impl Vfs {
     /// Waits until `ino` has no fold without the lock under way (a writer
     /// far ahead of it is held back here, not under the lock).
     pub(in crate::vfs) fn wait_for_stream_fold(&self, ino: Ino) {
-        let (m, cv) = &self.stream_folded;
+        let (m, cv) = &self.vfs.stream_folded;
         let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
         // The check runs with `m` held and the finisher notifies with it
         // held after its swap, so a wakeup cannot fall between the two.
         while self
+            .vfs
             .lock()
-            .open
-            .get(&ino)
+            .files
+            .get(ino)
             .is_some_and(|of| of.data.stream_folding())
         {
             g = cv

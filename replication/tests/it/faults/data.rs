@@ -145,8 +145,8 @@ async fn a_peer_whose_store_lost_a_chunk_is_converged_on_and_the_chunk_recorded_
     assert_eq!(b.vfs.store().missing_chunks().unwrap(), vec![lost]);
     let read = |path: &str| {
         let ino = b.lookup(path).unwrap();
-        let fh = b.vfs.open(ino, false, false).unwrap();
-        b.vfs.read(fh, 0, 1 << 20)
+        let fh = b.vfs.files().open(ino, false, false).unwrap();
+        b.vfs.files().read(fh, 0, 1 << 20)
     };
     assert_eq!(read("g.bin").unwrap(), bytes(401, 200_000));
     let err = read("f.bin").unwrap_err();

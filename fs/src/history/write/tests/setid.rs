@@ -28,17 +28,17 @@ fn tree(who: Ctx, dev_maker: Ctx) -> (tempfile::TempDir, Arc<Vfs>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::create(&dir.path().join("store")).unwrap());
     let v = Arc::new(Vfs::new(store, VfsOptions::default()).unwrap());
-    let d = v.mkdir(ROOT_USER, ROOT, b"d", 0o777).unwrap().ino;
-    let (a, fh) = v.create(who, d, b"tool", 0o600, false).unwrap();
-    v.write(fh, 0, b"#!/bin/sh\nid\n").unwrap();
-    v.release(fh).unwrap();
+    let d = v.names().mkdir(ROOT_USER, ROOT, b"d", 0o777).unwrap().ino;
+    let (a, fh) = v.names().create(who, d, b"tool", 0o600, false).unwrap();
+    v.files().write(fh, 0, b"#!/bin/sh\nid\n").unwrap();
+    v.files().release(fh).unwrap();
     let set = SetAttr {
         mode: Some(0o4755),
         ..SetAttr::default()
     };
-    v.setattr(a.ino, &set).unwrap();
+    v.names().setattr(a.ino, &set).unwrap();
     let mem = NewNode::Special(Kind::CharDev, libc::makedev(1, 1));
-    v.mknod(dev_maker, d, b"mem", mem, 0o666).unwrap();
+    v.names().mknod(dev_maker, d, b"mem", mem, 0o666).unwrap();
     v.commit().unwrap();
     (dir, v)
 }
@@ -95,13 +95,13 @@ fn setid_bits_only_the_tree_carries_are_dropped() {
     let (dir, v) = tree(ROOT_USER, ROOT_USER);
     // The committed tree says 04755; the live file does not (as after a
     // peer's install, which never sets set-id bits live).
-    let d = v.lookup(ROOT, b"d").unwrap().ino;
-    let tool = v.lookup(d, b"tool").unwrap().ino;
+    let d = v.names().lookup(ROOT, b"d").unwrap().ino;
+    let tool = v.names().lookup(d, b"tool").unwrap().ino;
     let set = SetAttr {
         mode: Some(0o755),
         ..SetAttr::default()
     };
-    v.setattr(tool, &set).unwrap();
+    v.names().setattr(tool, &set).unwrap();
     let out = dir.path().join("out");
     export_live(&v, &out, KEEP_SETID);
     assert_eq!(meta(&out.join("d/tool")).mode() & 0o7777, 0o755);
@@ -127,8 +127,8 @@ fn devices_need_both_flags_and_a_live_twin_made_by_root() {
     assert_eq!((m.uid(), m.rdev()), (0, libc::makedev(1, 1)));
     assert_eq!(m.mode() & 0o7777, 0o666);
     // A device only the tree has (a peer's, removed live since): skipped.
-    let d = v.lookup(ROOT, b"d").unwrap().ino;
-    v.unlink(d, b"mem").unwrap();
+    let d = v.names().lookup(ROOT, b"d").unwrap().ino;
+    v.names().unlink(d, b"mem").unwrap();
     let out = dir.path().join("gone");
     let done = export_live(&v, &out, KEEP_BOTH);
     assert!(!out.join("d/mem").exists());
