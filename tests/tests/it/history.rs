@@ -341,6 +341,27 @@ fn bad_history_input_is_one_line() {
     }
 }
 
+/// `log --json` once it has stopped growing for longer than the
+/// background committer's quiet period (2 s).
+fn settled_log(store: &TempStore) -> Vec<Value> {
+    let mut log = log_json(store, None);
+    let start = std::time::Instant::now();
+    let mut since = start;
+    while since.elapsed() < Duration::from_secs(3) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the log never settled: {log:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+        let now = log_json(store, None);
+        if now.len() != log.len() {
+            log = now;
+            since = std::time::Instant::now();
+        }
+    }
+    log
+}
+
 /// The `[retention]` of `config.toml` that keeps only the `n` newest roots.
 fn keep_only_last(store: &TempStore, n: usize) {
     let cfg = store.dir().join("config.toml");
@@ -362,7 +383,16 @@ fn gc_keeping_two_roots_frees_the_rest_and_both_read_back() {
         write_synced(&m.path("big.bin"), v);
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(log_json(store, None).len(), 5);
+    // Each fsync commits its version. The kernel may still send a late
+    // attribute update (the writeback cache's mtime) after an fsync, which
+    // the background committer commits on its own once quiet: count the
+    // commits once the log has settled, rather than assume five.
+    let log = settled_log(store);
+    assert!(log.len() >= 5, "one commit per fsynced version: {log:#?}");
+    if log.len() > 5 {
+        eprintln!("{} commits for 5 fsynced versions: {log:#?}", log.len());
+    }
+    let roots = log.len() as u64;
     keep_only_last(store, 2);
 
     // The running node collects (its config is read at each collection).
@@ -371,7 +401,7 @@ fn gc_keeping_two_roots_frees_the_rest_and_both_read_back() {
     let r: Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!(
         (r["roots_before"].as_u64(), r["roots_kept"].as_u64()),
-        (Some(5), Some(2)),
+        (Some(roots), Some(2)),
         "{r:#}"
     );
     let (before, after) = (
@@ -383,7 +413,9 @@ fn gc_keeping_two_roots_frees_the_rest_and_both_read_back() {
         "three 4 MiB versions should be freed: {before} -> {after} bytes"
     );
 
-    // The two kept versions are all the log has, and both read back.
+    // The two kept versions are all the log has, and both read back: the
+    // newest is the last version; the other the one before it (or the
+    // last again, when a late attribute update made its own commit).
     let log = log_json(store, None);
     assert_eq!(log.len(), 2, "{log:#?}");
     for (k, c) in log.iter().enumerate() {
@@ -401,10 +433,12 @@ fn gc_keeping_two_roots_frees_the_rest_and_both_read_back() {
             ],
         )
         .assert_success();
-        assert!(
-            fs::read(out.join("big.bin")).unwrap() == versions[4 - k],
-            "kept version {k}"
-        );
+        let got = fs::read(out.join("big.bin")).unwrap();
+        let want: &[&Vec<u8>] = match k {
+            0 => &[&versions[4]],
+            _ => &[&versions[3], &versions[4]],
+        };
+        assert!(want.iter().any(|w| **w == got), "kept version {k}");
     }
     let snaps = fs::read_dir(m.path(".backer/snapshots")).unwrap().count();
     assert_eq!(snaps, 2);
