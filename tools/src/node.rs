@@ -188,6 +188,7 @@ fn serve_mount(
         auto_unmount: m.auto_unmount,
         fsname: store_dir.display().to_string(),
         threads: 2,
+        owner: crate::store_dir::store_owner(),
     };
     let mut mounted = backer_fs::fuse::mount(vfs.clone(), &m.dir, &opts)
         .map_err(|e| anyhow!("cannot mount at {}: {e}", m.dir.display()))?;
