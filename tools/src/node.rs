@@ -116,7 +116,7 @@ pub(crate) fn run(
     let local = Arc::new(crate::control::Local::node(
         vfs.clone(),
         mount.map(|m| m.dir.clone()),
-        Some(net.clone()),
+        Some(net.clone() as Arc<dyn crate::services::PeerNet>),
         bus.clone(),
     ));
     crate::control::serve(store_dir, local.clone())?;
