@@ -395,3 +395,39 @@ fn mount_backer_listens_where_o_listen_says_and_shows_as_fuse_backer() {
     assert_eq!(findmnt.stdout.trim(), "fuse.backer", "{findmnt:#?}");
     m.unmount();
 }
+
+/// Root's node acting as a store's owner (as the one the helper starts)
+/// without allow_other makes the mount the owner's (user_id), so the
+/// owner gets in: a mount with root's user_id would shut them out.
+#[test]
+fn root_acting_as_the_owner_without_allow_other_lets_the_owner_in() {
+    let mut m = Mount::init();
+    let store = m.store().dir();
+    let chown = Run::of(Command::new("chown").args([
+        "-R".as_ref(),
+        "65534:65534".as_ref(),
+        store.as_os_str(),
+    ]));
+    chown.assert_success();
+    fs::set_permissions(
+        m.root(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let run = Run::of(
+        m.store()
+            .backer()
+            .env("BACKER_AS_STORE_OWNER", "1")
+            .arg("mount")
+            .arg(m.dir())
+            .arg("--no-allow-other")
+            .stdin(Stdio::null()),
+    );
+    if run.code == Some(0) {
+        m.adopt_running_node();
+    }
+    assert_eq!(run.code, Some(0), "{run:#?}\nlog:\n{}", m.log());
+    let ls = crate::posix_meta::as_nobody(&["ls", "-a", m.dir().to_str().expect("utf-8")]);
+    ls.assert_success();
+    m.unmount_with("umount", &[]);
+}
