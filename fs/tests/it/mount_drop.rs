@@ -17,9 +17,9 @@ fn mount_at(dir: &Path) -> Option<String> {
     let dir = dir.to_str().unwrap();
     table
         .lines()
+        .rev()
         .filter(|l| l.split(' ').nth(4) == Some(dir))
-        .filter_map(|l| l.split_once(" - ").map(|(_, tail)| tail.to_string()))
-        .last()
+        .find_map(|l| l.split_once(" - ").map(|(_, tail)| tail.to_string()))
 }
 
 /// A new store's tree and an empty mount point, in `t`.
