@@ -44,7 +44,8 @@ impl Default for MountOptions {
     }
 }
 
-/// A mounted, not yet serving, session.
+/// A mounted, not yet serving, session. Dropped without [`Mounted::run`]
+/// (the node failed after mounting), its mount goes with it.
 pub struct Mounted {
     session: fuser::Session<BackerFs>,
     vfs: Arc<Vfs>,
