@@ -18,7 +18,10 @@
 //! [`client`] of a running node or a [`Local`] store opened by the
 //! command; the node's [`server`] answers with a [`Local`] of its own.
 //! [`Local`] does the work through the typed API of backer-fs
-//! ([`backer_fs::history`]) and never calls a command.
+//! ([`backer_fs::history`]) and never calls a command. It reaches the
+//! node's peers and web page only through the traits of
+//! [`crate::services`], so this module uses neither `net` nor `web`
+//! (they use it).
 //!
 //! A socket left by a killed node refuses connections: it is removed, not
 //! trusted.
@@ -35,6 +38,7 @@ use backer_fs::gc::Report;
 use backer_fs::history::{Du, LiveFile, LogEntry, RestoreRequest, Restored, Version};
 use serde::{Deserialize, Serialize};
 
+use crate::services::PeerInfo;
 pub(crate) use local::Local;
 pub(crate) use server::serve;
 pub(crate) use source::RemoteSource;
@@ -181,30 +185,6 @@ pub(crate) struct Status {
     /// Chunks the tree names that this node does not hold (damaged and
     /// quarantined, or no peer could supply them), in hex.
     pub(crate) missing_chunks: Vec<String>,
-}
-
-/// One peer as `status --json` prints it (DESIGN.md: "id", "addr",
-/// "connected" as a JSON boolean, "last_sync"), and what is left to
-/// fetch from it. A node that does not run reports every peer of
-/// config.toml in this shape too, none connected.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct PeerInfo {
-    /// Its node id, in the displayed form.
-    pub(crate) id: String,
-    /// Where the node dials it (`None`: it dials us).
-    pub(crate) addr: Option<String>,
-    /// Whether a session runs and both sides accepted each other.
-    pub(crate) connected: bool,
-    /// When both sides last held the same root (Unix seconds).
-    pub(crate) last_sync: Option<u64>,
-    /// Files the current pull still has to fetch.
-    pub(crate) files_to_go: u64,
-    /// Chunk bytes the current pull still has to fetch.
-    pub(crate) bytes_to_go: u64,
-    /// The peer refused our key when the node last dialled it (absent
-    /// from older nodes: false).
-    #[serde(default)]
-    pub(crate) refused_us: bool,
 }
 
 /// What a node did on [`Request::Reload`].

@@ -16,6 +16,7 @@ mod mountinfo;
 mod net;
 mod node;
 mod sd_notify;
+mod services;
 mod store_dir;
 mod web;
 

@@ -16,7 +16,7 @@ use backer_replication::peers::Options;
 use backer_replication::{PeerSpec, Peers, RootFeed};
 
 use crate::config::Config;
-use crate::control::PeerInfo;
+use crate::services::{PeerInfo, PeerNet};
 
 /// The running network side of a node.
 pub(crate) struct Net {
@@ -57,10 +57,15 @@ impl Net {
         })
     }
 
-    /// Re-reads `config.toml` and applies its peers (the control socket's
-    /// `reload`, after `peer add`/`peer remove`).
-    /// Returns how many peers are trusted now.
-    pub(crate) fn reload(&self) -> Result<usize> {
+    /// Tells every peer we stop, waits until they have heard it, and
+    /// closes the endpoint (a few seconds at most).
+    pub(crate) fn shutdown(&self) {
+        self.peers.shutdown();
+    }
+}
+
+impl PeerNet for Net {
+    fn reload(&self) -> Result<usize> {
         let cfg = Config::load(&self.store_dir)?;
         let specs = peer_specs(&cfg)?;
         let n = specs.len();
@@ -68,8 +73,7 @@ impl Net {
         Ok(n)
     }
 
-    /// The peers as `status --json` shows them.
-    pub(crate) fn status(&self) -> Vec<PeerInfo> {
+    fn peers(&self) -> Vec<PeerInfo> {
         self.peers
             .status()
             .into_iter()
@@ -85,21 +89,12 @@ impl Net {
             .collect()
     }
 
-    /// What tells the kernel about a tree installed outside a sync (a
-    /// restore), if a mount runs.
-    pub(crate) fn install_hook(&self) -> Option<InstallHook> {
+    fn install_hook(&self) -> Option<InstallHook> {
         self.peers.install_hook()
     }
 
-    /// Where the node accepts peers; `None` when it only dials out.
-    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+    fn local_addr(&self) -> Option<SocketAddr> {
         self.peers.listen_addr()
-    }
-
-    /// Tells every peer we stop, waits until they have heard it, and
-    /// closes the endpoint (a few seconds at most).
-    pub(crate) fn shutdown(&self) {
-        self.peers.shutdown();
     }
 }
 

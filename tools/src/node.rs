@@ -116,7 +116,7 @@ pub(crate) fn run(
     let local = Arc::new(crate::control::Local::node(
         vfs.clone(),
         mount.map(|m| m.dir.clone()),
-        Some(net.clone()),
+        Some(net.clone() as Arc<dyn crate::services::PeerNet>),
         bus.clone(),
     ));
     crate::control::serve(store_dir, local.clone())?;
@@ -188,6 +188,7 @@ fn serve_mount(
         auto_unmount: m.auto_unmount,
         fsname: store_dir.display().to_string(),
         threads: 2,
+        owner: crate::store_dir::store_owner(),
     };
     let mut mounted = backer_fs::fuse::mount(vfs.clone(), &m.dir, &opts)
         .map_err(|e| anyhow!("cannot mount at {}: {e}", m.dir.display()))?;

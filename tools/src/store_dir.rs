@@ -28,13 +28,20 @@ pub(crate) fn resolve(flag: Option<&Path>) -> Result<PathBuf> {
 /// store as [`act_as_store_owner`] says.
 pub(crate) const AS_OWNER_ENV: &str = "BACKER_AS_STORE_OWNER";
 
-/// Whether this process acts as its store's owner ([`act_as_store_owner`]).
-static ACTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The store owner's (uid, gid) this process acts as ([`act_as_store_owner`]).
+static ACTING: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
 
 /// Whether [`act_as_store_owner`] made this process act as another user.
 #[cfg(feature = "fuse")]
 pub(crate) fn acting_as_store_owner() -> bool {
-    ACTING.load(std::sync::atomic::Ordering::Relaxed)
+    ACTING.get().is_some()
+}
+
+/// The (uid, gid) [`act_as_store_owner`] made this process act as: the
+/// user its mount belongs to.
+#[cfg(feature = "fuse")]
+pub(crate) fn store_owner() -> Option<(u32, u32)> {
+    ACTING.get().copied()
 }
 
 /// For the mount(8) helper only (DESIGN.md: `mount -t backer STORE DIR`
@@ -72,7 +79,7 @@ pub(crate) fn act_as_store_owner(dir: &Path) -> Result<()> {
             dir.display()
         );
     }
-    ACTING.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = ACTING.set((uid, gid));
     Ok(())
 }
 

@@ -36,6 +36,7 @@ use backer_fs::events::Bus;
 
 use crate::config::{web_addr, Config};
 use crate::control::Local;
+use crate::services::WebLogins;
 
 /// How long a login token from `backer web` may wait to be used.
 const LOGIN_TTL: Duration = Duration::from_secs(600);
@@ -84,10 +85,12 @@ impl Access {
             sessions: Mutex::new(HashSet::new()),
         }
     }
+}
 
+impl WebLogins for Access {
     /// A new one-time login URL: the token rides in the fragment, which
     /// the browser never sends; the page trades it for a session.
-    pub(crate) fn login_url(&self) -> String {
+    fn login_url(&self) -> String {
         let token = match new_secret() {
             Ok(t) => t,
             Err(e) => return format!("cannot make a login token: {e}"),
@@ -97,7 +100,9 @@ impl Access {
         logins.insert(token.clone(), Instant::now());
         format!("http://{}/#login={token}", self.addr)
     }
+}
 
+impl Access {
     /// Trades a login token (once) for a new session token.
     fn login(&self, token: &str) -> Option<String> {
         let made = lock(&self.logins).remove(token)?;

@@ -25,6 +25,10 @@ pub struct MountOptions {
     pub fsname: String,
     /// FUSE worker threads.
     pub threads: usize,
+    /// The user (uid, gid) the mount belongs to, when root mounts for a
+    /// store's owner (the mount(8) helper acting as that owner): without
+    /// `allow_other` only that user gets in. `None`: this process's user.
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Default for MountOptions {
@@ -35,17 +39,61 @@ impl Default for MountOptions {
             auto_unmount: false,
             fsname: "backer".into(),
             threads: 2,
+            owner: None,
         }
     }
 }
 
-/// A mounted, not yet serving, session.
+/// A mounted, not yet serving, session. Dropped without [`Mounted::run`]
+/// (the node failed after mounting), its mount goes with it.
 pub struct Mounted {
     session: fuser::Session<BackerFs>,
     vfs: Arc<Vfs>,
-    /// Where root mounted it with [`mount_as_root`] (fuser holds no
-    /// handle to that mount: we unmount it).
-    own_mount: Option<std::path::PathBuf>,
+    /// Root's own mount ([`mount_as_root`]): fuser holds no handle to
+    /// it, so this one detaches it if the session does not end by an
+    /// unmount.
+    own_mount: Option<OwnMount>,
+}
+
+/// A mount root made with mount(2) ([`mount_as_root`]). fuser's own
+/// mounts unmount when its session goes (its `UmountOnDrop`); this does
+/// the same for ours: dropped while armed (the node failed after
+/// mounting, before or while serving) it detaches the mount, which would
+/// otherwise stay behind dead (ENOTCONN) with nobody serving it.
+struct OwnMount {
+    path: std::path::PathBuf,
+    /// Cleared when the session ended by an unmount: the mount is gone,
+    /// and umount(2) on the path could hit a newer mount made there.
+    armed: bool,
+}
+
+impl OwnMount {
+    /// The session ended by an unmount: nothing left to detach.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for OwnMount {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Err(e) = umount(&self.path, libc::MNT_DETACH) {
+                tracing::error!(path = %self.path.display(), error = %e,
+                    "cannot detach the mount after the node failed");
+            }
+        }
+    }
+}
+
+/// umount2(2) of `path` with `flags`.
+fn umount(path: &Path, flags: libc::c_int) -> io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid NUL-terminated path; umount2 only reads it.
+    if unsafe { libc::umount2(c.as_ptr(), flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Unmounts a [`Mounted`] session from another thread (signal handlers).
@@ -63,15 +111,7 @@ impl Unmounter {
     pub fn unmount(&mut self) -> io::Result<()> {
         match &mut self.0 {
             UnmountBy::Fuser(u) => u.unmount(),
-            UnmountBy::Path(p) => {
-                let c = std::ffi::CString::new(p.as_os_str().as_bytes())
-                    .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-                // SAFETY: `c` is a valid NUL-terminated path; umount2 only reads it.
-                if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            }
+            UnmountBy::Path(p) => umount(p, 0),
         }
     }
 }
@@ -95,8 +135,11 @@ fn mount_as_root(
         .write(true)
         .open("/dev/fuse")?;
     use std::os::fd::AsRawFd;
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = match opts.owner {
+        Some(ids) => ids,
+        // SAFETY: getuid/getgid cannot fail.
+        None => unsafe { (libc::getuid(), libc::getgid()) },
+    };
     let mut data = format!(
         "fd={},rootmode={rootmode:o},user_id={uid},group_id={gid},default_permissions",
         dev.as_raw_fd()
@@ -171,20 +214,36 @@ pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, opts: &MountOptions) -> io::Resul
     let root = unsafe { libc::geteuid() } == 0;
     if root && !opts.auto_unmount {
         if let Some(fd) = mount_as_root(mountpoint, opts)? {
-            let acl = cfg.acl;
-            let session = match fuser::Session::from_fd(fs, fd, acl, cfg) {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = Unmounter(UnmountBy::Path(mountpoint.to_path_buf())).unmount();
-                    return Err(e);
-                }
+            // Armed from here: a failed handshake detaches it too.
+            let own = OwnMount {
+                path: mountpoint.to_path_buf(),
+                armed: true,
             };
+            // The kernel already lets in only the mount's user_id (or,
+            // with allow_other, everyone): fuser's own check compares
+            // with this process's euid, root, which would shut out the
+            // store's owner that `opts.owner` named.
+            let acl = match opts.owner {
+                Some(_) => SessionACL::All,
+                None => cfg.acl,
+            };
+            let session = fuser::Session::from_fd(fs, fd, acl, cfg)?;
             return Ok(Mounted {
                 session,
                 vfs,
-                own_mount: Some(mountpoint.to_path_buf()),
+                own_mount: Some(own),
             });
         }
+    }
+    if opts.owner.is_some() && !opts.allow_other {
+        // fusermount3 makes the mount root's, and fuser lets in only its
+        // own euid (root) besides: the owner would be locked out.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a mount for the store's owner without allow_other needs root's own \
+             mount(2), which auto_unmount or this namespace rules out: mount \
+             with allow_other, or without auto_unmount",
+        ));
     }
     Ok(Mounted {
         session: fuser::Session::new(fs, mountpoint, &cfg)?,
@@ -197,7 +256,7 @@ impl Mounted {
     /// A handle that unmounts from any thread.
     pub fn unmounter(&mut self) -> Unmounter {
         match &self.own_mount {
-            Some(p) => Unmounter(UnmountBy::Path(p.clone())),
+            Some(m) => Unmounter(UnmountBy::Path(m.path.clone())),
             None => Unmounter(UnmountBy::Fuser(self.session.unmount_callable())),
         }
     }
@@ -236,9 +295,21 @@ impl Mounted {
     /// the mount point's path if it believes the mount still stands) only
     /// after `destroy` returns, and a slow `destroy` let a new mount at
     /// the same path come up meanwhile and be unmounted by the old node.
+    ///
+    /// If serving fails, root's own mount is detached (fuser's own mounts
+    /// unmount when its session goes).
     pub fn run(self) -> io::Result<()> {
-        let served = self.session.run();
-        if let Err(e) = self.vfs.sync() {
+        let Mounted {
+            session,
+            vfs,
+            own_mount,
+        } = self;
+        let served = session.run();
+        match own_mount {
+            Some(m) if served.is_ok() => m.disarm(),
+            m => drop(m),
+        }
+        if let Err(e) = vfs.sync() {
             tracing::error!(error = %e, "final sync at unmount failed");
         }
         served
@@ -260,12 +331,7 @@ pub fn clear_dead_mount(path: &Path) -> io::Result<bool> {
         .status();
     if !status.is_ok_and(|s| s.success()) {
         // Not installed or refused: as root, detach it ourselves.
-        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: `c` is a valid NUL-terminated path; umount2 reads it only.
-        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        umount(path, libc::MNT_DETACH)?;
     }
     Ok(true)
 }

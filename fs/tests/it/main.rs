@@ -17,6 +17,8 @@ mod kv_suite;
 mod large_dir;
 mod links;
 mod model;
+#[cfg(feature = "fuse")]
+mod mount_drop;
 mod posix;
 mod private_store;
 mod publish;

@@ -297,9 +297,9 @@ fn owners(dir: &Path) -> Vec<(PathBuf, u32)> {
     out
 }
 
-#[test]
-fn root_mounts_a_users_store_whose_files_stay_the_users() {
-    let mut m = Mount::init();
+/// Makes `m`'s store nobody's (uid and gid 65534), who must reach the
+/// store and the mount point; returns the store folder.
+fn give_store_to_nobody(m: &Mount) -> PathBuf {
     let store = m.store().dir();
     let chown = Run::of(Command::new("chown").args([
         "-R".as_ref(),
@@ -307,12 +307,18 @@ fn root_mounts_a_users_store_whose_files_stay_the_users() {
         store.as_os_str(),
     ]));
     chown.assert_success();
-    // The store's owner must reach the store and the mount point.
     fs::set_permissions(
         m.root(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("chmod");
+    store
+}
+
+#[test]
+fn root_mounts_a_users_store_whose_files_stay_the_users() {
+    let mut m = Mount::init();
+    let store = give_store_to_nobody(&m);
     let helper = helper_dir(&m).join("mount.backer");
     let run = Run::of(
         Command::new(&helper)
@@ -394,4 +400,29 @@ fn mount_backer_listens_where_o_listen_says_and_shows_as_fuse_backer() {
     );
     assert_eq!(findmnt.stdout.trim(), "fuse.backer", "{findmnt:#?}");
     m.unmount();
+}
+
+/// Root's node acting as a store's owner (as the one the helper starts)
+/// without allow_other makes the mount the owner's (user_id), so the
+/// owner gets in: a mount with root's user_id would shut them out.
+#[test]
+fn root_acting_as_the_owner_without_allow_other_lets_the_owner_in() {
+    let mut m = Mount::init();
+    give_store_to_nobody(&m);
+    let run = Run::of(
+        m.store()
+            .backer()
+            .env("BACKER_AS_STORE_OWNER", "1")
+            .arg("mount")
+            .arg(m.dir())
+            .arg("--no-allow-other")
+            .stdin(Stdio::null()),
+    );
+    if run.code == Some(0) {
+        m.adopt_running_node();
+    }
+    assert_eq!(run.code, Some(0), "{run:#?}\nlog:\n{}", m.log());
+    let ls = crate::posix_meta::as_nobody(&["ls", "-a", m.dir().to_str().expect("utf-8")]);
+    ls.assert_success();
+    m.unmount_with("umount", &[]);
 }

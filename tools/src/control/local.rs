@@ -16,9 +16,9 @@ use backer_fs::tree::NodeStore;
 use backer_fs::vfs::{Ctx, Vfs, VfsOptions};
 use backer_fs::{Error, Hash};
 
-use super::{to_hex, PeerInfo, Reloaded, Request, Response, Status};
+use super::{to_hex, Reloaded, Request, Response, Status};
 use crate::config::Config;
-use crate::net::Net;
+use crate::services::{PeerInfo, PeerNet, WebLogins};
 
 /// The live tree of an opened store, and what the node around it runs.
 pub(crate) struct Local {
@@ -26,13 +26,13 @@ pub(crate) struct Local {
     /// Where the node is mounted.
     mount: Option<PathBuf>,
     /// The node's peers.
-    net: Option<Arc<Net>>,
+    net: Option<Arc<dyn PeerNet>>,
     /// The node's process; `None` for a command's own opening.
     pid: Option<u32>,
     /// The node's event bus.
     bus: Option<Bus>,
     /// The web page's logins, once its listener runs.
-    web: OnceLock<Arc<crate::web::Access>>,
+    web: OnceLock<Arc<dyn WebLogins>>,
 }
 
 /// The user running this process, who owns what a restore creates when
@@ -66,7 +66,7 @@ impl Local {
     pub(crate) fn node(
         vfs: Arc<Vfs>,
         mount: Option<PathBuf>,
-        net: Option<Arc<Net>>,
+        net: Option<Arc<dyn PeerNet>>,
         bus: Bus,
     ) -> Local {
         Local {
@@ -85,7 +85,7 @@ impl Local {
     }
 
     /// Sets the web listener's logins, once it runs.
-    pub(crate) fn set_web(&self, access: Arc<crate::web::Access>) {
+    pub(crate) fn set_web(&self, access: Arc<dyn WebLogins>) {
         let _ = self.web.set(access);
     }
 
@@ -151,7 +151,7 @@ impl Local {
         let head = history::head(&store).map_err(explain("cannot read the commit log"))?;
         let net = self.net.as_deref();
         let peers = match net {
-            Some(n) => n.status(),
+            Some(n) => n.peers(),
             None => {
                 let cfg = Config::load(store.dir())?;
                 cfg.peers
@@ -172,7 +172,7 @@ impl Local {
             root: self.vfs.root_hash()?.to_hex(),
             node: store.node_id().to_string(),
             peers,
-            listen: net.and_then(Net::local_addr).map(|a| a.to_string()),
+            listen: net.and_then(PeerNet::local_addr).map(|a| a.to_string()),
             mount: self.mount.as_ref().map(|m| m.display().to_string()),
             commits: head.map_or(0, |c| c.seq),
             pid: self.pid,
@@ -229,7 +229,7 @@ impl Local {
     /// Restores a path as `req` says; a mounted node's kernel hears of
     /// the changed names.
     pub(crate) fn restore(&self, req: &RestoreRequest) -> Result<Restored> {
-        let hook = self.net.as_deref().and_then(Net::install_hook);
+        let hook = self.net.as_deref().and_then(PeerNet::install_hook);
         let hook_ref = hook.as_ref().map(|h| &**h as &dyn Fn(&_));
         let out = history::restore(&self.vfs, hook_ref, req).map_err(explain("cannot restore"))?;
         self.sync_if_own()?;
