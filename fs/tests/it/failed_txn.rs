@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use backer_fs::store::mem_kv::MemKv;
 use backer_fs::store::{Space, Store};
-use backer_fs::vfs::{Attr, Fh, Ino, Vfs, VfsOptions, ROOT};
+use backer_fs::vfs::{Attr, Defer, Fh, Ino, SetAttr, SetTime, Vfs, VfsOptions, ROOT};
 
 use crate::kv_suite::Shared;
 use crate::util::ME;
@@ -135,4 +135,97 @@ fn a_failed_last_release_of_an_unlinked_file_frees_it_at_the_next_commit() {
     vfs.commit().unwrap();
     assert!(orphans().is_empty(), "the commit finished the close");
     assert!(vfs.names().getattr(f.ino).is_err(), "and the inode is gone");
+}
+
+#[test]
+fn a_failed_truncate_of_a_file_whose_close_is_pending_keeps_its_bytes() {
+    let (_dir, store, vfs, refuse) = refusing();
+    let (f, fh) = hello(&vfs);
+    refused(&refuse, || vfs.files().release(fh));
+    let cut = SetAttr {
+        size: Some(2),
+        ..SetAttr::default()
+    };
+    refused(&refuse, || vfs.names().setattr(f.ino, &cut));
+    refused(&refuse, || vfs.files().open(f.ino, true, false));
+    let fh = vfs.files().open(f.ino, false, false).unwrap();
+    assert_eq!(vfs.files().read(fh, 0, 100).unwrap(), b"hello");
+    vfs.files().release(fh).unwrap();
+    vfs.commit().unwrap();
+    assert_eq!(stored(store, f.ino), b"hello");
+}
+
+#[test]
+fn a_failed_setattr_of_the_mtime_keeps_the_last_writes_mtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = Arc::new(Shared::new(Arc::new(MemKv::new())));
+    let refuse = kv.refuse.clone();
+    let store = Arc::new(Store::with_engine(dir.path(), kv, Default::default()).unwrap());
+    // A clock a second later at every look, so the write's time is not
+    // the create's.
+    let tick = Arc::new(std::sync::atomic::AtomicI64::new(1_000));
+    let clock = move || backer_fs::tree::Timestamp {
+        secs: tick.fetch_add(1, Ordering::SeqCst),
+        nanos: 0,
+    };
+    let opts = VfsOptions {
+        clock: Arc::new(clock),
+        ..VfsOptions::default()
+    };
+    let vfs = Vfs::new(store, opts).unwrap();
+    let (f, fh) = hello(&vfs);
+    let set = SetAttr {
+        mtime: Some(SetTime::At(backer_fs::tree::Timestamp::default())),
+        ..SetAttr::default()
+    };
+    refused(&refuse, || vfs.names().setattr(f.ino, &set));
+    vfs.files().release(fh).unwrap();
+    assert!(
+        vfs.names().getattr(f.ino).unwrap().mtime > f.mtime,
+        "the write's mtime, not the create's"
+    );
+}
+
+/// A vfs over an engine that refuses every write of one file's inode
+/// while its `AtomicU64` holds that inode's number.
+fn one_stuck() -> (
+    tempfile::TempDir,
+    Arc<Store>,
+    Vfs,
+    Arc<std::sync::atomic::AtomicU64>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = Arc::new(Shared::new(Arc::new(MemKv::new())));
+    let stuck = kv.refuse_ino.clone();
+    let store = Arc::new(Store::with_engine(dir.path(), kv, Default::default()).unwrap());
+    let vfs = Vfs::new(store.clone(), VfsOptions::default()).unwrap();
+    (dir, store, vfs, stuck)
+}
+
+#[test]
+fn a_file_whose_release_keeps_failing_stalls_no_other_commit_or_fsync() {
+    let (_dir, store, vfs, stuck) = one_stuck();
+    let (f, fh) = hello(&vfs);
+    vfs.commit().unwrap();
+    stuck.store(f.ino.0, Ordering::SeqCst);
+    assert!(vfs.files().release(fh).is_err(), "its release is refused");
+
+    let (g, gh) = vfs.names().create(ME, ROOT, b"g", 0o644, false).unwrap();
+    vfs.files().write(gh, 0, b"other").unwrap();
+    vfs.files().fsync(gh).unwrap();
+    assert_eq!(stored(store.clone(), g.ino), b"other");
+    vfs.files().write(gh, 5, b"!").unwrap();
+    vfs.files().release(gh).unwrap();
+    let now = Defer {
+        quiet: std::time::Duration::ZERO,
+        max: std::time::Duration::ZERO,
+    };
+    let (info, again) = vfs.commit_background(now).unwrap();
+    assert!(info.is_some(), "the other file's change is committed");
+    assert!(again, "the stuck close is to be tried again");
+    assert_eq!(stored(store.clone(), g.ino), b"other!");
+
+    stuck.store(0, Ordering::SeqCst);
+    vfs.commit().unwrap();
+    assert_eq!(stored(store, f.ino), b"hello", "retried, then stored");
 }
