@@ -251,7 +251,7 @@ impl Files<'_> {
         // it is whole now, so have it committed without waiting. A failed
         // release leaves its close to a commit: wake the committer for it
         // (it retries at its own pace, see `vfs/committer.rs`).
-        if wake || out.is_err() {
+        if wake || out.as_ref().is_err_and(|e| !matches!(e, Error::BadHandle)) {
             self.vfs.note_change();
         }
         out

@@ -3,8 +3,10 @@
 //! namespace, a pending mtime, what the background committer needs).
 //!
 //! Only memory, changed under the vfs lock. What an operation changes
-//! here ahead of its transaction (a fold, a truncate) is kept to be put
-//! back if that transaction does not apply ([`OpenFiles::keep_for_rollback`]);
+//! here ahead of its transaction (a fold, a truncate, a setattr's mtime)
+//! is kept to be put back if that transaction does not apply
+//! ([`OpenFiles::keep_for_rollback`]), and it never drops an open file it
+//! did not open (one whose close is pending holds unstored bytes);
 //! what it changes because of its transaction (a close, a displacement)
 //! runs once the transaction applied (`Inner::on_commit`). Handles are
 //! the exception: the kernel forgets a released handle whatever the

@@ -77,12 +77,19 @@ fn refusing() -> (
     Vfs,
     Arc<std::sync::atomic::AtomicBool>,
 ) {
+    let (dir, store, vfs, kv) = over_shared(VfsOptions::default());
+    (dir, store, vfs, kv.refuse.clone())
+}
+
+/// A vfs opened with `opts` over an engine whose failures the returned
+/// [`Shared`] injects.
+fn over_shared(opts: VfsOptions) -> (tempfile::TempDir, Arc<Store>, Vfs, Arc<Shared>) {
     let dir = tempfile::tempdir().unwrap();
     let kv = Arc::new(Shared::new(Arc::new(MemKv::new())));
-    let refuse = kv.refuse.clone();
-    let store = Arc::new(Store::with_engine(dir.path(), kv, Default::default()).unwrap());
-    let vfs = Vfs::new(store.clone(), VfsOptions::default()).unwrap();
-    (dir, store, vfs, refuse)
+    let engine = kv.clone();
+    let store = Arc::new(Store::with_engine(dir.path(), engine, Default::default()).unwrap());
+    let vfs = Vfs::new(store.clone(), opts).unwrap();
+    (dir, store, vfs, kv)
 }
 
 #[test]
@@ -168,10 +175,6 @@ fn pending_close_survives(cut: impl Fn(&Vfs, Ino) -> backer_fs::Result<()>) {
 
 #[test]
 fn a_failed_setattr_of_the_mtime_keeps_the_last_writes_mtime() {
-    let dir = tempfile::tempdir().unwrap();
-    let kv = Arc::new(Shared::new(Arc::new(MemKv::new())));
-    let refuse = kv.refuse.clone();
-    let store = Arc::new(Store::with_engine(dir.path(), kv, Default::default()).unwrap());
     // A clock a second later at every look, so the write's time is not
     // the create's.
     let tick = Arc::new(std::sync::atomic::AtomicI64::new(1_000));
@@ -183,7 +186,8 @@ fn a_failed_setattr_of_the_mtime_keeps_the_last_writes_mtime() {
         clock: Arc::new(clock),
         ..VfsOptions::default()
     };
-    let vfs = Vfs::new(store, opts).unwrap();
+    let (_dir, _store, vfs, kv) = over_shared(opts);
+    let refuse = &kv.refuse;
     let (f, fh) = hello(&vfs);
     let set = SetAttr {
         mtime: Some(SetTime::At(backer_fs::tree::Timestamp::default())),
@@ -197,65 +201,74 @@ fn a_failed_setattr_of_the_mtime_keeps_the_last_writes_mtime() {
     );
 }
 
-/// A vfs over an engine that refuses every write of one file's inode
-/// while its `AtomicU64` holds that inode's number.
-fn one_stuck() -> (
-    tempfile::TempDir,
-    Arc<Store>,
-    Vfs,
-    Arc<std::sync::atomic::AtomicU64>,
-) {
-    let dir = tempfile::tempdir().unwrap();
-    let kv = Arc::new(Shared::new(Arc::new(MemKv::new())));
-    let stuck = kv.refuse_ino.clone();
-    let store = Arc::new(Store::with_engine(dir.path(), kv, Default::default()).unwrap());
-    let vfs = Vfs::new(store.clone(), VfsOptions::default()).unwrap();
-    (dir, store, vfs, stuck)
+/// A vfs with `f` (holding "hello", committed) whose release failed and
+/// whose every write keeps failing (`kv.refuse_ino` holds its inode: see
+/// [`Shared`]) until [`Stuck::unstick`], and `g` created and open
+/// through `gh`, holding "other".
+struct Stuck {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    vfs: Vfs,
+    kv: Arc<Shared>,
+    f: Attr,
+    g: Attr,
+    gh: Fh,
 }
 
-/// `f` (holding "hello") whose release failed and whose every write
-/// keeps failing, committed before; `g` created and open, holding "other".
-fn stuck_and_other(vfs: &Vfs, stuck: &std::sync::atomic::AtomicU64) -> (Attr, Attr, Fh) {
-    let (f, fh) = hello(vfs);
-    vfs.commit().unwrap();
-    stuck.store(f.ino.0, Ordering::SeqCst);
-    assert!(vfs.files().release(fh).is_err(), "its release is refused");
-    let (g, gh) = vfs.names().create(ME, ROOT, b"g", 0o644, false).unwrap();
-    vfs.files().write(gh, 0, b"other").unwrap();
-    (f, g, gh)
+impl Stuck {
+    fn new() -> Stuck {
+        let (_dir, store, vfs, kv) = over_shared(VfsOptions::default());
+        let (f, fh) = hello(&vfs);
+        vfs.commit().unwrap();
+        kv.refuse_ino.store(f.ino.0, Ordering::SeqCst);
+        assert!(vfs.files().release(fh).is_err(), "its release is refused");
+        let (g, gh) = vfs.names().create(ME, ROOT, b"g", 0o644, false).unwrap();
+        vfs.files().write(gh, 0, b"other").unwrap();
+        Stuck {
+            _dir,
+            store,
+            vfs,
+            kv,
+            f,
+            g,
+            gh,
+        }
+    }
+
+    /// `f`'s writes apply again.
+    fn unstick(&self) {
+        self.kv.refuse_ino.store(0, Ordering::SeqCst);
+    }
 }
 
 #[test]
 fn a_file_whose_release_keeps_failing_fails_no_other_files_fsync() {
-    let (_dir, store, vfs, stuck) = one_stuck();
-    let (f, g, gh) = stuck_and_other(&vfs, &stuck);
-    vfs.files().fsync(gh).unwrap();
-    assert_eq!(stored(store.clone(), g.ino), b"other");
-    vfs.files().release(gh).unwrap();
+    let s = Stuck::new();
+    s.vfs.files().fsync(s.gh).unwrap();
+    assert_eq!(stored(s.store.clone(), s.g.ino), b"other");
+    s.vfs.files().release(s.gh).unwrap();
 
-    stuck.store(0, Ordering::SeqCst);
-    vfs.files()
-        .fsync(vfs.files().open(g.ino, false, false).unwrap())
-        .unwrap();
-    assert_eq!(stored(store, f.ino), b"hello", "retried, then stored");
+    s.unstick();
+    let gh = s.vfs.files().open(s.g.ino, false, false).unwrap();
+    s.vfs.files().fsync(gh).unwrap();
+    assert_eq!(stored(s.store, s.f.ino), b"hello", "retried, then stored");
 }
 
 #[test]
 fn a_file_whose_release_keeps_failing_stalls_no_background_commit() {
-    let (_dir, store, vfs, stuck) = one_stuck();
-    let (f, g, gh) = stuck_and_other(&vfs, &stuck);
-    vfs.files().release(gh).unwrap();
+    let s = Stuck::new();
+    s.vfs.files().release(s.gh).unwrap();
     let now = Defer {
         quiet: std::time::Duration::ZERO,
         max: std::time::Duration::ZERO,
     };
-    let (info, again) = vfs.commit_background(now).unwrap();
+    let (info, again) = s.vfs.commit_background(now).unwrap();
     assert!(info.is_some(), "the other file's change is committed");
     assert!(again, "the stuck close is to be tried again");
-    assert_eq!(stored(store.clone(), g.ino), b"other");
+    assert_eq!(stored(s.store.clone(), s.g.ino), b"other");
 
-    stuck.store(0, Ordering::SeqCst);
-    let (_, again) = vfs.commit_background(now).unwrap();
+    s.unstick();
+    let (_, again) = s.vfs.commit_background(now).unwrap();
     assert!(!again, "nothing left to try");
-    assert_eq!(stored(store, f.ino), b"hello", "retried, then stored");
+    assert_eq!(stored(s.store, s.f.ino), b"hello", "retried, then stored");
 }
