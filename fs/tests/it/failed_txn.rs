@@ -193,7 +193,7 @@ fn a_failed_setattr_of_the_mtime_keeps_the_last_writes_mtime() {
         mtime: Some(SetTime::At(backer_fs::tree::Timestamp::default())),
         ..SetAttr::default()
     };
-    refused(&refuse, || vfs.names().setattr(f.ino, &set));
+    refused(refuse, || vfs.names().setattr(f.ino, &set));
     vfs.files().release(fh).unwrap();
     assert!(
         vfs.names().getattr(f.ino).unwrap().mtime > f.mtime,
