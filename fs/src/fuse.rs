@@ -467,7 +467,8 @@ impl Filesystem for BackerFs {
         if let Err(e) = &r {
             // The fold of a closed file runs here (see `Files::flush`), and
             // the kernel drops a RELEASE's error: say it where it is seen.
-            tracing::error!(ino = ino.0, error = %e, "a closed file's last bytes could not be stored");
+            // The bytes stay in memory and the next commits retry them.
+            tracing::error!(ino = ino.0, error = %e, "a closed file's last bytes could not be stored yet: retried at the next commit");
         }
         empty(reply, r, "release")
     }

@@ -19,8 +19,13 @@
 //! What an operation changes in memory because of its transaction (an
 //! open file closed, a file displaced by a peer's version) runs only once
 //! that transaction applied (`Inner::on_commit`, as Garage's db layer
-//! does); what it changes ahead of it (a fold, a truncate) is put back if
-//! it does not. Every name an operation touches is marked dirty in the
+//! does); what it changes ahead of it (a fold, a truncate, a setattr's
+//! explicit mtime dropping the pending one) is put back if it does not
+//! (`OpenFiles::keep_for_rollback`), and an open file it did not open is
+//! never dropped by it. A release whose transaction does not apply leaves
+//! its file open with no handle: a later commit finishes the close
+//! (`Inner::finish_closes`), one file at a time, so one that keeps
+//! failing holds up no other file's commit. Every name an operation touches is marked dirty in the
 //! same batch; [`Vfs::commit`] later folds the dirty names into new tree
 //! nodes (only the paths that changed) and appends the new root to the
 //! commit log. Marks are in the store, so a crash between an operation
@@ -362,13 +367,21 @@ impl Vfs {
         Ok(txn.inode(ROOT)?.hash())
     }
 
-    /// Folds every open file, commits and makes the store durable.
+    /// Folds every open file, commits and makes the store durable. Files
+    /// whose close is pending (a failed release) are tried by the commit,
+    /// best effort: their failure is logged, not this sync's (an fsync of
+    /// another file must not fail for them).
     pub fn sync(&self) -> Result<()> {
         let now = self.now();
         let mut inner = self.lock();
         let store = inner.store.clone();
         let mut txn = Txn::new(store.kv());
-        let inos = inner.files.inos();
+        let inos: Vec<Ino> = inner
+            .files
+            .iter()
+            .filter(|(_, of)| of.opens > 0)
+            .map(|(ino, _)| ino)
+            .collect();
         inner.begin();
         let folded = inos
             .into_iter()

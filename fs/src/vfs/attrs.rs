@@ -57,6 +57,8 @@ impl Names<'_> {
             }
             if let Some(t) = set.mtime {
                 rec.mtime = ts_pair(at(t));
+                // Ahead of the transaction: put back if it does not apply.
+                inner.files.keep_for_rollback(ino);
                 if let Some(of) = inner.files.get_mut(ino) {
                     of.mtime = None;
                 }

@@ -269,13 +269,15 @@ impl Inner {
 
     /// The open files to leave out of a commit at `now` under `defer`;
     /// open files that went quiet (or were left out long enough) are
-    /// folded first, so the commit has their bytes.
-    fn deferred_files(&mut self, now: Timestamp, defer: Defer) -> Result<BTreeSet<Ino>> {
+    /// folded first, so the commit has their bytes (one whose fold fails
+    /// is left out, logged, for a later commit). Files whose close is
+    /// pending (no handle) are [`Inner::finish_closes`]'s.
+    fn deferred_files(&mut self, now: Timestamp, defer: Defer) -> BTreeSet<Ino> {
         let mut out = BTreeSet::new();
         let inos: Vec<Ino> = self
             .files
             .iter()
-            .filter(|(_, of)| of.last_change.is_some())
+            .filter(|(_, of)| of.last_change.is_some() && of.opens > 0)
             .map(|(i, _)| i)
             .collect();
         for ino in inos {
@@ -296,26 +298,30 @@ impl Inner {
             let mut txn = Txn::new(store.kv());
             self.begin();
             let folded = self.fold_file(&mut txn, ino).and_then(|()| txn.commit());
-            self.settle(folded)?;
+            if let Err(e) = self.settle(folded) {
+                let path = super::records::path_for_log(&store, ino);
+                tracing::warn!(path, error = %e, "folding an open file failed: left out");
+                out.insert(ino);
+            }
         }
-        Ok(out)
+        out
     }
 
     /// [`Inner::commit`], leaving out files open and being written when
     /// `defer` is given (see [`super::Vfs::commit_background`]). Returns
-    /// the commit and whether a dirty name was left out.
+    /// the commit and whether a dirty name was left out or a released
+    /// file's close is still pending (either way: commit again later).
     pub(crate) fn commit_deferring(
         &mut self,
         now: Timestamp,
         defer: Option<Defer>,
     ) -> Result<(Option<CommitInfo>, bool)> {
-        if let Err(e) = self.finish_closes(now) {
-            // The commit goes on without those files (still open here,
-            // with their bytes): the next commit tries again.
-            tracing::warn!(error = %e, "storing a released file failed");
-        }
+        // The commit goes on without released files that could not be
+        // stored (still open here, with their bytes): a later commit tries
+        // again, so one counts as left out.
+        let closes_pending = self.finish_closes(now);
         let held = match defer {
-            Some(d) => self.deferred_files(now, d)?,
+            Some(d) => self.deferred_files(now, d),
             None => BTreeSet::new(),
         };
         let store = self.store.clone();
@@ -323,11 +329,11 @@ impl Inner {
         let mut txn = Txn::new(store.kv());
         let marks = txn.scan(Space::Dirty, &[], None, usize::MAX)?;
         if marks.is_empty() {
-            return Ok((None, false));
+            return Ok((None, closes_pending));
         }
         let mut queue: BTreeMap<(Reverse<u32>, Ino), BTreeSet<Vec<u8>>> = BTreeMap::new();
         let mut depths: BTreeMap<Ino, u32> = BTreeMap::new();
-        let mut left_out = false;
+        let mut left_out = closes_pending;
         for (k, _) in &marks {
             let dir = super::records::ino_at(k, 0)?;
             if !held.is_empty() {

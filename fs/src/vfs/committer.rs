@@ -113,7 +113,12 @@ fn run(
                     retry = Some(defer.quiet);
                 }
             }
-            Err(e) => tracing::error!(error = %e, "background commit failed"),
+            Err(e) => {
+                // Try again at the pace of a left-out file (not at once:
+                // a failing disk would make it a hot loop).
+                tracing::error!(error = %e, "background commit failed: retried");
+                retry = Some(defer.quiet);
+            }
         }
     }
 }

@@ -307,7 +307,7 @@ impl Door {
         self.files().write(fh, offset, data)
     }
 
-    /// copy_file_range ([`Vfs::files`]): `None` for a copy the
+    /// copy_file_range ([`super::Files::copy_whole_file`]): `None` for a copy the
     /// caller must do byte by byte (also any copy out of the view). A
     /// copier without CAP_FSETID drops the destination's setuid/setgid,
     /// as a write would.

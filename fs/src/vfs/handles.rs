@@ -228,7 +228,7 @@ impl Files<'_> {
     /// the caller those bytes were not stored. The open file is dropped
     /// only once the transaction that stores it applied; until then it
     /// stays, with no handle, for the next commit to finish the close
-    /// (`Inner::close_file`).
+    /// (`Inner::finish_closes`); the committer is woken for it.
     pub fn release(&self, fh: Fh) -> Result<()> {
         // Chunk, hash and store what the file holds without the lock, so
         // the requests for a program's next file (a RELEASE is async: they
@@ -248,8 +248,10 @@ impl Files<'_> {
             Ok(())
         });
         // The background committer may be leaving this file out: closed,
-        // it is whole now, so have it committed without waiting.
-        if wake {
+        // it is whole now, so have it committed without waiting. A failed
+        // release leaves its close to a commit: wake the committer for it
+        // (it retries at its own pace, see `vfs/committer.rs`).
+        if wake || out.as_ref().is_err_and(|e| !matches!(e, Error::BadHandle)) {
             self.vfs.note_change();
         }
         out
@@ -325,26 +327,27 @@ impl Inner {
     }
 
     /// Finishes the closes whose transaction did not apply (open files
-    /// with no handle, see [`Inner::close_file`]), in a transaction of
-    /// their own: folds each and closes it.
-    pub(super) fn finish_closes(&mut self, now: Timestamp) -> Result<()> {
-        let closing = self.files.closing();
-        if closing.is_empty() {
-            return Ok(());
-        }
+    /// with no handle, see [`Inner::close_file`]), each in a transaction
+    /// of its own: folds it and closes it. One that fails again is logged
+    /// and stays pending for the next commit; it holds up neither the
+    /// others nor the commit. Returns whether some close is still pending.
+    pub(super) fn finish_closes(&mut self, now: Timestamp) -> bool {
         let store = self.store.clone();
-        let mut txn = Txn::new(store.kv());
-        self.begin();
-        let mut done = Ok(());
-        for ino in closing {
-            done = self
+        let mut pending = false;
+        for ino in self.files.closing() {
+            let mut txn = Txn::new(store.kv());
+            self.begin();
+            let done = self
                 .fold_file(&mut txn, ino)
-                .and_then(|()| self.close_file(&mut txn, ino, now).map(drop));
-            if done.is_err() {
-                break;
+                .and_then(|()| self.close_file(&mut txn, ino, now).map(drop))
+                .and_then(|()| txn.commit());
+            if let Err(e) = self.settle(done) {
+                let path = records::path_for_log(&store, ino);
+                tracing::warn!(path, error = %e, "storing a released file failed again: retried at the next commit");
+                pending = true;
             }
         }
-        self.settle(done.and_then(|()| txn.commit()))
+        pending
     }
 
     /// Links the released orphan `ino` beside its old name as a conflict

@@ -3,8 +3,10 @@
 //! namespace, a pending mtime, what the background committer needs).
 //!
 //! Only memory, changed under the vfs lock. What an operation changes
-//! here ahead of its transaction (a fold, a truncate) is kept to be put
-//! back if that transaction does not apply ([`OpenFiles::keep_for_rollback`]);
+//! here ahead of its transaction (a fold, a truncate, a setattr's mtime)
+//! is kept to be put back if that transaction does not apply
+//! ([`OpenFiles::keep_for_rollback`]), and it never drops an open file it
+//! did not open (one whose close is pending holds unstored bytes);
 //! what it changes because of its transaction (a close, a displacement)
 //! runs once the transaction applied (`Inner::on_commit`). Handles are
 //! the exception: the kernel forgets a released handle whatever the
@@ -96,6 +98,11 @@ pub(super) struct OpenFiles {
     /// ahead of its transaction: put back if that transaction does not
     /// apply, so memory never claims what the store lacks.
     rollback: Vec<(Ino, OpenFile)>,
+    /// Open files the running operation opened (no handle held them
+    /// before it): only those may its own or undone handles remove. A file
+    /// whose close is pending (no handle, bytes not yet stored) is not
+    /// among them, so a truncate or an open of it never drops its bytes.
+    created: Vec<Ino>,
 }
 
 impl Default for OpenFiles {
@@ -106,6 +113,7 @@ impl Default for OpenFiles {
             handles: HashMap::new(),
             next_fh: Fh(1),
             rollback: Vec::new(),
+            created: Vec::new(),
         }
     }
 }
@@ -126,11 +134,6 @@ impl OpenFiles {
         self.open.contains_key(&ino)
     }
 
-    /// Every open file's inode.
-    pub(super) fn inos(&self) -> Vec<Ino> {
-        self.open.keys().copied().collect()
-    }
-
     /// Every open file.
     pub(super) fn iter(&self) -> impl Iterator<Item = (Ino, &OpenFile)> {
         self.open.iter().map(|(i, of)| (*i, of))
@@ -148,7 +151,7 @@ impl OpenFiles {
     }
 
     /// Open files whose last handle is gone but whose close has not yet
-    /// applied (see `Inner::close_file`).
+    /// applied (see `Inner::finish_closes`).
     pub(super) fn closing(&self) -> Vec<Ino> {
         self.open
             .iter()
@@ -168,8 +171,9 @@ impl OpenFiles {
         self.next_fh
     }
 
-    /// Opens a handle on `ino`, opening the file with `load`'s bytes if no
-    /// handle holds it yet.
+    /// Opens a handle on `ino`, opening the file with `load`'s bytes if it
+    /// is not open yet (then the running operation created the open file:
+    /// see [`OpenFiles::drop_own_handle`]).
     pub(super) fn add_handle(
         &mut self,
         ino: Ino,
@@ -178,6 +182,7 @@ impl OpenFiles {
     ) -> Result<Fh> {
         if let std::collections::hash_map::Entry::Vacant(slot) = self.open.entry(ino) {
             slot.insert(OpenFile::new(load()?));
+            self.created.push(ino);
         }
         let of = self.open.get_mut(&ino).ok_or(Error::BadHandle)?;
         of.opens += 1;
@@ -202,11 +207,15 @@ impl OpenFiles {
     }
 
     /// Drops the handle `fh` of an operation's own (a truncate's), and
-    /// the open file if no other handle holds it: it opened the file to
-    /// fold it in its transaction.
+    /// the open file if no other handle holds it and the running operation
+    /// opened it (to fold it in its transaction). An open file that was
+    /// there before stays, even at no handle: its close is pending
+    /// (`Inner::finish_closes`) and it may hold the only copy of its bytes.
     pub(super) fn drop_own_handle(&mut self, fh: Fh) {
         if let Ok((h, true)) = self.drop_handle(fh) {
-            self.open.remove(&h.ino);
+            if self.created.contains(&h.ino) {
+                self.open.remove(&h.ino);
+            }
         }
     }
 
@@ -231,8 +240,8 @@ impl OpenFiles {
     }
 
     /// Undoes the opens of an operation that failed (its transaction was
-    /// not applied): handles from `first` on, and the open files only
-    /// they held. The caller never learns those handle numbers, and such
+    /// not applied): handles from `first` on, and the open files they
+    /// opened (see [`OpenFiles::drop_own_handle`]). The caller never learns those handle numbers, and such
     /// an open file would answer sizes and bytes (an O_TRUNC's empty
     /// file) that the store does not hold.
     pub(super) fn drop_handles_from(&mut self, first: Fh) {
@@ -257,22 +266,31 @@ impl OpenFiles {
         }
     }
 
-    /// The running operation's transaction applied: nothing to put back.
+    /// An operation's transaction begins or applied: nothing to put back,
+    /// and no open file is the running operation's.
     pub(super) fn forget_rollback(&mut self) {
         self.rollback.clear();
+        self.created.clear();
     }
 
     /// Puts back the open files [`OpenFiles::keep_for_rollback`] kept,
     /// oldest last so the state before the operation wins. The handle
     /// counts stay as they are: handles come and go with their own
-    /// bookkeeping ([`OpenFiles::drop_handles_from`]); a file closed
-    /// meanwhile is not brought back (a reopen reads the store).
+    /// bookkeeping ([`OpenFiles::drop_handles_from`], which runs after
+    /// this and still knows which open files the operation created). A
+    /// kept file that went missing is put back too, unless the operation
+    /// created it: its bytes may be stored nowhere else.
     pub(super) fn roll_back(&mut self) {
         while let Some((ino, kept)) = self.rollback.pop() {
             if let Some(of) = self.open.get_mut(&ino) {
                 let opens = of.opens;
                 *of = kept;
                 of.opens = opens;
+            } else if !self.created.contains(&ino) {
+                let opens = self.handles.values().filter(|h| h.ino == ino).count();
+                let mut of = kept;
+                of.opens = u32::try_from(opens).unwrap_or(u32::MAX);
+                self.open.insert(ino, of);
             }
         }
     }

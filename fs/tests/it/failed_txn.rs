@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use backer_fs::store::mem_kv::MemKv;
 use backer_fs::store::{Space, Store};
-use backer_fs::vfs::{Attr, Fh, Ino, Vfs, VfsOptions, ROOT};
+use backer_fs::vfs::{Attr, Defer, Fh, Ino, SetAttr, SetTime, Vfs, VfsOptions, ROOT};
 
 use crate::kv_suite::Shared;
 use crate::util::ME;
@@ -77,12 +77,19 @@ fn refusing() -> (
     Vfs,
     Arc<std::sync::atomic::AtomicBool>,
 ) {
+    let (dir, store, vfs, kv) = over_shared(VfsOptions::default());
+    (dir, store, vfs, kv.refuse.clone())
+}
+
+/// A vfs opened with `opts` over an engine whose failures the returned
+/// [`Shared`] injects.
+fn over_shared(opts: VfsOptions) -> (tempfile::TempDir, Arc<Store>, Vfs, Arc<Shared>) {
     let dir = tempfile::tempdir().unwrap();
     let kv = Arc::new(Shared::new(Arc::new(MemKv::new())));
-    let refuse = kv.refuse.clone();
-    let store = Arc::new(Store::with_engine(dir.path(), kv, Default::default()).unwrap());
-    let vfs = Vfs::new(store.clone(), VfsOptions::default()).unwrap();
-    (dir, store, vfs, refuse)
+    let engine = kv.clone();
+    let store = Arc::new(Store::with_engine(dir.path(), engine, Default::default()).unwrap());
+    let vfs = Vfs::new(store.clone(), opts).unwrap();
+    (dir, store, vfs, kv)
 }
 
 #[test]
@@ -135,4 +142,133 @@ fn a_failed_last_release_of_an_unlinked_file_frees_it_at_the_next_commit() {
     vfs.commit().unwrap();
     assert!(orphans().is_empty(), "the commit finished the close");
     assert!(vfs.names().getattr(f.ino).is_err(), "and the inode is gone");
+}
+
+#[test]
+fn a_failed_truncate_of_a_file_whose_close_is_pending_keeps_its_bytes() {
+    let cut = SetAttr {
+        size: Some(2),
+        ..SetAttr::default()
+    };
+    pending_close_survives(|vfs, ino| vfs.names().setattr(ino, &cut).map(drop));
+}
+
+#[test]
+fn a_failed_o_trunc_open_of_a_file_whose_close_is_pending_keeps_its_bytes() {
+    pending_close_survives(|vfs, ino| vfs.files().open(ino, true, false).map(drop));
+}
+
+/// A file whose last release failed (its close pending) and on which
+/// `cut` then fails still has its bytes, and a later commit stores them.
+fn pending_close_survives(cut: impl Fn(&Vfs, Ino) -> backer_fs::Result<()>) {
+    let (_dir, store, vfs, refuse) = refusing();
+    let (f, fh) = hello(&vfs);
+    refused(&refuse, || vfs.files().release(fh));
+    refused(&refuse, || cut(&vfs, f.ino));
+    assert_eq!(vfs.names().getattr(f.ino).unwrap().size, 5, "not cut");
+    let fh = vfs.files().open(f.ino, false, false).unwrap();
+    assert_eq!(vfs.files().read(fh, 0, 100).unwrap(), b"hello");
+    vfs.files().release(fh).unwrap();
+    vfs.commit().unwrap();
+    assert_eq!(stored(store, f.ino), b"hello");
+}
+
+#[test]
+fn a_failed_setattr_of_the_mtime_keeps_the_last_writes_mtime() {
+    // A clock a second later at every look, so the write's time is not
+    // the create's.
+    let tick = Arc::new(std::sync::atomic::AtomicI64::new(1_000));
+    let clock = move || backer_fs::tree::Timestamp {
+        secs: tick.fetch_add(1, Ordering::SeqCst),
+        nanos: 0,
+    };
+    let opts = VfsOptions {
+        clock: Arc::new(clock),
+        ..VfsOptions::default()
+    };
+    let (_dir, _store, vfs, kv) = over_shared(opts);
+    let refuse = &kv.refuse;
+    let (f, fh) = hello(&vfs);
+    let set = SetAttr {
+        mtime: Some(SetTime::At(backer_fs::tree::Timestamp::default())),
+        ..SetAttr::default()
+    };
+    refused(refuse, || vfs.names().setattr(f.ino, &set));
+    vfs.files().release(fh).unwrap();
+    assert!(
+        vfs.names().getattr(f.ino).unwrap().mtime > f.mtime,
+        "the write's mtime, not the create's"
+    );
+}
+
+/// A vfs with `f` (holding "hello", committed) whose release failed and
+/// whose every write keeps failing (`kv.refuse_ino` holds its inode: see
+/// [`Shared`]) until [`Stuck::unstick`], and `g` created and open
+/// through `gh`, holding "other".
+struct Stuck {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    vfs: Vfs,
+    kv: Arc<Shared>,
+    f: Attr,
+    g: Attr,
+    gh: Fh,
+}
+
+impl Stuck {
+    fn new() -> Stuck {
+        let (_dir, store, vfs, kv) = over_shared(VfsOptions::default());
+        let (f, fh) = hello(&vfs);
+        vfs.commit().unwrap();
+        kv.refuse_ino.store(f.ino.0, Ordering::SeqCst);
+        assert!(vfs.files().release(fh).is_err(), "its release is refused");
+        let (g, gh) = vfs.names().create(ME, ROOT, b"g", 0o644, false).unwrap();
+        vfs.files().write(gh, 0, b"other").unwrap();
+        Stuck {
+            _dir,
+            store,
+            vfs,
+            kv,
+            f,
+            g,
+            gh,
+        }
+    }
+
+    /// `f`'s writes apply again.
+    fn unstick(&self) {
+        self.kv.refuse_ino.store(0, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_file_whose_release_keeps_failing_fails_no_other_files_fsync() {
+    let s = Stuck::new();
+    s.vfs.files().fsync(s.gh).unwrap();
+    assert_eq!(stored(s.store.clone(), s.g.ino), b"other");
+    s.vfs.files().release(s.gh).unwrap();
+
+    s.unstick();
+    let gh = s.vfs.files().open(s.g.ino, false, false).unwrap();
+    s.vfs.files().fsync(gh).unwrap();
+    assert_eq!(stored(s.store, s.f.ino), b"hello", "retried, then stored");
+}
+
+#[test]
+fn a_file_whose_release_keeps_failing_stalls_no_background_commit() {
+    let s = Stuck::new();
+    s.vfs.files().release(s.gh).unwrap();
+    let now = Defer {
+        quiet: std::time::Duration::ZERO,
+        max: std::time::Duration::ZERO,
+    };
+    let (info, again) = s.vfs.commit_background(now).unwrap();
+    assert!(info.is_some(), "the other file's change is committed");
+    assert!(again, "the stuck close is to be tried again");
+    assert_eq!(stored(s.store.clone(), s.g.ino), b"other");
+
+    s.unstick();
+    let (_, again) = s.vfs.commit_background(now).unwrap();
+    assert!(!again, "nothing left to try");
+    assert_eq!(stored(s.store, s.f.ino), b"hello", "retried, then stored");
 }

@@ -180,6 +180,9 @@ pub(crate) struct Shared {
     engine: std::sync::Arc<MemKv>,
     /// While set, every apply fails, as an engine on a failing disk would.
     pub(crate) refuse: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// While not 0, every apply that writes this inode's record fails: one
+    /// file stuck, the rest of the store working.
+    pub(crate) refuse_ino: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Shared {
@@ -187,6 +190,7 @@ impl Shared {
         Shared {
             engine,
             refuse: Default::default(),
+            refuse_ino: Default::default(),
         }
     }
 }
@@ -214,6 +218,16 @@ impl Kv for Shared {
     fn apply(&self, batch: Batch) -> backer_fs::Result<()> {
         if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
             let e = std::io::Error::other("the engine refuses writes");
+            return Err(backer_fs::Error::io("apply", e));
+        }
+        let ino = self.refuse_ino.load(std::sync::atomic::Ordering::SeqCst);
+        if ino != 0
+            && batch
+                .ops
+                .iter()
+                .any(|(s, k, _)| *s == Space::Inodes && k[..] == ino.to_be_bytes())
+        {
+            let e = std::io::Error::other("the engine refuses this inode's writes");
             return Err(backer_fs::Error::io("apply", e));
         }
         self.engine.apply(batch)
