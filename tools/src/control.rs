@@ -24,7 +24,7 @@
 //! trusted.
 
 pub(crate) mod client;
-mod creds;
+pub(crate) mod creds;
 mod local;
 mod server;
 mod source;
