@@ -155,8 +155,8 @@ fn copy(from: &Folder, to: &Path, done: &mut Done, listed: &mut dyn FnMut(&Path)
         let shown = || printable(&e.path.display().to_string()).into_owned();
         let exists = fs::symlink_metadata(&dst).is_ok();
         // Mode, times and owner come from the open original, never from
-        // the listing or the path.
-        let meta = match e.kind {
+        // the path.
+        let owner = match e.kind {
             Kind::Dir => {
                 let (sub, meta) = from.open_dir(&e)?;
                 if !exists {
@@ -165,7 +165,7 @@ fn copy(from: &Folder, to: &Path, done: &mut Done, listed: &mut dyn FnMut(&Path)
                 copy(&sub, &dst, done, listed)?;
                 fs::set_permissions(&dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
                 set_mtime(&dst, &meta);
-                meta
+                (meta.uid(), meta.gid())
             }
             Kind::File => {
                 let (mut src, meta) = from.open_file(&e)?;
@@ -192,7 +192,7 @@ fn copy(from: &Folder, to: &Path, done: &mut Done, listed: &mut dyn FnMut(&Path)
                     len: meta.len(),
                     mtime: (meta.mtime(), meta.mtime_nsec()),
                 });
-                meta
+                (meta.uid(), meta.gid())
             }
             Kind::Symlink => {
                 let target = from.read_link(&e)?;
@@ -206,8 +206,9 @@ fn copy(from: &Folder, to: &Path, done: &mut Done, listed: &mut dyn FnMut(&Path)
                         shown()
                     );
                 }
-                // The link's own status (lstat): a link is not opened.
-                fs::symlink_metadata(&e.path)?
+                // A link is not opened: its owner as listed, relative to
+                // the open folder (`read_link` checked it is that link).
+                e.owner
             }
             Kind::Other => {
                 // Sockets, pipes, devices: not content; they stay with the
@@ -220,7 +221,7 @@ fn copy(from: &Folder, to: &Path, done: &mut Done, listed: &mut dyn FnMut(&Path)
             }
         };
         if root {
-            std::os::unix::fs::lchown(&dst, Some(meta.uid()), Some(meta.gid()))
+            std::os::unix::fs::lchown(&dst, Some(owner.0), Some(owner.1))
                 .with_context(|| format!("cannot give {} its owner", shown()))?;
         }
     }

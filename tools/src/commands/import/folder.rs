@@ -46,6 +46,9 @@ pub(super) struct Entry {
     /// re-check before the originals are moved aside.
     pub(super) path: PathBuf,
     pub(super) kind: Kind,
+    /// Owner and group as listed: for a symlink (never opened), the
+    /// owner to give its copy.
+    pub(super) owner: (u32, u32),
     dev: u64,
     ino: u64,
 }
@@ -143,6 +146,7 @@ impl Folder {
                 name,
                 path,
                 kind: Kind::of(st.st_mode),
+                owner: (st.st_uid, st.st_gid),
                 dev: st.st_dev,
                 ino: st.st_ino,
             });
@@ -174,7 +178,8 @@ impl Folder {
         Ok((fd, meta))
     }
 
-    /// The target of the listed symlink `e` (never followed).
+    /// The target of the listed symlink `e` (never followed); an error if
+    /// the name is no longer that link.
     pub(super) fn read_link(&self, e: &Entry) -> Result<PathBuf> {
         let c = cstring(&e.name)?;
         let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
@@ -192,6 +197,13 @@ impl Folder {
             bail!("cannot read {}: {err}", e.path.display());
         };
         buf.truncate(n);
+        // Still the link listed (its owner is the listing's).
+        let st = self
+            .lstat(&e.name)
+            .with_context(|| format!("cannot read {}", e.path.display()))?;
+        if st.st_dev != e.dev || st.st_ino != e.ino || Kind::of(st.st_mode) != e.kind {
+            return Err(changed(e));
+        }
         Ok(PathBuf::from(OsString::from_vec(buf)))
     }
 
