@@ -27,7 +27,7 @@
 //! trusted.
 
 pub(crate) mod client;
-mod creds;
+pub(crate) mod creds;
 mod local;
 mod server;
 mod source;

@@ -4,6 +4,7 @@
 //! Errors reach the user as one line on stderr, `backer: ...`, and exit
 //! code 1; usage errors are clap's (exit code 2).
 
+mod accept_errors;
 mod cli;
 mod commands;
 mod config;

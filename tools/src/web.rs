@@ -23,6 +23,7 @@
 //! loads nothing from any other host.
 
 mod api;
+mod conns;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;

@@ -33,4 +33,5 @@ mod snapshots_view;
 mod special;
 mod web;
 mod web_browser;
+mod web_limits;
 mod web_util;

@@ -113,13 +113,15 @@ fn is_empty(dir: &Path) -> Result<bool> {
 }
 
 /// Starts the node in the background (a re-executed `mount --foreground`,
-/// logging to STORE/backer.log) and returns once the mount is up.
+/// logging to STORE/backer.log) and returns once the mount is up, with
+/// the node's process (dropping it leaves the node running; the import
+/// waits on it for the exit status of its last commit).
 pub(super) fn start_daemon(
     store: &Path,
     args: &MountArgs,
     listen: Option<SocketAddr>,
     web: Option<&str>,
-) -> Result<()> {
+) -> Result<std::process::Child> {
     let log_path = store.join("backer.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -175,7 +177,7 @@ pub(super) fn start_daemon(
         if mountinfo::mount_at(&args.dir)
             .is_some_and(|m| m.fs_type.starts_with("fuse") && Path::new(&m.source) == store)
         {
-            return Ok(());
+            return Ok(child);
         }
         if let Some(status) = child.try_wait()? {
             let tail = last_log_line(&log_path, log_start).unwrap_or_default();

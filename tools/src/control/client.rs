@@ -51,6 +51,13 @@ impl Session {
         }))
     }
 
+    /// The pid of the node at the other end, from the kernel (not from
+    /// what the node says): see [`super::creds::peer_pid`].
+    #[cfg(target_os = "linux")]
+    pub(crate) fn peer_pid(&self) -> std::io::Result<libc::pid_t> {
+        super::creds::peer_pid(&self.writer)
+    }
+
     /// Sends `request` and reads the response.
     pub(crate) fn call(&mut self, request: &Request) -> Result<Response> {
         self.send(request)?;

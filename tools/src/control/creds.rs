@@ -10,6 +10,20 @@ use std::os::unix::net::UnixStream;
 /// recorded it at `connect`.
 #[cfg(target_os = "linux")]
 pub(crate) fn peer_uid(conn: &UnixStream) -> io::Result<u32> {
+    peer_cred(conn).map(|c| c.uid)
+}
+
+/// The process id of the other end of `conn` (for a client: the node that
+/// listens), as the kernel recorded it, translated into our pid namespace;
+/// 0 if that process is not visible in it.
+#[cfg(target_os = "linux")]
+pub(crate) fn peer_pid(conn: &UnixStream) -> io::Result<libc::pid_t> {
+    peer_cred(conn).map(|c| c.pid)
+}
+
+/// `SO_PEERCRED` of `conn`.
+#[cfg(target_os = "linux")]
+fn peer_cred(conn: &UnixStream) -> io::Result<libc::ucred> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -29,7 +43,7 @@ pub(crate) fn peer_uid(conn: &UnixStream) -> io::Result<u32> {
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(cred.uid)
+    Ok(cred)
 }
 
 /// The user id of the process that connected `conn`.

@@ -56,7 +56,17 @@ pub(crate) fn serve(store: &Path, local: Arc<Local>) -> Result<()> {
     std::thread::Builder::new()
         .name("backer-control".into())
         .spawn(move || {
-            for conn in listener.incoming().flatten() {
+            let mut errors = crate::accept_errors::AcceptErrors::default();
+            for conn in listener.incoming() {
+                let conn = match conn {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of descriptors: wait, do not spin.
+                        errors.note("control", &e);
+                        std::thread::sleep(crate::accept_errors::BACKOFF);
+                        continue;
+                    }
+                };
                 // One thread per request: a long one (gc, a big restore)
                 // must not hold up `status`.
                 let local = local.clone();

@@ -71,7 +71,7 @@ pub(super) async fn serve(
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app);
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    axum::serve(listener, router).await?;
+    super::conns::serve(listener, router).await;
     Ok(())
 }
 
