@@ -58,10 +58,7 @@ impl Names<'_> {
             if let Some(t) = set.mtime {
                 rec.mtime = ts_pair(at(t));
                 // Ahead of the transaction: put back if it does not apply.
-                inner.files.keep_for_rollback(ino);
-                if let Some(of) = inner.files.get_mut(ino) {
-                    of.mtime = None;
-                }
+                inner.files.drop_pending_mtime(ino);
             }
             rec.ctime = ts_pair(set.ctime.unwrap_or(now));
             txn.put_inode(ino, &rec)?;

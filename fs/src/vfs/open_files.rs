@@ -98,6 +98,13 @@ pub(super) struct OpenFiles {
     /// ahead of its transaction: put back if that transaction does not
     /// apply, so memory never claims what the store lacks.
     rollback: Vec<(Ino, OpenFile)>,
+    /// Pending mtimes an operation dropped ahead of its transaction (a
+    /// setattr's explicit mtime): put back if it does not apply. Kept
+    /// apart from `rollback` because the writeback cache sends such a
+    /// setattr again and again while a file is written, and a copy of the
+    /// whole open file (its chunk map and buffers) each time is work that
+    /// grows with the file.
+    dropped_mtimes: Vec<(Ino, Timestamp)>,
     /// Open files the running operation opened (no handle held them
     /// before it): only those may its own or undone handles remove. A file
     /// whose close is pending (no handle, bytes not yet stored) is not
@@ -113,6 +120,7 @@ impl Default for OpenFiles {
             handles: HashMap::new(),
             next_fh: Fh(1),
             rollback: Vec::new(),
+            dropped_mtimes: Vec::new(),
             created: Vec::new(),
         }
     }
@@ -256,6 +264,16 @@ impl OpenFiles {
         }
     }
 
+    /// Drops `ino`'s pending mtime (an explicit one replaces it), to be
+    /// put back if the running operation's transaction does not apply.
+    pub(super) fn drop_pending_mtime(&mut self, ino: Ino) {
+        if let Some(of) = self.open.get_mut(&ino) {
+            if let Some(old) = of.mtime.take() {
+                self.dropped_mtimes.push((ino, old));
+            }
+        }
+    }
+
     /// Keeps `ino`'s open file as it is now, to be put back if the running
     /// operation's transaction does not apply: called before a change to
     /// it that the transaction's writes stand for (a fold moving buffered
@@ -270,6 +288,7 @@ impl OpenFiles {
     /// and no open file is the running operation's.
     pub(super) fn forget_rollback(&mut self) {
         self.rollback.clear();
+        self.dropped_mtimes.clear();
         self.created.clear();
     }
 
@@ -281,6 +300,13 @@ impl OpenFiles {
     /// kept file that went missing is put back too, unless the operation
     /// created it: its bytes may be stored nowhere else.
     pub(super) fn roll_back(&mut self) {
+        // Mtimes first: a whole copy kept by the same operation is older
+        // and wins.
+        while let Some((ino, mtime)) = self.dropped_mtimes.pop() {
+            if let Some(of) = self.open.get_mut(&ino) {
+                of.mtime = Some(mtime);
+            }
+        }
         while let Some((ino, kept)) = self.rollback.pop() {
             if let Some(of) = self.open.get_mut(&ino) {
                 let opens = of.opens;
