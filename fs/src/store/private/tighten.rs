@@ -287,7 +287,7 @@ fn fstat(fd: &OwnedFd, p: &Path) -> Result<libc::stat> {
 }
 
 /// The `lstat` of `name` in an open folder (never followed).
-pub fn lstat_at(dir: &OwnedFd, name: &CStr) -> std::io::Result<libc::stat> {
+pub fn lstat_at(dir: &impl AsRawFd, name: &CStr) -> std::io::Result<libc::stat> {
     // SAFETY: a zeroed stat is a valid out-parameter.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: an open folder, a NUL-terminated name and a stat to fill.

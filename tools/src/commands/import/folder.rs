@@ -210,21 +210,7 @@ impl Folder {
     /// `fstatat(name, AT_SYMLINK_NOFOLLOW)` relative to this folder.
     fn lstat(&self, name: &OsStr) -> std::io::Result<libc::stat> {
         let c = cstring(name).map_err(std::io::Error::other)?;
-        // SAFETY: zeroed is a valid `stat`; fstatat fills it.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `c` is NUL-terminated and `st` writable.
-        let r = unsafe {
-            libc::fstatat(
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(st)
+        backer_fs::store::private::lstat_at(&self.fd, &c)
     }
 
     /// `openat(name, O_RDONLY|O_NOFOLLOW|flags)` relative to this folder.
