@@ -44,6 +44,13 @@ pub(crate) fn store_owner() -> Option<(u32, u32)> {
     ACTING.get().copied()
 }
 
+/// The store owner's uid that this process acts as, if any: that user is
+/// served on the control socket like the node's own (the store and its
+/// mount are theirs; only root started the node for them).
+pub(crate) fn acting_owner_uid() -> Option<u32> {
+    ACTING.get().map(|&(uid, _)| uid)
+}
+
 /// For the mount(8) helper only (DESIGN.md: `mount -t backer STORE DIR`
 /// and fstab lines are root's): root may run a node on a store another
 /// user owns, but every file it makes there is born the owner's: the

@@ -18,6 +18,9 @@
 //!   server could read one. Nothing is sent by the browser on its own, so a
 //!   cross-site form can carry no credentials, and the session token is
 //!   the CSRF token of state-changing requests.
+//! - A session ends after 12 hours unused and 7 days after its login,
+//!   whatever its use; at most 256 live at once (a new one ends the least
+//!   recently used).
 //!
 //! The page itself (HTML, CSS, JavaScript) is embedded in the binary and
 //! loads nothing from any other host.
@@ -25,7 +28,7 @@
 mod api;
 mod conns;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -42,9 +45,31 @@ use crate::services::WebLogins;
 /// How long a login token from `backer web` may wait to be used.
 const LOGIN_TTL: Duration = Duration::from_secs(600);
 
-/// At most this many sessions live; a new one drops them all beyond it
-/// (the oldest cannot be told apart cheaply, and a user logs in again).
+/// At most this many sessions live; a new one beyond it ends the one used
+/// least recently (its user logs in again with `backer web`).
 const MAX_SESSIONS: usize = 256;
+
+/// A session not used for this long ends: a browser tab left open on a
+/// shared or stolen machine does not keep the node open for ever.
+const SESSION_IDLE: Duration = Duration::from_secs(12 * 3600);
+
+/// No session lives longer than this, however busy: a token that leaked
+/// (a screenshot, a synced browser profile) stops working on its own.
+const SESSION_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// When a session began and when it was last used.
+#[derive(Clone, Copy)]
+struct Session {
+    made: Instant,
+    used: Instant,
+}
+
+impl Session {
+    fn live_at(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.used) < SESSION_IDLE
+            && now.saturating_duration_since(self.made) < SESSION_MAX_AGE
+    }
+}
 
 /// 32 random bytes in hex, from the kernel: API keys and tokens.
 pub(crate) fn new_secret() -> Result<String> {
@@ -74,7 +99,7 @@ pub(crate) struct Access {
     addr: SocketAddr,
     api_key: String,
     logins: Mutex<HashMap<String, Instant>>,
-    sessions: Mutex<HashSet<String>>,
+    sessions: Mutex<HashMap<String, Session>>,
 }
 
 impl Access {
@@ -83,7 +108,7 @@ impl Access {
             addr,
             api_key,
             logins: Mutex::new(HashMap::new()),
-            sessions: Mutex::new(HashSet::new()),
+            sessions: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -106,21 +131,45 @@ impl WebLogins for Access {
 impl Access {
     /// Trades a login token (once) for a new session token.
     fn login(&self, token: &str) -> Option<String> {
+        self.login_at(token, Instant::now())
+    }
+
+    fn login_at(&self, token: &str, now: Instant) -> Option<String> {
         let made = lock(&self.logins).remove(token)?;
-        if made.elapsed() >= LOGIN_TTL {
+        if now.saturating_duration_since(made) >= LOGIN_TTL {
             return None;
         }
         let session = new_secret().ok()?;
         let mut sessions = lock(&self.sessions);
+        sessions.retain(|_, s| s.live_at(now));
         if sessions.len() >= MAX_SESSIONS {
-            sessions.clear();
+            let oldest = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.used)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                sessions.remove(&oldest);
+            }
         }
-        sessions.insert(session.clone());
+        sessions.insert(
+            session.clone(),
+            Session {
+                made: now,
+                used: now,
+            },
+        );
         Some(session)
     }
 
     /// Whether `Authorization: <header>` lets the caller in.
     fn allows(&self, header: Option<&str>) -> bool {
+        self.allows_at(header, Instant::now())
+    }
+
+    /// [`Access::allows`] at `now`: a live session's use keeps it alive.
+    /// Every session is compared (in constant time each), not looked up by
+    /// hash, so the answer's timing tells nothing about the tokens.
+    fn allows_at(&self, header: Option<&str>, now: Instant) -> bool {
         let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
             return false;
         };
@@ -128,7 +177,26 @@ impl Access {
         if !self.api_key.is_empty() && same_secret(token, &self.api_key) {
             return true;
         }
-        lock(&self.sessions).iter().any(|s| same_secret(s, token))
+        let mut sessions = lock(&self.sessions);
+        let mut found = None;
+        for (key, s) in sessions.iter() {
+            if same_secret(key, token) {
+                found = Some((key.clone(), *s));
+            }
+        }
+        match found {
+            Some((key, s)) if s.live_at(now) => {
+                if let Some(s) = sessions.get_mut(&key) {
+                    s.used = now;
+                }
+                true
+            }
+            Some((key, _)) => {
+                sessions.remove(&key);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Whether a request's `Host` names us (see the module documentation).
@@ -229,5 +297,53 @@ mod tests {
         let session = a.login(&token).unwrap();
         assert!(a.login(&token).is_none(), "once");
         assert!(a.allows(Some(&format!("Bearer {session}"))));
+    }
+
+    fn session_of(a: &Access, now: Instant) -> String {
+        let url = a.login_url();
+        let token = url.rsplit_once("#login=").unwrap().1.to_string();
+        a.login_at(&token, now).unwrap()
+    }
+
+    #[test]
+    fn an_idle_session_ends_and_a_used_one_lives_until_its_maximum_age() {
+        let a = access();
+        let t0 = Instant::now();
+        let idle = format!("Bearer {}", session_of(&a, t0));
+        let busy = format!("Bearer {}", session_of(&a, t0));
+        let hour = Duration::from_secs(3600);
+        // `busy` is used every 6 hours; `idle` never again.
+        let mut t = t0;
+        while t < t0 + SESSION_MAX_AGE - 6 * hour {
+            t += 6 * hour;
+            assert!(a.allows_at(Some(&busy), t), "used every 6 h");
+        }
+        assert!(!a.allows_at(Some(&idle), t0 + SESSION_IDLE), "idle");
+        assert!(!a.allows_at(Some(&idle), t0), "ended for good");
+        assert!(!a.allows_at(Some(&busy), t0 + SESSION_MAX_AGE), "too old");
+        assert!(
+            a.allows_at(Some("Bearer key"), t0 + SESSION_MAX_AGE),
+            "api key"
+        );
+    }
+
+    #[test]
+    fn a_full_table_ends_the_least_recently_used_session() {
+        let a = access();
+        let t0 = Instant::now();
+        let first = format!("Bearer {}", session_of(&a, t0));
+        let second = format!("Bearer {}", session_of(&a, t0 + Duration::from_secs(1)));
+        for i in 2..MAX_SESSIONS as u64 {
+            session_of(&a, t0 + Duration::from_secs(i));
+        }
+        let late = t0 + Duration::from_secs(MAX_SESSIONS as u64 + 1);
+        assert!(a.allows_at(Some(&first), late), "first is used again");
+        session_of(&a, late);
+        assert!(a.allows_at(Some(&first), late), "recently used: kept");
+        assert!(
+            !a.allows_at(Some(&second), late),
+            "least recently used: ended"
+        );
+        assert_eq!(lock(&a.sessions).len(), MAX_SESSIONS);
     }
 }

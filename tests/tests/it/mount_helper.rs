@@ -424,5 +424,16 @@ fn root_acting_as_the_owner_without_allow_other_lets_the_owner_in() {
     assert_eq!(run.code, Some(0), "{run:#?}\nlog:\n{}", m.log());
     let ls = crate::posix_meta::as_nobody(&["ls", "-a", m.dir().to_str().expect("utf-8")]);
     ls.assert_success();
+    // The owner talks to the node root runs for them, over its socket.
+    let bin = backer_bin();
+    let status = crate::posix_meta::as_nobody(&[
+        bin.to_str().expect("utf-8"),
+        "--store",
+        m.store().dir().to_str().expect("utf-8"),
+        "status",
+        "--json",
+    ]);
+    status.assert_success();
+    assert!(status.stdout.contains("\"pid\""), "{status:#?}");
     m.unmount_with("umount", &[]);
 }

@@ -1,5 +1,6 @@
 //! Who is on the other end of a connection to the socket: only the node's
-//! own user and root are served. The socket's mode is a first fence (it
+//! own user, root, and the store's owner when root runs the node for them
+//! (an fstab line) are served. The socket's mode is a first fence (it
 //! is made 0600), this is the one that holds whatever the mode became.
 
 use std::io;
@@ -73,15 +74,43 @@ pub(crate) fn peer_uid(_: &UnixStream) -> io::Result<u32> {
 }
 
 /// Why the peer of `conn` is not served, or `None` if it is: the node's
-/// own user and root are.
+/// own user, root, and the owner of the store the node acts for.
 pub(crate) fn refusal(conn: &UnixStream) -> Option<String> {
     // SAFETY: geteuid cannot fail.
     let me = unsafe { libc::geteuid() };
-    match peer_uid(conn) {
-        Ok(uid) if uid == me || uid == 0 => None,
+    verdict(peer_uid(conn), me, crate::store_dir::acting_owner_uid())
+}
+
+/// [`refusal`] for a peer `uid`, a node running as `me` and acting for
+/// the store owner `owner`.
+fn verdict(uid: io::Result<u32>, me: u32, owner: Option<u32>) -> Option<String> {
+    match uid {
+        Ok(uid) if uid == me || uid == 0 || Some(uid) == owner => None,
         Ok(uid) => Some(format!(
-            "refused: this node serves only its own user (uid {me}) and root, not uid {uid}"
+            "refused: this node serves only its store's owner (uid {}) and root, not uid {uid}",
+            owner.unwrap_or(me)
         )),
         Err(e) => Some(format!("refused: cannot tell who is asking: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_owner_and_root_are_served_and_no_one_else() {
+        assert_eq!(verdict(Ok(1000), 1000, None), None);
+        assert_eq!(verdict(Ok(0), 1000, None), None);
+        assert!(verdict(Ok(1001), 1000, None).is_some());
+        // Root runs the node for uid 1000's store (an fstab line).
+        assert_eq!(verdict(Ok(1000), 0, Some(1000)), None);
+        assert_eq!(verdict(Ok(0), 0, Some(1000)), None);
+        let other = verdict(Ok(1001), 0, Some(1000)).unwrap();
+        assert!(
+            other.contains("(uid 1000)") && other.contains("not uid 1001"),
+            "{other}"
+        );
+        assert!(verdict(Err(io::Error::other("no")), 0, None).is_some());
     }
 }

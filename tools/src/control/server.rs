@@ -1,12 +1,14 @@
-//! The node's side of the socket: one thread per connection; its peer's
-//! credentials checked, then request lines answered one by one with
-//! [`Response`] lines by the node's [`Local`].
+//! The node's side of the socket: one thread per connection (at most
+//! [`MAX_CONNS`] at once); its peer's credentials checked, then request
+//! lines answered one by one with [`Response`] lines by the node's
+//! [`Local`].
 
 use std::fs::{self, DirBuilder, Permissions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +19,12 @@ use super::{socket_path, Local, Request, Response};
 
 /// The longest request line read (a restore's paths fit many times).
 const MAX_REQUEST: u64 = 64 << 10;
+
+/// At most this many connections are served at once. Only the owner and
+/// root get past the credential check, but every connection holds a thread
+/// until then, and a stuck script opening connections in a loop must not
+/// use up the node's threads or descriptors.
+const MAX_CONNS: usize = 64;
 
 /// How long a connection may stay silent before it is closed: a command
 /// writing an export asks again as soon as a chunk is written.
@@ -57,6 +65,7 @@ pub(crate) fn serve(store: &Path, local: Arc<Local>) -> Result<()> {
         .name("backer-control".into())
         .spawn(move || {
             let mut errors = crate::accept_errors::AcceptErrors::default();
+            let live = Arc::new(AtomicUsize::new(0));
             for conn in listener.incoming() {
                 let conn = match conn {
                     Ok(conn) => conn,
@@ -67,12 +76,17 @@ pub(crate) fn serve(store: &Path, local: Arc<Local>) -> Result<()> {
                         continue;
                     }
                 };
+                let Some(slot) = Slot::take(&live) else {
+                    refuse_busy(conn);
+                    continue;
+                };
                 // One thread per request: a long one (gc, a big restore)
                 // must not hold up `status`.
                 let local = local.clone();
                 let spawned = std::thread::Builder::new()
                     .name("backer-control-req".into())
                     .spawn(move || {
+                        let _slot = slot;
                         if let Err(e) = answer(conn, &local) {
                             tracing::warn!(error = %e, "control request failed");
                         }
@@ -83,6 +97,38 @@ pub(crate) fn serve(store: &Path, local: Arc<Local>) -> Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// One of the [`MAX_CONNS`] places, given back when dropped (whichever way
+/// the connection's thread ends).
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(live: &Arc<AtomicUsize>) -> Option<Slot> {
+        live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_CONNS).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Slot(live.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Tells a connection over the cap why it is closed, without waiting on
+/// it (the accept loop must not block on a client that does not read).
+fn refuse_busy(conn: UnixStream) {
+    let _ = conn.set_nonblocking(true);
+    let why = format!("the node is serving {MAX_CONNS} connections; try again");
+    tracing::warn!("control socket: {why}");
+    let mut w = &conn;
+    if let Ok(line) = serde_json::to_string(&Response::Error(why)) {
+        let _ = writeln!(w, "{line}");
+    }
 }
 
 /// Answers the requests of `conn` until it closes, if its peer is served;
@@ -243,5 +289,57 @@ mod tests {
         drop(client);
         bus.publish(error(4));
         served.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn connections_past_the_cap_are_refused_until_one_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s");
+        let local = Arc::new(Local::open(Store::create(&store).unwrap()).unwrap());
+        serve(&store, local).unwrap();
+        let ask = |c: &UnixStream| {
+            let mut w = c;
+            writeln!(w, r#"{{"req":"status"}}"#).unwrap();
+            let mut line = String::new();
+            BufReader::new(c).read_line(&mut line).unwrap();
+            serde_json::from_str::<Response>(&line).unwrap()
+        };
+        // Each held connection has been answered once: its thread is live.
+        let mut held: Vec<UnixStream> = (0..MAX_CONNS)
+            .map(|_| {
+                let c = UnixStream::connect(socket_path(&store)).unwrap();
+                assert!(matches!(ask(&c), Response::Status(_)));
+                c
+            })
+            .collect();
+        // Refused at once, before it asks (writing to it could meet EPIPE).
+        let read = |c: &UnixStream| {
+            let mut line = String::new();
+            BufReader::new(c).read_line(&mut line).unwrap();
+            serde_json::from_str::<Response>(&line).unwrap()
+        };
+        let over = UnixStream::connect(socket_path(&store)).unwrap();
+        match read(&over) {
+            Response::Error(e) => assert!(e.contains("serving 64 connections"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        drop(held.pop());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let c = UnixStream::connect(socket_path(&store)).unwrap();
+            c.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut w = &c;
+            let _ = writeln!(w, r#"{{"req":"status"}}"#);
+            let mut line = String::new();
+            let _ = BufReader::new(&c).read_line(&mut line);
+            match serde_json::from_str::<Response>(&line) {
+                Ok(Response::Status(_)) => break,
+                _ if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                other => panic!("a place was given back: {line} {other:?}"),
+            }
+        }
     }
 }

@@ -11,7 +11,8 @@
 //! store's 0700: [`crate::store::private::caller_umask`]); what is written
 //! inside keeps the tree's modes, so private files stay private.
 
-use std::ffi::OsStr;
+use std::collections::VecDeque;
+use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -20,29 +21,32 @@ use super::sys::{cname, fchmod, fstat, last_error};
 use crate::error::{Error, Result};
 use crate::store::private::{caller_umask, lstat_at};
 
+/// At most this many symlinks are followed on the way (the kernel's
+/// MAXSYMLINKS): a loop of links ends with an error, not a hang.
+const MAX_LINKS: usize = 40;
+
 /// Opens the folder `out` to write into, making it and its missing
-/// parents. The last name is never followed if it is a symlink.
+/// parents. The last name is never followed if it is a symlink; a symlink
+/// on the way is followed only if it belongs to the caller or root (as
+/// the kernel's `protected_symlinks` rule does in shared folders), and its
+/// target is walked the same way, one name at a time: a link that another
+/// user put in a folder on the way (`/tmp/x/out` with `/tmp/x` theirs)
+/// cannot send the write elsewhere.
 ///
 /// Errors: [`Error::Request`] if the folder is not the caller's, or a
-/// folder made here was swapped meanwhile; I/O errors.
+/// folder made here was swapped meanwhile, or a link on the way is
+/// someone else's; I/O errors.
 pub(crate) fn open_target(out: &Path) -> Result<OwnedFd> {
     let start = if out.is_absolute() { "/" } else { "." };
     let mut cur = open_start(start)?;
-    let names: Vec<&OsStr> = out
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n),
-            Component::ParentDir => Some(OsStr::new("..")),
-            _ => None,
-        })
-        .collect();
+    let mut names: VecDeque<OsString> = components(out).collect();
     let mut shown = PathBuf::from(start);
-    for (i, name) in names.iter().enumerate() {
-        shown.push(name);
-        let last = i + 1 == names.len();
+    let mut links = 0;
+    while let Some(name) = names.pop_front() {
+        shown.push(&name);
+        let last = names.is_empty();
         let c = cname(name.as_bytes())?;
-        let follow = if last { libc::O_NOFOLLOW } else { 0 };
-        cur = match open_dir(&cur, &c, follow) {
+        cur = match open_dir(&cur, &c, libc::O_NOFOLLOW) {
             Ok(fd) => {
                 if last {
                     check_ours(&fd, &shown)?;
@@ -50,10 +54,77 @@ pub(crate) fn open_target(out: &Path) -> Result<OwnedFd> {
                 fd
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => make_dir(&cur, &c, &shown)?,
+            Err(e) if !last && matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+                let Some(target) = trusted_link(&cur, &c, &shown)? else {
+                    return Err(Error::io(format!("cannot open {}", shown.display()), e));
+                };
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(Error::io(
+                        format!("cannot open {}", shown.display()),
+                        std::io::Error::from_raw_os_error(libc::ELOOP),
+                    ));
+                }
+                let target = Path::new(OsStr::from_bytes(&target));
+                if target.is_absolute() {
+                    cur = open_start("/")?;
+                }
+                for n in components(target).collect::<Vec<_>>().into_iter().rev() {
+                    names.push_front(n);
+                }
+                continue;
+            }
             Err(e) => return Err(Error::io(format!("cannot open {}", shown.display()), e)),
         };
     }
     Ok(cur)
+}
+
+/// The names of `p` to open one by one (`.` and the root dropped).
+fn components(p: &Path) -> impl Iterator<Item = OsString> + '_ {
+    p.components().filter_map(|c| match c {
+        Component::Normal(n) => Some(n.to_owned()),
+        Component::ParentDir => Some(OsString::from("..")),
+        _ => None,
+    })
+}
+
+/// The target of the symlink `name` in `dir` (shown as `p`) if the caller
+/// may follow it (it belongs to the caller or root); `None` if `name` is
+/// not a symlink.
+///
+/// Errors: [`Error::Request`] for someone else's link; I/O errors.
+fn trusted_link(dir: &OwnedFd, name: &CString, p: &Path) -> Result<Option<Vec<u8>>> {
+    let st =
+        lstat_at(dir, name).map_err(|e| Error::io(format!("cannot stat {}", p.display()), e))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+        return Ok(None);
+    }
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if st.st_uid != me && st.st_uid != 0 {
+        return Err(Error::Request(format!(
+            "{} is a symlink of another user (uid {}): not followed; name the folder it leads to",
+            p.display(),
+            st.st_uid
+        )));
+    }
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: readlinkat on an open folder, a NUL-terminated name and a
+    // buffer of buf.len() bytes.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(last_error(format!("cannot read the link {}", p.display())));
+    }
+    buf.truncate(n as usize);
+    Ok(Some(buf))
 }
 
 /// Makes the folder `name` in `dir` (shown as `p`) and opens it, checking

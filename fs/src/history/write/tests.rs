@@ -222,4 +222,37 @@ mod target {
         let fd = open_target(&theirs.join("mine")).unwrap();
         assert_eq!(fstat(&fd, &theirs).unwrap().st_uid, 0);
     }
+
+    #[test]
+    fn a_link_on_the_way_is_followed_only_if_it_is_the_callers_or_roots() {
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("real");
+        std::fs::create_dir_all(real.join("in")).unwrap();
+        // Ours, relative, through another link of ours: followed.
+        std::os::unix::fs::symlink("real", t.path().join("mine")).unwrap();
+        std::os::unix::fs::symlink("mine/in", t.path().join("deeper")).unwrap();
+        let fd = open_target(&t.path().join("deeper/out")).unwrap();
+        let made = real.join("in/out");
+        assert_eq!(dev_ino(&fd, &made).unwrap(), {
+            let m = std::fs::metadata(&made).unwrap();
+            (m.dev(), m.ino())
+        });
+        // A loop of links: an error, not a hang.
+        std::os::unix::fs::symlink("loop2", t.path().join("loop1")).unwrap();
+        std::os::unix::fs::symlink("loop1", t.path().join("loop2")).unwrap();
+        assert!(open_target(&t.path().join("loop1/out")).is_err());
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        // Someone else's link in a shared folder: not followed, nothing made.
+        let victim = t.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        let theirs = t.path().join("theirs");
+        std::os::unix::fs::symlink(&victim, &theirs).unwrap();
+        std::os::unix::fs::lchown(&theirs, Some(65534), Some(65534)).unwrap();
+        let e = open_target(&theirs.join("out")).unwrap_err().to_string();
+        assert!(e.contains("symlink of another user"), "{e}");
+        assert!(!victim.join("out").exists());
+    }
 }
