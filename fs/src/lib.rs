@@ -15,6 +15,7 @@ pub mod events;
 pub mod fuse;
 pub mod gc;
 pub mod hash;
+pub mod heal;
 pub mod history;
 pub mod identity;
 pub mod ignore;
