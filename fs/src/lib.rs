@@ -19,6 +19,7 @@ pub mod heal;
 pub mod history;
 pub mod identity;
 pub mod ignore;
+pub mod scrub;
 pub mod store;
 pub mod tree;
 pub mod vfs;

@@ -24,12 +24,25 @@ pub const NEEDS_NODE: &str =
 /// Asks the connected peers for every chunk `r` lists missing and waits
 /// up to `wait` for them; those stored again move to `r.repaired.healed`.
 pub fn from_peers(store: &Store, r: &mut Report, wait: Duration) -> Result<()> {
-    if r.missing_chunks.is_empty() {
-        return Ok(());
+    // Quarantined by this repair and already fetched again by the node.
+    let mut healed: Vec<String> = Vec::new();
+    for hex in &r.repaired.quarantined {
+        if let Some(hash) = Hash::from_hex(hex) {
+            if store.chunk_location(&hash)?.is_some() {
+                healed.push(hex.clone());
+            }
+        }
     }
     let wanted = store.wanted();
     if !wanted.is_served() {
-        r.heal_note = Some(NEEDS_NODE.into());
+        if !r.missing_chunks.is_empty() {
+            r.heal_note = Some(NEEDS_NODE.into());
+        }
+        return Ok(());
+    }
+    if r.missing_chunks.is_empty() {
+        healed.sort();
+        r.repaired.healed = healed;
         return Ok(());
     }
     let deadline = Instant::now() + wait;
@@ -39,6 +52,10 @@ pub fn from_peers(store: &Store, r: &mut Report, wait: Duration) -> Result<()> {
         let Some(hash) = Hash::from_hex(hex) else {
             continue;
         };
+        if store.chunk_location(&hash)?.is_some() {
+            healed.push(hex.clone()); // healed meanwhile
+            continue;
+        }
         let tx = tx.clone();
         let then = Box::new(move |o: Outcome| {
             let _ = tx.send((hash, o));
@@ -48,7 +65,6 @@ pub fn from_peers(store: &Store, r: &mut Report, wait: Duration) -> Result<()> {
         }
     }
     drop(tx);
-    let mut healed = Vec::new();
     for _ in 0..waiting {
         let Ok((hash, _)) = rx.recv() else { break };
         if store.chunk_location(&hash)?.is_some() {
@@ -64,6 +80,7 @@ pub fn from_peers(store: &Store, r: &mut Report, wait: Duration) -> Result<()> {
         ));
     }
     healed.sort();
+    healed.dedup();
     r.repaired.healed = healed;
     Ok(())
 }
