@@ -326,6 +326,9 @@ mod tests {
                 listen: "127.0.0.1:8386".into(),
                 api_key: "k".into(),
             }),
+            check: Check {
+                scrub_every: Some("2s".into()),
+            },
         };
         cfg.save(dir.path()).unwrap();
         assert_eq!(Config::load(dir.path()).unwrap(), cfg);
@@ -334,6 +337,8 @@ mod tests {
         assert_eq!(p.keep_last, 3);
         assert_eq!(p.daily, Duration::from_secs(30 * 86_400));
         assert_eq!(p.all, Policy::default().all);
+        assert_eq!(cfg.check.scrub_every().unwrap(), Duration::from_secs(2));
+        assert_eq!(Check::default().scrub_every().unwrap(), DEFAULT_SCRUB_EVERY);
     }
 
     #[test]
