@@ -22,8 +22,9 @@
 //! missing, and a pull or a write of the same bytes brings it back); a
 //! bad record is written again as a whole new record; a chunk the trees
 //! name that the index lacks is re-indexed from a good record when the
-//! packs hold one. It does not heal from peers yet, nor rebuild tree
-//! nodes or the database itself.
+//! packs hold one. Last, the chunks still missing are healed from the
+//! running node's connected peers ([`crate::heal::repair`]). It does not
+//! rebuild tree nodes or the database itself.
 //!
 //! It runs on a stopped store or beside a running node (reads only
 //! committed data; a collection moving chunks meanwhile is looked up
@@ -80,6 +81,10 @@ pub struct Report {
     /// How many of the problems above are still there (0: the store is
     /// whole). `backer check` exits 1 while this is not 0.
     pub still_bad: u64,
+    /// Why a repair healed no more from peers, if it did not heal all
+    /// (see [`crate::heal::repair`]).
+    #[serde(default)]
+    pub heal_note: Option<String>,
 }
 
 /// What `repair` changed.
@@ -91,6 +96,9 @@ pub struct Repaired {
     pub rewritten: Vec<String>,
     /// Bad chunks quarantined (no good copy here: they read as missing).
     pub quarantined: Vec<String>,
+    /// Missing chunks fetched again from a connected peer.
+    #[serde(default)]
+    pub healed: Vec<String>,
 }
 
 /// Verifies `store`; with `repair`, fixes what its own files allow.
@@ -112,6 +120,9 @@ pub fn run(store: &Store, repair: bool) -> Result<Report> {
     ] {
         list.sort();
         list.dedup();
+    }
+    if repair {
+        crate::heal::repair::from_peers(store, &mut r, crate::heal::repair::REPAIR_WAIT)?;
     }
     let fixed = |list: &[String], by: &[&[String]]| {
         list.iter()

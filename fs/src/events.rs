@@ -142,6 +142,22 @@ pub enum EventKind {
         /// Bytes of chunks freed.
         bytes_freed: u64,
     },
+    /// Where a running scrub (the background check) stands.
+    CheckProgress {
+        /// Chunk bytes read and checked so far.
+        done_bytes: u64,
+        /// Chunk bytes the index names.
+        total_bytes: u64,
+    },
+    /// A scrub ended: bad chunks are quarantined and wanted from peers.
+    CheckDone {
+        /// Chunks read and checked.
+        chunks: u64,
+        /// Their bytes.
+        bytes: u64,
+        /// Chunks whose copy failed its check, in hex.
+        bad_chunks: Vec<String>,
+    },
     /// Something failed.
     Error {
         /// What went wrong.

@@ -373,14 +373,15 @@ impl Filesystem for BackerFs {
             /// This FUSE thread's read buffer (up to [`MAX_IO`] bytes).
             static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        // A read that meets a chunk being healed is answered later, from
+        // the heal's thread: this worker is free at once.
+        let reply: crate::vfs::ReadReply = Box::new(move |r| match r {
+            Ok(data) => reply.data(data),
+            Err(e) => reply.error(refuse("read", &e)),
+        });
         READ_BUF.with_borrow_mut(|buf| {
-            match self
-                .door
-                .read(Ino(ino.0), Fh(fh.0), offset, size.min(MAX_IO), buf)
-            {
-                Ok(n) => reply.data(&buf[..n]),
-                Err(e) => reply.error(refuse("read", &e)),
-            }
+            self.door
+                .read_healing(Ino(ino.0), Fh(fh.0), offset, size.min(MAX_IO), buf, reply)
         })
     }
 

@@ -80,6 +80,9 @@ pub struct Store {
     /// Whether [`Space::Missing`] may hold anything: a store with nothing
     /// missing spares every new chunk a look there.
     missing_any: AtomicBool,
+    /// The chunks this node wants back from its peers (every chunk in
+    /// [`Space::Missing`], from the open on).
+    wanted: crate::heal::Wanted,
 }
 
 impl std::fmt::Debug for Store {
@@ -334,7 +337,7 @@ impl Store {
         let synced = packs.clone();
         kv.before_handing_down(Box::new(move || synced.sync().map(|_| ())));
         let missing_any = !kv.scan(Space::Missing, &[], None, 1)?.is_empty();
-        Ok(Store {
+        let store = Store {
             dir: dir.to_path_buf(),
             kv,
             packs,
@@ -344,7 +347,12 @@ impl Store {
             verified: verify::Verified::default(),
             quarantining: Mutex::new(()),
             missing_any: AtomicBool::new(missing_any),
-        })
+            wanted: crate::heal::Wanted::default(),
+        };
+        if missing_any {
+            store.wanted.want_all(store.missing_chunks()?);
+        }
+        Ok(store)
     }
 
     /// Runs `tidy` if no process holds the store at `dir` open (a node
@@ -429,11 +437,25 @@ impl Store {
 
     /// Stores a chunk whose hash the caller verified, index entry
     /// included, at once (for writers outside the vfs lock: a pull).
+    /// A chunk that was wanted back ([`Store::wanted`]) is healed.
     pub fn put_verified_chunk(&self, data: &[u8], hash: Hash) -> Result<()> {
-        let _gate = self.appending.read().unwrap_or_else(|p| p.into_inner());
-        let mut txn = Txn::new(self.kv());
-        self.put_hashed_chunk(&mut txn, data, hash)?;
-        txn.commit()
+        {
+            let _gate = self.appending.read().unwrap_or_else(|p| p.into_inner());
+            let mut txn = Txn::new(self.kv());
+            self.put_hashed_chunk(&mut txn, data, hash)?;
+            txn.commit()?;
+        }
+        if self.wanted.contains(&hash) {
+            tracing::info!(chunk = %hash, "a wanted chunk is stored again: healed");
+            self.wanted.healed(&hash);
+        }
+        Ok(())
+    }
+
+    /// The chunks this node wants back from its peers: what the peer
+    /// manager serves, and what a reader that met a bad chunk waits on.
+    pub fn wanted(&self) -> &crate::heal::Wanted {
+        &self.wanted
     }
 
     /// Waits until no chunk write outside the vfs lock is between its

@@ -69,7 +69,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 pub use commit::{read_log, Commit};
 pub use committer::Committer;
-pub use door::{Caller, Door, OpenMode};
+pub use door::{Caller, Door, OpenMode, ReadReply};
 pub use gc::Pins;
 pub use handles::Files;
 pub use history::History;

@@ -37,4 +37,4 @@ pub use hello::{Hello, Incompatible, PROTOCOL_VERSION};
 pub use local::{Local, MemLocal, VfsLocal};
 pub use peers::{PeerSpec, PeerStatus, Peers, RootFeed};
 pub use reconcile::{Config, Event, Progress, Reconcile, Stats};
-pub use session::{run, Channels, Outcome, Report, Traffic};
+pub use session::{run, Channels, HealFeed, Outcome, Report, Traffic};

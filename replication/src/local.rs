@@ -37,6 +37,11 @@ pub trait Local {
     fn chunk(&self, hash: &Hash) -> Result<Option<Vec<u8>>>;
     /// Stores a verified chunk.
     fn put_chunk(&mut self, hash: Hash, bytes: &[u8]) -> Result<()>;
+    /// Stores a verified chunk this node wanted back (a heal, outside
+    /// any pull).
+    fn heal_chunk(&mut self, hash: Hash, bytes: &[u8]) -> Result<()> {
+        self.put_chunk(hash, bytes)
+    }
     /// The peer could not produce the chunk `hash` that its tree names:
     /// remember it as missing (the merge goes ahead without it).
     fn chunk_unavailable(&mut self, hash: &Hash) -> Result<()> {
@@ -246,6 +251,12 @@ impl Local for VfsLocal {
         // The session verified the hash before handing the bytes over.
         self.vfs.store().put_verified_chunk(bytes, hash)?;
         self.received(bytes.len() as u64)
+    }
+
+    fn heal_chunk(&mut self, hash: Hash, bytes: &[u8]) -> Result<()> {
+        // No pin: nothing of a pull relies on it. The store tells its
+        // registry of wanted chunks, which wakes whoever waits on it.
+        self.vfs.store().put_verified_chunk(bytes, hash)
     }
 
     fn merge(&mut self, remote: Hash) -> Result<Merged> {

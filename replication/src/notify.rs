@@ -79,7 +79,7 @@ impl SessionNotes {
                 what: reason.clone(),
                 place: format!("sync with {}", self.peer),
             }),
-            Event::PullStarted { .. } => {}
+            Event::PullStarted { .. } | Event::Healed { .. } | Event::HealRefused { .. } => {}
         }
     }
 

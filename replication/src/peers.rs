@@ -27,6 +27,7 @@
 //! `backer` binary's threads, tests) stay synchronous.
 
 mod first_hello;
+mod heal;
 mod link;
 #[cfg(test)]
 mod tests;
@@ -199,6 +200,8 @@ struct Shared {
     incoming: Mutex<HashMap<NodeId, usize>>,
     /// Set by [`Peers::shutdown`]: no new session starts.
     closing: AtomicBool,
+    /// Ticks when the chunks the node wants back change ([`heal`]).
+    heal_ticks: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -250,7 +253,9 @@ impl Peers {
             }
             None => None,
         };
+        let wanted = store.wanted().clone();
         let shared = Arc::new(Shared {
+            heal_ticks: heal::ticks(&wanted),
             me,
             vfs,
             hook: opts.install_hook,
@@ -272,6 +277,7 @@ impl Peers {
             listen,
         };
         peers.reload(opts.peers);
+        peers.spawn(heal::retry_loop(wanted));
         if peers.endpoint.listens() {
             let (shared, endpoint) = (peers.shared.clone(), peers.endpoint.clone());
             peers.spawn(link::accept_loop(shared, endpoint));

@@ -28,6 +28,7 @@
 //! pulls what it lacks ([`pull`]). An error from any input ends the
 //! session: send [`Error::abort_reason`] if any, then close.
 
+mod heal;
 #[cfg(test)]
 mod mesh;
 pub mod pull;
@@ -43,6 +44,7 @@ use crate::hello::Hello;
 use crate::local::Local;
 use crate::merge::Merged;
 use crate::proto::{Message, MAX_BATCH, MAX_OUTSTANDING};
+use heal::{For, Healed, Heals, Order};
 pub use pull::Progress;
 use pull::{Item, Pull, Window};
 
@@ -103,6 +105,17 @@ pub enum Event {
         /// The common root.
         root: Hash,
     },
+    /// A chunk asked for by [`Reconcile::handle_wanted`] came, checked
+    /// out and is stored.
+    Healed {
+        /// The chunk.
+        chunk: Hash,
+    },
+    /// The peer lacks a chunk asked for by [`Reconcile::handle_wanted`].
+    HealRefused {
+        /// The chunk.
+        chunk: Hash,
+    },
 }
 
 /// Counters of one session, for tests, logs and benchmarks.
@@ -148,6 +161,9 @@ pub struct Reconcile {
     in_sync_reported: Option<Hash>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Who each outstanding answer is for (the pull or a heal).
+    order: Order,
+    heals: Heals,
 }
 
 impl Reconcile {
@@ -173,6 +189,8 @@ impl Reconcile {
             in_sync_reported: None,
             events: VecDeque::new(),
             stats: Stats::default(),
+            order: Order::default(),
+            heals: Heals::default(),
         }
     }
 
@@ -267,6 +285,14 @@ impl Reconcile {
         Ok(())
     }
 
+    /// This node wants these chunks back (see
+    /// [`backer_fs::heal::Wanted`]): asked of the peer once it is ready,
+    /// unless already asked; each answer becomes an [`Event::Healed`] or
+    /// [`Event::HealRefused`].
+    pub fn handle_wanted(&mut self, chunks: Vec<Hash>) {
+        self.heals.want(chunks);
+    }
+
     /// The next message to send, if any. Control messages first, then our
     /// requests (small, and they keep the peer busy), then answers.
     pub fn poll_transmit(&mut self, local: &dyn Local) -> Result<Option<Message>> {
@@ -278,7 +304,13 @@ impl Reconcile {
             bytes: self.cfg.window_bytes,
         };
         if let Some(m) = self.pull.as_mut().and_then(|p| p.next_request(window)) {
+            self.order.pulled(&m);
             return Ok(Some(m));
+        }
+        if self.peer.is_some() {
+            if let Some(m) = self.heals.next_request(&mut self.order) {
+                return Ok(Some(m));
+            }
         }
         let Some((item, hash)) = self.serve.pop_front() else {
             return Ok(None);
@@ -315,6 +347,23 @@ impl Reconcile {
     }
 
     fn answer(&mut self, local: &mut dyn Local, item: Item, bytes: Option<Vec<u8>>) -> Result<()> {
+        if let For::Heal(hash) = self.order.next()? {
+            if item != Item::Chunk && bytes.is_some() {
+                return Err(Error::Protocol(format!(
+                    "asked for a chunk, got a {item:?}"
+                )));
+            }
+            if let Some(b) = &bytes {
+                self.stats.chunks_received += 1;
+                self.stats.chunk_bytes_received += b.len() as u64;
+            }
+            self.events
+                .push_back(match self.heals.answer(local, hash, bytes)? {
+                    Healed::Stored(chunk) => Event::Healed { chunk },
+                    Healed::Refused(chunk) => Event::HealRefused { chunk },
+                });
+            return Ok(());
+        }
         let Some(pull) = self.pull.as_mut() else {
             return Err(Error::Protocol("an answer while not pulling".into()));
         };

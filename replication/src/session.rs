@@ -112,6 +112,20 @@ pub struct Channels {
     /// How long a write may make no progress before the peer is cut off;
     /// `None`: [`WRITE_STALL`].
     pub write_stall: Option<Duration>,
+    /// The chunks this node wants back, asked of the peer once it is
+    /// ready and again whenever the feed ticks.
+    pub heal: Option<HealFeed>,
+}
+
+/// Where a session learns which chunks to heal: the node's registry of
+/// wanted chunks, and a counter bumped whenever it changes (or its
+/// owner wants every peer asked again).
+#[derive(Clone)]
+pub struct HealFeed {
+    /// The registry.
+    pub wanted: backer_fs::heal::Wanted,
+    /// Ticks when there is something new to ask.
+    pub ticks: watch::Receiver<u64>,
 }
 
 enum Input {
@@ -119,6 +133,8 @@ enum Input {
     /// (given back when the driver takes it).
     Peer(Message, usize, OwnedSemaphorePermit),
     LocalRoot(Hash),
+    /// The wanted chunks changed.
+    Heal,
     Failed(FrameError),
     Eof,
     Stop,
@@ -155,15 +171,22 @@ where
     let (out_tx, out_rx) = mpsc::channel::<Outgoing>(64);
     let room = Arc::new(Semaphore::new(INPUT_BYTES));
     let reader = tokio::spawn(read_loop(rd, in_tx.clone(), room));
-    let local_inputs = tokio::spawn(local_inputs(ch.roots, ch.stop, in_tx.clone()));
+    let wanted = ch.heal.as_ref().map(|h| h.wanted.clone());
+    let ticks = ch.heal.map(|h| h.ticks);
+    let local_inputs = tokio::spawn(local_inputs(ch.roots, ticks, ch.stop, in_tx.clone()));
     let stall = ch.write_stall.unwrap_or(WRITE_STALL);
     let writer = tokio::spawn(write_loop(Stall::new(wr, stall), out_rx, in_tx));
-    let state = Arc::new(Mutex::new(Some(State { local, m: None })));
+    let state = Arc::new(Mutex::new(Some(State {
+        local,
+        m: None,
+        wanted,
+        asked_on_ready: false,
+    })));
     let mut report = Report::default();
     let result = drive(&state, hello, cfg, in_rx, &out_tx, ch.events, &mut report).await;
     // Every step has returned: nothing else takes the state.
     let taken = state.lock().unwrap_or_else(PoisonError::into_inner).take();
-    let State { local, m } = taken.expect("the state is taken once");
+    let State { local, m, .. } = taken.expect("the state is taken once");
     if let Some(m) = &m {
         report.peer = m.peer();
         report.stats = m.stats();
@@ -220,6 +243,10 @@ struct State<L> {
     local: L,
     /// Made by the first step (reading our root touches the store).
     m: Option<Reconcile>,
+    /// The chunks this node wants back, if it heals through this session.
+    wanted: Option<backer_fs::heal::Wanted>,
+    /// Whether the wanted chunks were asked once the peer was ready.
+    asked_on_ready: bool,
 }
 
 /// The state, shared with the blocking step using it; taken at the end.
@@ -245,6 +272,7 @@ enum Todo {
     Start(Hello, Config),
     Peer(Message),
     LocalRoot(Hash),
+    Heal,
     Nothing,
 }
 
@@ -253,7 +281,12 @@ impl<L: Local> State<L> {
     /// and, if `transmit`, up to [`FRAMES_PER_STEP`] frames and any merge
     /// it hands out (run here, once it has nothing left to send).
     fn step(&mut self, todo: Todo, transmit: bool) -> Result<Outputs> {
-        let State { local, m } = self;
+        let State {
+            local,
+            m,
+            wanted,
+            asked_on_ready,
+        } = self;
         let m = match (todo, m) {
             (Todo::Start(hello, cfg), m) => m.insert(Reconcile::new(hello, local.root()?, cfg)),
             (_, None) => return Err(Error::Stopped("the state machine was never made".into())),
@@ -265,8 +298,19 @@ impl<L: Local> State<L> {
                 m.handle_local_root(root, local)?;
                 m
             }
+            (Todo::Heal, Some(m)) => {
+                if let (Some(w), Some(peer)) = (wanted.as_ref(), m.peer()) {
+                    m.handle_wanted(w.pending_for(peer));
+                }
+                m
+            }
             (Todo::Nothing, Some(m)) => m,
         };
+        if let (Some(w), Some(peer), false) = (wanted.as_ref(), m.peer(), *asked_on_ready) {
+            // The peer is ready: ask it for what was wanted before.
+            *asked_on_ready = true;
+            m.handle_wanted(w.pending_for(peer));
+        }
         let mut out = Outputs::default();
         if !transmit {
             out.events.extend(std::iter::from_fn(|| m.poll_event()));
@@ -366,6 +410,7 @@ async fn drive<L: Local + Send + 'static>(
                     Todo::Peer(msg)
                 }
                 Some(Input::LocalRoot(root)) => Todo::LocalRoot(root),
+                Some(Input::Heal) => Todo::Heal,
                 Some(Input::Failed(e)) => return Err(e.into()),
                 Some(Input::Eof) | None => return Err(Error::Closed),
                 Some(Input::Stalled(after)) => return Err(Error::Stalled(after)),
@@ -400,10 +445,11 @@ async fn goodbye(out: &mpsc::Sender<Outgoing>, pending: &mut VecDeque<Outgoing>)
 /// before its goodbye.
 async fn local_inputs(
     mut roots: Option<watch::Receiver<Hash>>,
+    mut ticks: Option<watch::Receiver<u64>>,
     stop: Option<oneshot::Receiver<()>>,
     tx: mpsc::Sender<Input>,
 ) {
-    if roots.is_none() && stop.is_none() {
+    if roots.is_none() && ticks.is_none() && stop.is_none() {
         return; // nothing will come: the queue must not wait on us
     }
     let stop = async move {
@@ -420,6 +466,14 @@ async fn local_inputs(
             biased;
             _ = &mut stop => break,
             changed = root_changed(&mut roots) => changed,
+            ticked = ticked(&mut ticks) => {
+                if !ticked {
+                    ticks = None;
+                } else if tx.send(Input::Heal).await.is_err() {
+                    return;
+                }
+                continue;
+            }
         };
         match roots.as_mut() {
             Some(r) if changed => {
@@ -436,6 +490,19 @@ async fn local_inputs(
         let _ = tx.send(Input::LocalRoot(root)).await;
     }
     let _ = tx.send(Input::Stop).await;
+}
+
+/// Whether `ticks` ticked (`false`: its sender is gone); never ready
+/// without one.
+async fn ticked(ticks: &mut Option<watch::Receiver<u64>>) -> bool {
+    match ticks {
+        Some(t) => {
+            let ok = t.changed().await.is_ok();
+            t.borrow_and_update();
+            ok
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Whether `roots` has a new value (`false`: its sender is gone); never

@@ -14,6 +14,9 @@
 //! keep_last = 1                    # and always the N newest roots
 //! gc_every = "1h"                  # how often a running node collects
 //!
+//! [check]                          # optional
+//! scrub_every = "30d"              # how often a running node scrubs
+//!
 //! [web]                            # written by init; absent: no web page
 //! listen = "127.0.0.1:8386"        # loopback only; "" turns it off
 //! api_key = "..."                  # `Authorization: Bearer KEY`
@@ -49,6 +52,39 @@ pub(crate) struct Config {
     /// The web page and its API (absent: off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) web: Option<Web>,
+    /// The background check (defaults when absent).
+    #[serde(default, skip_serializing_if = "Check::is_default")]
+    pub(crate) check: Check,
+}
+
+/// The `[check]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Check {
+    /// How often a running node scrubs (reads and checks every chunk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) scrub_every: Option<String>,
+}
+
+/// How often a running node scrubs unless the config says.
+pub(crate) const DEFAULT_SCRUB_EVERY: Duration = Duration::from_secs(30 * 86_400);
+
+impl Check {
+    fn is_default(&self) -> bool {
+        *self == Check::default()
+    }
+
+    /// How often a running node scrubs.
+    pub(crate) fn scrub_every(&self) -> Result<Duration> {
+        match &self.scrub_every {
+            Some(t) => match parse_duration(t) {
+                Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+                Ok(_) => Err(anyhow!("config.toml: check.scrub_every: at least 1s")),
+                Err(e) => Err(anyhow!("config.toml: check.scrub_every: {e}")),
+            },
+            None => Ok(DEFAULT_SCRUB_EVERY),
+        }
+    }
 }
 
 /// The `[web]` table.
@@ -224,6 +260,7 @@ impl Config {
         }
         cfg.retention.policy()?;
         cfg.retention.gc_every()?;
+        cfg.check.scrub_every()?;
         if let Some(w) = &cfg.web {
             web_addr(&w.listen).map_err(|e| anyhow!("config.toml: web.listen: {e}"))?;
         }
@@ -289,6 +326,9 @@ mod tests {
                 listen: "127.0.0.1:8386".into(),
                 api_key: "k".into(),
             }),
+            check: Check {
+                scrub_every: Some("2s".into()),
+            },
         };
         cfg.save(dir.path()).unwrap();
         assert_eq!(Config::load(dir.path()).unwrap(), cfg);
@@ -297,6 +337,8 @@ mod tests {
         assert_eq!(p.keep_last, 3);
         assert_eq!(p.daily, Duration::from_secs(30 * 86_400));
         assert_eq!(p.all, Policy::default().all);
+        assert_eq!(cfg.check.scrub_every().unwrap(), Duration::from_secs(2));
+        assert_eq!(Check::default().scrub_every().unwrap(), DEFAULT_SCRUB_EVERY);
     }
 
     #[test]

@@ -185,6 +185,10 @@ pub(crate) struct Status {
     /// Chunks the tree names that this node does not hold (damaged and
     /// quarantined, or no peer could supply them), in hex.
     pub(crate) missing_chunks: Vec<String>,
+    /// The background scrub: when it last ran, when it runs next, and
+    /// where it stands if it runs now.
+    #[serde(default)]
+    pub(crate) scrub: backer_fs::scrub::Status,
 }
 
 /// What a node did on [`Request::Reload`].

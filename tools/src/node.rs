@@ -119,6 +119,7 @@ pub(crate) fn run(
         Some(net.clone() as Arc<dyn crate::services::PeerNet>),
         bus.clone(),
     ));
+    local.set_scrub(start_scrub(&vfs, bus.clone())?);
     crate::control::serve(store_dir, local.clone())?;
     crate::web::start(store_dir, web.as_deref(), local, bus)?;
     let result = match mount {
@@ -170,6 +171,19 @@ fn spawn_collector(vfs: Arc<Vfs>, bus: Bus) -> Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// Scrubs in the background every `check.scrub_every` of the store's
+/// config (re-read before each wait).
+fn start_scrub(vfs: &Arc<Vfs>, bus: Bus) -> Result<backer_fs::scrub::Scrub> {
+    let dir = vfs.store().dir().to_path_buf();
+    let every = move || {
+        crate::config::Config::load(&dir)
+            .and_then(|c| c.check.scrub_every())
+            .unwrap_or(crate::config::DEFAULT_SCRUB_EVERY)
+    };
+    backer_fs::scrub::Scrub::start(vfs.store(), every, Some(bus))
+        .map_err(|e| anyhow!("cannot start the scrub: {e}"))
 }
 
 #[cfg(feature = "fuse")]

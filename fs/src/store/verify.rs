@@ -233,6 +233,7 @@ impl Store {
         self.kv.apply(b)?;
         self.missing_any.store(true, Ordering::SeqCst);
         self.verified.forget(hash);
+        self.wanted.want(*hash);
         tracing::error!(
             chunk = %hash,
             pack = loc.pack,
@@ -276,6 +277,7 @@ impl Store {
         );
         b.remove(Space::Missing, hash.as_bytes().to_vec());
         self.kv.apply(b)?;
+        self.wanted.healed(hash);
         tracing::info!(chunk = %hash, pack = new.pack, offset = new.offset, "a chunk's index entry was rebuilt from the packs");
         Ok(true)
     }
@@ -306,6 +308,7 @@ impl Store {
         b.put(Space::Missing, hash.as_bytes().to_vec(), Vec::new());
         self.kv.apply(b)?;
         self.missing_any.store(true, Ordering::SeqCst);
+        self.wanted.want(*hash);
         Ok(())
     }
 

@@ -15,7 +15,11 @@
 //! The FUSE adapter only decodes a request, calls one method here, and
 //! replies with the answer or [`Error::errno`].
 
+mod heal_read;
+
 use std::sync::Arc;
+
+pub use heal_read::ReadReply;
 
 use super::{
     is_view, Attr, Ctx, DirEntry, Fh, Files, History, Ino, Names, NewNode, RenameMode, SetAttr,
@@ -60,6 +64,7 @@ pub struct OpenMode {
 }
 
 /// A mount's way into a [`Vfs`].
+#[derive(Clone)]
 pub struct Door {
     vfs: Arc<Vfs>,
     /// The kernel caches writes (writeback cache): it computes O_APPEND

@@ -16,7 +16,7 @@ use super::{Active, Shared, FIRST_STREAM_TIMEOUT, GOODBYE, MAX_CONNECTIONS_PER_P
 use crate::notify::SessionNotes;
 use crate::proto::AbortReason;
 use crate::quic::{self, Connection, Endpoint};
-use crate::{Channels, Config, Error, Event, Hello, VfsLocal};
+use crate::{Channels, Config, Error, Event, HealFeed, Hello, VfsLocal};
 
 /// The longest wait between two dials of an unreachable peer.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -264,10 +264,15 @@ async fn run_session(
         None => VfsLocal::new(shared.vfs.clone()),
     };
     let hello = Hello::new(shared.me, chunk::params_fingerprint());
+    let wanted = shared.vfs.store().wanted().clone();
     let channels = Channels {
         roots: Some(shared.roots.subscribe()),
         events: Some(ev_tx),
         stop: Some(stop_rx),
+        heal: Some(HealFeed {
+            wanted: wanted.clone(),
+            ticks: shared.heal_ticks.subscribe(),
+        }),
         ..Channels::default()
     };
     // The peer's hello must name the node its key proved.
@@ -280,8 +285,17 @@ async fn run_session(
         channels,
     ));
     let mut notes = SessionNotes::new(shared.events.as_ref(), peer, conn.remote_addr().to_string());
+    let mut joined = false;
     while let Some(ev) = ev_rx.recv().await {
         notes.on(&ev);
+        match &ev {
+            Event::Ready { .. } if !joined => {
+                joined = true;
+                wanted.peer_joined(peer);
+            }
+            Event::HealRefused { chunk } => wanted.refused(chunk, peer),
+            _ => {}
+        }
         if matches!(ev, Event::Ready { .. }) {
             // Both sides accepted each other: only now is the peer connected
             // (a dialler's TLS handshake ends before the peer checks its key).
@@ -291,6 +305,9 @@ async fn run_session(
     }
     // The state machine has ended (its events are closed): the peer is
     // gone now, even if our last frames are still being flushed.
+    if joined {
+        wanted.peer_left(peer);
+    }
     unregister(&shared, peer, id);
     // Whether it ended cleanly, and what the peer is told as we close.
     let (clean, close) = match session.await {
@@ -491,6 +508,9 @@ pub(super) fn on_event(shared: &Shared, peer: NodeId, id: u64, ev: Event) {
         Event::PullFailed { remote, reason } => {
             tracing::warn!(peer = %peer.short(), %remote, %reason, "pull failed")
         }
-        Event::PullStarted { .. } => {}
+        Event::Healed { chunk } => {
+            tracing::info!(peer = %peer.short(), %chunk, "a chunk was healed from the peer")
+        }
+        Event::PullStarted { .. } | Event::HealRefused { .. } => {}
     }
 }

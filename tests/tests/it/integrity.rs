@@ -17,7 +17,7 @@ use crate::mirror_util::{
 };
 use crate::mount_util::Mount;
 
-fn data(len: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn data(len: usize, seed: u8) -> Vec<u8> {
     let mut x = u64::from(seed) * 0x9e37_79b9_7f4a_7c15 + 1;
     (0..len)
         .map(|_| {
@@ -31,7 +31,7 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
 
 /// Flips a byte of the data of the first chunk of `content` in the stopped
 /// store at `store`; returns the chunk's hash in hex.
-fn damage_first_chunk(store: &Path, content: &[u8]) -> String {
+pub(crate) fn damage_first_chunk(store: &Path, content: &[u8]) -> String {
     let s = Store::open(store).unwrap();
     let hash = backer_fs::chunk::chunks(content)[0].hash;
     let loc = s

@@ -48,6 +48,7 @@ fn print(r: &Report) {
         ("repaired: re-indexed from the packs", &r.repaired.reindexed),
         ("repaired: record written again", &r.repaired.rewritten),
         ("repaired: quarantined", &r.repaired.quarantined),
+        ("repaired: healed from peers", &r.repaired.healed),
     ];
     for (what, list) in lists {
         if !list.is_empty() {
@@ -67,6 +68,9 @@ fn print(r: &Report) {
         for d in &r.damaged {
             println!("  pack {} at {}: {} bytes", d.pack, d.offset, d.len);
         }
+    }
+    if let Some(note) = &r.heal_note {
+        println!("{note}");
     }
     if r.still_bad == 0 {
         println!("no problems found");

@@ -125,6 +125,26 @@ pub(crate) fn readable(e: &Event) -> String {
             roots_kept,
             bytes_freed,
         } => format!("kept {roots_kept} of {roots_before} roots, freed {bytes_freed} bytes"),
+        EventKind::CheckProgress {
+            done_bytes,
+            total_bytes,
+        } => format!("scrub: {done_bytes} of {total_bytes} bytes checked"),
+        EventKind::CheckDone {
+            chunks,
+            bytes,
+            bad_chunks,
+        } => format!(
+            "scrub: {chunks} chunks ({bytes} bytes) checked, {} bad{}",
+            bad_chunks.len(),
+            if bad_chunks.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (quarantined, wanted from peers): {}",
+                    bad_chunks.join(", ")
+                )
+            }
+        ),
         EventKind::Error { what, place } => format!("{}: {}", p(place), p(what)),
     };
     let kind = serde_json::to_value(&e.kind)

@@ -32,6 +32,9 @@ pub(crate) fn run(store_dir: &Path, json: bool) -> Result<()> {
     if missing > 0 {
         println!("missing {missing} chunks no peer could supply or that failed their check");
     }
+    if let Some(line) = scrub_line(&status["scrub"]) {
+        println!("scrub   {line}");
+    }
     let peers = status["peers"].as_array().map_or(&[][..], Vec::as_slice);
     if peers.is_empty() {
         println!("peers   none");
@@ -44,6 +47,29 @@ pub(crate) fn run(store_dir: &Path, json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The scrub: running (how far), else when it last ran and runs next.
+fn scrub_line(s: &serde_json::Value) -> Option<String> {
+    let when = |k: &str| {
+        s[k].as_u64().map(|t| {
+            let secs = i64::try_from(t).unwrap_or(i64::MAX);
+            backer_fs::vfs::snapshot_name(backer_fs::tree::Timestamp { secs, nanos: 0 })
+        })
+    };
+    if let Some(r) = s["running"].as_object() {
+        let done = r["done_bytes"].as_u64().unwrap_or(0);
+        let total = r["total_bytes"].as_u64().unwrap_or(0);
+        return Some(format!("running: {done} of {total} bytes checked"));
+    }
+    match (when("last"), when("next")) {
+        (None, None) => None,
+        (last, next) => Some(format!(
+            "last {}, next {}",
+            last.as_deref().unwrap_or("never"),
+            next.as_deref().unwrap_or("when the node runs")
+        )),
+    }
 }
 
 /// One peer of the status object: id, address, connection, last sync and

@@ -33,6 +33,8 @@ pub(crate) struct Local {
     bus: Option<Bus>,
     /// The web page's logins, once its listener runs.
     web: OnceLock<Arc<dyn WebLogins>>,
+    /// The node's background scrub, once it runs.
+    scrub: OnceLock<backer_fs::scrub::Scrub>,
 }
 
 /// The user running this process, who owns what a restore creates when
@@ -76,7 +78,13 @@ impl Local {
             pid: Some(std::process::id()),
             bus: Some(bus),
             web: OnceLock::new(),
+            scrub: OnceLock::new(),
         }
+    }
+
+    /// Sets the node's scrubber, once it runs.
+    pub(crate) fn set_scrub(&self, scrub: backer_fs::scrub::Scrub) {
+        let _ = self.scrub.set(scrub);
     }
 
     /// The node's event bus (`None`: a command's own opening).
@@ -115,6 +123,7 @@ impl Local {
             pid: None,
             bus: None,
             web: OnceLock::new(),
+            scrub: OnceLock::new(),
         })
     }
 
@@ -182,6 +191,14 @@ impl Local {
                 .iter()
                 .map(Hash::to_hex)
                 .collect(),
+            scrub: match self.scrub.get() {
+                Some(s) => s.status(),
+                None => backer_fs::scrub::Status {
+                    last: backer_fs::scrub::last(&store)
+                        .map_err(explain("cannot read the last scrub's time"))?,
+                    ..Default::default()
+                },
+            },
         })
     }
 
