@@ -55,6 +55,7 @@ mod gc;
 mod handles;
 mod history;
 mod install;
+mod install_steps;
 mod names;
 mod open_files;
 mod publish;
@@ -74,6 +75,7 @@ pub use gc::Pins;
 pub use handles::Files;
 pub use history::History;
 pub use install::Installed;
+pub use install_steps::InstallStep;
 pub use names::{Names, NewNode};
 pub use publish::{Durable, Hold, RootObserver};
 pub use restore::entry_at;
@@ -233,6 +235,8 @@ pub struct Vfs {
     stream_folded: (Mutex<()>, Condvar),
     /// Telling the root observer of durable roots (`vfs/publish.rs`).
     announce: publish::Announcer,
+    /// How much one step of a staged install may do.
+    install_step: Mutex<InstallStep>,
 }
 
 impl Vfs {
@@ -275,6 +279,7 @@ impl Vfs {
             last_change: AtomicU64::new(0),
             history: history::HistoryState::default(),
             announce: publish::Announcer::default(),
+            install_step: Mutex::new(InstallStep::default()),
         })
     }
 
