@@ -37,8 +37,11 @@
 //! see `vfs/handles.rs`. fsync returns once its root is durable.
 //!
 //! A tree made elsewhere (a merge with a peer's) replaces the committed
-//! one through [`Vfs::install_with`], which changes the namespace to match
-//! it in the same transaction.
+//! one through [`Vfs::install_steps`] (`vfs/install_steps.rs`): bounded
+//! steps, each changing part of the namespace to match it and committing
+//! that part's tree in one transaction, so a merge of any size never holds
+//! the vfs lock or memory in proportion to the tree. [`Vfs::install_with`]
+//! does it in one transaction (restore, small installs, tests).
 //!
 //! A mount comes in through [`Door`] (`vfs/door.rs`), which composes the
 //! three parts and holds the rules that are the file system's rather than

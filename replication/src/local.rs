@@ -127,8 +127,10 @@ impl Local for MemLocal {
 
 /// A node's real store and live namespace: received items go to the store
 /// (nodes to its key-value engine, chunks to its packs); a merge is
-/// installed into the live namespace as one commit ([`Vfs::install_with`])
-/// and made durable before it is announced.
+/// installed into the live namespace in bounded steps, each a commit made
+/// durable before the kernel hears of it ([`Vfs::install_steps`]); the
+/// last is announced. A merge cut off between steps leaves a consistent
+/// tree, and the next pull skips what it holds.
 #[derive(Clone)]
 pub struct VfsLocal {
     vfs: Arc<Vfs>,

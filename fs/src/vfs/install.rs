@@ -159,6 +159,9 @@ impl Vfs {
     }
 }
 
+/// (parent, name) pairs, for the kernel's caches.
+pub(super) type Names = Vec<(Ino, Vec<u8>)>;
+
 /// A directory whose names must go from the tree `old` (`None`: it was just
 /// created, empty) to the tree `new`. In a staged install `old` is read
 /// from the directory's record instead (`vfs/install_steps.rs`).
@@ -234,7 +237,7 @@ impl<'a, 't, 'k> Apply<'a, 't, 'k> {
     /// Ends the walk: the names changed and the existing inodes touched
     /// (for the kernel), with the dirty marks the namespace changes left
     /// cleared (the namespace equals the tree: nothing is left to fold).
-    pub(super) fn finish(self) -> Result<(Vec<(Ino, Vec<u8>)>, Vec<Ino>)> {
+    pub(super) fn finish(self) -> Result<(Names, Vec<Ino>)> {
         let Apply {
             names,
             touched,
