@@ -199,6 +199,9 @@ pub(super) struct Staged {
     /// The empty directory's tree, which a directory created by a step
     /// holds until its names arrive.
     pub(super) empty: Hash,
+    /// When the step should end: no name is started after it (one at
+    /// least is, so that every step moves on).
+    pub(super) deadline: std::time::Instant,
 }
 
 /// What getattr shows of a record (ctime aside).
@@ -290,7 +293,16 @@ impl<'a, 't, 'k> Apply<'a, 't, 'k> {
         let before = visible(&drec);
         let names_before = self.names.len();
         let mut vv = drec.vv();
-        for (old, new) in changes {
+        let total = changes.len();
+        for (done, (old, new)) in changes.into_iter().enumerate() {
+            if let Some(st) = &mut self.staged {
+                if done > 0 && std::time::Instant::now() >= st.deadline {
+                    // The names not started go back to the budget.
+                    st.budget += total - done;
+                    rest = true;
+                    break;
+                }
+            }
             let Some(name) = new.as_ref().or(old.as_ref()).map(|e| e.name.clone()) else {
                 continue;
             };

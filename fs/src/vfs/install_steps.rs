@@ -6,8 +6,8 @@
 //! vfs lock: a first sync of 100,000 files held the lock for seconds and the
 //! whole transaction in memory (1.6 GiB). A staged install walks the same
 //! differences (`vfs/install.rs`) but stops after [`InstallStep::names`]
-//! names or [`InstallStep::time`], whichever comes first, and commits what
-//! it did:
+//! names or [`InstallStep::time`] (checked before each name), whichever
+//! comes first, and commits what it did:
 //!
 //! - Every step's root is a real tree that the namespace equals: each
 //!   directory's tree is its old one with the names applied so far set to
@@ -52,7 +52,7 @@ use crate::tree::dir;
 pub struct InstallStep {
     /// Names applied per step (at least one is).
     pub names: usize,
-    /// Time per step: no new directory is started after it.
+    /// Time per step: no new name is started after it.
     pub time: Duration,
 }
 
@@ -146,6 +146,7 @@ impl Vfs {
                 budget: limits.names.max(1),
                 dirs: Default::default(),
                 empty: dir::empty(&mut TxnNodes(&mut txn))?,
+                deadline: started + limits.time,
             };
             let mut apply = Apply::new(&mut *inner, &mut txn, self.owner, now, Some(staged));
             apply.tasks = std::mem::take(tasks);
