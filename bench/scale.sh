@@ -248,6 +248,7 @@ say "  ${R[b_sync]} s"
 wait_for "$TIMEOUT" 0 "B's root to settle" b_settled "$sb"
 R[b_rss_a]=$(hwm_mib "$pa")
 R[b_rss_b]=$(hwm_mib "$pb")
+say "  peak RSS A ${R[b_rss_a]} MiB, B ${R[b_rss_b]} MiB; worst stat ${R[b_stat]} ms, readdir ${R[b_dir]} ms"
 R[b_log]="$(grep -c ' WARN ' "$sb/backer.log" || true) warnings in B's log"
 fusermount3 -u "$ma"
 fusermount3 -u "$mb"
