@@ -37,8 +37,11 @@
 //! see `vfs/handles.rs`. fsync returns once its root is durable.
 //!
 //! A tree made elsewhere (a merge with a peer's) replaces the committed
-//! one through [`Vfs::install_with`], which changes the namespace to match
-//! it in the same transaction.
+//! one through [`Vfs::install_steps`] (`vfs/install_steps.rs`): bounded
+//! steps, each changing part of the namespace to match it and committing
+//! that part's tree in one transaction, so a merge of any size never holds
+//! the vfs lock or memory in proportion to the tree. [`Vfs::install_with`]
+//! does it in one transaction (restore, small installs, tests).
 //!
 //! A mount comes in through [`Door`] (`vfs/door.rs`), which composes the
 //! three parts and holds the rules that are the file system's rather than
@@ -55,6 +58,7 @@ mod gc;
 mod handles;
 mod history;
 mod install;
+mod install_steps;
 mod names;
 mod open_files;
 mod publish;
@@ -74,6 +78,7 @@ pub use gc::Pins;
 pub use handles::Files;
 pub use history::History;
 pub use install::Installed;
+pub use install_steps::InstallStep;
 pub use names::{Names, NewNode};
 pub use publish::{Durable, Hold, RootObserver};
 pub use restore::entry_at;
@@ -233,6 +238,8 @@ pub struct Vfs {
     stream_folded: (Mutex<()>, Condvar),
     /// Telling the root observer of durable roots (`vfs/publish.rs`).
     announce: publish::Announcer,
+    /// How much one step of a staged install may do.
+    install_step: Mutex<InstallStep>,
 }
 
 impl Vfs {
@@ -275,6 +282,7 @@ impl Vfs {
             last_change: AtomicU64::new(0),
             history: history::HistoryState::default(),
             announce: publish::Announcer::default(),
+            install_step: Mutex::new(InstallStep::default()),
         })
     }
 

@@ -26,7 +26,7 @@
 //! it. Turning bytes written locally to such an orphan into a conflict copy
 //! at release (DESIGN.md, "Traps") is not done here.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use super::commit::{self, ReadNodes, TxnNodes};
 use super::records::{ts_pair, Dirent, InodeRecord, NamespaceTxn};
@@ -120,38 +120,17 @@ impl Vfs {
     ) -> Result<Installed> {
         let store = inner.store.clone();
         inner.begin();
-        let mut apply = Apply {
-            inner: &mut *inner,
-            txn: &mut txn,
-            owner: self.owner,
-            now,
-            names: Vec::new(),
-            touched: BTreeSet::new(),
-            created: HashSet::new(),
-            tasks: vec![Task {
-                dir: ROOT,
-                old: Some(base),
-                new: root,
-                depth: 0,
-            }],
-        };
+        let mut apply = Apply::new(&mut *inner, &mut txn, self.owner, now, None);
+        apply.tasks.push(Task {
+            dir: ROOT,
+            old: Some(base),
+            new: root,
+            depth: 0,
+        });
         while let Some(task) = apply.tasks.pop() {
             apply.dir(task)?;
         }
-        let Apply {
-            names,
-            touched,
-            created,
-            ..
-        } = apply;
-        let inodes: Vec<Ino> = touched
-            .into_iter()
-            .filter(|i| !created.contains(i))
-            .collect();
-        // The namespace now equals the tree: nothing is left to fold.
-        for (k, _) in txn.scan(Space::Dirty, &[], None, usize::MAX)? {
-            txn.remove(Space::Dirty, k);
-        }
+        let (names, inodes) = apply.finish()?;
         let info = commit::append(
             &mut txn,
             &inner.head,
@@ -180,27 +159,49 @@ impl Vfs {
     }
 }
 
+/// (parent, name) pairs, for the kernel's caches.
+pub(super) type Names = Vec<(Ino, Vec<u8>)>;
+
 /// A directory whose names must go from the tree `old` (`None`: it was just
-/// created, empty) to the tree `new`.
-struct Task {
-    dir: Ino,
-    old: Option<Hash>,
-    new: Hash,
+/// created, empty) to the tree `new`. In a staged install `old` is read
+/// from the directory's record instead (`vfs/install_steps.rs`).
+#[derive(Clone, Debug)]
+pub(super) struct Task {
+    pub(super) dir: Ino,
+    pub(super) old: Option<Hash>,
+    pub(super) new: Hash,
     /// The directory's depth (the root's is 0).
-    depth: u32,
+    pub(super) depth: u32,
 }
 
 /// One install's state: the work list and what changed so far.
-struct Apply<'a, 't, 'k> {
-    inner: &'a mut Inner,
-    txn: &'t mut Txn<'k>,
+pub(super) struct Apply<'a, 't, 'k> {
+    pub(super) inner: &'a mut Inner,
+    pub(super) txn: &'t mut Txn<'k>,
     owner: Ctx,
     now: Timestamp,
-    names: Vec<(Ino, Vec<u8>)>,
+    pub(super) names: Vec<(Ino, Vec<u8>)>,
     /// Existing inodes changed in place or removed.
     touched: BTreeSet<Ino>,
     created: HashSet<Ino>,
-    tasks: Vec<Task>,
+    pub(super) tasks: Vec<Task>,
+    /// A staged install (`vfs/install_steps.rs`): how many more names this
+    /// step may apply, and the directories whose trees it changed (by
+    /// depth, deepest first) for the walk up to the root. `None`: one
+    /// transaction, every directory's tree set to its new one at once.
+    pub(super) staged: Option<Staged>,
+}
+
+/// A staged step's bookkeeping (see [`Apply::staged`]).
+pub(super) struct Staged {
+    pub(super) budget: usize,
+    pub(super) dirs: BTreeMap<(std::cmp::Reverse<u32>, Ino), ()>,
+    /// The empty directory's tree, which a directory created by a step
+    /// holds until its names arrive.
+    pub(super) empty: Hash,
+    /// When the step should end: no name is started after it (one at
+    /// least is, so that every step moves on).
+    pub(super) deadline: std::time::Instant,
 }
 
 /// What getattr shows of a record (ctime aside).
@@ -213,24 +214,95 @@ fn perm_of(e: &Entry) -> u32 {
     e.mode & 0o7777 & !SUID_BITS
 }
 
-impl Apply<'_, '_, '_> {
-    /// Applies a directory's differences, queueing its subdirectories.
-    fn dir(&mut self, task: Task) -> Result<()> {
-        let changes = match task.old {
+impl<'a, 't, 'k> Apply<'a, 't, 'k> {
+    /// An install over `txn` with nothing done yet; `staged`: a step of a
+    /// staged install.
+    pub(super) fn new(
+        inner: &'a mut Inner,
+        txn: &'t mut Txn<'k>,
+        owner: Ctx,
+        now: Timestamp,
+        staged: Option<Staged>,
+    ) -> Apply<'a, 't, 'k> {
+        Apply {
+            inner,
+            txn,
+            owner,
+            now,
+            names: Vec::new(),
+            touched: BTreeSet::new(),
+            created: HashSet::new(),
+            tasks: Vec::new(),
+            staged,
+        }
+    }
+
+    /// Ends the walk: the names changed and the existing inodes touched
+    /// (for the kernel), with the dirty marks the namespace changes left
+    /// cleared (the namespace equals the tree: nothing is left to fold).
+    pub(super) fn finish(self) -> Result<(Names, Vec<Ino>)> {
+        let Apply {
+            names,
+            touched,
+            created,
+            txn,
+            ..
+        } = self;
+        let inodes: Vec<Ino> = touched
+            .into_iter()
+            .filter(|i| !created.contains(i))
+            .collect();
+        for (k, _) in txn.scan(Space::Dirty, &[], None, usize::MAX)? {
+            txn.remove(Space::Dirty, k);
+        }
+        Ok((names, inodes))
+    }
+
+    /// Applies a directory's differences, queueing its subdirectories. In
+    /// a staged step, only as many names as the budget allows: the
+    /// directory's tree becomes its old one with those names' new entries
+    /// (a subdirectory's with the tree its record holds now), and the task
+    /// goes back on the list for the rest.
+    pub(super) fn dir(&mut self, task: Task) -> Result<()> {
+        let mut drec = self.txn.inode(task.dir)?;
+        if !drec.is_dir() {
+            return Err(Error::corrupt("install: a directory's inode is not one"));
+        }
+        let old = match (&self.staged, task.old) {
+            (Some(_), _) => Some(drec.hash()),
+            (None, old) => old,
+        };
+        let mut changes = match old {
             Some(old) => dir::diff(&ReadNodes(self.txn), old, task.new)?,
             None => dir::entries(&ReadNodes(self.txn), task.new)?
                 .into_iter()
                 .map(|e| (None, Some(e)))
                 .collect(),
         };
-        let mut drec = self.txn.inode(task.dir)?;
-        if !drec.is_dir() {
-            return Err(Error::corrupt("install: a directory's inode is not one"));
+        let mut rest = false;
+        if let Some(st) = &mut self.staged {
+            // At least one name, so that every step moves on.
+            let keep = st.budget.max(1);
+            if changes.len() > keep {
+                changes.truncate(keep);
+                rest = true;
+            }
+            st.budget = st.budget.saturating_sub(changes.len());
         }
+        let mut tree: BTreeMap<Vec<u8>, Option<Entry>> = BTreeMap::new();
         let before = visible(&drec);
         let names_before = self.names.len();
         let mut vv = drec.vv();
-        for (old, new) in changes {
+        let total = changes.len();
+        for (done, (old, new)) in changes.into_iter().enumerate() {
+            if let Some(st) = &mut self.staged {
+                if done > 0 && std::time::Instant::now() >= st.deadline {
+                    // The names not started go back to the budget.
+                    st.budget += total - done;
+                    rest = true;
+                    break;
+                }
+            }
             let Some(name) = new.as_ref().or(old.as_ref()).map(|e| e.name.clone()) else {
                 continue;
             };
@@ -240,15 +312,38 @@ impl Apply<'_, '_, '_> {
             if let Some(n) = &new {
                 vv.join_from(&n.vv);
             }
+            if self.staged.is_some() {
+                tree.insert(name.clone(), new.clone());
+            }
             let live = new.filter(|e| !e.deleted);
-            match (self.txn.dirent(task.dir, &name)?, live) {
-                (None, None) => {}
-                (Some(d), None) => self.remove(task.dir, &mut drec, &name, d)?,
-                (None, Some(n)) => self.create(task.dir, &mut drec, n, task.depth)?,
+            let ino = match (self.txn.dirent(task.dir, &name)?, live) {
+                (None, None) => None,
+                (Some(d), None) => {
+                    self.remove(task.dir, &mut drec, &name, d)?;
+                    None
+                }
+                (None, Some(n)) => Some(self.create(task.dir, &mut drec, n, task.depth)?),
                 (Some(d), Some(n)) => self.change(task.dir, &mut drec, d, n, task.depth)?,
+            };
+            // A subdirectory's entry names the tree its record holds
+            // now: its own names arrive in this or a later step.
+            if let (Some(ino), Some(Some(e))) = (ino, tree.get_mut(&name)) {
+                if e.kind == Kind::Dir && !e.deleted {
+                    e.hash = self.txn.inode(ino)?.hash();
+                }
             }
         }
-        drec.hash = task.new.0;
+        match &mut self.staged {
+            None => drec.hash = task.new.0,
+            Some(st) => {
+                drec.hash = dir::update(&mut TxnNodes(self.txn), drec.hash(), &tree)?.0;
+                st.dirs
+                    .insert((std::cmp::Reverse(task.depth), task.dir), ());
+                if rest {
+                    self.tasks.push(task.clone());
+                }
+            }
+        }
         if task.dir == ROOT {
             // The root has no entry: its vector joins what it holds.
             drec.set_vv(&vv);
@@ -261,6 +356,7 @@ impl Apply<'_, '_, '_> {
     }
 
     /// `name` in `parent` (named by `d`) is live in both trees as `n`.
+    /// Returns the directory inode the name holds after, if it is one.
     fn change(
         &mut self,
         parent: Ino,
@@ -268,7 +364,7 @@ impl Apply<'_, '_, '_> {
         d: Dirent,
         n: Entry,
         depth: u32,
-    ) -> Result<()> {
+    ) -> Result<Option<Ino>> {
         let mut rec = self.txn.inode(d.ino)?;
         let kind = rec.kind()?;
         let before = visible(&rec);
@@ -278,7 +374,9 @@ impl Apply<'_, '_, '_> {
             rec.perm = perm;
             rec.mtime = mtime;
             rec.set_vv(&n.vv);
-            rec.hash = n.hash.0;
+            if self.staged.is_none() {
+                rec.hash = n.hash.0;
+            }
             self.put_changed(d.ino, &mut rec, before)?;
             if old != n.hash {
                 self.tasks.push(Task {
@@ -288,7 +386,7 @@ impl Apply<'_, '_, '_> {
                     depth: depth + 1,
                 });
             }
-            return Ok(());
+            return Ok(Some(d.ino));
         }
         let same_content = kind == n.kind
             && match kind {
@@ -310,11 +408,11 @@ impl Apply<'_, '_, '_> {
                 vv.join_from(&n.vv);
                 rec.set_vv(&vv);
             }
-            return self.put_changed(d.ino, &mut rec, before);
+            return self.put_changed(d.ino, &mut rec, before).map(|()| None);
         }
         let name = n.name.clone();
         self.remove(parent, prec, &name, d)?;
-        self.create(parent, prec, n, depth)
+        self.create(parent, prec, n, depth).map(Some)
     }
 
     /// Saves a record changed in place, noting it if getattr would differ.
@@ -390,8 +488,8 @@ impl Apply<'_, '_, '_> {
     }
 
     /// Creates a new inode for the live entry `n` in `parent` (at `depth`),
-    /// queueing a directory's subtree.
-    fn create(&mut self, parent: Ino, prec: &mut InodeRecord, n: Entry, depth: u32) -> Result<()> {
+    /// queueing a directory's subtree; returns the inode.
+    fn create(&mut self, parent: Ino, prec: &mut InodeRecord, n: Entry, depth: u32) -> Result<Ino> {
         let kind = n.kind;
         let mut rec = InodeRecord::new(kind, perm_of(&n), self.owner.uid, self.owner.gid, self.now);
         rec.mtime = ts_pair(n.mtime);
@@ -427,7 +525,10 @@ impl Apply<'_, '_, '_> {
                 rec.nlink = 2;
                 rec.parent = parent;
                 rec.name = n.name.clone();
-                rec.hash = n.hash.0;
+                rec.hash = match &self.staged {
+                    Some(st) => st.empty.0,
+                    None => n.hash.0,
+                };
                 prec.nlink += 1;
                 self.tasks.push(Task {
                     dir: ino,
@@ -450,6 +551,6 @@ impl Apply<'_, '_, '_> {
         self.txn.add_dirent(parent, prec, &n.name, ino, kind);
         self.names.push((parent, n.name));
         self.created.insert(ino);
-        Ok(())
+        Ok(ino)
     }
 }

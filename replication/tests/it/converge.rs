@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 use backer_fs::store::{Space, Store};
 use backer_fs::tree::{dir, Causality, Entry, Kind, NodeStore, Timestamp, VersionVector};
-use backer_fs::vfs::{Vfs, VfsOptions};
+use backer_fs::vfs::{InstallStep, Vfs, VfsOptions};
 use backer_fs::{Hash, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -81,6 +81,12 @@ impl Peer {
             ..VfsOptions::default()
         };
         let vfs = Arc::new(Vfs::new(store, opts).unwrap());
+        // Merges go in steps of a few names (as a big first sync does in
+        // steps of thousands), so every step boundary meets the checks.
+        vfs.set_install_step(InstallStep {
+            names: 3,
+            time: std::time::Duration::from_secs(3600),
+        });
         Peer {
             node: Node { _dir: dir, vfs },
             now,

@@ -12,4 +12,5 @@ mod peers;
 mod quic;
 mod quic_flood;
 mod raw_quic;
+mod resume;
 mod util;
