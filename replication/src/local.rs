@@ -43,6 +43,13 @@ pub trait Local {
         let _ = hash;
         Ok(())
     }
+    /// Whether this node's ignore patterns keep `path` (from the root,
+    /// `/`-separated) out of its mount: a pull fetches no chunks for such
+    /// a file.
+    fn ignores(&self, path: &[u8], is_dir: bool) -> bool {
+        let _ = (path, is_dir);
+        false
+    }
     /// Merges the tree `remote` (every node and chunk it needs is held,
     /// or recorded missing by [`Local::chunk_unavailable`]) into the
     /// committed tree, commits the result, and returns it.
@@ -246,6 +253,10 @@ impl Local for VfsLocal {
         // The session verified the hash before handing the bytes over.
         self.vfs.store().put_verified_chunk(bytes, hash)?;
         self.received(bytes.len() as u64)
+    }
+
+    fn ignores(&self, path: &[u8], is_dir: bool) -> bool {
+        self.vfs.ignores(path, is_dir)
     }
 
     fn merge(&mut self, remote: Hash) -> Result<Merged> {

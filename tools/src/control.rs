@@ -185,6 +185,10 @@ pub(crate) struct Status {
     /// Chunks the tree names that this node does not hold (damaged and
     /// quarantined, or no peer could supply them), in hex.
     pub(crate) missing_chunks: Vec<String>,
+    /// What the ignore patterns keep apart (`local`, `remote`) and whether
+    /// the pattern file parses (`error`, `held_back`).
+    #[serde(default)]
+    pub(crate) ignored: backer_fs::vfs::IgnoreStatus,
 }
 
 /// What a node did on [`Request::Reload`].

@@ -29,14 +29,18 @@
 use std::collections::{BTreeSet, HashSet};
 
 use super::commit::{self, ReadNodes, TxnNodes};
+use super::ignored::{self, Verdict};
 use super::records::{ts_pair, Dirent, InodeRecord, NamespaceTxn};
 use super::types::*;
 use super::{names, Inner, Vfs};
 use crate::error::{Error, Result};
 use crate::hash::Hash;
+use crate::ignore::Patterns;
 use crate::store::{Space, Txn};
 use crate::tree::content::{self, Extent};
 use crate::tree::{dir, Entry, Kind, NodeStore, Timestamp};
+
+mod keep;
 
 /// Setuid and setgid: never installed from a tree (mounts are nosuid).
 const SUID_BITS: u32 = 0o6000;
@@ -120,7 +124,9 @@ impl Vfs {
     ) -> Result<Installed> {
         let store = inner.store.clone();
         inner.begin();
+        let patterns = inner.ignore.patterns();
         let mut apply = Apply {
+            patterns: &patterns,
             inner: &mut *inner,
             txn: &mut txn,
             owner: self.owner,
@@ -133,6 +139,7 @@ impl Vfs {
                 old: Some(base),
                 new: root,
                 depth: 0,
+                path: Vec::new(),
             }],
         };
         while let Some(task) = apply.tasks.pop() {
@@ -188,10 +195,15 @@ struct Task {
     new: Hash,
     /// The directory's depth (the root's is 0).
     depth: u32,
+    /// Its path from the root (for the ignore patterns).
+    path: Vec<u8>,
 }
 
 /// One install's state: the work list and what changed so far.
 struct Apply<'a, 't, 'k> {
+    /// The ignore patterns in force: the namespace side of an ignored
+    /// name is left alone (`vfs/ignored.rs`).
+    patterns: &'a Patterns,
     inner: &'a mut Inner,
     txn: &'t mut Txn<'k>,
     owner: Ctx,
@@ -241,11 +253,23 @@ impl Apply<'_, '_, '_> {
                 vv.join_from(&n.vv);
             }
             let live = new.filter(|e| !e.deleted);
-            match (self.txn.dirent(task.dir, &name)?, live) {
+            let here = self.txn.dirent(task.dir, &name)?;
+            let path = ignored::child_path(&task.path, &name);
+            let is_dir = here
+                .as_ref()
+                .map(|d| d.kind)
+                .or(live.as_ref().map(|e| e.kind))
+                == Some(Kind::Dir);
+            if let Verdict::Ignored { .. } = ignored::verdict(self.patterns, &path, is_dir) {
+                // Neither fetched nor shown; a local file of that name
+                // stays as it is.
+                continue;
+            }
+            match (here, live) {
                 (None, None) => {}
-                (Some(d), None) => self.remove(task.dir, &mut drec, &name, d)?,
-                (None, Some(n)) => self.create(task.dir, &mut drec, n, task.depth)?,
-                (Some(d), Some(n)) => self.change(task.dir, &mut drec, d, n, task.depth)?,
+                (Some(d), None) => self.remove(task.dir, &mut drec, &name, d, &path)?,
+                (None, Some(n)) => self.create(task.dir, &mut drec, n, task.depth, &path)?,
+                (Some(d), Some(n)) => self.change(task.dir, &mut drec, d, n, task.depth, &path)?,
             }
         }
         drec.hash = task.new.0;
@@ -268,6 +292,7 @@ impl Apply<'_, '_, '_> {
         d: Dirent,
         n: Entry,
         depth: u32,
+        path: &[u8],
     ) -> Result<()> {
         let mut rec = self.txn.inode(d.ino)?;
         let kind = rec.kind()?;
@@ -286,6 +311,7 @@ impl Apply<'_, '_, '_> {
                     old: Some(old),
                     new: n.hash,
                     depth: depth + 1,
+                    path: path.to_vec(),
                 });
             }
             return Ok(());
@@ -313,8 +339,8 @@ impl Apply<'_, '_, '_> {
             return self.put_changed(d.ino, &mut rec, before);
         }
         let name = n.name.clone();
-        self.remove(parent, prec, &name, d)?;
-        self.create(parent, prec, n, depth)
+        self.remove(parent, prec, &name, d, path)?;
+        self.create(parent, prec, n, depth, path)
     }
 
     /// Saves a record changed in place, noting it if getattr would differ.
@@ -341,9 +367,27 @@ impl Apply<'_, '_, '_> {
         Ok(())
     }
 
-    /// Removes `name` (named by `d`) from `parent`, a directory with its
-    /// whole subtree; an open file is kept as an orphan until released.
+    /// Removes `name` (named by `d`, at `path`) from `parent`, a directory
+    /// with its whole subtree; an open file is kept as an orphan until
+    /// released. A directory holding an ignored file that is not `(?d)`
+    /// stays, with just what keeps it (`install/keep.rs`).
     fn remove(
+        &mut self,
+        parent: Ino,
+        prec: &mut InodeRecord,
+        name: &[u8],
+        d: Dirent,
+        path: &[u8],
+    ) -> Result<()> {
+        if d.kind == Kind::Dir && self.keeps_ignored(d.ino, path)? {
+            return self.remove_around_ignored(d.ino, path);
+        }
+        self.remove_all(parent, prec, name, d)
+    }
+
+    /// Removes `name` (named by `d`) from `parent`, a directory with
+    /// everything below it, ignored or not.
+    fn remove_all(
         &mut self,
         parent: Ino,
         prec: &mut InodeRecord,
@@ -391,7 +435,14 @@ impl Apply<'_, '_, '_> {
 
     /// Creates a new inode for the live entry `n` in `parent` (at `depth`),
     /// queueing a directory's subtree.
-    fn create(&mut self, parent: Ino, prec: &mut InodeRecord, n: Entry, depth: u32) -> Result<()> {
+    fn create(
+        &mut self,
+        parent: Ino,
+        prec: &mut InodeRecord,
+        n: Entry,
+        depth: u32,
+        path: &[u8],
+    ) -> Result<()> {
         let kind = n.kind;
         let mut rec = InodeRecord::new(kind, perm_of(&n), self.owner.uid, self.owner.gid, self.now);
         rec.mtime = ts_pair(n.mtime);
@@ -434,6 +485,7 @@ impl Apply<'_, '_, '_> {
                     old: None,
                     new: n.hash,
                     depth: depth + 1,
+                    path: path.to_vec(),
                 });
             }
             Kind::Symlink => {

@@ -9,6 +9,7 @@ mod durability;
 mod events;
 mod first_use;
 mod history;
+mod ignore;
 mod integrity;
 mod lifecycle;
 mod local_security;

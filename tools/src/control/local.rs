@@ -182,6 +182,10 @@ impl Local {
                 .iter()
                 .map(Hash::to_hex)
                 .collect(),
+            ignored: self
+                .vfs
+                .ignore_status()
+                .map_err(explain("cannot read the ignore patterns"))?,
         })
     }
 
