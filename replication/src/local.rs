@@ -264,13 +264,15 @@ impl Local for VfsLocal {
         let vfs = self.vfs.clone();
         let store = self.vfs.store();
         let seen = &mut self.gc_seen;
+        // Read before the install takes the vfs lock.
+        let ignored = self.vfs.ignore_patterns();
         let installed = self.vfs.install_with(|mut nodes, base| {
             let m = merge_roots(&mut nodes, base, remote)?;
             let root = m.root;
             // Under the vfs lock: no collection runs until this is in.
             let generation = vfs.gc_generation();
             if generation != *seen {
-                backer_fs::gc::check_whole(&nodes, root, |h| {
+                backer_fs::gc::check_whole_ignoring(&nodes, root, &ignored, |h| {
                     Ok(store.chunk_location(h)?.is_some() || store.is_missing(h)?)
                 })?;
                 *seen = generation;
