@@ -31,11 +31,13 @@
 //! again, never reported as damage).
 
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::hash::Hash;
+use crate::ignore::Patterns;
 use crate::store::kv::for_each;
 use crate::store::packs::{Damage, Location, Record};
 use crate::store::{Space, Store};
@@ -109,7 +111,8 @@ pub fn run(store: &Store, repair: bool) -> Result<Report> {
     };
     let scanned = scan_packs(store, &mut r)?;
     check_index(store, &scanned, repair, &mut r)?;
-    let named = walk_trees(store, &mut r)?;
+    let patterns = crate::vfs::saved_ignore_patterns(store.kv())?;
+    let named = walk_trees(store, &patterns, &mut r)?;
     check_held(store, &scanned, named, repair, &mut r)?;
     for list in [
         &mut r.bad_chunks,
@@ -230,8 +233,11 @@ fn check_index(store: &Store, s: &Scanned, repair: bool, r: &mut Report) -> Resu
     Ok(())
 }
 
-/// Walks every kept root; returns the chunks the trees name.
-fn walk_trees(store: &Store, r: &mut Report) -> Result<HashSet<Hash>> {
+/// Walks every kept root; returns the chunks the trees name, but for
+/// those only files this node ignores name: their content is absent on
+/// purpose (`vfs/ignored.rs`), so a chunk of theirs that is not held is
+/// not missing.
+fn walk_trees(store: &Store, patterns: &Patterns, r: &mut Report) -> Result<HashSet<Hash>> {
     let mut roots: Vec<Hash> = crate::history::commits(store)?
         .iter()
         .map(|c| Hash(c.root))
@@ -241,43 +247,67 @@ fn walk_trees(store: &Store, r: &mut Report) -> Result<HashSet<Hash>> {
     r.roots = roots.len() as u64;
     let mut seen = HashSet::new();
     let mut named = HashSet::new();
-    let mut stack: Vec<(Hash, bool)> = roots.into_iter().map(|h| (h, true)).collect();
-    while let Some((h, is_dir)) = stack.pop() {
-        if h == Hash::ZERO || !seen.insert(h) {
+    // Nodes met only under ignored paths; a node met there first is
+    // walked again if a replicated path names it too.
+    let mut seen_ignored = HashSet::new();
+    let root_path: Rc<[u8]> = Rc::from(&b""[..]);
+    let mut stack: Vec<(Hash, Walk)> = roots
+        .into_iter()
+        .map(|h| (h, Walk::Dir(root_path.clone())))
+        .collect();
+    while let Some((h, walk)) = stack.pop() {
+        let ignored = matches!(walk, Walk::Content { wanted: false });
+        if h == Hash::ZERO || seen.contains(&h) || (ignored && !seen_ignored.insert(h)) {
             continue;
+        }
+        if !ignored {
+            seen.insert(h);
         }
         if store.get_node(&h)?.is_none() {
             r.missing_nodes.push(h.to_hex());
             continue;
         }
-        let read = if is_dir {
-            dir::read_node(store, h).map(|n| match n {
+        let read = match &walk {
+            Walk::Dir(path) => dir::read_node(store, h).map(|n| match n {
                 DirNode::Internal { children, .. } => {
-                    stack.extend(children.into_iter().map(|(_, c)| (c, true)));
+                    stack.extend(
+                        children
+                            .into_iter()
+                            .map(|(_, c)| (c, Walk::Dir(path.clone()))),
+                    );
                 }
                 DirNode::Leaf(entries) => {
                     for e in entries.iter().filter(|e| !e.deleted) {
+                        let child = crate::vfs::child_path(path, &e.name);
                         match e.kind {
-                            Kind::Dir => stack.push((e.hash, true)),
-                            Kind::File => stack.push((e.hash, false)),
+                            Kind::Dir => stack.push((e.hash, Walk::Dir(child.into()))),
+                            Kind::File => {
+                                let wanted = !patterns.matches(&child).is_ignored();
+                                stack.push((e.hash, Walk::Content { wanted }))
+                            }
                             _ => {}
                         }
                     }
                 }
-            })
-        } else {
-            content::read_node(store, h).map(|n| match n {
+            }),
+            Walk::Content { wanted } => content::read_node(store, h).map(|n| match n {
                 ContentNode::Internal { children, .. } => {
-                    stack.extend(children.into_iter().map(|(c, _)| (c, false)));
+                    stack.extend(
+                        children
+                            .into_iter()
+                            .map(|(c, _)| (c, Walk::Content { wanted: *wanted })),
+                    );
                 }
                 ContentNode::Leaf(extents) => {
                     for e in extents {
                         if let Extent::Data { hash, .. } = e {
-                            named.insert(hash);
+                            if *wanted {
+                                named.insert(hash);
+                            }
                         }
                     }
                 }
-            })
+            }),
         };
         match read {
             Ok(()) => r.nodes += 1,
@@ -287,6 +317,14 @@ fn walk_trees(store: &Store, r: &mut Report) -> Result<HashSet<Hash>> {
     }
     r.chunks = named.len() as u64;
     Ok(named)
+}
+
+/// What the tree walk reads a node as.
+enum Walk {
+    /// A directory node, of the directory at this path.
+    Dir(Rc<[u8]>),
+    /// A content node; `wanted`: of a file this node does not ignore.
+    Content { wanted: bool },
 }
 
 /// Every chunk the trees name, and every one recorded missing, must be

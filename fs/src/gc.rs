@@ -170,6 +170,53 @@ pub fn check_whole(
     Ok(())
 }
 
+/// [`check_whole`], but the chunks of files that `ignored` ignores need
+/// not be held: this node never fetches them (`vfs/ignored.rs`). Their
+/// content nodes must be, as every directory node.
+pub fn check_whole_ignoring(
+    store: &impl NodeStore,
+    root: Hash,
+    ignored: &crate::ignore::Patterns,
+    has_chunk: impl Fn(&Hash) -> Result<bool>,
+) -> Result<()> {
+    if ignored.is_empty() {
+        return check_whole(store, root, has_chunk);
+    }
+    let mut wanted = Marks::default();
+    let mut skipped = Marks::default();
+    let mut stack: Vec<(Hash, Vec<u8>)> = vec![(root, Vec::new())];
+    let mut seen = HashSet::new();
+    while let Some((h, path)) = stack.pop() {
+        if h == Hash::ZERO || !seen.insert(h) {
+            continue;
+        }
+        match dir::read_node(store, h).map_err(|e| missing(h, e))? {
+            DirNode::Internal { children, .. } => {
+                stack.extend(children.into_iter().map(|(_, c)| (c, path.clone())));
+            }
+            DirNode::Leaf(entries) => {
+                for e in entries.iter().filter(|e| !e.deleted) {
+                    let child = crate::vfs::child_path(&path, &e.name);
+                    match e.kind {
+                        Kind::Dir => stack.push((e.hash, child)),
+                        Kind::File if ignored.matches(&child).is_ignored() => {
+                            skipped.content(store, e.hash)?
+                        }
+                        Kind::File => wanted.content(store, e.hash)?,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    for c in &wanted.chunks {
+        if !has_chunk(c)? {
+            return Err(Error::corrupt(format!("chunk {c} is missing")));
+        }
+    }
+    Ok(())
+}
+
 fn missing(h: Hash, e: Error) -> Error {
     match e {
         Error::NotFound => Error::corrupt(format!("node {h} is missing")),

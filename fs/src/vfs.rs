@@ -57,6 +57,7 @@ mod file;
 mod gc;
 mod handles;
 mod history;
+mod ignored;
 mod install;
 mod install_steps;
 mod names;
@@ -77,6 +78,7 @@ pub use door::{Caller, Door, OpenMode, ReadReply};
 pub use gc::Pins;
 pub use handles::Files;
 pub use history::History;
+pub use ignored::{child_path, saved_ignore_patterns, IgnoreStatus};
 pub use install::Installed;
 pub use install_steps::InstallStep;
 pub use names::{Names, NewNode};
@@ -139,6 +141,8 @@ struct Inner {
     /// What the running operation changes in memory once its transaction
     /// applied (see [`Inner::on_commit`]).
     on_commit: Vec<OnCommit>,
+    /// The ignore patterns in force (`vfs/ignored.rs`).
+    ignore: ignored::IgnoreState,
 }
 
 /// An in-memory change that an operation's transaction stands for, run
@@ -271,6 +275,7 @@ impl Vfs {
                 latest: None,
                 clock,
                 on_commit: Vec::new(),
+                ignore: ignored::IgnoreState::default(),
             }),
             clock: opts.clock,
             owner: opts.owner,
@@ -433,5 +438,38 @@ impl Vfs {
         let out = self.lock().commit_deferring(now, Some(defer))?;
         self.flush_and_publish()?;
         Ok(out)
+    }
+
+    /// What the ignore patterns say and how many paths they keep apart
+    /// (`vfs/ignored.rs`); re-reads the pattern files if they changed.
+    /// Walks the namespace and the tree once.
+    pub fn ignore_status(&self) -> Result<IgnoreStatus> {
+        let mut inner = self.lock();
+        let store = inner.store.clone();
+        let inner = &mut *inner;
+        let files = &inner.files;
+        inner
+            .ignore
+            .refresh(&store, &|ino| files.get(ino).is_some_and(|of| of.opens > 0))?;
+        let mut st = inner.ignore.status();
+        let txn = Txn::new(store.kv());
+        (st.local, st.remote) = ignored::count(&txn, &inner.ignore.patterns())?;
+        Ok(st)
+    }
+
+    /// Whether this node's patterns keep `path` (relative to the root,
+    /// `/`-separated) out of the mount: a pull does not fetch such a
+    /// file's content.
+    pub fn ignores(&self, path: &[u8], is_dir: bool) -> bool {
+        let inner = self.lock();
+        matches!(
+            inner.ignore.verdict(path, is_dir),
+            ignored::Verdict::Ignored { .. }
+        )
+    }
+
+    /// The ignore patterns in force (held back: the empty set).
+    pub fn ignore_patterns(&self) -> std::sync::Arc<crate::ignore::Patterns> {
+        self.lock().ignore.patterns()
     }
 }

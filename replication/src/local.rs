@@ -48,6 +48,13 @@ pub trait Local {
         let _ = hash;
         Ok(())
     }
+    /// Whether this node's ignore patterns keep `path` (from the root,
+    /// `/`-separated) out of its mount: a pull fetches no chunks for such
+    /// a file.
+    fn ignores(&self, path: &[u8], is_dir: bool) -> bool {
+        let _ = (path, is_dir);
+        false
+    }
     /// Merges the tree `remote` (every node and chunk it needs is held,
     /// or recorded missing by [`Local::chunk_unavailable`]) into the
     /// committed tree, commits the result, and returns it.
@@ -276,6 +283,10 @@ impl Local for VfsLocal {
         self.vfs.store().put_verified_chunk(bytes, hash)
     }
 
+    fn ignores(&self, path: &[u8], is_dir: bool) -> bool {
+        self.vfs.ignores(path, is_dir)
+    }
+
     fn merge(&mut self, remote: Hash) -> Result<Merged> {
         let mut out: Option<Merged> = None;
         let vfs = self.vfs.clone();
@@ -283,6 +294,8 @@ impl Local for VfsLocal {
         let pins = self.pins.clone();
         let seen = &mut self.gc_seen;
         let hook = self.on_install.clone();
+        // Read before the install takes the vfs lock.
+        let ignored = vfs.ignore_patterns();
         let step = vfs.install_step();
         // The merge runs outside the vfs lock, its new nodes written to
         // the store (pinned until installed); the install then goes in
@@ -302,7 +315,7 @@ impl Local for VfsLocal {
                     // A collection ran since the pull decided what it need
                     // not fetch: what it installs must be whole (the pins
                     // keep it so from here on).
-                    backer_fs::gc::check_whole(&nodes, m.root, |h| {
+                    backer_fs::gc::check_whole_ignoring(&nodes, m.root, &ignored, |h| {
                         Ok(store.chunk_location(h)?.is_some() || store.is_missing(h)?)
                     })?;
                     *seen = generation;

@@ -189,6 +189,10 @@ pub(crate) struct Status {
     /// where it stands if it runs now.
     #[serde(default)]
     pub(crate) scrub: backer_fs::scrub::Status,
+    /// What the ignore patterns keep apart (`local`, `remote`) and whether
+    /// the pattern file parses (`error`, `held_back`).
+    #[serde(default)]
+    pub(crate) ignored: backer_fs::vfs::IgnoreStatus,
 }
 
 /// What a node did on [`Request::Reload`].

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::ignored::{self, Verdict};
 use super::records::{depth, ts_pair, u64_at, NamespaceTxn};
 use super::types::{CommitInfo, Defer, Ino, ROOT};
 use super::Inner;
@@ -326,6 +327,9 @@ impl Inner {
         };
         let store = self.store.clone();
         let me = store.node_id();
+        let files = &self.files;
+        self.ignore
+            .refresh(&store, &|ino| files.get(ino).is_some_and(|of| of.opens > 0))?;
         let mut txn = Txn::new(store.kv());
         let marks = txn.scan(Space::Dirty, &[], None, usize::MAX)?;
         if marks.is_empty() {
@@ -334,7 +338,10 @@ impl Inner {
         let mut queue: BTreeMap<(Reverse<u32>, Ino), BTreeSet<Vec<u8>>> = BTreeMap::new();
         let mut depths: BTreeMap<Ino, u32> = BTreeMap::new();
         let mut left_out = closes_pending;
-        for (k, _) in &marks {
+        // Names a new ignore set gave back: their vectors are not joined
+        // with the tree's (`vfs/ignored.rs`).
+        let mut unignored: BTreeSet<(Ino, Vec<u8>)> = BTreeSet::new();
+        for (k, v) in &marks {
             let dir = super::records::ino_at(k, 0)?;
             if !held.is_empty() {
                 if let Some(d) = txn.dirent(dir, &k[8..])? {
@@ -358,6 +365,9 @@ impl Inner {
                     d
                 }
             };
+            if v.as_slice() == ignored::MARK_UNIGNORED {
+                unignored.insert((dir, k[8..].to_vec()));
+            }
             queue
                 .entry((Reverse(d), dir))
                 .or_default()
@@ -365,14 +375,42 @@ impl Inner {
         }
         let mut changed = 0usize;
         while let Some(((Reverse(d), dir), names)) = queue.pop_first() {
+            let dpath = ignored::dir_path(&txn, dir)?;
+            if dir != ROOT && matches!(self.ignore.verdict(&dpath, true), Verdict::Ignored { .. }) {
+                // Inside an ignored folder: nothing reaches the tree (its
+                // marks are dropped; they come back if it is un-ignored).
+                continue;
+            }
             let mut drec = txn.inode(dir)?;
             let old_root = drec.hash();
             let mut changes = BTreeMap::new();
             let mut olds = old_entries(&ReadNodes(&txn), old_root, &names)?;
             for name in names {
                 let old = olds.remove(&name);
-                let new = match txn.dirent(dir, &name)? {
-                    Some(d) => Some(self.entry_for(&mut txn, d.ino, &name, old.as_ref(), me)?),
+                let dirent = txn.dirent(dir, &name)?;
+                let is_dir = match (&dirent, &old) {
+                    (Some(d), _) => d.kind == Kind::Dir,
+                    (None, Some(o)) => o.kind == Kind::Dir,
+                    (None, None) => false,
+                };
+                match self
+                    .ignore
+                    .verdict(&ignored::child_path(&dpath, &name), is_dir)
+                {
+                    // An ignored path's tree entry never changes here.
+                    Verdict::Ignored { .. } => continue,
+                    Verdict::HeldBack
+                        if dirent.is_some() && old.as_ref().is_none_or(|o| o.deleted) =>
+                    {
+                        continue
+                    }
+                    _ => {}
+                }
+                let join = !unignored.contains(&(dir, name.clone()));
+                let new = match dirent {
+                    Some(d) => {
+                        Some(self.entry_for(&mut txn, d.ino, &name, old.as_ref(), me, join)?)
+                    }
                     None => match &old {
                         Some(o) if !o.deleted => {
                             self.clock += 1;
@@ -431,6 +469,7 @@ impl Inner {
         name: &[u8],
         old: Option<&Entry>,
         me: crate::NodeId,
+        join: bool,
     ) -> Result<Entry> {
         let mut rec = txn.inode(ino)?;
         let kind = rec.kind()?;
@@ -465,7 +504,12 @@ impl Inner {
             if !o.deleted && same_version(o, &e) {
                 return Ok(o.clone());
             }
-            e.vv.join_from(&o.vv);
+            // A name an ignore set gave back is a local version of its
+            // own: against the tree's (a peer's) it is concurrent unless
+            // it descends from it (then its inode's vector says so).
+            if join || kind == Kind::Dir {
+                e.vv.join_from(&o.vv);
+            }
         }
         self.clock += 1;
         e.vv.bump_to(me, self.clock);

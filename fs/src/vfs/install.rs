@@ -29,14 +29,18 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use super::commit::{self, ReadNodes, TxnNodes};
+use super::ignored::{self, Verdict};
 use super::records::{ts_pair, Dirent, InodeRecord, NamespaceTxn};
 use super::types::*;
 use super::{names, Inner, Vfs};
 use crate::error::{Error, Result};
 use crate::hash::Hash;
+use crate::ignore::Patterns;
 use crate::store::{Space, Txn};
 use crate::tree::content::{self, Extent};
 use crate::tree::{dir, Entry, Kind, NodeStore, Timestamp};
+
+mod keep;
 
 /// Setuid and setgid: never installed from a tree (mounts are nosuid).
 const SUID_BITS: u32 = 0o6000;
@@ -120,12 +124,14 @@ impl Vfs {
     ) -> Result<Installed> {
         let store = inner.store.clone();
         inner.begin();
-        let mut apply = Apply::new(&mut *inner, &mut txn, self.owner, now, None);
+        let patterns = inner.ignore.patterns();
+        let mut apply = Apply::new(&mut *inner, &mut txn, &patterns, self.owner, now, None);
         apply.tasks.push(Task {
             dir: ROOT,
             old: Some(base),
             new: root,
             depth: 0,
+            path: Vec::new(),
         });
         while let Some(task) = apply.tasks.pop() {
             apply.dir(task)?;
@@ -172,10 +178,15 @@ pub(super) struct Task {
     pub(super) new: Hash,
     /// The directory's depth (the root's is 0).
     pub(super) depth: u32,
+    /// Its path from the root (for the ignore patterns).
+    pub(super) path: Vec<u8>,
 }
 
 /// One install's state: the work list and what changed so far.
 pub(super) struct Apply<'a, 't, 'k> {
+    /// The ignore patterns in force: the namespace side of an ignored
+    /// name is left alone (`vfs/ignored.rs`).
+    patterns: &'a Patterns,
     pub(super) inner: &'a mut Inner,
     pub(super) txn: &'t mut Txn<'k>,
     owner: Ctx,
@@ -220,11 +231,13 @@ impl<'a, 't, 'k> Apply<'a, 't, 'k> {
     pub(super) fn new(
         inner: &'a mut Inner,
         txn: &'t mut Txn<'k>,
+        patterns: &'a Patterns,
         owner: Ctx,
         now: Timestamp,
         staged: Option<Staged>,
     ) -> Apply<'a, 't, 'k> {
         Apply {
+            patterns,
             inner,
             txn,
             owner,
@@ -316,14 +329,27 @@ impl<'a, 't, 'k> Apply<'a, 't, 'k> {
                 tree.insert(name.clone(), new.clone());
             }
             let live = new.filter(|e| !e.deleted);
-            let ino = match (self.txn.dirent(task.dir, &name)?, live) {
+            let here = self.txn.dirent(task.dir, &name)?;
+            let path = ignored::child_path(&task.path, &name);
+            let is_dir = here
+                .as_ref()
+                .map(|d| d.kind)
+                .or(live.as_ref().map(|e| e.kind))
+                == Some(Kind::Dir);
+            if let Verdict::Ignored { .. } = ignored::verdict(self.patterns, &path, is_dir) {
+                // Neither fetched nor shown; a local file of that name
+                // stays as it is. The tree takes the merged entry (above,
+                // or with the directory's new tree), so roots converge.
+                continue;
+            }
+            let ino = match (here, live) {
                 (None, None) => None,
                 (Some(d), None) => {
-                    self.remove(task.dir, &mut drec, &name, d)?;
+                    self.remove(task.dir, &mut drec, &name, d, &path)?;
                     None
                 }
-                (None, Some(n)) => Some(self.create(task.dir, &mut drec, n, task.depth)?),
-                (Some(d), Some(n)) => self.change(task.dir, &mut drec, d, n, task.depth)?,
+                (None, Some(n)) => Some(self.create(task.dir, &mut drec, n, task.depth, &path)?),
+                (Some(d), Some(n)) => self.change(task.dir, &mut drec, d, n, task.depth, &path)?,
             };
             // A subdirectory's entry names the tree its record holds
             // now: its own names arrive in this or a later step.
@@ -364,6 +390,7 @@ impl<'a, 't, 'k> Apply<'a, 't, 'k> {
         d: Dirent,
         n: Entry,
         depth: u32,
+        path: &[u8],
     ) -> Result<Option<Ino>> {
         let mut rec = self.txn.inode(d.ino)?;
         let kind = rec.kind()?;
@@ -384,6 +411,7 @@ impl<'a, 't, 'k> Apply<'a, 't, 'k> {
                     old: Some(old),
                     new: n.hash,
                     depth: depth + 1,
+                    path: path.to_vec(),
                 });
             }
             return Ok(Some(d.ino));
@@ -411,8 +439,8 @@ impl<'a, 't, 'k> Apply<'a, 't, 'k> {
             return self.put_changed(d.ino, &mut rec, before).map(|()| None);
         }
         let name = n.name.clone();
-        self.remove(parent, prec, &name, d)?;
-        self.create(parent, prec, n, depth).map(Some)
+        self.remove(parent, prec, &name, d, path)?;
+        self.create(parent, prec, n, depth, path).map(Some)
     }
 
     /// Saves a record changed in place, noting it if getattr would differ.
@@ -439,9 +467,27 @@ impl<'a, 't, 'k> Apply<'a, 't, 'k> {
         Ok(())
     }
 
-    /// Removes `name` (named by `d`) from `parent`, a directory with its
-    /// whole subtree; an open file is kept as an orphan until released.
+    /// Removes `name` (named by `d`, at `path`) from `parent`, a directory
+    /// with its whole subtree; an open file is kept as an orphan until
+    /// released. A directory holding an ignored file that is not `(?d)`
+    /// stays, with just what keeps it (`install/keep.rs`).
     fn remove(
+        &mut self,
+        parent: Ino,
+        prec: &mut InodeRecord,
+        name: &[u8],
+        d: Dirent,
+        path: &[u8],
+    ) -> Result<()> {
+        if d.kind == Kind::Dir && self.keeps_ignored(d.ino, path)? {
+            return self.remove_around_ignored(d.ino, path);
+        }
+        self.remove_all(parent, prec, name, d)
+    }
+
+    /// Removes `name` (named by `d`) from `parent`, a directory with
+    /// everything below it, ignored or not.
+    fn remove_all(
         &mut self,
         parent: Ino,
         prec: &mut InodeRecord,
@@ -489,7 +535,14 @@ impl<'a, 't, 'k> Apply<'a, 't, 'k> {
 
     /// Creates a new inode for the live entry `n` in `parent` (at `depth`),
     /// queueing a directory's subtree; returns the inode.
-    fn create(&mut self, parent: Ino, prec: &mut InodeRecord, n: Entry, depth: u32) -> Result<Ino> {
+    fn create(
+        &mut self,
+        parent: Ino,
+        prec: &mut InodeRecord,
+        n: Entry,
+        depth: u32,
+        path: &[u8],
+    ) -> Result<Ino> {
         let kind = n.kind;
         let mut rec = InodeRecord::new(kind, perm_of(&n), self.owner.uid, self.owner.gid, self.now);
         rec.mtime = ts_pair(n.mtime);
@@ -535,6 +588,7 @@ impl<'a, 't, 'k> Apply<'a, 't, 'k> {
                     old: None,
                     new: n.hash,
                     depth: depth + 1,
+                    path: path.to_vec(),
                 });
             }
             Kind::Symlink => {

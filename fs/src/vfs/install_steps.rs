@@ -138,6 +138,7 @@ impl Vfs {
                     old: Some(base),
                     new: *to,
                     depth: 0,
+                    path: Vec::new(),
                 });
             }
             let started = Instant::now();
@@ -148,7 +149,15 @@ impl Vfs {
                 empty: dir::empty(&mut TxnNodes(&mut txn))?,
                 deadline: started + limits.time,
             };
-            let mut apply = Apply::new(&mut *inner, &mut txn, self.owner, now, Some(staged));
+            let patterns = inner.ignore.patterns();
+            let mut apply = Apply::new(
+                &mut *inner,
+                &mut txn,
+                &patterns,
+                self.owner,
+                now,
+                Some(staged),
+            );
             apply.tasks = std::mem::take(tasks);
             while let Some(task) = apply.tasks.pop() {
                 apply.dir(task)?;

@@ -11,6 +11,7 @@ mod gc;
 mod history;
 mod ignore;
 mod ignore_syncthing;
+mod ignore_vfs;
 mod install;
 mod integrity;
 mod kv_suite;

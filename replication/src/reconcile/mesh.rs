@@ -80,6 +80,9 @@ impl Local for Checked {
     fn chunk_unavailable(&mut self, hash: &Hash) -> FsResult<()> {
         self.0.chunk_unavailable(hash)
     }
+    fn ignores(&self, path: &[u8], is_dir: bool) -> bool {
+        self.0.ignores(path, is_dir)
+    }
     fn merge(&mut self, remote: Hash) -> FsResult<Merged> {
         self.0.merge(remote)
     }

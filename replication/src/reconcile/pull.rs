@@ -92,6 +92,8 @@ enum What {
         height: Option<u8>,
         /// How the merge treats this directory ([`merge::class::Mode`]).
         mode: Walk,
+        /// The directory's path from the root (for the ignore patterns).
+        path: Arc<[u8]>,
     },
     /// A node of a file's content list.
     Content {
@@ -99,6 +101,10 @@ enum What {
         height: Option<u8>,
         /// The byte length the parent (or the entry) says it holds.
         len: u64,
+        /// Whether its chunks are fetched: not for a file this node
+        /// ignores, whose content stays absent on purpose (only its
+        /// small content nodes are fetched, so the tree stays whole).
+        chunks: bool,
     },
 }
 
@@ -144,6 +150,8 @@ pub(crate) struct Pull {
     waiting: HashMap<Hash, Vec<Work>>,
     /// Content nodes met, with the length they were checked to hold.
     content_len: HashMap<Hash, u64>,
+    /// Of those, the ones scheduled with their chunks.
+    content_chunks: HashSet<Hash>,
     /// Chunks already scheduled or checked.
     chunks: HashSet<Hash>,
     /// Our directory nodes, decoded once.
@@ -192,6 +200,7 @@ impl Pull {
             expected: VecDeque::new(),
             waiting: HashMap::new(),
             content_len: HashMap::new(),
+            content_chunks: HashSet::new(),
             chunks: HashSet::new(),
             ours: HashMap::new(),
             in_flight_bytes: 0,
@@ -209,6 +218,7 @@ impl Pull {
                     depth: 0,
                     height: None,
                     mode: Walk::Merge,
+                    path: Arc::from(&b""[..]),
                 },
                 round: 0,
                 file: None,
@@ -388,6 +398,7 @@ impl Pull {
                 depth,
                 height,
                 mode,
+                path,
                 ..
             } => {
                 let node = dir::decode_node(bytes).map_err(|e| Error::BadData(e.to_string()))?;
@@ -401,6 +412,7 @@ impl Pull {
                     depth,
                     mode,
                     round: w.round,
+                    path,
                 };
                 match node {
                     DirNode::Internal { height, children } => {
@@ -409,7 +421,12 @@ impl Pull {
                     DirNode::Leaf(entries) => self.dir_leaf(local, &ctx, lo, entries),
                 }
             }
-            What::Content { height, len, .. } => {
+            What::Content {
+                height,
+                len,
+                chunks,
+                ..
+            } => {
                 let node =
                     content::decode_node(bytes).map_err(|e| Error::BadData(e.to_string()))?;
                 if height.is_some_and(|h| h != node.height()) {
@@ -424,9 +441,10 @@ impl Pull {
                 match node {
                     ContentNode::Internal { height, children } => {
                         for (child, len) in children {
-                            self.content(child, Some(height - 1), len, w.round, w.file)?;
+                            self.content(child, Some(height - 1), len, w.round, w.file, chunks)?;
                         }
                     }
+                    ContentNode::Leaf(_) if !chunks => {}
                     ContentNode::Leaf(extents) => {
                         for e in extents {
                             if let Extent::Data { hash, len } = e {
@@ -455,8 +473,8 @@ impl Pull {
         }
     }
 
-    /// Schedules a content node (once per hash; a second sighting must
-    /// claim the same length).
+    /// Schedules a content node (once per hash, or once more if it now
+    /// needs its chunks; a second sighting must claim the same length).
     fn content(
         &mut self,
         node: Hash,
@@ -464,6 +482,7 @@ impl Pull {
         len: u64,
         round: u32,
         file: Option<u32>,
+        chunks: bool,
     ) -> Result<()> {
         if let Some(&known) = self.content_len.get(&node) {
             if known != len {
@@ -471,14 +490,24 @@ impl Pull {
                     "content node {node} claimed to hold {len} and {known} bytes"
                 )));
             }
-            return Ok(());
+            if !chunks || self.content_chunks.contains(&node) {
+                return Ok(());
+            }
         }
         self.content_len.insert(node, len);
+        if chunks {
+            self.content_chunks.insert(node);
+        }
         if let Some(f) = file {
             self.files[f as usize] += 1;
         }
         self.work.push(Work {
-            what: What::Content { node, height, len },
+            what: What::Content {
+                node,
+                height,
+                len,
+                chunks,
+            },
             round,
             file,
         });
@@ -525,6 +554,7 @@ impl Pull {
                         depth: ctx.depth,
                         height: Some(height - 1),
                         mode: ctx.mode.clone(),
+                        path: ctx.path.clone(),
                     },
                     round: ctx.round,
                     file: None,
@@ -572,6 +602,7 @@ impl Pull {
             match merge::class::need(ctx.mode.mode(), theirs_here.get(&e.name), &e) {
                 Need::Nothing => {}
                 Need::Dir { mode, ours } => {
+                    let path = child_path(&ctx.path, &e.name);
                     if ctx.depth + 1 > MAX_DEPTH {
                         return Err(Error::BadData("directories nested too deep".into()));
                     }
@@ -583,16 +614,22 @@ impl Pull {
                             depth: ctx.depth + 1,
                             height: None,
                             mode: Walk::of(mode, &ctx.mode),
+                            path: path.into(),
                         },
                         round: ctx.round,
                         file: None,
                     });
                 }
+                Need::Content if local.ignores(&child_path(&ctx.path, &e.name), false) => {
+                    // Ignored here: its nodes, not its chunks (the seed of
+                    // fetching such content on open).
+                    self.content(e.hash, None, e.size, ctx.round, None, false)?;
+                }
                 Need::Content => {
                     let file = self.files.len() as u32;
                     self.files.push(0);
                     self.progress.files_total += 1;
-                    self.content(e.hash, None, e.size, ctx.round, Some(file))?;
+                    self.content(e.hash, None, e.size, ctx.round, Some(file), true)?;
                     if self.files[file as usize] == 0 {
                         self.progress.files_done += 1; // already complete
                     }
@@ -660,4 +697,16 @@ struct DirCtx {
     depth: u32,
     mode: Walk,
     round: u32,
+    path: Arc<[u8]>,
+}
+
+/// `dir`/`name` as a path from the root.
+fn child_path(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+    if !dir.is_empty() {
+        p.extend_from_slice(dir);
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
 }

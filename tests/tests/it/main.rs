@@ -10,6 +10,7 @@ mod events;
 mod first_use;
 mod heal;
 mod history;
+mod ignore;
 mod integrity;
 mod lifecycle;
 mod local_security;

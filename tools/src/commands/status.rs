@@ -35,6 +35,27 @@ pub(crate) fn run(store_dir: &Path, json: bool) -> Result<()> {
     if let Some(line) = scrub_line(&status["scrub"]) {
         println!("scrub   {line}");
     }
+    let ign = &status["ignored"];
+    let (local, remote) = (
+        ign["local"].as_u64().unwrap_or(0),
+        ign["remote"].as_u64().unwrap_or(0),
+    );
+    if local > 0 || remote > 0 {
+        println!("ignored {local} here, {remote} from peers (not fetched)");
+    }
+    if let Some(e) = ign["error"].as_str() {
+        if ign["held_back"].as_bool().unwrap_or(false) {
+            println!(
+                "ignore  {}: new paths are held back until it parses",
+                printable(e)
+            );
+        } else {
+            println!(
+                "ignore  {}: the last good patterns stay in force",
+                printable(e)
+            );
+        }
+    }
     let peers = status["peers"].as_array().map_or(&[][..], Vec::as_slice);
     if peers.is_empty() {
         println!("peers   none");

@@ -199,6 +199,10 @@ impl Local {
                     ..Default::default()
                 },
             },
+            ignored: self
+                .vfs
+                .ignore_status()
+                .map_err(explain("cannot read the ignore patterns"))?,
         })
     }
 
