@@ -17,6 +17,7 @@ pub mod overlay_kv;
 pub mod packs;
 pub mod private;
 pub mod sled_kv;
+pub mod space_gate;
 pub mod txn;
 mod verify;
 
@@ -324,8 +325,11 @@ impl Store {
 
     fn finish_open(dir: &Path, kv: Arc<dyn Kv>, key: NodeKey, opts: Options) -> Result<Store> {
         let id = key.node_id();
+        // One gate for every write: pack appends and engine batches alike.
+        let gate = Arc::new(space_gate::SpaceGate::for_dir(dir, opts.reserve_bytes));
         let mut packs = Packs::open(&dir.join("packs"))?;
-        packs.set_reserve(opts.reserve_bytes);
+        packs.set_gate(gate.clone());
+        kv.guard_with(gate);
         let packs = Arc::new(packs);
         // The chunk index names pack bytes: it reaches the disk only after
         // they do, so after any crash every indexed chunk is whole (what a
