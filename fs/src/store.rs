@@ -51,6 +51,9 @@ pub struct Options {
     pub cache_bytes: u64,
     /// Free disk space kept in reserve: writes below it get ENOSPC.
     pub reserve_bytes: u64,
+    /// A free-space gate of the caller's instead of one over the store's
+    /// disk with `reserve_bytes` (tests give one over a fake disk).
+    pub gate: Option<Arc<space_gate::SpaceGate>>,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
         Options {
             cache_bytes: sled_kv::DEFAULT_CACHE_BYTES,
             reserve_bytes: packs::DEFAULT_RESERVE,
+            gate: None,
         }
     }
 }
@@ -326,7 +330,10 @@ impl Store {
     fn finish_open(dir: &Path, kv: Arc<dyn Kv>, key: NodeKey, opts: Options) -> Result<Store> {
         let id = key.node_id();
         // One gate for every write: pack appends and engine batches alike.
-        let gate = Arc::new(space_gate::SpaceGate::for_dir(dir, opts.reserve_bytes));
+        let gate = opts
+            .gate
+            .clone()
+            .unwrap_or_else(|| Arc::new(space_gate::SpaceGate::for_dir(dir, opts.reserve_bytes)));
         let mut packs = Packs::open(&dir.join("packs"))?;
         packs.set_gate(gate.clone());
         kv.guard_with(gate);

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::kv::{merge_scan, pending_range, Batch, BeforeHandingDown, KeyValue, Kv, Space};
-use super::space_gate::{engine_need, SpaceGate};
+use super::space_gate::{engine_need, SpaceGate, ENGINE_AMPLIFICATION};
 use crate::error::{Error, Result};
 
 /// How often a failed engine is tried again while the disk has room but
@@ -336,7 +336,9 @@ impl<K: Kv> Kv for OverlayKv<K> {
         self.ready()?;
         let bytes: u64 = batch.ops.iter().map(|(s, k, v)| op_bytes(s, k, v)).sum();
         if let Some(gate) = self.gate.get() {
-            gate.admit(engine_need(bytes))?;
+            // What the engine will write for it, without the slack of a
+            // hand-down (counted when the hand-down comes).
+            gate.admit(bytes.saturating_mul(ENGINE_AMPLIFICATION))?;
         }
         // Hand down what gathered before taking more, so a failing
         // hand-down refuses this batch (it then changed nothing) rather

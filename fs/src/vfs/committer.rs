@@ -18,7 +18,7 @@ use crate::error::Error;
 /// How long the final commit at unmount waits for a full disk to get
 /// room before it gives up (then what was not saved is named in the log).
 /// Bounded: a shutdown must end (systemd kills a stop after 90 s).
-pub const FINAL_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const FINAL_WAIT: Duration = Duration::from_secs(60);
 
 /// How often the final commit looks again while it waits.
 const FINAL_RETRY: Duration = Duration::from_millis(250);
@@ -171,7 +171,7 @@ impl Drop for Committer {
 /// `wait`, for room (one log line), since what is not saved now is lost
 /// with the process. A commit that cannot be made still saves the live
 /// namespace (a remount folds it).
-pub fn final_commit(vfs: &Vfs, wait: Duration) {
+pub(crate) fn final_commit(vfs: &Vfs, wait: Duration) {
     let start = Instant::now();
     let mut said = false;
     loop {
