@@ -218,9 +218,14 @@ fn assert_all_there(m: &Mount, acked: &Acked) {
 fn a_full_disk_gives_enospc_recovers_without_a_restart_and_loses_nothing() {
     let (disk, mut m) = Mount::init_with(|root| Tmpfs::mount(root, DISK_MIB));
     m.mount();
-    // Writers go on until each kind of operation met the full disk a few
-    // times after dd stopped.
-    let (acked, filled) = write_while_filling(&m, &disk, |a, at_full| a.enospc >= at_full + 40);
+    // Writers go on while the disk stays full for a few of the node's
+    // background commits (at least one a second while changes come),
+    // and until they met the full disk a few times.
+    let full_since = std::cell::OnceCell::new();
+    let (acked, filled) = write_while_filling(&m, &disk, |a, at_full| {
+        let since = full_since.get_or_init(std::time::Instant::now);
+        a.enospc >= at_full + 40 && since.elapsed() >= std::time::Duration::from_secs(3)
+    });
     eprintln!(
         "full disk: dd wrote {} MiB; acknowledged {} mkdirs, {} creates, {} fsynced files; \
          {} refused with ENOSPC; {} other errors",
