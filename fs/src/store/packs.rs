@@ -305,7 +305,7 @@ impl Packs {
     /// before their releases); otherwise it folds at once and reports
     /// ENOSPC itself.
     pub fn has_ample_room(&self, bytes: u64) -> Result<bool> {
-        let free = free_space(&self.dir)?;
+        let free = self.gate.free_now()?;
         Ok(free
             >= self
                 .reserve()

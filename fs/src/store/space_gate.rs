@@ -128,6 +128,13 @@ impl SpaceGate {
         Ok(f.free >= self.reserve.saturating_add(need))
     }
 
+    /// Free bytes on the disk, read now.
+    pub fn free_now(&self) -> Result<u64> {
+        let mut f = self.lock();
+        self.look(&mut f)?;
+        Ok(f.free)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Figure> {
         self.figure.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -17,10 +17,15 @@ fn errno<T: std::fmt::Debug>(r: backer_fs::Result<T>) -> i32 {
     r.expect_err("expected an error").errno()
 }
 
+/// Free bytes of the fake disk when it has room: close enough to the
+/// 64 MiB reserve that the gate looks at every call (far from it, a
+/// figure may be up to a second old, and the test would race it).
+const ROOM: u64 = 100 << 20;
+
 /// Store options whose free-space gate reads a fake disk: its free bytes
 /// are what the test stores in the returned counter.
 fn fake_disk() -> (Options, Arc<AtomicU64>) {
-    let free = Arc::new(AtomicU64::new(1 << 40));
+    let free = Arc::new(AtomicU64::new(ROOM));
     let f = free.clone();
     let gate = SpaceGate::with_probe(64 << 20, Box::new(move || Ok(f.load(Ordering::SeqCst))));
     let opts = Options {
@@ -72,7 +77,7 @@ fn a_full_disk_gives_enospc_and_a_consistent_store() {
         "still kept"
     );
     // Room again: what was acknowledged (the create) is kept at the close.
-    free.store(1 << 40, Ordering::SeqCst);
+    free.store(ROOM, Ordering::SeqCst);
     drop(vfs);
     let mut fs = TestFs { dir, vfs: None };
     fs.reopen();
@@ -166,7 +171,7 @@ fn the_last_commit_waits_for_room_and_keeps_acknowledged_work() {
         !stopping.is_finished(),
         "the last commit gave up at once on a full disk"
     );
-    free.store(1 << 40, Ordering::SeqCst);
+    free.store(ROOM, Ordering::SeqCst);
     stopping.join().unwrap();
     drop(vfs);
     let mut fs = TestFs { dir, vfs: None };
