@@ -340,9 +340,9 @@ impl<K: Kv> Kv for OverlayKv<K> {
             // hand-down (counted when the hand-down comes).
             gate.admit(bytes.saturating_mul(ENGINE_AMPLIFICATION))?;
         }
-        // Hand down what gathered before taking more, so a failing
-        // hand-down refuses this batch (it then changed nothing) rather
-        // than report a failure for writes it kept.
+        // Gathered writes that an earlier hand-down could not pass on:
+        // pass them on before taking more, or refuse this batch (it then
+        // changed nothing), so memory stays bounded on a full disk.
         if self.lock().pending.len() >= FLUSH_KEYS {
             self.drain()?;
         }
@@ -356,6 +356,15 @@ impl<K: Kv> Kv for OverlayKv<K> {
             }
             l.pending.insert(k, value);
             l.pending_bytes += b;
+        }
+        let full = l.pending.len() >= FLUSH_KEYS;
+        drop(l);
+        if full {
+            // This batch is taken whatever the hand-down does: a failure
+            // keeps it pending (the next apply retries, or is refused).
+            if let Err(e) = self.drain() {
+                tracing::warn!(error = %e, "handing gathered writes to the engine failed: kept");
+            }
         }
         Ok(())
     }
