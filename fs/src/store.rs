@@ -17,6 +17,7 @@ pub mod overlay_kv;
 pub mod packs;
 pub mod private;
 pub mod sled_kv;
+pub mod space_gate;
 pub mod txn;
 mod verify;
 
@@ -50,6 +51,9 @@ pub struct Options {
     pub cache_bytes: u64,
     /// Free disk space kept in reserve: writes below it get ENOSPC.
     pub reserve_bytes: u64,
+    /// A free-space gate of the caller's instead of one over the store's
+    /// disk with `reserve_bytes` (tests give one over a fake disk).
+    pub gate: Option<Arc<space_gate::SpaceGate>>,
 }
 
 impl Default for Options {
@@ -57,6 +61,7 @@ impl Default for Options {
         Options {
             cache_bytes: sled_kv::DEFAULT_CACHE_BYTES,
             reserve_bytes: packs::DEFAULT_RESERVE,
+            gate: None,
         }
     }
 }
@@ -327,8 +332,14 @@ impl Store {
 
     fn finish_open(dir: &Path, kv: Arc<dyn Kv>, key: NodeKey, opts: Options) -> Result<Store> {
         let id = key.node_id();
+        // One gate for every write: pack appends and engine batches alike.
+        let gate = opts
+            .gate
+            .clone()
+            .unwrap_or_else(|| Arc::new(space_gate::SpaceGate::for_dir(dir, opts.reserve_bytes)));
         let mut packs = Packs::open(&dir.join("packs"))?;
-        packs.set_reserve(opts.reserve_bytes);
+        packs.set_gate(gate.clone());
+        kv.guard_with(gate);
         let packs = Arc::new(packs);
         // The chunk index names pack bytes: it reaches the disk only after
         // they do, so after any crash every indexed chunk is whole (what a

@@ -123,6 +123,24 @@ pub trait Kv: Send + Sync {
 
     /// Bytes the engine occupies on disk (0 for memory engines).
     fn size_on_disk(&self) -> Result<u64>;
+
+    /// For engines that write to a disk: every write passes `gate` before
+    /// it may reach the disk (`space_gate.rs`). Others ignore it.
+    fn guard_with(&self, gate: std::sync::Arc<super::space_gate::SpaceGate>) {
+        let _ = gate;
+    }
+
+    /// Closes the engine and opens it again in place, then applies
+    /// `replay` (the batches applied since the last successful flush,
+    /// oldest first) and flushes: for an engine that failed an I/O (sled
+    /// refuses everything after its first I/O error until reopened). On
+    /// error the engine stays closed (every call fails) until a reopen
+    /// succeeds. Engines that cannot fail that way say
+    /// [`crate::Error::NotSupported`].
+    fn reopen(&self, replay: Vec<Batch>) -> Result<()> {
+        let _ = replay;
+        Err(crate::error::Error::NotSupported)
+    }
 }
 
 /// Calls `f` with every pair of `space` whose key starts with `prefix`

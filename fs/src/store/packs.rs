@@ -24,6 +24,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::space_gate::SpaceGate;
 use crate::error::{Error, Result};
 use crate::hash::Hash;
 
@@ -35,11 +36,8 @@ const MAGIC: &[u8; 4] = b"BKC1";
 pub const PACK_TARGET_SIZE: u64 = 256 * 1024 * 1024;
 /// Writes are refused (ENOSPC) when the disk holding the store has less
 /// free space than this, so the engine never meets a full disk (sled makes
-/// its first I/O error sticky).
+/// its first I/O error sticky): see [`super::space_gate`].
 pub const DEFAULT_RESERVE: u64 = 64 * 1024 * 1024;
-/// How many bytes may be appended between two free-space checks while the
-/// disk is far from the reserve.
-const CHECK_EVERY: u64 = 32 * 1024 * 1024;
 /// The margin above the reserve that [`Packs::has_ample_room`] asks for.
 pub const AMPLE: u64 = 1 << 30;
 
@@ -121,8 +119,6 @@ struct Writer {
     /// file once, so a later fsync would succeed with the bytes lost:
     /// every later sync fails instead (the node must be restarted).
     sync_failed: bool,
-    since_check: u64,
-    free_at_check: u64,
 }
 
 /// The pack files of a store.
@@ -133,7 +129,8 @@ pub struct Packs {
     /// return while another one's fsyncs are still running.
     syncing: Mutex<()>,
     readers: Mutex<HashMap<u32, Arc<File>>>,
-    reserve: u64,
+    /// The store's free-space gate, shared with its engine.
+    gate: Arc<SpaceGate>,
 }
 
 fn pack_path(dir: &Path, id: u32) -> PathBuf {
@@ -211,19 +208,22 @@ impl Packs {
                 unsynced: vec![],
                 dir_unsynced: true,
                 sync_failed: false,
-                since_check: CHECK_EVERY,
-                free_at_check: 0,
             }),
             syncing: Mutex::new(()),
             readers: Mutex::new(HashMap::new()),
-            reserve: DEFAULT_RESERVE,
+            gate: Arc::new(SpaceGate::for_dir(dir, DEFAULT_RESERVE)),
         })
     }
 
-    /// Sets the free-space reserve below which appends fail with ENOSPC.
+    /// Sets the free-space reserve below which appends fail with ENOSPC
+    /// (a gate of the packs' own).
     pub fn set_reserve(&mut self, bytes: u64) {
-        self.reserve = bytes;
-        self.lock_writer().since_check = CHECK_EVERY;
+        self.gate = Arc::new(SpaceGate::for_dir(&self.dir, bytes));
+    }
+
+    /// Makes appends pass `gate` (the store's, shared with its engine).
+    pub fn set_gate(&mut self, gate: Arc<SpaceGate>) {
+        self.gate = gate;
     }
 
     fn open_for_append(dir: &Path, id: u32) -> Result<(File, u64)> {
@@ -247,7 +247,7 @@ impl Packs {
 
     /// The free-space reserve in bytes.
     pub fn reserve(&self) -> u64 {
-        self.reserve
+        self.gate.reserve()
     }
 
     /// The folder the packs are in.
@@ -263,9 +263,7 @@ impl Packs {
             u32::try_from(data.len()).map_err(|_| Error::InvalidArgument("chunk over 4 GiB"))?;
         let mut w = self.lock_writer();
         let need = RECORD_HEADER + data.len() as u64;
-        w.since_check += need;
-        self.check_room(&mut w, need)?;
-        w.free_at_check -= need;
+        self.gate.admit(need)?;
         if w.len > 0 && w.len + need > PACK_TARGET_SIZE {
             Self::next_pack(&self.dir, &mut w)?;
         }
@@ -307,24 +305,12 @@ impl Packs {
     /// before their releases); otherwise it folds at once and reports
     /// ENOSPC itself.
     pub fn has_ample_room(&self, bytes: u64) -> Result<bool> {
-        let free = free_space(&self.dir)?;
+        let free = self.gate.free_now()?;
         Ok(free
             >= self
-                .reserve
+                .reserve()
                 .saturating_add(AMPLE)
                 .saturating_add(bytes.saturating_mul(16)))
-    }
-
-    /// Refreshes the free-space figure when due and checks `need` fits.
-    fn check_room(&self, w: &mut Writer, need: u64) -> Result<()> {
-        if w.since_check >= CHECK_EVERY || w.free_at_check < self.reserve.saturating_mul(4) {
-            w.free_at_check = free_space(&self.dir)?;
-            w.since_check = 0;
-        }
-        if w.free_at_check < self.reserve.saturating_add(need) {
-            return Err(Error::NoSpace);
-        }
-        Ok(())
     }
 
     /// fsyncs every pack written since the last sync and returns the

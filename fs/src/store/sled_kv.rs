@@ -19,7 +19,23 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A [`Kv`] backed by a sled database in a folder.
 pub struct SledKv {
-    db: sled::Db,
+    /// `None` while [`Kv::reopen`] could not open it again. Every call
+    /// holds the lock for its length (reads share it), so a reopen, which
+    /// takes it alone, knows no call still uses the old handle (a handle
+    /// alive keeps sled's file lock).
+    db: std::sync::RwLock<Option<sled::Db>>,
+    dir: std::path::PathBuf,
+    cache_bytes: u64,
+}
+
+/// How long a reopen waits for the closed handle's lock to go away.
+const REOPEN_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn closed() -> Error {
+    Error::io(
+        "the storage engine is closed after an I/O error",
+        std::io::Error::from_raw_os_error(libc::EIO),
+    )
 }
 
 fn engine(e: sled::Error) -> Error {
@@ -28,6 +44,17 @@ fn engine(e: sled::Error) -> Error {
         sled::Error::Io(io) => Error::io("sled", io),
         other => Error::Engine(Box::new(other)),
     }
+}
+
+fn to_sled(batch: Batch) -> sled::Batch {
+    let mut b = sled::Batch::default();
+    for (space, k, v) in batch.ops {
+        match v {
+            Some(v) => b.insert(key(space, &k), v),
+            None => b.remove(key(space, &k)),
+        }
+    }
+    b
 }
 
 fn key(space: Space, k: &[u8]) -> Vec<u8> {
@@ -70,8 +97,17 @@ impl SledKv {
     /// a CLI command after a node stopped) retries briefly before calling
     /// the store [`Error::Locked`].
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledKv> {
+        let db = Self::open_db(dir, cache_bytes, LOCK_WAIT)?;
+        Ok(SledKv {
+            db: std::sync::RwLock::new(Some(db)),
+            dir: dir.to_path_buf(),
+            cache_bytes,
+        })
+    }
+
+    fn open_db(dir: &Path, cache_bytes: u64, wait: std::time::Duration) -> Result<sled::Db> {
         let mut delay = std::time::Duration::from_millis(5);
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let deadline = std::time::Instant::now() + wait;
         loop {
             match Self::open_once(dir, cache_bytes) {
                 Err(Error::Locked) if std::time::Instant::now() < deadline => {
@@ -83,7 +119,16 @@ impl SledKv {
         }
     }
 
-    fn open_once(dir: &Path, cache_bytes: u64) -> Result<SledKv> {
+    /// Runs `f` on the open database (shared with other calls).
+    fn with<T>(&self, f: impl FnOnce(&sled::Db) -> Result<T>) -> Result<T> {
+        let g = self.db.read().unwrap_or_else(|p| p.into_inner());
+        match g.as_ref() {
+            Some(db) => f(db),
+            None => Err(closed()),
+        }
+    }
+
+    fn open_once(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -102,7 +147,7 @@ impl SledKv {
                     engine(e)
                 }
             })?;
-        Ok(SledKv { db })
+        Ok(db)
     }
 
     /// Writes a copy of this database, with `changes` applied, into a new
@@ -112,6 +157,10 @@ impl SledKv {
     /// leave them.
     pub fn copy_to(&self, to: &Path, changes: Batch, cache_bytes: u64) -> Result<()> {
         let copy = Self::open(to, cache_bytes)?;
+        let g = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let db = g.as_ref().ok_or_else(closed)?;
+        let copy_g = copy.db.read().unwrap_or_else(|p| p.into_inner());
+        let copy_db = copy_g.as_ref().ok_or_else(closed)?;
         // Keys the changes write are not copied: a removed value must not
         // reach the copy's log even for a moment.
         let changed: std::collections::HashSet<Vec<u8>> = changes
@@ -120,32 +169,28 @@ impl SledKv {
             .map(|(space, k, _)| key(*space, k))
             .collect();
         let mut batch = sled::Batch::default();
-        for (n, item) in self.db.iter().enumerate() {
+        for (n, item) in db.iter().enumerate() {
             let (k, v) = item.map_err(engine)?;
             if changed.contains(k.as_ref()) {
                 continue;
             }
             batch.insert(k, v);
             if n % 10_000 == 9_999 {
-                copy.db
+                copy_db
                     .apply_batch(std::mem::take(&mut batch))
                     .map_err(engine)?;
             }
         }
-        copy.db.apply_batch(batch).map_err(engine)?;
-        copy.apply(changes)?;
-        copy.db.flush().map_err(engine)?;
+        copy_db.apply_batch(batch).map_err(engine)?;
+        copy_db.apply_batch(to_sled(changes)).map_err(engine)?;
+        copy_db.flush().map_err(engine)?;
         Ok(())
     }
 }
 
 impl Kv for SledKv {
     fn get(&self, space: Space, k: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .db
-            .get(key(space, k))
-            .map_err(engine)?
-            .map(|v| v.to_vec()))
+        self.with(|db| Ok(db.get(key(space, k)).map_err(engine)?.map(|v| v.to_vec())))
     }
 
     fn scan(
@@ -164,45 +209,57 @@ impl Kv for SledKv {
             Some(e) => std::ops::Bound::Excluded(e),
             None => std::ops::Bound::Unbounded,
         };
-        let mut out = Vec::new();
-        for item in self.db.range::<Vec<u8>, _>((start, end)).take(limit) {
-            let (k, v) = item.map_err(engine)?;
-            out.push((k[1..].to_vec(), v.to_vec()));
-        }
-        Ok(out)
+        self.with(|db| {
+            let mut out = Vec::new();
+            for item in db.range::<Vec<u8>, _>((start, end)).take(limit) {
+                let (k, v) = item.map_err(engine)?;
+                out.push((k[1..].to_vec(), v.to_vec()));
+            }
+            Ok(out)
+        })
     }
 
     fn last(&self, space: Space, prefix: &[u8]) -> Result<Option<KeyValue>> {
         let full_prefix = key(space, prefix);
-        let item = match prefix_end(&full_prefix) {
-            Some(e) => self.db.range(full_prefix..e).next_back(),
-            None => self.db.range(full_prefix..).next_back(),
-        };
-        match item {
-            None => Ok(None),
-            Some(r) => {
-                let (k, v) = r.map_err(engine)?;
-                Ok(Some((k[1..].to_vec(), v.to_vec())))
+        self.with(|db| {
+            let item = match prefix_end(&full_prefix) {
+                Some(e) => db.range(full_prefix..e).next_back(),
+                None => db.range(full_prefix..).next_back(),
+            };
+            match item {
+                None => Ok(None),
+                Some(r) => {
+                    let (k, v) = r.map_err(engine)?;
+                    Ok(Some((k[1..].to_vec(), v.to_vec())))
+                }
             }
-        }
+        })
     }
 
     fn apply(&self, batch: Batch) -> Result<()> {
-        let mut b = sled::Batch::default();
-        for (space, k, v) in batch.ops {
-            match v {
-                Some(v) => b.insert(key(space, &k), v),
-                None => b.remove(key(space, &k)),
-            }
-        }
-        self.db.apply_batch(b).map_err(engine)
+        let b = to_sled(batch);
+        self.with(|db| db.apply_batch(b).map_err(engine))
     }
 
     fn flush(&self) -> Result<()> {
-        self.db.flush().map_err(engine).map(|_| ())
+        self.with(|db| db.flush().map_err(engine).map(|_| ()))
     }
 
     fn size_on_disk(&self) -> Result<u64> {
-        self.db.size_on_disk().map_err(engine)
+        self.with(|db| db.size_on_disk().map_err(engine))
+    }
+
+    fn reopen(&self, replay: Vec<Batch>) -> Result<()> {
+        let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
+        // The old handle goes first: it holds sled's file lock (released
+        // by sled's threads a moment later, which the open waits for).
+        drop(g.take());
+        let db = Self::open_db(&self.dir, self.cache_bytes, REOPEN_LOCK_WAIT)?;
+        for b in replay {
+            db.apply_batch(to_sled(b)).map_err(engine)?;
+        }
+        db.flush().map_err(engine)?;
+        *g = Some(db);
+        Ok(())
     }
 }

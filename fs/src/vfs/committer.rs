@@ -13,6 +13,21 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{CommitInfo, Defer, Vfs};
+use crate::error::Error;
+
+/// How long the final commit at unmount waits for a full disk to get
+/// room before it gives up (then what was not saved is named in the log).
+/// Bounded: a shutdown must end (systemd kills a stop after 90 s).
+pub(crate) const FINAL_WAIT: Duration = Duration::from_secs(60);
+
+/// How often the final commit looks again while it waits.
+const FINAL_RETRY: Duration = Duration::from_millis(250);
+
+/// Whether `e` is a full disk (the store's reserve or the engine's own
+/// failure): worth waiting for, and said once, not at every retry.
+fn is_full_disk(e: &Error) -> bool {
+    e.errno() == libc::ENOSPC
+}
 
 /// A running committer thread; stops (after a last commit) when dropped.
 pub struct Committer {
@@ -55,6 +70,9 @@ fn run(
     let mut committed = 0u64;
     let defer = Defer::default();
     let mut retry: Option<Duration> = None;
+    // Whether the last commit failed (a full disk is said once, not at
+    // every retry).
+    let mut failing = false;
     loop {
         // Sleep until something changed. Operations wake us only while we
         // sleep here (`committer_asleep`): waking a thread per operation
@@ -106,6 +124,10 @@ fn run(
         retry = None;
         match vfs.commit_background(defer) {
             Ok((info, left_out)) => {
+                if failing {
+                    tracing::info!("committing works again");
+                    failing = false;
+                }
                 if let Some(info) = info {
                     on_commit(&info);
                 }
@@ -116,7 +138,15 @@ fn run(
             Err(e) => {
                 // Try again at the pace of a left-out file (not at once:
                 // a failing disk would make it a hot loop).
-                tracing::error!(error = %e, "background commit failed: retried");
+                if !failing || !is_full_disk(&e) {
+                    tracing::error!(error = %e, "background commit failed: retried");
+                }
+                failing = true;
+                // What operations changed is in the live namespace: make
+                // that durable even when no commit can be made (it uses
+                // the reserve the gate kept for this); the next commit
+                // folds it.
+                let _ = vfs.store().flush_durable();
                 retry = Some(defer.quiet);
             }
         }
@@ -133,8 +163,53 @@ impl Drop for Committer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if let Err(e) = self.vfs.commit_durable() {
-            tracing::error!(error = %e, "final commit failed");
+        final_commit(&self.vfs, FINAL_WAIT);
+    }
+}
+
+/// The last commit before the node stops: on a full disk it waits, up to
+/// `wait`, for room (one log line), since what is not saved now is lost
+/// with the process. A commit that cannot be made still saves the live
+/// namespace (a remount folds it).
+pub(crate) fn final_commit(vfs: &Vfs, wait: Duration) {
+    let start = Instant::now();
+    let mut said = false;
+    loop {
+        let e = match vfs.commit_durable() {
+            Ok(_) => {
+                if said {
+                    tracing::info!("the disk has room again: the last changes are saved");
+                }
+                return;
+            }
+            Err(e) => e,
+        };
+        if is_full_disk(&e) && start.elapsed() < wait {
+            if !said {
+                tracing::warn!(
+                    error = %e,
+                    "the disk is full: waiting up to {}s for free space to save the last changes \
+                     (free some space on the disk holding the store)",
+                    wait.as_secs()
+                );
+                said = true;
+            }
+            std::thread::sleep(FINAL_RETRY);
+            continue;
         }
+        // Not a commit: the namespace alone, so operations that were
+        // acknowledged reach the disk even without a new root.
+        let saved = vfs.store().flush_durable();
+        tracing::error!(
+            error = %e,
+            namespace_saved = saved.is_ok(),
+            "final commit failed: changes since the last commit are {}",
+            if saved.is_ok() {
+                "saved and will be committed at the next mount"
+            } else {
+                "lost"
+            }
+        );
+        return;
     }
 }

@@ -8,6 +8,7 @@ mod copy;
 mod durability;
 mod events;
 mod first_use;
+mod full_disk;
 mod heal;
 mod history;
 mod ignore;

@@ -241,7 +241,15 @@ pub(crate) struct Mount {
 impl Mount {
     /// A new store (`backer init`), not mounted; the mount point exists.
     pub(crate) fn init() -> Mount {
+        Mount::init_with(|_| ()).1
+    }
+
+    /// [`Mount::init`], after `prepare` ran on the empty folder that will
+    /// hold the store and the mount point (e.g. mounts a small file
+    /// system there); returns what it returned.
+    pub(crate) fn init_with<T>(prepare: impl FnOnce(&Path) -> T) -> (T, Mount) {
         let store = TempStore::new();
+        let prepared = prepare(store.dir().parent().expect("the store has a parent"));
         Run::of(store.backer().arg("init")).assert_success();
         let root = store
             .dir()
@@ -251,11 +259,14 @@ impl Mount {
         let dir = root.join("mnt");
         std::fs::create_dir(&dir).expect("cannot create the mount point");
         let dir = std::fs::canonicalize(&dir).expect("cannot canonicalise the mount point");
-        Mount {
-            store,
-            dir,
-            pid: None,
-        }
+        (
+            prepared,
+            Mount {
+                store,
+                dir,
+                pid: None,
+            },
+        )
     }
 
     /// A new store, mounted.
@@ -376,6 +387,18 @@ impl Mount {
     /// test closed can keep the mount busy for that long on a loaded
     /// machine.
     pub(crate) fn unmount_with(&mut self, program: &str, args: &[&str]) {
+        self.unmount_with_then(program, args, |_| ());
+    }
+
+    /// [`Self::unmount_with`], running `meanwhile` with the node's pid
+    /// once the unmount command returned, before waiting for the node
+    /// to exit (the node may still be saving its last changes).
+    pub(crate) fn unmount_with_then(
+        &mut self,
+        program: &str,
+        args: &[&str],
+        meanwhile: impl FnOnce(i32),
+    ) {
         let pid = self.pid();
         let attempt = || {
             Run::of(
@@ -394,6 +417,7 @@ impl Mount {
             run = attempt();
         }
         assert_eq!(run.code, Some(0), "{program} {args:?} failed: {run:#?}");
+        meanwhile(pid);
         self.wait_stopped(pid);
         self.pid = None;
         assert!(
