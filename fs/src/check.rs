@@ -29,6 +29,8 @@
 //! committed data; a collection moving chunks meanwhile is looked up
 //! again, never reported as damage).
 
+pub mod rebuild;
+
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
@@ -36,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::hash::Hash;
 use crate::store::kv::for_each;
-use crate::store::packs::{Damage, Location, Record};
+use crate::store::packs::{Damage, Location, Record, RecordKind};
 use crate::store::{Space, Store};
 use crate::tree::content::{self, ContentNode, Extent};
 use crate::tree::dir::{self, DirNode};
@@ -80,6 +82,14 @@ pub struct Report {
     /// How many of the problems above are still there (0: the store is
     /// whole). `backer check` exits 1 while this is not 0.
     pub still_bad: u64,
+    /// Why the database (the index) is missing or does not open, when it
+    /// is (then nothing else was checked: `--repair` rebuilds it).
+    #[serde(default)]
+    pub index_damaged: Option<String>,
+    /// What a rebuild of the database from the packs did, when this
+    /// check ran one.
+    #[serde(default)]
+    pub rebuilt: Option<rebuild::Rebuilt>,
 }
 
 /// What `repair` changed.
@@ -91,6 +101,39 @@ pub struct Repaired {
     pub rewritten: Vec<String>,
     /// Bad chunks quarantined (no good copy here: they read as missing).
     pub quarantined: Vec<String>,
+}
+
+/// Checks the stopped store at `dir` whose database is missing or does
+/// not open (`why`, from [`Error::IndexDamaged`]): without `repair`, a
+/// report that says so (one problem); with it, rebuilds the database from
+/// the packs ([`rebuild::rebuild`]) and checks the store it made (with
+/// repair).
+pub fn run_damaged(dir: &std::path::Path, why: String, repair: bool) -> Result<Report> {
+    if !repair {
+        return Ok(Report {
+            index_damaged: Some(why),
+            still_bad: 1,
+            ..Report::default()
+        });
+    }
+    let rebuilt = rebuild::rebuild(dir, why)?;
+    // The namespace is made from the rebuilt log at the first open of the
+    // tree: do it now, as the user running the check.
+    let vfs = crate::vfs::Vfs::new(
+        std::sync::Arc::new(Store::open(dir)?),
+        crate::vfs::VfsOptions {
+            owner: crate::vfs::Ctx {
+                // SAFETY: getuid/getgid cannot fail.
+                uid: unsafe { libc::getuid() },
+                // SAFETY: as above.
+                gid: unsafe { libc::getgid() },
+            },
+            ..crate::vfs::VfsOptions::default()
+        },
+    )?;
+    let mut r = run(&vfs.store(), true)?;
+    r.rebuilt = Some(rebuilt);
+    Ok(r)
 }
 
 /// Verifies `store`; with `repair`, fixes what its own files allow.
@@ -163,7 +206,7 @@ fn scan_packs(store: &Store, r: &mut Report) -> Result<Scanned> {
             end,
             |rec| {
                 r.records += 1;
-                if rec.good {
+                if rec.good && rec.kind == RecordKind::Chunk {
                     s.good.entry(rec.hash).or_insert(rec.loc);
                 }
                 s.records.insert((rec.loc.pack, rec.loc.offset), rec);
