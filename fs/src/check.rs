@@ -29,6 +29,7 @@
 //! committed data; a collection moving chunks meanwhile is looked up
 //! again, never reported as damage).
 
+mod backing;
 pub mod rebuild;
 
 use std::collections::{HashMap, HashSet};
@@ -82,6 +83,10 @@ pub struct Report {
     /// How many of the problems above are still there (0: the store is
     /// whole). `backer check` exits 1 while this is not 0.
     pub still_bad: u64,
+    /// Tree nodes and commits the database holds whose record in the
+    /// packs is missing or damaged (a rebuild would lose them).
+    #[serde(default)]
+    pub unbacked: Vec<String>,
     /// Why the database (the index) is missing or does not open, when it
     /// is (then nothing else was checked: `--repair` rebuilds it).
     #[serde(default)]
@@ -101,6 +106,10 @@ pub struct Repaired {
     pub rewritten: Vec<String>,
     /// Bad chunks quarantined (no good copy here: they read as missing).
     pub quarantined: Vec<String>,
+    /// Tree nodes and commits whose record was written again from the
+    /// database's copy.
+    #[serde(default)]
+    pub backed: Vec<String>,
 }
 
 /// Checks the stopped store at `dir` whose database is missing or does
@@ -142,10 +151,12 @@ pub fn run(store: &Store, repair: bool) -> Result<Report> {
         repair,
         ..Report::default()
     };
+    let expected = backing::expected(store)?;
     let scanned = scan_packs(store, &mut r)?;
     check_index(store, &scanned, repair, &mut r)?;
     let named = walk_trees(store, &mut r)?;
     check_held(store, &scanned, named, repair, &mut r)?;
+    backing::check(store, expected, &scanned.backed, repair, &mut r)?;
     for list in [
         &mut r.bad_chunks,
         &mut r.bad_records,
@@ -168,7 +179,8 @@ pub fn run(store: &Store, repair: bool) -> Result<Report> {
         + fixed(&r.bad_records, &[&rep.rewritten])
         + r.missing_chunks.len() as u64
         + r.bad_nodes.len() as u64
-        + r.missing_nodes.len() as u64;
+        + r.missing_nodes.len() as u64
+        + fixed(&r.unbacked, &[&rep.backed]);
     Ok(r)
 }
 
@@ -181,6 +193,8 @@ struct Scanned {
     good: HashMap<Hash, Location>,
     /// Packs up to here were read (the active one up to its length then).
     head: (u32, u64),
+    /// The tree nodes and commits the packs hold good records of.
+    backed: backing::Backed,
 }
 
 impl Scanned {
@@ -201,11 +215,12 @@ fn scan_packs(store: &Store, r: &mut Report) -> Result<Scanned> {
             continue;
         }
         let end = if id == s.head.0 { s.head.1 } else { u64::MAX };
-        r.bytes += packs.scan(
+        r.bytes += packs.scan_bytes(
             id,
             end,
-            |rec| {
+            |rec, bytes| {
                 r.records += 1;
+                s.backed.note(&rec, bytes);
                 if rec.good && rec.kind == RecordKind::Chunk {
                     s.good.entry(rec.hash).or_insert(rec.loc);
                 }

@@ -143,3 +143,97 @@ fn a_store_of_a_newer_format_is_refused_in_one_line() {
     let line = m.try_mount(&[]).assert_one_line_failure().to_string();
     assert!(line.contains("format 99"), "{line}");
 }
+
+/// A store written by main at 52e0029, format 2 (the oldest this build
+/// opens), made by `tests/fixtures/make-format2.sh`: the store, that
+/// binary's `log --json` and its export of the tree.
+const FORMAT2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/format2-store.tar.gz");
+
+/// The records of each kind (chunks, tree nodes, commits) in the packs
+/// of the stopped store at `dir`.
+fn record_counts(dir: &Path) -> [u64; 3] {
+    use backer_fs::store::packs::RecordKind;
+    let s = Store::open(dir).unwrap();
+    let mut n = [0u64; 3];
+    for id in s.packs().ids().unwrap() {
+        s.packs()
+            .scan(
+                id,
+                u64::MAX,
+                |r| {
+                    n[match r.kind {
+                        RecordKind::Chunk => 0,
+                        RecordKind::Node => 1,
+                        RecordKind::Commit => 2,
+                    }] += 1
+                },
+                |_| {},
+            )
+            .unwrap();
+    }
+    n
+}
+
+/// The commits of a `log --json`, as (id, root) pairs.
+fn commits_of(log: &str) -> Vec<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(log.trim()).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["commit"].to_string(), c["root"].to_string()))
+        .collect()
+}
+
+#[test]
+fn a_format_2_store_of_an_older_main_opens_in_place_upgraded_once() {
+    let mut m = Mount::init();
+    let root = m.root();
+    let config = std::fs::read(m.store().dir().join("config.toml")).unwrap();
+    std::fs::remove_dir_all(m.store().dir()).unwrap();
+    let tar = std::process::Command::new("tar")
+        .arg("xzf")
+        .arg(FORMAT2)
+        .arg("-C")
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    // This test's own web port, not the one the fixture's init chose.
+    std::fs::write(m.store().dir().join("config.toml"), config).unwrap();
+
+    let old_log = std::fs::read_to_string(root.join("log.json")).unwrap();
+    let log = backer(m.store(), &["log", "--json"])
+        .assert_success()
+        .stdout
+        .clone();
+    assert_eq!(commits_of(&log), commits_of(&old_log));
+    assert!(commits_of(&log).len() >= 4, "{log}");
+    // The upgrade wrote every tree node and commit to the packs, once.
+    let counts = record_counts(&m.store().dir());
+    assert!(counts[1] > 0, "{counts:?}");
+    assert_eq!(counts[2], commits_of(&log).len() as u64, "{counts:?}");
+    let out = root.join("now");
+    backer(m.store(), &["export", out.to_str().unwrap()]).assert_success();
+    assert_same_tree(&root.join("export"), &out);
+    assert_eq!(record_counts(&m.store().dir()), counts, "a second upgrade");
+    backer(m.store(), &["check"]).assert_success();
+
+    m.mount();
+    assert_eq!(std::fs::read(m.path("docs/a.txt")).unwrap(), b"beta\n");
+    assert_eq!(std::fs::read(m.path("docs/c.txt")).unwrap(), b"gamma\n");
+    let seq: String = (1..=40000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(std::fs::read(m.path("big.bin")).unwrap(), seq.as_bytes());
+    assert_eq!(
+        std::fs::read_link(m.path("link")).unwrap(),
+        Path::new("docs/a.txt")
+    );
+    m.unmount();
+    // And the upgraded store rebuilds from its packs like any other.
+    std::fs::remove_dir_all(m.store().dir().join("db")).unwrap();
+    backer(m.store(), &["check", "--repair"]).assert_success();
+    let after = backer(m.store(), &["log", "--json"])
+        .assert_success()
+        .stdout
+        .clone();
+    assert_eq!(commits_of(&after), commits_of(&old_log));
+}

@@ -79,6 +79,14 @@ fn print(r: &Report) {
         ("missing chunks", &r.missing_chunks),
         ("bad tree nodes", &r.bad_nodes),
         ("missing tree nodes", &r.missing_nodes),
+        (
+            "tree nodes and commits with no good record in the packs",
+            &r.unbacked,
+        ),
+        (
+            "repaired: record written again from the database",
+            &r.repaired.backed,
+        ),
         ("repaired: re-indexed from the packs", &r.repaired.reindexed),
         ("repaired: record written again", &r.repaired.rewritten),
         ("repaired: quarantined", &r.repaired.quarantined),
