@@ -15,6 +15,8 @@
 //!    log) is read and checked against its hash; every chunk they name
 //!    must be held. Chunks recorded missing ([`Space::Missing`]) are
 //!    reported too.
+//! 4. **Backing**: every tree node and commit the database holds must
+//!    have a good record in the packs (what a rebuild reads).
 //!
 //! `repair` changes only what the store's own files prove: a bad chunk
 //! whose good copy lies elsewhere in the packs is re-indexed there, any
@@ -22,8 +24,11 @@
 //! missing, and a pull or a write of the same bytes brings it back); a
 //! bad record is written again as a whole new record; a chunk the trees
 //! name that the index lacks is re-indexed from a good record when the
-//! packs hold one. It does not heal from peers yet, nor rebuild tree
-//! nodes or the database itself.
+//! packs hold one; a tree node or commit whose record in the packs is
+//! missing or damaged is written again from the database's copy
+//! (`check/backing.rs`). It does not heal from peers yet. A database that
+//! is missing or does not open is rebuilt from the packs by
+//! [`run_damaged`] (`check/rebuild.rs`).
 //!
 //! It runs on a stopped store or beside a running node (reads only
 //! committed data; a collection moving chunks meanwhile is looked up
@@ -94,7 +99,7 @@ pub struct Report {
     /// What a rebuild of the database from the packs did, when this
     /// check ran one.
     #[serde(default)]
-    pub rebuilt: Option<rebuild::Rebuilt>,
+    pub rebuilt: Option<Box<rebuild::Rebuilt>>,
 }
 
 /// What `repair` changed.
@@ -141,7 +146,7 @@ pub fn run_damaged(dir: &std::path::Path, why: String, repair: bool) -> Result<R
         },
     )?;
     let mut r = run(&vfs.store(), true)?;
-    r.rebuilt = Some(rebuilt);
+    r.rebuilt = Some(Box::new(rebuilt));
     Ok(r)
 }
 

@@ -360,8 +360,14 @@ impl Store {
             let n = mirror::write_all(&packs, &kv)?;
             tracing::info!(records = n, "wrote the tree nodes and commits to the packs");
         }
-        if legacy || format < FORMAT_VERSION {
+        if legacy || format < 3 {
+            // The old key must leave sled's files: a rewritten copy.
             kv = upgrade_sled(dir, kv, opts.cache_bytes)?;
+        } else if format < FORMAT_VERSION {
+            // Nothing to remove: the new format number, in place.
+            kv.apply(upgrade_batch())?;
+            kv.flush()?;
+            tracing::info!(store = %dir.display(), format = FORMAT_VERSION, "upgraded the store");
         }
         tighten_logged(dir)?;
         Self::finish_open(dir, Arc::new(overlay_kv::OverlayKv::new(kv)), key, opts)

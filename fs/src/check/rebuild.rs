@@ -21,7 +21,7 @@
 //! What the packs do not hold is listed in [`NOT_RESTORED`]: facts local
 //! to this machine that are not in the hashed tree.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -284,11 +284,11 @@ fn walk(
     root: Hash,
     whole: &mut HashSet<Hash>,
 ) -> Result<(bool, bool)> {
-    let mut seen = HashMap::new();
+    let mut seen = HashSet::new();
     let (mut nodes_ok, mut chunks_ok) = (true, true);
     let mut stack = vec![(root, true)];
     while let Some((h, is_dir)) = stack.pop() {
-        if h == Hash::ZERO || whole.contains(&h) || seen.insert(h, ()).is_some() {
+        if h == Hash::ZERO || whole.contains(&h) || !seen.insert(h) {
             continue;
         }
         if nodes.get_node(&h)?.is_none() {
@@ -337,7 +337,7 @@ fn walk(
         }
     }
     if nodes_ok && chunks_ok {
-        whole.extend(seen.into_keys());
+        whole.extend(seen);
     }
     Ok((nodes_ok, chunks_ok))
 }

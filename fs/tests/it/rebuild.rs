@@ -154,12 +154,13 @@ fn a_collection_keeps_the_records_a_rebuild_needs() {
     assert_files(&fs, &contents);
 }
 
-/// Counts the records of each kind in the packs of the store at `dir`.
+/// Counts the records of each kind in the packs of the store at `dir`
+/// (without opening the store).
 pub(crate) fn record_counts(dir: &std::path::Path) -> [u64; 3] {
-    let s = Store::open(dir).unwrap();
+    let packs = backer_fs::store::Packs::open(&dir.join("packs")).unwrap();
     let mut n = [0u64; 3];
-    for id in s.packs().ids().unwrap() {
-        s.packs()
+    for id in packs.ids().unwrap() {
+        packs
             .scan(
                 id,
                 u64::MAX,
@@ -181,7 +182,6 @@ pub(crate) fn record_counts(dir: &std::path::Path) -> [u64; 3] {
 fn nodes_and_commits_reach_the_packs_with_each_commit() {
     let (fs, _) = history(&[10, 20]);
     let dir = store_dir(&fs);
-    drop(fs.vfs);
     let [chunks, nodes, commits] = record_counts(&dir);
     assert_eq!((chunks, commits), (2, 2));
     assert!(nodes >= 4, "{nodes} node records");
@@ -300,4 +300,39 @@ proptest! {
             prop_assert!(want.starts_with(&got), "f{} read a wrong byte", i);
         }
     }
+}
+
+/// A format 3 store (its packs held chunks only) is upgraded in place at
+/// its first open: every tree node and commit is written to the packs,
+/// once; the database is not copied (nothing must leave it).
+#[test]
+fn a_format_3_store_gets_its_nodes_and_commits_written_once() {
+    use backer_fs::store::sled_kv::{SledKv, DEFAULT_CACHE_BYTES};
+    use backer_fs::store::{Batch, Kv, Space, FORMAT_VERSION};
+    let (mut fs, contents) = history(&[10, 300_000]);
+    let before = state(&fs);
+    fs.vfs = None;
+    let dir = store_dir(&fs);
+    let (nodes, commits) = {
+        let kv = SledKv::open(&dir.join("db"), DEFAULT_CACHE_BYTES).unwrap();
+        let mut b = Batch::default();
+        b.put(Space::Meta, &b"format"[..], 3u32.to_be_bytes());
+        kv.apply(b).unwrap();
+        kv.flush().unwrap();
+        let count = |s| kv.scan(s, &[], None, usize::MAX).unwrap().len() as u64;
+        (count(Space::Nodes), count(Space::Commits))
+    };
+    let [c0, n0, g0] = record_counts(&dir);
+    drop(Store::open(&dir).unwrap());
+    let [c1, n1, g1] = record_counts(&dir);
+    assert_eq!((c1, n1, g1), (c0, n0 + nodes, g0 + commits), "upgraded");
+    drop(Store::open(&dir).unwrap());
+    assert_eq!(record_counts(&dir), [c1, n1, g1], "and not again");
+    let s = Store::open(&dir).unwrap();
+    let format = s.kv().get(Space::Meta, b"format").unwrap().unwrap();
+    assert_eq!(format, FORMAT_VERSION.to_be_bytes());
+    drop(s);
+    fs.reopen();
+    assert_eq!(state(&fs), before);
+    assert_files(&fs, &contents);
 }
