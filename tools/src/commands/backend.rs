@@ -191,14 +191,13 @@ impl Backend {
 
     /// Verifies the store; with `repair`, fixes what its files allow.
     pub(crate) fn check(&self, repair: bool) -> Result<backer_fs::check::Report> {
-        let local = |l: &Local| l.check(repair);
-        either!(
-            self,
-            local,
-            Request::Check { repair },
-            LONG,
-            Response::Check
-        )
+        match self {
+            Backend::Local(l) => l.check(repair),
+            Backend::Remote(r) => match r.call(Request::Check { repair }, LONG)? {
+                Response::Check(v) => Ok(*v),
+                other => Err(unexpected(other)),
+            },
+        }
     }
 
     /// Restores as `req` says, into the live tree.
