@@ -15,6 +15,8 @@
 //!    log) is read and checked against its hash; every chunk they name
 //!    must be held. Chunks recorded missing ([`Space::Missing`]) are
 //!    reported too.
+//! 4. **Backing**: every tree node and commit the database holds must
+//!    have a good record in the packs (what a rebuild reads).
 //!
 //! `repair` changes only what the store's own files prove: a bad chunk
 //! whose good copy lies elsewhere in the packs is re-indexed there, any
@@ -22,13 +24,19 @@
 //! missing, and a pull or a write of the same bytes brings it back); a
 //! bad record is written again as a whole new record; a chunk the trees
 //! name that the index lacks is re-indexed from a good record when the
-//! packs hold one. Last, the chunks still missing are healed from the
-//! running node's connected peers ([`crate::heal::repair`]). It does not
-//! rebuild tree nodes or the database itself.
+//! packs hold one; a tree node or commit whose record in the packs is
+//! missing or damaged is written again from the database's copy
+//! (`check/backing.rs`). Last, the chunks still missing are healed from
+//! the running node's connected peers ([`crate::heal::repair`]). A
+//! database that is missing or does not open is rebuilt from the packs by
+//! [`run_damaged`] (`check/rebuild.rs`).
 //!
 //! It runs on a stopped store or beside a running node (reads only
 //! committed data; a collection moving chunks meanwhile is looked up
 //! again, never reported as damage).
+
+mod backing;
+pub mod rebuild;
 
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -39,7 +47,7 @@ use crate::error::{Error, Result};
 use crate::hash::Hash;
 use crate::ignore::Patterns;
 use crate::store::kv::for_each;
-use crate::store::packs::{Damage, Location, Record};
+use crate::store::packs::{Damage, Location, Record, RecordKind};
 use crate::store::{Space, Store};
 use crate::tree::content::{self, ContentNode, Extent};
 use crate::tree::dir::{self, DirNode};
@@ -87,6 +95,18 @@ pub struct Report {
     /// (see [`crate::heal::repair`]).
     #[serde(default)]
     pub heal_note: Option<String>,
+    /// Tree nodes and commits the database holds whose record in the
+    /// packs is missing or damaged (a rebuild would lose them).
+    #[serde(default)]
+    pub unbacked: Vec<String>,
+    /// Why the database (the index) is missing or does not open, when it
+    /// is (then nothing else was checked: `--repair` rebuilds it).
+    #[serde(default)]
+    pub index_damaged: Option<String>,
+    /// What a rebuild of the database from the packs did, when this
+    /// check ran one.
+    #[serde(default)]
+    pub rebuilt: Option<Box<rebuild::Rebuilt>>,
 }
 
 /// What `repair` changed.
@@ -101,6 +121,43 @@ pub struct Repaired {
     /// Missing chunks fetched again from a connected peer.
     #[serde(default)]
     pub healed: Vec<String>,
+    /// Tree nodes and commits whose record was written again from the
+    /// database's copy.
+    #[serde(default)]
+    pub backed: Vec<String>,
+}
+
+/// Checks the stopped store at `dir` whose database is missing or does
+/// not open (`why`, from [`Error::IndexDamaged`]): without `repair`, a
+/// report that says so (one problem); with it, rebuilds the database from
+/// the packs ([`rebuild::rebuild`]) and checks the store it made (with
+/// repair).
+pub fn run_damaged(dir: &std::path::Path, why: String, repair: bool) -> Result<Report> {
+    if !repair {
+        return Ok(Report {
+            index_damaged: Some(why),
+            still_bad: 1,
+            ..Report::default()
+        });
+    }
+    let rebuilt = rebuild::rebuild(dir, why)?;
+    // The namespace is made from the rebuilt log at the first open of the
+    // tree: do it now, as the user running the check.
+    let vfs = crate::vfs::Vfs::new(
+        std::sync::Arc::new(Store::open(dir)?),
+        crate::vfs::VfsOptions {
+            owner: crate::vfs::Ctx {
+                // SAFETY: getuid/getgid cannot fail.
+                uid: unsafe { libc::getuid() },
+                // SAFETY: as above.
+                gid: unsafe { libc::getgid() },
+            },
+            ..crate::vfs::VfsOptions::default()
+        },
+    )?;
+    let mut r = run(&vfs.store(), true)?;
+    r.rebuilt = Some(Box::new(rebuilt));
+    Ok(r)
 }
 
 /// Verifies `store`; with `repair`, fixes what its own files allow.
@@ -109,11 +166,13 @@ pub fn run(store: &Store, repair: bool) -> Result<Report> {
         repair,
         ..Report::default()
     };
+    let expected = backing::expected(store)?;
     let scanned = scan_packs(store, &mut r)?;
     check_index(store, &scanned, repair, &mut r)?;
     let patterns = crate::vfs::saved_ignore_patterns(store.kv())?;
     let named = walk_trees(store, &patterns, &mut r)?;
     check_held(store, &scanned, named, repair, &mut r)?;
+    backing::check(store, expected, &scanned.backed, repair, &mut r)?;
     for list in [
         &mut r.bad_chunks,
         &mut r.bad_records,
@@ -139,7 +198,8 @@ pub fn run(store: &Store, repair: bool) -> Result<Report> {
         + fixed(&r.bad_records, &[&rep.rewritten])
         + r.missing_chunks.len() as u64
         + r.bad_nodes.len() as u64
-        + r.missing_nodes.len() as u64;
+        + r.missing_nodes.len() as u64
+        + fixed(&r.unbacked, &[&rep.backed]);
     Ok(r)
 }
 
@@ -152,6 +212,8 @@ struct Scanned {
     good: HashMap<Hash, Location>,
     /// Packs up to here were read (the active one up to its length then).
     head: (u32, u64),
+    /// The tree nodes and commits the packs hold good records of.
+    backed: backing::Backed,
 }
 
 impl Scanned {
@@ -172,12 +234,13 @@ fn scan_packs(store: &Store, r: &mut Report) -> Result<Scanned> {
             continue;
         }
         let end = if id == s.head.0 { s.head.1 } else { u64::MAX };
-        r.bytes += packs.scan(
+        r.bytes += packs.scan_bytes(
             id,
             end,
-            |rec| {
+            |rec, bytes| {
                 r.records += 1;
-                if rec.good {
+                s.backed.note(&rec, bytes);
+                if rec.good && rec.kind == RecordKind::Chunk {
                     s.good.entry(rec.hash).or_insert(rec.loc);
                 }
                 s.records.insert((rec.loc.pack, rec.loc.offset), rec);

@@ -104,6 +104,10 @@ pub enum Error {
     /// Stored bytes that do not decode or do not match their hash (`EIO`).
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// The store's database (its index) is missing or does not open; the
+    /// packs can rebuild it (`EIO`). The message is for the user, whole.
+    #[error("its database is missing or damaged ({0}); run 'backer check --repair' to rebuild it from the packs")]
+    IndexDamaged(String),
     /// A chunk a tree names that this node cannot produce (`EIO`): its
     /// copy failed its hash check (and was quarantined: the index no
     /// longer claims it) or the index lacks it.
@@ -157,6 +161,7 @@ impl Error {
             Error::Format { .. } => libc::EIO,
             Error::Request(_) => libc::EINVAL,
             Error::Corrupt(_) => libc::EIO,
+            Error::IndexDamaged(_) => libc::EIO,
             Error::BadChunk(_) => libc::EIO,
             Error::NodeKey(_) => libc::EIO,
             Error::Engine(_) => libc::EIO,

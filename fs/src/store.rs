@@ -1,18 +1,23 @@
 //! The store: one folder holding the key-value engine (tree nodes, chunk
-//! index, live namespace, commit log, node metadata), the chunk packs and
-//! the node's key. It is private to its owner: folders 0700, files 0600
+//! index, live namespace, commit log, node metadata), the packs and the
+//! node's key. It is private to its owner: folders 0700, files 0600
 //! ([`private`]).
 //!
 //! ```text
-//! STORE/db/        the engine (sled)
-//! STORE/packs/     chunk bytes, append-only
+//! STORE/db/        the engine (sled): an index, rebuildable from the rest
+//! STORE/packs/     chunks, tree nodes and commit records, append-only
 //! STORE/node.key   the node's private key (PKCS#8 v2 DER)
 //! ```
+//!
+//! The packs are the truth ([`mirror`]): an engine that is missing or
+//! does not open is [`Error::IndexDamaged`], and `backer check --repair`
+//! rebuilds it from the packs (`check/rebuild.rs`).
 
 pub mod codec;
 pub mod keyfile;
 pub mod kv;
 pub mod mem_kv;
+pub(crate) mod mirror;
 pub mod overlay_kv;
 pub mod packs;
 pub mod private;
@@ -36,13 +41,15 @@ use crate::identity::{NodeId, NodeKey};
 /// The store format this build writes and reads. 2: no pack extents
 /// keyspace; the chunk index reaches the engine only after the pack bytes
 /// it names are synced (format 1 needed a recovery pass instead). 3: the
-/// node key is in `node.key`, not in the engine.
-pub const FORMAT_VERSION: u32 = 3;
+/// node key is in `node.key`, not in the engine. 4: tree nodes and
+/// commit records are written to the packs too ([`mirror`]): the engine
+/// can be rebuilt from the packs.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The oldest format this build opens, upgrading it in place.
 const OLDEST_FORMAT: u32 = 2;
 
-const META_FORMAT: &[u8] = b"format";
+pub(crate) const META_FORMAT: &[u8] = b"format";
 
 /// How a store is opened.
 #[derive(Clone, Debug)]
@@ -99,17 +106,17 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn db_dir(dir: &Path) -> PathBuf {
+pub(crate) fn db_dir(dir: &Path) -> PathBuf {
     dir.join("db")
 }
 
 /// Where an upgrade writes the new database before swapping it in.
-fn db_new(dir: &Path) -> PathBuf {
+pub(crate) fn db_new(dir: &Path) -> PathBuf {
     dir.join("db.new")
 }
 
 /// Where the old database waits, after the swap, to be removed.
-fn db_old(dir: &Path) -> PathBuf {
+pub(crate) fn db_old(dir: &Path) -> PathBuf {
     dir.join("db.old")
 }
 
@@ -131,6 +138,44 @@ fn format_of(kv: &dyn Kv) -> Result<u32> {
         });
     }
     Ok(found)
+}
+
+/// Opens the engine in `dir/db`; an engine that does not open for any
+/// reason but a lock (sled: "Read corrupted data", a missing file) is
+/// [`Error::IndexDamaged`]: the packs can rebuild it.
+fn open_engine(dir: &Path, cache_bytes: u64) -> Result<sled_kv::SledKv> {
+    let kv = match sled_kv::SledKv::open(&db_dir(dir), cache_bytes) {
+        Ok(kv) => kv,
+        Err(e @ (Error::Locked | Error::NoSpace)) => return Err(e),
+        Err(e) => return Err(Error::IndexDamaged(e.to_string())),
+    };
+    match kv.get(Space::Meta, META_FORMAT) {
+        Ok(Some(_)) => Ok(kv),
+        // sled makes an empty database of a folder whose files are gone.
+        Ok(None) => Err(Error::IndexDamaged(
+            "the database holds no store (its files are missing)".into(),
+        )),
+        Err(e) => Err(Error::IndexDamaged(e.to_string())),
+    }
+}
+
+/// Whether the packs in `dir` hold any bytes: a store whose database is
+/// missing, rather than no store (or an `init` cut short).
+pub(crate) fn packs_hold_records(dir: &Path) -> Result<bool> {
+    let packs = dir.join("packs");
+    let list = match std::fs::read_dir(&packs) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(format!("list {}", packs.display()), e)),
+    };
+    for ent in list {
+        let ent = ent.map_err(|e| Error::io("list packs", e))?;
+        let is_pack = ent.file_name().to_string_lossy().ends_with(".pack");
+        if is_pack && ent.metadata().map(|m| m.len() > 0).unwrap_or(false) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// What an upgrade to [`FORMAT_VERSION`] changes in the engine (the key
@@ -162,12 +207,12 @@ fn tighten_logged(dir: &Path) -> Result<()> {
 /// new empty `db/` or remove the only complete copy. With this lock, every
 /// open's swap, cleanup and upgrade run alone; the engine's own lock then
 /// keeps the opened store exclusive. Released when the open returns.
-struct OpenLock {
+pub(crate) struct OpenLock {
     _file: std::fs::File,
 }
 
 impl OpenLock {
-    fn take(dir: &Path) -> Result<OpenLock> {
+    pub(crate) fn take(dir: &Path) -> Result<OpenLock> {
         use std::os::fd::AsRawFd;
         let path = dir.join("open.lock");
         let f = private::open_options()
@@ -192,7 +237,7 @@ impl OpenLock {
 
 /// Finishes an upgrade that stopped between moving the old database
 /// aside and moving the new one in (both are complete by then).
-fn finish_interrupted_swap(dir: &Path) -> Result<()> {
+pub(crate) fn finish_interrupted_swap(dir: &Path) -> Result<()> {
     let (db, new, old) = (db_dir(dir), db_new(dir), db_old(dir));
     if !db.exists() && new.is_dir() && old.is_dir() {
         std::fs::rename(&new, &db)
@@ -204,7 +249,7 @@ fn finish_interrupted_swap(dir: &Path) -> Result<()> {
 
 /// Removes what an interrupted upgrade left (an unfinished copy, an old
 /// database already replaced). Called with the engine's lock held.
-fn remove_upgrade_leftovers(dir: &Path) -> Result<()> {
+pub(crate) fn remove_upgrade_leftovers(dir: &Path) -> Result<()> {
     for p in [db_new(dir), db_old(dir)] {
         if p.exists() {
             std::fs::remove_dir_all(&p)
@@ -246,6 +291,13 @@ impl Store {
     pub fn create_with(dir: &Path, opts: Options) -> Result<Store> {
         if db_dir(dir).exists() {
             return Err(Error::Exists);
+        }
+        if packs_hold_records(dir)? {
+            // A store whose database was lost: a new one would hide its
+            // history (and `check --repair` brings it back).
+            return Err(Error::IndexDamaged(
+                "the database folder db/ is missing".into(),
+            ));
         }
         if !private::holds_only_store_names(dir)? {
             return Err(Error::Request(format!(
@@ -296,16 +348,34 @@ impl Store {
         let _open = OpenLock::take(dir)?;
         finish_interrupted_swap(dir)?;
         if !db_dir(dir).is_dir() {
-            return Err(Error::NotFound);
+            return Err(if packs_hold_records(dir)? {
+                Error::IndexDamaged("the database folder db/ is missing".into())
+            } else {
+                Error::NotFound
+            });
         }
-        let mut kv = sled_kv::SledKv::open(&db_dir(dir), opts.cache_bytes)?;
+        let mut kv = open_engine(dir, opts.cache_bytes)?;
         let format = format_of(&kv)?;
         // Only a database that proved itself replaces the leftovers: an
         // empty or foreign `db/` must never cost the copies beside it.
         remove_upgrade_leftovers(dir)?;
         let (key, legacy) = keyfile::resolve(dir, &kv)?;
-        if legacy || format < FORMAT_VERSION {
+        if format < 4 {
+            // Before format 4 the packs held chunks only. Written (and
+            // synced) before the format says 4, so a crash here repeats
+            // this step rather than skip it.
+            let packs = Packs::open(&dir.join("packs"))?;
+            let n = mirror::write_all(&packs, &kv)?;
+            tracing::info!(records = n, "wrote the tree nodes and commits to the packs");
+        }
+        if legacy || format < 3 {
+            // The old key must leave sled's files: a rewritten copy.
             kv = upgrade_sled(dir, kv, opts.cache_bytes)?;
+        } else if format < FORMAT_VERSION {
+            // Nothing to remove: the new format number, in place.
+            kv.apply(upgrade_batch())?;
+            kv.flush()?;
+            tracing::info!(store = %dir.display(), format = FORMAT_VERSION, "upgraded the store");
         }
         tighten_logged(dir)?;
         Self::finish_open(dir, Arc::new(overlay_kv::OverlayKv::new(kv)), key, opts)
@@ -324,6 +394,9 @@ impl Store {
         }
         let format = format_of(kv.as_ref())?;
         let (key, legacy) = keyfile::resolve(dir, kv.as_ref())?;
+        if format < 4 {
+            mirror::write_all(&Packs::open(&dir.join("packs"))?, kv.as_ref())?;
+        }
         if legacy || format < FORMAT_VERSION {
             kv.apply(upgrade_batch())?;
         }
@@ -345,8 +418,14 @@ impl Store {
         // they do, so after any crash every indexed chunk is whole (what a
         // crash leaves past the synced end of a pack is named by nothing,
         // and later appends go after it).
+        // Tree nodes and commits reach the packs the same way, before the
+        // engine holds them ([`mirror`]).
         let synced = packs.clone();
-        kv.before_handing_down(Box::new(move || synced.sync().map(|_| ())));
+        let clock = mirror::clock_of(kv.as_ref())?;
+        kv.before_handing_down(Box::new(move |batch| {
+            mirror::write_batch(&synced, batch, clock)?;
+            synced.sync().map(|_| ())
+        }));
         let missing_any = !kv.scan(Space::Missing, &[], None, 1)?.is_empty();
         let store = Store {
             dir: dir.to_path_buf(),

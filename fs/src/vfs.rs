@@ -72,6 +72,7 @@ mod xattr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+pub(crate) use commit::META_HEAD;
 pub use commit::{read_log, Commit};
 pub use committer::Committer;
 pub use door::{Caller, Door, OpenMode, ReadReply};
@@ -252,10 +253,12 @@ impl Vfs {
     /// previous process died.
     pub fn new(store: Arc<Store>, opts: VfsOptions) -> Result<Vfs> {
         let now = (opts.clock)();
+        let mut fresh = false;
         let head = {
             let mut txn = Txn::new(store.kv());
             if txn.inode_opt(ROOT)?.is_none() {
                 names::init_root(&mut txn, opts.owner, now)?;
+                fresh = true;
             }
             for (k, _) in txn.scan(Space::Orphans, &[], None, usize::MAX)? {
                 let ino = records::ino_at(&k, 0)?;
@@ -267,7 +270,8 @@ impl Vfs {
             head
         };
         let clock = commit::load_clock(store.kv())?;
-        Ok(Vfs {
+        let checkout = head.root.filter(|_| fresh);
+        let vfs = Vfs {
             inner: Mutex::new(Inner {
                 store,
                 files: OpenFiles::default(),
@@ -288,7 +292,12 @@ impl Vfs {
             history: history::HistoryState::default(),
             announce: publish::Announcer::default(),
             install_step: Mutex::new(InstallStep::default()),
-        })
+        };
+        if let Some(root) = checkout {
+            // A database rebuilt from the packs: a log, no namespace.
+            vfs.check_out(root)?;
+        }
+        Ok(vfs)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

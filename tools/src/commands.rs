@@ -123,7 +123,9 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
 /// it; returns `dir` canonicalised when it can be.
 pub(crate) fn require_store(dir: &Path) -> Result<PathBuf> {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    if !dir.join("db").is_dir() {
+    // A store whose database was lost still has its key: it is a store
+    // (opening it says so, and `check --repair` rebuilds it).
+    if !dir.join("db").is_dir() && !dir.join("node.key").is_file() {
         bail!("no store at {} (run 'backer init')", dir.display());
     }
     Ok(dir)

@@ -148,7 +148,7 @@ pub(crate) enum Response {
     /// To [`Request::Gc`].
     Gc(Report),
     /// To [`Request::Check`].
-    Check(backer_fs::check::Report),
+    Check(Box<backer_fs::check::Report>),
     /// To [`Request::Restore`].
     Restored(Restored),
     /// To [`Request::Version`] (`None`: the store has no commits).

@@ -56,7 +56,7 @@ pub const ALL_SPACES: [Space; 12] = [
 ];
 
 /// See [`Kv::before_handing_down`].
-pub type BeforeHandingDown = Box<dyn Fn() -> Result<()> + Send + Sync>;
+pub type BeforeHandingDown = Box<dyn Fn(&Batch) -> Result<()> + Send + Sync>;
 
 /// One write of a batch: a value to put, or `None` to remove the key.
 pub type Op = (Space, Vec<u8>, Option<Vec<u8>>);
@@ -113,10 +113,11 @@ pub trait Kv: Send + Sync {
     fn flush(&self) -> Result<()>;
 
     /// For engines that gather writes before handing them to the engine
-    /// underneath: `hook` runs each time, after a set of writes is taken
-    /// and before any of it is handed down (the store syncs its packs
-    /// there, so no chunk index entry ever reaches the disk before the
-    /// bytes it names). Others ignore it.
+    /// underneath: `hook` runs each time with the set of writes taken,
+    /// before any of it is handed down (the store writes the tree nodes
+    /// and commits among them to its packs and syncs the packs there, so
+    /// no index entry ever reaches the disk before the pack bytes that
+    /// name or back it). Others ignore it.
     fn before_handing_down(&self, hook: BeforeHandingDown) {
         let _ = hook;
     }

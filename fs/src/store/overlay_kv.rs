@@ -261,7 +261,7 @@ impl<K: Kv> OverlayKv<K> {
                 .collect(),
         };
         let res = match self.before.get() {
-            Some(hook) => hook(),
+            Some(hook) => hook(&batch),
             None => Ok(()),
         }
         .and_then(|()| {

@@ -1,19 +1,28 @@
-//! Chunk bytes in append-only pack files beside the key-value engine.
+//! Append-only pack files beside the key-value engine: the store's truth.
 //!
 //! sled 0.34 writes values over ~128 KiB as blob files it never fsyncs, and
 //! large values bloat its log, so chunk bytes live here and only their
-//! location lives in the index. A pack is a sequence of records:
+//! location lives in the index. Tree nodes and commit records are written
+//! here too (format 4), beside their copies in the engine, so the engine
+//! can be rebuilt from the packs alone (`check/rebuild.rs`). A pack is a
+//! sequence of records:
 //!
 //! ```text
-//! magic "BKC1" | length u32 LE | blake3 hash (32 bytes) | bytes
+//! magic | length u32 LE | hash (32 bytes) | bytes
+//! magic "BKC1": a chunk;     hash = blake3(bytes)
+//!       "BKN1": a tree node; hash = its node hash (dir or content domain)
+//!       "BKG1": a commit record ([`commit_record`]); hash = blake3(bytes)
 //! ```
 //!
-//! The header makes a pack self-describing: the index can be checked (and
-//! rebuilt) from the packs alone. Bytes are written with `write(2)` before
+//! The header makes a pack self-describing: every record's kind, length
+//! and hash read without the index, and every record's bytes can be
+//! checked against its hash, so the index can be checked (and rebuilt)
+//! from the packs alone. Bytes are written with `write(2)` before
 //! the index entry naming them is applied, so a `kill -9` never leaves an
 //! index entry without its bytes; [`Packs::sync`] fsyncs them before the
 //! engine's durable flush, so a power loss does not either.
 
+pub mod commit_record;
 mod scan;
 pub use scan::{Damage, Record};
 
@@ -30,7 +39,46 @@ use crate::hash::Hash;
 
 /// Bytes before a chunk's data in its record.
 pub const RECORD_HEADER: u64 = 4 + 4 + 32;
-const MAGIC: &[u8; 4] = b"BKC1";
+
+/// What a pack record holds; its magic says so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    /// File bytes, named by their blake3 hash.
+    Chunk,
+    /// A tree node (directory or content list), named by its node hash.
+    Node,
+    /// A commit record ([`commit_record`]), named by its blake3 hash.
+    Commit,
+}
+
+impl RecordKind {
+    /// The magic that starts a record of this kind.
+    pub fn magic(self) -> &'static [u8; 4] {
+        match self {
+            RecordKind::Chunk => b"BKC1",
+            RecordKind::Node => b"BKN1",
+            RecordKind::Commit => b"BKG1",
+        }
+    }
+
+    /// The kind a record starting with `magic` has.
+    pub fn of_magic(magic: &[u8]) -> Option<RecordKind> {
+        [RecordKind::Chunk, RecordKind::Node, RecordKind::Commit]
+            .into_iter()
+            .find(|k| k.magic().as_slice() == magic)
+    }
+
+    /// Whether `bytes` are what a record of this kind named `hash` holds.
+    pub fn verify(self, hash: &Hash, bytes: &[u8]) -> bool {
+        match self {
+            RecordKind::Chunk | RecordKind::Commit => Hash::of(bytes) == *hash,
+            RecordKind::Node => {
+                crate::tree::dir::verify_node(hash, bytes)
+                    || crate::tree::content::verify_node(hash, bytes)
+            }
+        }
+    }
+}
 /// A pack is closed and a new one started past this size: small enough
 /// that GC can rewrite one cheaply, large enough to keep file counts low.
 pub const PACK_TARGET_SIZE: u64 = 256 * 1024 * 1024;
@@ -259,6 +307,13 @@ impl Packs {
     /// the kernel before this returns (they survive the process dying),
     /// and reach the disk at the next [`Packs::sync`].
     pub fn append(&self, hash: &Hash, data: &[u8]) -> Result<Location> {
+        self.append_record(RecordKind::Chunk, hash, data)
+    }
+
+    /// Appends one record of `kind` (see [`Packs::append`]). A tree node
+    /// or commit record reaches the disk at the next [`Packs::sync`],
+    /// which the store runs before the engine's copy is handed down.
+    pub fn append_record(&self, kind: RecordKind, hash: &Hash, data: &[u8]) -> Result<Location> {
         let len =
             u32::try_from(data.len()).map_err(|_| Error::InvalidArgument("chunk over 4 GiB"))?;
         let mut w = self.lock_writer();
@@ -268,7 +323,7 @@ impl Packs {
             Self::next_pack(&self.dir, &mut w)?;
         }
         let mut header = [0u8; RECORD_HEADER as usize];
-        header[..4].copy_from_slice(MAGIC);
+        header[..4].copy_from_slice(kind.magic());
         header[4..8].copy_from_slice(&len.to_le_bytes());
         header[8..].copy_from_slice(hash.as_bytes());
         let start = w.len;

@@ -28,8 +28,9 @@ use crate::store::{codec, Space, Txn};
 use crate::tree::content::{self, Extent};
 use crate::tree::{dir, Entry, Kind, NodeStore, Timestamp};
 
-const META_HEAD: &[u8] = b"head";
-pub(super) const META_CLOCK: &[u8] = b"clock";
+/// The engine key of the newest commit: its number (u64 BE) and root.
+pub(crate) const META_HEAD: &[u8] = b"head";
+pub(super) const META_CLOCK: &[u8] = crate::store::mirror::META_CLOCK;
 
 /// The node's edit clock as last committed (0 for a new store).
 pub(crate) fn load_clock(kv: &dyn crate::store::Kv) -> Result<u64> {

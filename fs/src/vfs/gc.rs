@@ -17,7 +17,8 @@
 //! installs is whole).
 //!
 //! Packs: after the deletes are applied, a closed pack whose live bytes
-//! have fallen under half its size has its live chunks copied to the
+//! have fallen under half its size has its live chunks (and the records
+//! of the tree nodes and commits the engine still holds) copied to the
 //! newest pack; the index moves to the copies under the lock (open files
 //! forget the locations they cached), the store is made durable, and only
 //! then is the old pack file deleted.
@@ -33,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::gc::{self, Dated, Marks, Policy, Report};
 use crate::hash::Hash;
 use crate::store::kv::for_each;
+use crate::store::mirror;
 use crate::store::packs::RECORD_HEADER;
 use crate::store::{codec, Batch, Location, Space, Store, Txn};
 use crate::tree::{content, dir, Kind, MemNodes};
@@ -238,12 +240,25 @@ impl History<'_> {
                 continue;
             }
             let chunks = live.remove(&id).unwrap_or_default();
-            let used: u64 = chunks
+            let mut used: u64 = chunks
                 .iter()
                 .map(|(_, l)| RECORD_HEADER + u64::from(l.len))
                 .sum();
             if !mostly_dead(used, size) {
                 continue;
+            }
+            // The tree nodes and commits the engine still holds are live
+            // too: their records are what a rebuild reads.
+            let records = mirror::live_records(store, id)?;
+            used += records
+                .iter()
+                .map(|(_, _, b)| RECORD_HEADER + b.len() as u64)
+                .sum::<u64>();
+            if !mostly_dead(used, size) {
+                continue;
+            }
+            for (kind, h, bytes) in &records {
+                packs.append_record(*kind, h, bytes)?;
             }
             for (h, old) in chunks {
                 let mut bytes = vec![0u8; old.len as usize];

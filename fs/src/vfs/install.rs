@@ -168,6 +168,51 @@ impl Vfs {
 /// (parent, name) pairs, for the kernel's caches.
 pub(super) type Names = Vec<(Ino, Vec<u8>)>;
 
+impl Vfs {
+    /// Makes a namespace that was just made (an empty root) match the
+    /// committed tree `root`, recording no commit: a database rebuilt
+    /// from the packs (`check/rebuild.rs`) holds the trees and the log
+    /// but no namespace. What the tree does not hold (owners, extended
+    /// attributes, hard links) is as for a tree from a peer.
+    pub(super) fn check_out(&self, root: Hash) -> Result<()> {
+        let now = self.now();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let store = inner.store.clone();
+        let mut txn = Txn::new(store.kv());
+        let base = txn.inode(ROOT)?.hash();
+        if base == root {
+            return Ok(());
+        }
+        inner.begin();
+        let patterns = inner.ignore.patterns();
+        let mut apply = Apply::new(&mut *inner, &mut txn, &patterns, self.owner, now, None);
+        apply.tasks.push(Task {
+            dir: ROOT,
+            old: Some(base),
+            new: root,
+            depth: 0,
+            path: Vec::new(),
+        });
+        let mut res = Ok(());
+        while let Some(task) = apply.tasks.pop() {
+            res = apply.dir(task);
+            if res.is_err() {
+                break;
+            }
+        }
+        let res = res.and_then(|()| {
+            for (k, _) in txn.scan(Space::Dirty, &[], None, usize::MAX)? {
+                txn.remove(Space::Dirty, k);
+            }
+            txn.commit()
+        });
+        inner.settle(res)?;
+        tracing::info!(%root, "made the namespace from the newest commit");
+        Ok(())
+    }
+}
+
 /// A directory whose names must go from the tree `old` (`None`: it was just
 /// created, empty) to the tree `new`. In a staged install `old` is read
 /// from the directory's record instead (`vfs/install_steps.rs`).

@@ -252,7 +252,7 @@ fn overlay_runs_its_hook_before_the_engine_gets_the_writes() {
     let kv = OverlayKv::new(Shared::new(engine.clone()));
     let runs = Arc::new(AtomicUsize::new(0));
     let (seen, counted) = (engine.clone(), runs.clone());
-    kv.before_handing_down(Box::new(move || {
+    kv.before_handing_down(Box::new(move |_| {
         // Whatever was taken is not in the engine yet.
         assert_eq!(seen.get(Space::Chunks, b"last").unwrap(), None);
         counted.fetch_add(1, Ordering::SeqCst);
@@ -284,7 +284,7 @@ fn overlay_runs_its_hook_before_the_engine_gets_the_writes() {
     assert!(engine.get(Space::Chunks, b"last").unwrap().is_some());
     // A failing hook hands nothing down and keeps the writes.
     let kv = OverlayKv::new(Shared::new(Arc::new(MemKv::new())));
-    kv.before_handing_down(Box::new(|| Err(backer_fs::Error::NoSpace)));
+    kv.before_handing_down(Box::new(|_| Err(backer_fs::Error::NoSpace)));
     let mut b = Batch::default();
     b.put(Space::Chunks, b"k".to_vec(), b"v".to_vec());
     kv.apply(b).unwrap();

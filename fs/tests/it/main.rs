@@ -23,6 +23,7 @@ mod mount_drop;
 mod posix;
 mod private_store;
 mod publish;
+mod rebuild;
 mod setid;
 mod snapshots;
 mod util;

@@ -34,6 +34,7 @@ mod roundtrip;
 mod service;
 mod snapshots_view;
 mod special;
+mod truth;
 mod web;
 mod web_browser;
 mod web_limits;

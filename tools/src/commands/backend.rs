@@ -98,6 +98,19 @@ macro_rules! either {
     };
 }
 
+/// Why a store did not open: its database is damaged (the packs can
+/// rebuild it), or anything else.
+enum Opened {
+    Damaged(String),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Opened {
+    fn from(e: anyhow::Error) -> Opened {
+        Opened::Other(e)
+    }
+}
+
 /// The running node, or the store opened here.
 pub(crate) enum Backend {
     /// A node runs: it holds the store.
@@ -110,6 +123,13 @@ impl Backend {
     /// The node running on the store at `store_dir`, else the store opened
     /// here (waiting a moment for a node that is starting).
     pub(crate) fn connect(store_dir: &Path) -> Result<Backend> {
+        Self::connect_with(store_dir).map_err(|e| match e {
+            Opened::Damaged(why) => super::open_store_error(store_dir, Error::IndexDamaged(why)),
+            Opened::Other(e) => e,
+        })
+    }
+
+    fn connect_with(store_dir: &Path) -> std::result::Result<Backend, Opened> {
         let store_dir = super::require_store(store_dir)?;
         for attempt in 0..50 {
             if let Some((remote, _)) = Remote::find(&store_dir)? {
@@ -121,10 +141,23 @@ impl Backend {
                 Err(Error::Locked) if attempt < 49 => {
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Err(e) => return Err(super::open_store_error(&store_dir, e)),
+                Err(Error::IndexDamaged(why)) => return Err(Opened::Damaged(why)),
+                Err(e) => return Err(super::open_store_error(&store_dir, e).into()),
             }
         }
-        bail!("the store at {} is locked", store_dir.display())
+        Err(anyhow!("the store at {} is locked", store_dir.display()).into())
+    }
+
+    /// [`Backend::connect`], or why the stopped store's database (its
+    /// index) is missing or does not open (`backer check` rebuilds it).
+    pub(crate) fn connect_or_damaged(
+        store_dir: &Path,
+    ) -> Result<std::result::Result<Backend, String>> {
+        match Self::connect_with(store_dir) {
+            Ok(b) => Ok(Ok(b)),
+            Err(Opened::Damaged(why)) => Ok(Err(why)),
+            Err(Opened::Other(e)) => Err(e),
+        }
     }
 
     /// Who and where the node is.
@@ -158,14 +191,13 @@ impl Backend {
 
     /// Verifies the store; with `repair`, fixes what its files allow.
     pub(crate) fn check(&self, repair: bool) -> Result<backer_fs::check::Report> {
-        let local = |l: &Local| l.check(repair);
-        either!(
-            self,
-            local,
-            Request::Check { repair },
-            LONG,
-            Response::Check
-        )
+        match self {
+            Backend::Local(l) => l.check(repair),
+            Backend::Remote(r) => match r.call(Request::Check { repair }, LONG)? {
+                Response::Check(v) => Ok(*v),
+                other => Err(unexpected(other)),
+            },
+        }
     }
 
     /// Restores as `req` says, into the live tree.

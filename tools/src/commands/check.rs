@@ -12,7 +12,13 @@ use super::du::human;
 
 /// `backer check [--repair] [--json]`.
 pub(crate) fn run(store_dir: &Path, repair: bool, json_out: bool) -> Result<()> {
-    let r = Backend::connect(store_dir)?.check(repair)?;
+    let r = match Backend::connect_or_damaged(store_dir)? {
+        Ok(backend) => backend.check(repair)?,
+        // The database is missing or does not open: the packs rebuild it.
+        Err(why) => backer_fs::check::run_damaged(store_dir, why, repair).map_err(|e| {
+            anyhow::anyhow!("cannot rebuild the store at {}: {e}", store_dir.display())
+        })?,
+    };
     if json_out {
         println!("{}", serde_json::to_value(&r)?);
     } else {
@@ -29,6 +35,34 @@ pub(crate) fn run(store_dir: &Path, repair: bool, json_out: bool) -> Result<()> 
 }
 
 fn print(r: &Report) {
+    if let Some(why) = &r.index_damaged {
+        println!("the store's database (its index) is missing or damaged: {why}");
+        println!("run 'backer check --repair' to rebuild it from the packs");
+        return;
+    }
+    if let Some(b) = &r.rebuilt {
+        println!(
+            "rebuilt the database from the packs ({}): {} chunks, {} tree nodes, {} commits{}",
+            b.reason,
+            b.chunks,
+            b.nodes,
+            b.commits,
+            match &b.head {
+                Some((seq, root)) => format!(", head commit {seq} (root {root})"),
+                None => String::new(),
+            }
+        );
+        if b.commits_left_out > 0 {
+            println!(
+                "left out {} commits whose trees are not whole (collected history or damage)",
+                b.commits_left_out
+            );
+        }
+        println!("not restored (the packs do not hold them):");
+        for what in &b.not_restored {
+            println!("  {what}");
+        }
+    }
     println!(
         "checked {} packs ({}, {} records), {} index entries, {} tree nodes of {} roots naming {} chunks",
         r.packs,
@@ -45,6 +79,14 @@ fn print(r: &Report) {
         ("missing chunks", &r.missing_chunks),
         ("bad tree nodes", &r.bad_nodes),
         ("missing tree nodes", &r.missing_nodes),
+        (
+            "tree nodes and commits with no good record in the packs",
+            &r.unbacked,
+        ),
+        (
+            "repaired: record written again from the database",
+            &r.repaired.backed,
+        ),
         ("repaired: re-indexed from the packs", &r.repaired.reindexed),
         ("repaired: record written again", &r.repaired.rewritten),
         ("repaired: quarantined", &r.repaired.quarantined),

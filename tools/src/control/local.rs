@@ -135,7 +135,7 @@ impl Local {
             Request::Log { path } => self.log(path.as_deref()).map(Response::Log),
             Request::Du => self.du().map(Response::Du),
             Request::Gc => self.gc().map(Response::Gc),
-            Request::Check { repair } => self.check(repair).map(Response::Check),
+            Request::Check { repair } => self.check(repair).map(|r| Response::Check(Box::new(r))),
             Request::Restore(RestoreRequest { to: Some(_), .. }) => Err(anyhow!(
                 "restore --to is written by the command, not the node: update backer"
             )),

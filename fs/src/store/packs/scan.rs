@@ -1,13 +1,13 @@
 //! Reading a pack front to back by its own record headers, without the
 //! index: what `backer check` verifies, and what an index can be rebuilt
 //! from. A record whose header does not read (or whose length leads
-//! nowhere) is skipped up to the next record that proves itself: a magic,
-//! a header, and bytes that hash to the header's hash.
+//! nowhere) is skipped up to the next record that proves itself: a magic
+//! of any kind, a header, and bytes that hash to the header's hash.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use super::{pack_path, Location, Packs, MAGIC, RECORD_HEADER};
+use super::{pack_path, Location, Packs, RecordKind, RECORD_HEADER};
 use crate::error::{Error, Result};
 use crate::hash::Hash;
 
@@ -21,6 +21,8 @@ const WINDOW: usize = 1 << 20;
 /// One record found in a pack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record {
+    /// What it holds (its magic).
+    pub kind: RecordKind,
     /// The hash its header names.
     pub hash: Hash,
     /// Where its bytes are.
@@ -78,6 +80,18 @@ impl Packs {
         id: u32,
         end: u64,
         mut record: impl FnMut(Record),
+        damage: impl FnMut(Damage),
+    ) -> Result<u64> {
+        self.scan_bytes(id, end, |r, _| record(r), damage)
+    }
+
+    /// [`Packs::scan`], handing each record's bytes with it (checked
+    /// against its hash when the record is `good`).
+    pub fn scan_bytes(
+        &self,
+        id: u32,
+        end: u64,
+        mut record: impl FnMut(Record, &[u8]),
         mut damage: impl FnMut(Damage),
     ) -> Result<u64> {
         let path = pack_path(&self.dir, id);
@@ -101,7 +115,7 @@ impl Packs {
         while pos < end {
             match s.record_at(pos)? {
                 Some(r) if r.good || s.boundary(r.loc.offset + u64::from(r.loc.len))? => {
-                    record(r);
+                    record(r, &s.buf);
                     pos = r.loc.offset + u64::from(r.loc.len);
                 }
                 _ => {
@@ -141,9 +155,9 @@ impl Scanner<'_> {
         }
         let mut header = [0u8; RECORD_HEADER as usize];
         self.read(pos, &mut header)?;
-        if &header[..4] != MAGIC {
+        let Some(kind) = RecordKind::of_magic(&header[..4]) else {
             return Ok(None);
-        }
+        };
         let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         let offset = pos + RECORD_HEADER;
         if u64::from(len) > MAX_RECORD || offset + u64::from(len) > self.end {
@@ -154,10 +168,11 @@ impl Scanner<'_> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(len as usize, 0);
         let read = self.read(offset, &mut buf);
-        let good = read.is_ok() && Hash::of(&buf) == Hash(hash);
+        let good = read.is_ok() && kind.verify(&Hash(hash), &buf);
         self.buf = buf;
         read?;
         Ok(Some(Record {
+            kind,
             hash: Hash(hash),
             loc: Location {
                 pack: self.id,
@@ -178,7 +193,7 @@ impl Scanner<'_> {
         }
         let mut m = [0u8; 4];
         self.read(pos, &mut m)?;
-        Ok(&m == MAGIC)
+        Ok(RecordKind::of_magic(&m).is_some())
     }
 
     /// The first position from `from` on where a good record starts, or
@@ -191,7 +206,7 @@ impl Scanner<'_> {
             self.read(at, &mut window[..n])?;
             let mut i = 0;
             while i + 4 <= n {
-                if &window[i..i + 4] == MAGIC {
+                if RecordKind::of_magic(&window[i..i + 4]).is_some() {
                     let pos = at + i as u64;
                     if self.record_at(pos)?.is_some_and(|r| r.good) {
                         return Ok(pos);
