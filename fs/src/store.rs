@@ -21,6 +21,7 @@ pub(crate) mod mirror;
 pub mod overlay_kv;
 pub mod packs;
 pub mod private;
+mod seal;
 pub mod sled_kv;
 pub mod space_gate;
 pub mod txn;
@@ -150,7 +151,16 @@ fn open_engine(dir: &Path, cache_bytes: u64) -> Result<sled_kv::SledKv> {
         Err(e) => return Err(Error::IndexDamaged(e.to_string())),
     };
     match kv.get(Space::Meta, META_FORMAT) {
-        Ok(Some(_)) => Ok(kv),
+        Ok(Some(_)) => {
+            let held = kv.flushes();
+            match seal::read(&db_dir(dir)) {
+                Some(sealed) if sealed > held => Err(Error::IndexDamaged(format!(
+                    "the database lost writes it had made durable (flush {sealed} was sealed, \
+                     it holds {held}): its files are damaged"
+                ))),
+                _ => Ok(kv),
+            }
+        }
         // sled makes an empty database of a folder whose files are gone.
         Ok(None) => Err(Error::IndexDamaged(
             "the database holds no store (its files are missing)".into(),

@@ -26,6 +26,9 @@ pub struct SledKv {
     db: std::sync::RwLock<Option<sled::Db>>,
     dir: std::path::PathBuf,
     cache_bytes: u64,
+    /// Flushes counted so far (`store/seal.rs`); held while a flush runs,
+    /// so counts reach the engine and the seal file in order.
+    flushes: std::sync::Mutex<u64>,
 }
 
 /// How long a reopen waits for the closed handle's lock to go away.
@@ -98,11 +101,19 @@ impl SledKv {
     /// the store [`Error::Locked`].
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledKv> {
         let db = Self::open_db(dir, cache_bytes, LOCK_WAIT)?;
+        let seal_key = key(Space::Meta, super::seal::META_SEAL);
+        let flushes = super::seal::decode(db.get(seal_key).map_err(engine)?.as_deref());
         Ok(SledKv {
             db: std::sync::RwLock::new(Some(db)),
             dir: dir.to_path_buf(),
             cache_bytes,
+            flushes: std::sync::Mutex::new(flushes),
         })
+    }
+
+    /// How many flushes the database holds the count of (`store/seal.rs`).
+    pub(crate) fn flushes(&self) -> u64 {
+        *self.flushes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn open_db(dir: &Path, cache_bytes: u64, wait: std::time::Duration) -> Result<sled::Db> {
@@ -242,7 +253,21 @@ impl Kv for SledKv {
     }
 
     fn flush(&self) -> Result<()> {
-        self.with(|db| db.flush().map_err(engine).map(|_| ()))
+        let mut count = self.flushes.lock().unwrap_or_else(|p| p.into_inner());
+        let next = *count + 1;
+        self.with(|db| {
+            let seal_key = key(Space::Meta, super::seal::META_SEAL);
+            db.insert(seal_key, &next.to_be_bytes()[..])
+                .map_err(engine)?;
+            db.flush().map_err(engine).map(|_| ())
+        })?;
+        *count = next;
+        // Durable: now the seal may say so (a failure only weakens the
+        // check at the next open; the data is safe).
+        if let Err(e) = super::seal::write(&self.dir, next) {
+            tracing::warn!(error = %e, "cannot write the database's seal");
+        }
+        Ok(())
     }
 
     fn size_on_disk(&self) -> Result<u64> {
