@@ -121,6 +121,11 @@ impl IgnoreState {
         self.pats.clone().unwrap_or_default()
     }
 
+    /// Whether new paths are held back (no set ever parsed).
+    pub(crate) fn held_back(&self) -> bool {
+        self.loaded && self.pats.is_none()
+    }
+
     pub(crate) fn status(&self) -> IgnoreStatus {
         IgnoreStatus {
             error: self.error.clone(),

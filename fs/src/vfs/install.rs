@@ -232,6 +232,8 @@ pub(super) struct Apply<'a, 't, 'k> {
     /// The ignore patterns in force: the namespace side of an ignored
     /// name is left alone (`vfs/ignored.rs`).
     patterns: &'a Patterns,
+    /// No pattern set ever parsed: local names are held back.
+    held_back: bool,
     pub(super) inner: &'a mut Inner,
     pub(super) txn: &'t mut Txn<'k>,
     owner: Ctx,
@@ -281,8 +283,10 @@ impl<'a, 't, 'k> Apply<'a, 't, 'k> {
         now: Timestamp,
         staged: Option<Staged>,
     ) -> Apply<'a, 't, 'k> {
+        let held_back = inner.ignore.held_back();
         Apply {
             patterns,
+            held_back,
             inner,
             txn,
             owner,
@@ -338,6 +342,11 @@ impl<'a, 't, 'k> Apply<'a, 't, 'k> {
                 .collect(),
         };
         let mut rest = false;
+        // A task cut short goes back below the subdirectories it queued:
+        // they must finish (and `up_to_root` carry their trees up) before
+        // its names are diffed again, else the same subdirectories come
+        // back first every step and the install never ends.
+        let below_children = self.tasks.len();
         if let Some(st) = &mut self.staged {
             // At least one name, so that every step moves on.
             let keep = st.budget.max(1);
@@ -381,7 +390,15 @@ impl<'a, 't, 'k> Apply<'a, 't, 'k> {
                 .map(|d| d.kind)
                 .or(live.as_ref().map(|e| e.kind))
                 == Some(Kind::Dir);
-            if let Verdict::Ignored { .. } = ignored::verdict(self.patterns, &path, is_dir) {
+            // While the pattern file has never parsed, local names are
+            // held back (never committed): an install must not replace or
+            // remove them, only add what is not here.
+            let verdict = if self.held_back && here.is_some() {
+                Verdict::Ignored { deletable: false }
+            } else {
+                ignored::verdict(self.patterns, &path, is_dir)
+            };
+            if let Verdict::Ignored { .. } = verdict {
                 // Neither fetched nor shown; a local file of that name
                 // stays as it is. The tree takes the merged entry (above,
                 // or with the directory's new tree), so roots converge.
@@ -411,7 +428,7 @@ impl<'a, 't, 'k> Apply<'a, 't, 'k> {
                 st.dirs
                     .insert((std::cmp::Reverse(task.depth), task.dir), ());
                 if rest {
-                    self.tasks.push(task.clone());
+                    self.tasks.insert(below_children, task.clone());
                 }
             }
         }

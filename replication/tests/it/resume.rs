@@ -105,3 +105,52 @@ async fn a_first_sync_killed_mid_install_resumes_without_fetching_chunks_again()
         );
     }
 }
+
+/// A folder whose first names are many non-empty subfolders, installed in
+/// steps smaller than it: a step cut short inside it must let the
+/// subfolders it queued finish before it comes back, else the same
+/// subfolders are queued again every step and the install never ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_of_many_subfolders_installs_in_small_steps_and_ends() {
+    let a = Node::new();
+    for d in 0..10 {
+        for f in 0..4 {
+            a.write(
+                &format!("top/s{d:02}/f{f}"),
+                &bytes((d * 10 + f) as u64, 50),
+            );
+        }
+    }
+    a.write("top/z-last", b"the folder's last name");
+    let b = Node::new();
+    b.vfs.set_install_step(InstallStep {
+        names: 3,
+        time: std::time::Duration::from_secs(3600),
+    });
+    let steps = Arc::new(AtomicUsize::new(0));
+    let hook = {
+        let steps = steps.clone();
+        Arc::new(move |_: &backer_fs::vfs::Installed| {
+            // A loop would step for ever: stop it with a failure instead.
+            assert!(
+                steps.fetch_add(1, Ordering::SeqCst) < 1_000,
+                "the install does not end"
+            );
+        })
+    };
+    a.vfs.commit().unwrap();
+    let (x, y) = tokio::io::duplex(1 << 20);
+    let fa = run(x, a.local(), a.hello(), once(), Channels::default());
+    let fb = run(
+        y,
+        VfsLocal::with_install_hook(b.vfs.clone(), hook),
+        b.hello(),
+        once(),
+        Channels::default(),
+    );
+    let (oa, ob) = tokio::join!(fa, fb);
+    oa.result.unwrap();
+    ob.result.unwrap();
+    assert!(steps.load(Ordering::SeqCst) > 5, "installed in steps");
+    assert_eq!(b.vfs.root_hash().unwrap(), a.vfs.root_hash().unwrap());
+}

@@ -116,6 +116,17 @@ fn a_damaged_database_file_is_rebuilt_and_a_mount_says_how() {
         at += 4096;
     }
     drop(f);
+    // sled may notice the damage or, where the flips land on bytes it no
+    // longer reads, open a whole database: then nothing may be missing.
+    // Never may it open an older one as if whole (the seal, store/seal.rs).
+    let log_now = backer(m.store(), &["log", "--json"]);
+    if log_now.code == Some(0) {
+        assert_eq!(
+            log_now.stdout, log,
+            "a database that opens holds every commit"
+        );
+        return;
+    }
     let run = m.try_mount(&[]);
     let line = run.assert_one_line_failure();
     assert!(line.contains("check --repair"), "{line}");
