@@ -126,28 +126,9 @@ impl Vfs {
         inner.begin();
         let patterns = inner.ignore.patterns();
         let mut apply = Apply::new(&mut *inner, &mut txn, &patterns, self.owner, now, None);
-        apply.tasks.push(Task {
-            dir: ROOT,
-            old: Some(base),
-            new: root,
-            depth: 0,
-            path: Vec::new(),
-        });
-        while let Some(task) = apply.tasks.pop() {
-            apply.dir(task)?;
-        }
+        apply.run_from_root(base, root)?;
         let (names, inodes) = apply.finish()?;
-        let info = commit::append(
-            &mut txn,
-            &inner.head,
-            root,
-            parents,
-            now,
-            store.node_id(),
-            names.len(),
-        )?;
-        inner.settle(txn.commit())?;
-        inner.moved_head(&info);
+        let info = inner.commit_install(txn, root, parents, now, store.node_id(), names.len())?;
         tracing::debug!(
             seq = info.seq,
             %base,
@@ -168,6 +149,26 @@ impl Vfs {
 /// (parent, name) pairs, for the kernel's caches.
 pub(super) type Names = Vec<(Ino, Vec<u8>)>;
 
+impl Inner {
+    /// Records an install of `root` as a commit with `parents` in `txn`,
+    /// applies it and moves the head (the install and each step of a
+    /// staged one end so).
+    pub(super) fn commit_install(
+        &mut self,
+        mut txn: Txn<'_>,
+        root: Hash,
+        parents: Vec<[u8; 32]>,
+        now: Timestamp,
+        me: crate::identity::NodeId,
+        names: usize,
+    ) -> Result<CommitInfo> {
+        let info = commit::append(&mut txn, &self.head, root, parents, now, me, names)?;
+        self.settle(txn.commit())?;
+        self.moved_head(&info);
+        Ok(info)
+    }
+}
+
 impl Vfs {
     /// Makes a namespace that was just made (an empty root) match the
     /// committed tree `root`, recording no commit: a database rebuilt
@@ -187,26 +188,10 @@ impl Vfs {
         inner.begin();
         let patterns = inner.ignore.patterns();
         let mut apply = Apply::new(&mut *inner, &mut txn, &patterns, self.owner, now, None);
-        apply.tasks.push(Task {
-            dir: ROOT,
-            old: Some(base),
-            new: root,
-            depth: 0,
-            path: Vec::new(),
-        });
-        let mut res = Ok(());
-        while let Some(task) = apply.tasks.pop() {
-            res = apply.dir(task);
-            if res.is_err() {
-                break;
-            }
-        }
-        let res = res.and_then(|()| {
-            for (k, _) in txn.scan(Space::Dirty, &[], None, usize::MAX)? {
-                txn.remove(Space::Dirty, k);
-            }
-            txn.commit()
-        });
+        let res = apply
+            .run_from_root(base, root)
+            .and_then(|()| apply.finish())
+            .and_then(|_| txn.commit());
         inner.settle(res)?;
         tracing::info!(%root, "made the namespace from the newest commit");
         Ok(())
@@ -225,6 +210,19 @@ pub(super) struct Task {
     pub(super) depth: u32,
     /// Its path from the root (for the ignore patterns).
     pub(super) path: Vec<u8>,
+}
+
+impl Task {
+    /// The root's names, from the tree `base` to the tree `new`.
+    pub(super) fn root(base: Hash, new: Hash) -> Task {
+        Task {
+            dir: ROOT,
+            old: Some(base),
+            new,
+            depth: 0,
+            path: Vec::new(),
+        }
+    }
 }
 
 /// One install's state: the work list and what changed so far.
@@ -297,6 +295,16 @@ impl<'a, 't, 'k> Apply<'a, 't, 'k> {
             tasks: Vec::new(),
             staged,
         }
+    }
+
+    /// Walks the whole namespace from the tree `base` to `root`, in one
+    /// go (not staged).
+    pub(super) fn run_from_root(&mut self, base: Hash, root: Hash) -> Result<()> {
+        self.tasks.push(Task::root(base, root));
+        while let Some(task) = self.tasks.pop() {
+            self.dir(task)?;
+        }
+        Ok(())
     }
 
     /// Ends the walk: the names changed and the existing inodes touched

@@ -37,7 +37,7 @@
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
-use super::commit::{self, ReadNodes, TxnNodes};
+use super::commit::{ReadNodes, TxnNodes};
 use super::install::{Apply, Staged, Task};
 use super::records::NamespaceTxn;
 use super::types::*;
@@ -133,13 +133,7 @@ impl Vfs {
                 return Ok(last);
             }
             if tasks.is_empty() {
-                tasks.push(Task {
-                    dir: ROOT,
-                    old: Some(base),
-                    new: *to,
-                    depth: 0,
-                    path: Vec::new(),
-                });
+                tasks.push(Task::root(base, *to));
             }
             let started = Instant::now();
             inner.begin();
@@ -177,17 +171,14 @@ impl Vfs {
                     "a staged install ended at {root}, not at its target {to}"
                 )));
             }
-            let info = commit::append(
-                &mut txn,
-                &inner.head,
+            let info = inner.commit_install(
+                txn,
                 root,
                 vec![base.0, second.0],
                 now,
                 store.node_id(),
                 names.len(),
             )?;
-            inner.settle(txn.commit())?;
-            inner.moved_head(&info);
             *at = root;
             tracing::debug!(
                 seq = info.seq,
