@@ -51,3 +51,36 @@ finish_cleanup() {
     if ((rc != 0)); then say "$BENCH_NAME: failed (exit $rc); cleaned up"; fi
     exit "$rc"
 }
+
+# backer_binary: sets BACKER to $BACKER_BIN, else to a release build made
+# now (needs REPO).
+backer_binary() {
+    if [[ -n ${BACKER_BIN:-} ]]; then
+        BACKER=$BACKER_BIN
+    else
+        say "building backer: cargo build --release -p backer"
+        (cd "$REPO" && cargo build --release -p backer) >&2
+        BACKER=${CARGO_TARGET_DIR:-$REPO/target}/release/backer
+    fi
+    [[ -x $BACKER ]] || die "no backer binary at $BACKER"
+}
+
+# st_options_xml PORT: the <options> of a benchmark's Syncthing config:
+# listening on 127.0.0.1:PORT, and nothing that reaches off the machine
+# (no announcements, relays, NAT, upgrades or reports).
+st_options_xml() {
+    cat <<XML
+    <options>
+        <listenAddress>tcp://127.0.0.1:$1</listenAddress>
+        <globalAnnounceEnabled>false</globalAnnounceEnabled>
+        <localAnnounceEnabled>false</localAnnounceEnabled>
+        <relaysEnabled>false</relaysEnabled>
+        <natEnabled>false</natEnabled>
+        <startBrowser>false</startBrowser>
+        <urAccepted>-1</urAccepted>
+        <autoUpgradeIntervalH>0</autoUpgradeIntervalH>
+        <crashReportingEnabled>false</crashReportingEnabled>
+        <setLowPriority>false</setLowPriority>
+    </options>
+XML
+}

@@ -139,14 +139,7 @@ drop_caches() { # drop_caches DIR
 
 # ------------------------------------------------------------------ binaries
 
-if [[ -n ${BACKER_BIN:-} ]]; then
-    BACKER=$BACKER_BIN
-else
-    say "building backer: cargo build --release -p backer"
-    (cd "$REPO" && cargo build --release -p backer) >&2
-    BACKER=${CARGO_TARGET_DIR:-$REPO/target}/release/backer
-fi
-[[ -x $BACKER ]] || die "no backer binary at $BACKER"
+backer_binary
 
 FLOOR_BIN=""
 FLOOR_NOTE=""

@@ -117,14 +117,7 @@ hwm_mib() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 
 # ------------------------------------------------------------------ binaries
 
-if [[ -n ${BACKER_BIN:-} ]]; then
-    BACKER=$BACKER_BIN
-else
-    say "building backer: cargo build --release -p backer"
-    (cd "$REPO" && cargo build --release -p backer) >&2
-    BACKER=${CARGO_TARGET_DIR:-$REPO/target}/release/backer
-fi
-[[ -x $BACKER ]] || die "no backer binary at $BACKER"
+backer_binary
 FLOOR_BIN=${BENCH_FLOOR_BIN:-}
 if [[ -z $FLOOR_BIN && ${BENCH_NO_FLOOR:-0} != 1 ]]; then
     for d in "$REPO/../shared/fuse-floor" /work/shared/fuse-floor; do
@@ -296,18 +289,7 @@ if [[ $ST != 0 ]]; then
     <device id="${ST_ID[$n]}" name="st$n" compression="metadata" introducer="false"><address>dynamic</address></device>
     <device id="${ST_ID[$other]}" name="st$other" compression="metadata" introducer="false"><address>tcp://127.0.0.1:$3</address></device>
     <gui enabled="true" tls="false" debugging="false"><address>127.0.0.1:$4</address><apikey>$ST_KEY</apikey></gui>
-    <options>
-        <listenAddress>tcp://127.0.0.1:$2</listenAddress>
-        <globalAnnounceEnabled>false</globalAnnounceEnabled>
-        <localAnnounceEnabled>false</localAnnounceEnabled>
-        <relaysEnabled>false</relaysEnabled>
-        <natEnabled>false</natEnabled>
-        <startBrowser>false</startBrowser>
-        <urAccepted>-1</urAccepted>
-        <autoUpgradeIntervalH>0</autoUpgradeIntervalH>
-        <crashReportingEnabled>false</crashReportingEnabled>
-        <setLowPriority>false</setLowPriority>
-    </options>
+$(st_options_xml "$2")
 </configuration>
 EOF
     }

@@ -254,14 +254,7 @@ wire_bytes() { # wire_bytes RULE...: "bytes packets" matched by these rules sinc
 
 # ------------------------------------------------------------------ binaries and data
 
-if [[ -n ${BACKER_BIN:-} ]]; then
-    BACKER=$BACKER_BIN
-else
-    say "building backer: cargo build --release -p backer"
-    (cd "$REPO" && cargo build --release -p backer) >&2
-    BACKER=${CARGO_TARGET_DIR:-$REPO/target}/release/backer
-fi
-[[ -x $BACKER ]] || die "no backer binary at $BACKER"
+backer_binary
 
 if [[ -d /dev/shm ]] && (($(df -Pk /dev/shm | awk 'NR == 2 { print $4 }') > (BIG_MB + 64) * 1024)); then
     SHM=$(mktemp -d /dev/shm/backer-sync-bench.XXXXXX)
@@ -526,18 +519,7 @@ st_config() { # st_config N LISTEN GUI DIR: write the whole config.xml
         <address>127.0.0.1:$3</address>
         <apikey>$ST_KEY</apikey>
     </gui>
-    <options>
-        <listenAddress>tcp://127.0.0.1:$2</listenAddress>
-        <globalAnnounceEnabled>false</globalAnnounceEnabled>
-        <localAnnounceEnabled>false</localAnnounceEnabled>
-        <relaysEnabled>false</relaysEnabled>
-        <natEnabled>false</natEnabled>
-        <startBrowser>false</startBrowser>
-        <urAccepted>-1</urAccepted>
-        <autoUpgradeIntervalH>0</autoUpgradeIntervalH>
-        <crashReportingEnabled>false</crashReportingEnabled>
-        <setLowPriority>false</setLowPriority>
-    </options>
+$(st_options_xml "$2")
 </configuration>
 EOF
 }
